@@ -1,0 +1,328 @@
+"""The ``agent`` command line.
+
+Exit codes: 0 success; 1 the thing checked is not right (a runbook fails verification, a host failed);
+2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from agent import __version__
+from agent.catalog import Catalog, Problem
+from agent.config import CONFIG_ENV, AgentConfig, load_config
+from agent.errors import ConfigError, SigningError
+from agent.lockfile import Lock
+from agent.signing import generate_key_pair, load_private_key, sign
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PASSPHRASE_ENV = "AGENT_SIGNING_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _config(ctx: click.Context) -> AgentConfig:
+    state: dict[str, Any] = ctx.ensure_object(dict)
+    if "config" not in state:
+        try:
+            state["config"] = load_config(state.get("config_path"))
+        except ConfigError as exc:
+            click.echo(f"error: configuration {exc.source} is not valid:", err=True)
+            for problem in exc.problems:
+                click.echo(f"  - {problem}", err=True)
+            sys.exit(EXIT_USAGE)
+    config: AgentConfig = state["config"]
+    return config
+
+
+def _catalog(ctx: click.Context) -> Catalog:
+    config = _config(ctx)
+    return Catalog(
+        config.path(config.catalog.dir),
+        config.path(config.catalog.lock),
+        approvers=config.catalog.approvers(),
+        min_signatures=config.catalog.min_signatures,
+    )
+
+
+def _print_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="guardia-agent")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=CONFIG_ENV,
+    help=f"Agent config (TOML). Default: ${CONFIG_ENV}, else built-in defaults relative to the working directory.",
+)
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None) -> None:
+    """GUARDiA agent: a sandboxed runbook executor for locked-down internal networks.
+
+    It runs only hash-locked, approved scripts from runbooks/ on hosts of its inventory, on command from a chat
+    relay it dials out to, and answers with redacted output.
+
+    Exit codes: 0 success, 1 a check failed (verification, a run), 2 usage or configuration error.
+    """
+    ctx.ensure_object(dict)["config_path"] = config_path
+
+
+# -- agent runbooks ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def runbooks() -> None:
+    """Inspect, lock, sign and verify the runbook catalog."""
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        click.echo(f"  {problem}", err=True)
+
+
+@runbooks.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@click.pass_context
+def verify(ctx: click.Context, as_json: bool) -> None:
+    """Check every script and manifest against runbooks.lock (and its signatures when approver keys are set).
+
+    Exit 0 when everything verifies, 1 when anything does not; each problem is named by runbook and kind.
+    """
+    report = _catalog(ctx).verify()
+    if as_json:
+        _print_json(report.to_json())
+    elif report.ok:
+        signed = f", signed by {', '.join(report.signed_by)}" if report.signed_by else ""
+        digest = report.lock.catalog_sha256[:16] if report.lock else ""
+        click.echo(f"OK: {len(report.runbooks)} runbooks verify against the lock (catalog {digest}…{signed})")
+    else:
+        click.echo(
+            f"FAILED: {len(report.problems)} problem(s); runnable: {len(report.runnable)} "
+            f"of {len(report.runbooks)}",
+            err=True,
+        )
+        _print_problems(report.problems)
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+def _sign_lock(lock: Lock, key_file: Path) -> Lock:
+    passphrase_text = os.environ.get(PASSPHRASE_ENV)
+    passphrase = passphrase_text.encode() if passphrase_text else None
+    try:
+        key = load_private_key(key_file, passphrase)
+    except SigningError as exc:
+        if passphrase is None and "encrypted" in str(exc) and sys.stdin.isatty():
+            entered = click.prompt(f"Passphrase for {key_file}", hide_input=True)
+            key = load_private_key(key_file, entered.encode())
+        else:
+            raise
+    return Catalog.add_signature(lock, sign(key, lock.signed_message()))
+
+
+@runbooks.command()
+@click.option(
+    "--sign",
+    "key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"Also sign the lock with this approver private key (passphrase: ${PASSPHRASE_ENV} or a prompt).",
+)
+@click.pass_context
+def lock(ctx: click.Context, key_file: Path | None) -> None:
+    """Write runbooks.lock from the runbooks as they are now.
+
+    Refuses (exit 1) while any manifest is invalid or a script has no manifest. Review the diff and commit it;
+    signatures survive a re-lock only when nothing changed.
+    """
+    catalog = _catalog(ctx)
+    new_lock, problems = catalog.build_lock()
+    if new_lock is None:
+        click.echo("not locked: fix these first:", err=True)
+        _print_problems(problems)
+        sys.exit(EXIT_FAILED)
+    if key_file is not None:
+        try:
+            new_lock = _sign_lock(new_lock, key_file)
+        except SigningError as exc:
+            _fail(str(exc))
+    catalog.write_lock(new_lock)
+    signed = f", {len(new_lock.signatures)} signature(s)" if new_lock.signatures else ""
+    click.echo(
+        f"wrote {catalog.lock_path}: {len(new_lock.runbooks)} runbooks, "
+        f"catalog {new_lock.catalog_sha256[:16]}…{signed}"
+    )
+
+
+@runbooks.command("sign")
+@click.argument("key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def sign_command(ctx: click.Context, key_file: Path) -> None:
+    """Add an approver's signature to the existing lock, after checking that the runbooks match it.
+
+    Run it on the approver's own machine, in a checkout they reviewed: the private key never goes to the agent PC.
+    """
+    catalog = _catalog(ctx)
+    report = catalog.verify()
+    blocking = [p for p in report.problems if not p.kind.startswith("signature_")]
+    if report.lock is None or blocking:
+        click.echo("not signed: the runbooks do not match the lock:", err=True)
+        _print_problems(blocking)
+        sys.exit(EXIT_FAILED)
+    try:
+        signed = _sign_lock(report.lock, key_file)
+    except SigningError as exc:
+        _fail(str(exc))
+    catalog.write_lock(signed)
+    click.echo(
+        f"signed {catalog.lock_path} (catalog {signed.catalog_sha256[:16]}…), "
+        f"{len(signed.signatures)} signature(s)"
+    )
+
+
+@runbooks.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_command(ctx: click.Context, as_json: bool) -> None:
+    """List runbooks: name, description, targets, whether it changes state, and whether it verifies."""
+    report = _catalog(ctx).verify()
+    rows: list[dict[str, Any]] = []
+    for name, status in sorted(report.runbooks.items()):
+        manifest = status.manifest
+        rows.append(
+            {
+                "name": name,
+                "description": manifest.description if manifest else "(invalid manifest)",
+                "targets": manifest.targets if manifest else [],
+                "changes_state": manifest.changes_state if manifest else None,
+                "verified": status.verified,
+            }
+        )
+    if as_json:
+        _print_json(rows)
+        return
+    width = max((len(r["name"]) for r in rows), default=4)
+    for row in rows:
+        mark = "ok " if row["verified"] else "BAD"
+        state = "changes state" if row["changes_state"] else ""
+        click.echo(f"{mark} {row['name']:<{width}}  {row['description']}")
+        click.echo(f"    {'':<{width}}  targets: {', '.join(row['targets']) or '-'}  {state}".rstrip())
+    if not report.ok:
+        click.echo(f"\n{len(report.problems)} problem(s): run 'agent runbooks verify' for details", err=True)
+
+
+@runbooks.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one runbook: parameters, argv mapping, limits, targets, rooms and hashes."""
+    report = _catalog(ctx).verify()
+    status = report.runbooks.get(name)
+    if status is None:
+        _fail(f"no runbook named {name!r} (see 'agent runbooks list')", EXIT_FAILED)
+    manifest = status.manifest
+    entry = report.lock.runbooks.get(name) if report.lock else None
+    problems = [str(p) for p in report.problems_of(name)]
+    if as_json:
+        _print_json(
+            {
+                "name": name,
+                "verified": status.verified,
+                "problems": problems,
+                "manifest": manifest.model_dump(mode="json") if manifest else None,
+                "argv": manifest.argv_template() if manifest else None,
+                "manifest_sha256": status.manifest_sha256,
+                "script_sha256": status.script_sha256,
+                "locked": entry.model_dump() if entry else None,
+            }
+        )
+        return
+    click.echo(f"{name}: {manifest.description if manifest else '(invalid manifest)'}")
+    click.echo(f"  verified:      {'yes' if status.verified else 'NO'}")
+    for problem in problems:
+        click.echo(f"    {problem}")
+    if manifest:
+        click.echo(f"  interpreter:   {manifest.interpreter}")
+        click.echo(
+            f"  argv:          {manifest.interpreter} -s -- {' '.join(manifest.argv_template())}".rstrip()
+        )
+        click.echo(f"  timeout:       {manifest.timeout:g} s")
+        click.echo(f"  max output:    {manifest.max_output} bytes per stream")
+        click.echo(
+            f"  changes state: {'yes (one run per host at a time)' if manifest.changes_state else 'no'}"
+        )
+        click.echo(f"  targets:       {', '.join(manifest.targets)}")
+        click.echo(f"  rooms:         {', '.join(manifest.rooms) or '(none: command line only)'}")
+        click.echo("  parameters:" if manifest.params else "  parameters:    (none)")
+        for param in manifest.params:
+            need = "required" if param.is_required else f"default {getattr(param, 'default', None)!r}"
+            click.echo(f"    {param.name} ({need}): {param.describe()}")
+            if param.help:
+                click.echo(f"        {param.help}")
+    click.echo(f"  script sha256:   {status.script_sha256 or '-'}")
+    click.echo(f"  manifest sha256: {status.manifest_sha256 or '-'}")
+
+
+# -- agent keys -------------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Approver keys for signing runbooks.lock."""
+
+
+@keys.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--comment", default="", help="Name shown for this key (e.g. the approver's name).")
+@click.option(
+    "--passphrase/--no-passphrase",
+    default=True,
+    show_default=True,
+    help="Encrypt the private key with a passphrase (prompted, or from $" + PASSPHRASE_ENV + ").",
+)
+def generate(path: Path, comment: str, passphrase: bool) -> None:
+    """Make an approver key pair: PATH (private; keep it off the agent PC) and PATH.pub.
+
+    Put the line in PATH.pub into the agent config's catalog.approver_keys.
+    """
+    secret: bytes | None = None
+    if passphrase:
+        text = os.environ.get(PASSPHRASE_ENV) or click.prompt(
+            "Passphrase", hide_input=True, confirmation_prompt=True
+        )
+        secret = text.encode()
+    try:
+        public_path, line = generate_key_pair(path, comment, secret)
+    except SigningError as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {path} (private) and {public_path}")
+    click.echo("add this line to catalog.approver_keys in the agent config:")
+    click.echo(f"  {line}")
+
+
+# -- agent config -----------------------------------------------------------------------------------------
+
+
+@main.group("config")
+def config_group() -> None:
+    """Check the agent configuration."""
+
+
+@config_group.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate the config and list every problem (exit 2 if any)."""
+    config = _config(ctx)
+    click.echo(f"OK: agent {config.agent_id}, catalog {config.path(config.catalog.dir)}")

@@ -1,0 +1,72 @@
+"""The agent's exception tree: one root, typed leaves, each also the builtin it means.
+
+    AgentError
+    ├── ConfigError (ValueError)            a config file or environment that cannot be used
+    ├── CatalogError                        the runbook catalog as a whole
+    │   ├── InvalidManifest (ValueError)    a manifest that does not parse or validate
+    │   ├── InvalidLock (ValueError)        a lock file that does not parse
+    │   └── RunbookNotRunnable (LookupError) unknown, unverified or tampered runbook
+    ├── InvalidArguments (ValueError)       request arguments that do not match the runbook's schema
+    └── SigningError (ValueError)           an approver key that cannot be read or used
+
+Messages never contain the raw value that was refused: they are meant to be shown to an operator in a chat room
+outside the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class AgentError(Exception):
+    """Root of every error the agent raises on purpose."""
+
+
+class ConfigError(AgentError, ValueError):
+    """The configuration cannot be used; ``problems`` lists every problem found, one line each."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(f"{source}: " + "; ".join(self.problems))
+
+
+class CatalogError(AgentError):
+    """A problem with the runbook catalog."""
+
+
+class InvalidManifest(CatalogError, ValueError):
+    """A runbook manifest that does not parse or validate; ``problems`` name the field at fault."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(f"{source}: " + "; ".join(self.problems))
+
+
+class InvalidLock(CatalogError, ValueError):
+    """The lock file does not parse or has the wrong shape."""
+
+
+class RunbookNotRunnable(CatalogError, LookupError):
+    """A runbook that may not run: unknown, failing verification, or changed on disk since it was locked."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"runbook {name!r} is not runnable: {reason}")
+
+
+class InvalidArguments(AgentError, ValueError):
+    """Request arguments refused by the runbook's parameter schema.
+
+    ``problems`` is a list of ``(param, reason)``; neither part contains the refused value.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{param}: {reason}" for param, reason in self.problems))
+
+
+class SigningError(AgentError, ValueError):
+    """An approver key that cannot be loaded, or a signature that cannot be made."""

@@ -1,0 +1,34 @@
+"""Shared fixtures: a private copy of the bundled catalog, and a CLI runner bound to it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from agent.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def catalog_dir(tmp_path: Path) -> Path:
+    """A copy of runbooks/ and runbooks.lock in a temp folder (returns the folder holding both)."""
+    shutil.copytree(ROOT / "runbooks", tmp_path / "runbooks")
+    shutil.copy2(ROOT / "runbooks.lock", tmp_path / "runbooks.lock")
+    return tmp_path
+
+
+@pytest.fixture
+def agent_cli(catalog_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """Run ``agent ARGS`` in-process from ``catalog_dir`` as the working directory (no config file)."""
+    monkeypatch.chdir(catalog_dir)
+    monkeypatch.delenv("AGENT_CONFIG", raising=False)
+
+    def run(*args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+    return run
