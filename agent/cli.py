@@ -312,6 +312,45 @@ def generate(path: Path, comment: str, passphrase: bool) -> None:
     click.echo(f"  {line}")
 
 
+# -- agent redact -----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--runbook", "runbook_name", help="Also apply this runbook's own [[redact]] rules.")
+@click.option("--stats", is_flag=True, help="Print how many of each kind were masked to stderr.")
+@click.pass_context
+def redact(ctx: click.Context, runbook_name: str | None, stats: bool) -> None:
+    """Redact standard input to standard output, exactly as the agent redacts what it sends.
+
+    Uses the inventory aliases, secrets (environment and secret files) and rules of the config, so an operator
+    can see what a log would look like in the chat room, and a reviewer can test new rules:
+
+        journalctl -u tomcat9 -n 200 | agent -c agent.toml redact --stats
+    """
+    config = _config(ctx)
+    rules = []
+    if runbook_name is not None:
+        status = _catalog(ctx).verify().runbooks.get(runbook_name)
+        if status is None or status.manifest is None:
+            _fail(f"no runbook named {runbook_name!r} with a valid manifest")
+        rules = status.manifest.redact
+    try:
+        redactor = config.redactor(rules)
+    except ConfigError as exc:
+        _fail(str(exc))
+    stream = redactor.stream()
+    out = sys.stdout.buffer
+    read = getattr(sys.stdin.buffer, "read1", sys.stdin.buffer.read)
+    while chunk := read(64 * 1024):
+        out.write(stream.feed(chunk))
+        out.flush()
+    out.write(stream.finish())
+    out.flush()
+    if stats:
+        summary = ", ".join(f"{rule}: {n}" for rule, n in sorted(stream.counts.items())) or "nothing"
+        click.echo(f"masked: {summary}", err=True)
+
+
 # -- agent config -----------------------------------------------------------------------------------------
 
 

@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent.errors import ConfigError, SigningError
-from agent.manifest import TARGET_PATTERN, format_validation_error
+from agent.manifest import TARGET_PATTERN, RedactRuleModel, format_validation_error
+from agent.redaction import Redactor
 from agent.signing import ApproverKey
 
 CONFIG_ENV = "AGENT_CONFIG"
@@ -50,15 +60,147 @@ class CatalogConfig(_Section):
         return [ApproverKey.parse(line) for line in self.approver_keys]
 
 
+Alias = Annotated[str, StringConstraints(pattern=TARGET_PATTERN)]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+#: The group every inventory host belongs to.
+ALL_HOSTS = "all"
+#: Environment variables whose values are always secrets when set.
+SECRET_ENV_NAMES = ("DB_PASSWORD", "AGENT_RELAY_TOKEN", "AGENT_SIGNING_PASSPHRASE")
+
+
+class HostConfig(_Section):
+    """One SSH host: how to reach it. Chat only ever sees its alias."""
+
+    address: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:%-]+$")]
+    port: int = Field(default=22, ge=1, le=65535)
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")] | None = None
+    key_file: Path | None = None
+    #: Environment variable holding the key file's passphrase, if it has one.
+    passphrase_env: EnvName | None = None
+
+
+class InventoryConfig(_Section):
+    #: OpenSSH known_hosts file with every host's key. Required as soon as there are hosts: keys are always checked.
+    known_hosts: Path | None = None
+    #: Defaults for hosts that do not set their own.
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")] | None = None
+    key_file: Path | None = None
+    passphrase_env: EnvName | None = None
+    hosts: dict[Alias, HostConfig] = Field(default_factory=dict)
+    groups: dict[Alias, list[Alias]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InventoryConfig:
+        problems = []
+        if self.hosts and self.known_hosts is None:
+            problems.append(
+                "known_hosts is required when hosts are configured (host keys are always verified)"
+            )
+        for alias, host in self.hosts.items():
+            if (host.user or self.user) is None:
+                problems.append(f"hosts.{alias}: no user (set it here or inventory.user)")
+            if (host.key_file or self.key_file) is None:
+                problems.append(f"hosts.{alias}: no key_file (set it here or inventory.key_file)")
+        if ALL_HOSTS in self.hosts or ALL_HOSTS in self.groups:
+            problems.append(f"{ALL_HOSTS!r} is the built-in group of every host; use another name")
+        for group, members in self.groups.items():
+            if group in self.hosts:
+                problems.append(f"groups.{group}: a host has the same alias")
+            unknown = sorted(set(members) - set(self.hosts))
+            if unknown:
+                problems.append(f"groups.{group}: unknown hosts {', '.join(unknown)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def resolve(self, targets: list[str]) -> list[str]:
+        """Expand aliases and group names to host aliases, in order, without repeats (unknown names dropped)."""
+        seen: dict[str, None] = {}
+        for name in targets:
+            if name == ALL_HOSTS:
+                members = list(self.hosts)
+            elif name in self.groups:
+                members = self.groups[name]
+            else:
+                members = [name] if name in self.hosts else []
+            seen.update(dict.fromkeys(members))
+        return list(seen)
+
+    def known_addresses(self) -> dict[str, str]:
+        """Address or host name → alias, for redaction."""
+        return {host.address: alias for alias, host in self.hosts.items()}
+
+
+class ExecutorConfig(_Section):
+    #: Runs in flight at once over all hosts.
+    max_concurrency: int = Field(default=32, ge=1, le=1024)
+    #: TCP connect plus SSH handshake and login, in seconds.
+    connect_timeout: float = Field(default=10.0, gt=0, le=300)
+    #: SSH keepalive on pooled connections, in seconds (None: off).
+    keepalive_interval: float | None = Field(default=30.0, gt=0)
+    #: A pooled connection unused this long is closed, in seconds (None: kept).
+    idle_timeout: float | None = Field(default=300.0, gt=0)
+    #: After the time limit, TERM; after this many more seconds, KILL (on the host, by coreutils timeout).
+    kill_grace: float = Field(default=5.0, gt=0, le=300)
+    #: Ceiling on any runbook's output per stream, whatever its manifest says, in bytes.
+    max_output: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+
+class RedactionConfig(_Section):
+    #: More environment variables whose values are secrets to mask wherever they appear.
+    secret_env: list[EnvName] = Field(default_factory=list)
+    #: Files whose contents (stripped) are secrets to mask.
+    secret_files: list[Path] = Field(default_factory=list)
+    rules: list[RedactRuleModel] = Field(default_factory=list)
+
+
 class AgentConfig(_Section):
     agent_id: Annotated[str, StringConstraints(pattern=TARGET_PATTERN)] = "guardia-agent"
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    inventory: InventoryConfig = Field(default_factory=InventoryConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
 
     #: Directory that relative paths are resolved against (the config file's folder, or the working directory).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     def path(self, relative: Path) -> Path:
         return relative if relative.is_absolute() else self.base_dir / relative
+
+    def secret_values(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """Every secret the agent was given: known and configured environment variables, secret files.
+
+        Raises:
+            ConfigError: a configured secret file cannot be read.
+        """
+        env = os.environ if environ is None else environ
+        names = {*SECRET_ENV_NAMES, *self.redaction.secret_env}
+        names |= {n for n in [self.inventory.passphrase_env] if n}
+        names |= {h.passphrase_env for h in self.inventory.hosts.values() if h.passphrase_env}
+        values = [env[name] for name in sorted(names) if env.get(name)]
+        for file in self.redaction.secret_files:
+            try:
+                text = self.path(file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    "redaction.secret_files", [f"{file}: cannot read: {exc.strerror}"]
+                ) from None
+            if text:
+                values.append(text)
+        return values
+
+    def redactor(
+        self, manifest_rules: Sequence[RedactRuleModel] = (), environ: Mapping[str, str] | None = None
+    ) -> Redactor:
+        """The redactor for everything the agent sends: its secrets, inventory aliases, configured rules.
+
+        ``manifest_rules`` adds a runbook's own rules for that runbook's output.
+        """
+        return Redactor(
+            secrets=self.secret_values(environ),
+            known_hosts=self.inventory.known_addresses(),
+            extra_rules=[r.rule() for r in (*self.redaction.rules, *manifest_rules)],
+        )
 
 
 def load_config(path: Path | str | None = None) -> AgentConfig:

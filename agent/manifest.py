@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from agent.errors import InvalidArguments, InvalidManifest
+from agent.redaction import ExtraRule, InvalidRule, check_rule
 
 #: Runbook and parameter names: short, lower-case identifiers (also file stems).
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -229,6 +230,27 @@ Param = Annotated[
 ]
 
 
+class RedactRuleModel(BaseModel):
+    """An extra redaction rule (RE2 syntax), in a manifest's ``[[redact]]`` or the config's ``[[redaction.rules]]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+    pattern: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    replacement: Annotated[str, StringConstraints(max_length=64)] = "[REDACTED]"
+
+    @model_validator(mode="after")
+    def _compiles(self) -> RedactRuleModel:
+        try:
+            check_rule(self.rule())
+        except InvalidRule as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def rule(self) -> ExtraRule:
+        return ExtraRule(self.name, self.pattern, self.replacement)
+
+
 class Manifest(BaseModel):
     """What ``runbooks/NAME.toml`` declares about ``runbooks/NAME.sh``."""
 
@@ -247,6 +269,8 @@ class Manifest(BaseModel):
     #: Chat rooms that may trigger it; empty: only the command line on the agent PC.
     rooms: list[Target]
     params: list[Param] = Field(default_factory=list)
+    #: Extra redaction rules for this runbook's output, on top of the built-in and configured ones.
+    redact: list[RedactRuleModel] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _params_consistent(self) -> Manifest:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import settings
 
 from agent.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# HYPOTHESIS_PROFILE=deep scripts/test  runs every property ten times harder.
+settings.register_profile("default", max_examples=300, deadline=None)
+settings.register_profile("deep", max_examples=3000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
