@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 the thing checked is not right (a runbook fails verific
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -17,8 +18,11 @@ import click
 from agent import __version__
 from agent.catalog import Catalog, Problem
 from agent.config import CONFIG_ENV, AgentConfig, load_config
-from agent.errors import ConfigError, SigningError
+from agent.errors import ConfigError, InvalidArguments, RequestRefused, RunbookNotRunnable, SigningError
+from agent.executor import Executor
 from agent.lockfile import Lock
+from agent.plan import plan_run
+from agent.results import Outcome, RunResult
 from agent.signing import generate_key_pair, load_private_key, sign
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -273,6 +277,81 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
                 click.echo(f"        {param.help}")
     click.echo(f"  script sha256:   {status.script_sha256 or '-'}")
     click.echo(f"  manifest sha256: {status.manifest_sha256 or '-'}")
+
+
+def _parse_args(pairs: tuple[str, ...]) -> dict[str, str]:
+    args: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--arg takes KEY=VALUE (got {pair.split('=')[0][:32]!r} without '=')")
+        if key in args:
+            _fail(f"--arg {key} given twice")
+        args[key] = value
+    return args
+
+
+def _print_run(result: RunResult) -> None:
+    for host in result.hosts:
+        code = "-" if host.exit_code is None else str(host.exit_code)
+        note = f"  {host.message}" if host.message else ""
+        cut = "  (output truncated)" if host.truncated else ""
+        click.echo(f"== {host.host}: {host.status.value}  exit={code}  {host.duration:.2f}s{note}{cut}")
+        if host.stdout:
+            click.echo(host.stdout.rstrip("\n"))
+        if host.stderr:
+            click.echo("-- stderr:")
+            click.echo(host.stderr.rstrip("\n"))
+    ok = sum(h.status is Outcome.SUCCESS for h in result.hosts)
+    click.echo(f"{result.runbook}: {result.status.value} ({ok} of {len(result.hosts)} hosts succeeded)")
+
+
+@runbooks.command("run")
+@click.argument("name")
+@click.option("--host", "hosts", multiple=True, required=True, help="Host alias or group (repeatable).")
+@click.option(
+    "--arg", "arg_pairs", multiple=True, metavar="KEY=VALUE", help="A parameter value (repeatable)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def run_command(
+    ctx: click.Context, name: str, hosts: tuple[str, ...], arg_pairs: tuple[str, ...], as_json: bool
+) -> None:
+    """Run a runbook now, exactly as a chat command would: same checks, same redaction.
+
+    Exit 0 only when every host succeeded, 1 when any did not or the request was refused, 2 on usage errors.
+
+        agent runbooks run disk_usage --host was01 --arg mount=/app
+    """
+    config = _config(ctx)
+    catalog = _catalog(ctx)
+    args = _parse_args(arg_pairs)
+    report = catalog.verify()
+    if not report.ok:
+        click.echo(
+            f"warning: {len(report.problems)} catalog problem(s); see 'agent runbooks verify'", err=True
+        )
+    try:
+        plan = plan_run(catalog.load(name), config.inventory, list(hosts), args, room=None)
+        redactor = config.redactor(plan.runbook.manifest.redact)
+        executor = Executor(config.inventory, config.executor, config.base_dir)
+    except (RunbookNotRunnable, RequestRefused, InvalidArguments) as exc:
+        _fail(f"refused: {exc}", EXIT_FAILED)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+    async def go() -> RunResult:
+        try:
+            return await executor.run(plan, redactor)
+        finally:
+            await executor.close()
+
+    result = asyncio.run(go())
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        _print_run(result)
+    sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
 # -- agent keys -------------------------------------------------------------------------------------------

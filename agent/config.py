@@ -134,6 +134,8 @@ class InventoryConfig(_Section):
 class ExecutorConfig(_Section):
     #: Runs in flight at once over all hosts.
     max_concurrency: int = Field(default=32, ge=1, le=1024)
+    #: Sessions at once on one connection; OpenSSH's MaxSessions defaults to 10. More runs on a host wait.
+    max_sessions_per_host: int = Field(default=8, ge=1, le=64)
     #: TCP connect plus SSH handshake and login, in seconds.
     connect_timeout: float = Field(default=10.0, gt=0, le=300)
     #: SSH keepalive on pooled connections, in seconds (None: off).

@@ -7,6 +7,10 @@
     │   ├── InvalidLock (ValueError)        a lock file that does not parse
     │   └── RunbookNotRunnable (LookupError) unknown, unverified or tampered runbook
     ├── InvalidArguments (ValueError)       request arguments that do not match the runbook's schema
+    ├── RequestRefused                      a run request the runbook or the inventory does not allow
+    │   ├── UnknownHost (LookupError)       a host or group name the inventory does not know
+    │   ├── HostNotAllowed (PermissionError) a host the runbook may not target
+    │   └── RoomNotAllowed (PermissionError) a chat room that may not trigger the runbook
     └── SigningError (ValueError)           an approver key that cannot be read or used
 
 Messages never contain the raw value that was refused: they are meant to be shown to an operator in a chat room
@@ -66,6 +70,29 @@ class InvalidArguments(AgentError, ValueError):
     def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(f"{param}: {reason}" for param, reason in self.problems))
+
+
+class RequestRefused(AgentError):
+    """A run request refused before anything runs; the message is safe to show in the room."""
+
+
+class UnknownHost(RequestRefused, LookupError):
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        super().__init__("unknown host or group: " + ", ".join(self.names))
+
+
+class HostNotAllowed(RequestRefused, PermissionError):
+    def __init__(self, runbook: str, hosts: Sequence[str]) -> None:
+        self.runbook = runbook
+        self.hosts = list(hosts)
+        super().__init__(f"runbook {runbook!r} may not run on: " + ", ".join(self.hosts))
+
+
+class RoomNotAllowed(RequestRefused, PermissionError):
+    def __init__(self, runbook: str) -> None:
+        self.runbook = runbook
+        super().__init__(f"runbook {runbook!r} may not be run from this room")
 
 
 class SigningError(AgentError, ValueError):

@@ -25,7 +25,8 @@ matched as ASCII digits while the text around them is kept as it was.
 How it is fast: every rule is one alternative of a single regular expression run by RE2 over bytes; Python code
 runs only on the (rare) candidates, to validate them and build the mask. :class:`StreamRedactor` does the same for
 output that arrives in chunks, holding back only the current line (and, for secrets that contain a line break,
-as many bytes as the longest one). :class:`OutputCapper` caps redacted output, keeping head and tail.
+as many bytes as the longest one). :class:`CappedRedactor` redacts and caps one stream, keeping head and tail,
+and redacts only what it keeps.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ _FULLWIDTH = str.maketrans(
 _FULLWIDTH_MARKERS = (b"\xef\xbc", b"\xe2\x80\x90", b"\xe2\x88\x92")
 _PEM_BEGIN = rb"-----BEGIN[ A-Z0-9]*PRIVATE KEY-----"
 _PEM_END = re.compile(rb"-----END[ A-Z0-9]*PRIVATE KEY-----")
+_PEM_MARKER = re.compile(rb"-----(BEGIN|END)[ A-Z0-9]*PRIVATE KEY-----")
 #: What a mask token looks like, so a cut never lands inside one.
 MASK_TOKEN = re.compile(rb"\[[A-Z][A-Z -]{1,30}\]|[0-9]{6}[- ]?\*{7}|\*{4}[- .]?\*{4}")
 
@@ -559,10 +561,10 @@ class StreamRedactor:
     :data:`MAX_HOLD` is processed anyway, keeping its last :data:`HOLD_OVERLAP` bytes back.
     """
 
-    def __init__(self, redactor: Redactor) -> None:
+    def __init__(self, redactor: Redactor, in_key_block: bool = False) -> None:
         self._redactor = redactor
         self._buffer = b""
-        self._in_pem = False
+        self._in_pem = in_key_block
         #: How many spans each rule masked so far.
         self.counts: dict[str, int] = {}
 
@@ -574,6 +576,11 @@ class StreamRedactor:
     def finish(self) -> bytes:
         """End of stream: redact and return whatever is still held back."""
         return self._release(final=True)
+
+    def detach(self) -> tuple[bytes, bool]:
+        """Stop here: return the raw bytes still held back (unredacted) and whether a key block is open."""
+        held, self._buffer = self._buffer, b""
+        return held, self._in_pem
 
     def _cut(self) -> int:
         """How much of the buffer is final: up to the last line feed, never splitting a multi-line secret."""
@@ -620,55 +627,118 @@ class StreamRedactor:
         return b"".join(out)
 
 
-class OutputCapper:
-    """Keeps at most ``limit`` bytes of (already redacted) output: the head and the tail, with a marker between.
+class CappedRedactor:
+    """Redacts one output stream and caps it, keeping head and tail; only what is kept is ever redacted.
 
-    Memory stays bounded by ``limit`` whatever is fed. The cut never lands inside a mask token or a UTF-8
-    character, and prefers a line break close to it.
+    The head is redacted as it streams in. Once it is full, raw bytes are only counted, scanned for private key
+    markers, and kept in a ring the size of the tail; at the end the tail is redacted from its first line
+    feed on (no rule crosses one), starting inside a key block if one was open there. So memory and CPU per
+    stream are bounded by the cap, whatever the host prints. A tail with no line feed to start from is dropped
+    rather than risk starting in the middle of a secret.
     """
 
-    def __init__(self, limit: int) -> None:
+    #: Raw bytes kept before the tail window, to find a line feed to start redacting from.
+    TAIL_CONTEXT = 4096
+    #: Extra redacted head kept so the cut can find a line feed.
+    SLACK = 512
+
+    def __init__(self, redactor: Redactor, limit: int) -> None:
         self.limit = limit
         self.head_limit = limit // 3
         self.tail_limit = limit - self.head_limit
+        self._redactor = redactor
+        self._stream: StreamRedactor | None = redactor.stream()
         self._head = bytearray()
-        self._tail = bytearray()
+        self._ring = bytearray()
+        self._ring_start = 0  # stream offset of _ring[0]
+        self._middle_from = 0  # stream offset where the head stopped
+        self._dropped = False
+        self._key_open_before_ring = False
+        self._markers: list[tuple[int, bool]] = []  # (stream offset, True for BEGIN) inside the ring
+        self._scan_tail = b""
+        self._last_marker = -1
         self.total = 0
 
-    def feed(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self.head_limit + 512 - len(self._head)  # a little slack so the cut can find a good boundary
-        if room > 0:
-            self._head += data[:room]
-            data = data[room:]
-        if data:
-            self._tail += data
-            excess = len(self._tail) - (self.tail_limit + 512)
-            if excess > 4096:
-                del self._tail[:excess]
+    def feed(self, chunk: bytes) -> None:
+        offset = self.total
+        self.total += len(chunk)
+        if self._stream is not None:
+            self._head += self._stream.feed(chunk)
+            if len(self._head) > self.head_limit + self.SLACK:
+                held, self._key_open_before_ring = self._stream.detach()
+                self._stream = None
+                self._middle_from = self._ring_start = self.total - len(held)
+                self._ring = bytearray(held)
+                self._scan(held, self._ring_start)
+            return
+        self._scan(chunk, offset)
+        self._ring += chunk
+        excess = len(self._ring) - (self.tail_limit + self.TAIL_CONTEXT)
+        if excess > 64 * 1024:  # trim in steps, not on every chunk
+            self._trim(excess)
+
+    def _scan(self, chunk: bytes, offset: int) -> None:
+        """Note private key markers in the raw middle, including one split over two chunks."""
+        window = self._scan_tail + chunk
+        base = offset - len(self._scan_tail)
+        self._scan_tail = window[-64:]
+        if b"PRIVATE KEY-----" not in window:
+            return
+        for match in _PEM_MARKER.finditer(window):
+            position = base + match.start()
+            if position > self._last_marker:
+                self._markers.append((position, match.group(1) == b"BEGIN"))
+                self._last_marker = position
+
+    def _trim(self, count: int) -> None:
+        self._dropped = True
+        new_start = self._ring_start + count
+        gone = [is_begin for position, is_begin in self._markers if position < new_start]
+        if gone:
+            self._key_open_before_ring = gone[-1]
+        self._markers = [m for m in self._markers if m[0] >= new_start]
+        del self._ring[:count]
+        self._ring_start = new_start
 
     @property
     def truncated(self) -> bool:
-        return self.total > self.limit
+        return self._stream is None and (
+            self._dropped or len(self._ring) > self.tail_limit + self.TAIL_CONTEXT
+        )
 
     def result(self) -> tuple[str, bool, int]:
-        """Return ``(text, truncated, bytes_cut)``; invalid UTF-8 becomes U+FFFD."""
-        whole = bytes(self._head + self._tail)
-        if not self.truncated:
-            return whole.decode("utf-8", "replace"), False, 0
+        """``(text, truncated, bytes_cut)``; invalid UTF-8 becomes U+FFFD."""
+        if self._stream is not None:
+            whole = bytes(self._head) + self._stream.finish()
+            return _decode(whole), False, 0
+        if not self.truncated:  # the tail follows the head directly: go on redacting where the head stopped
+            stream = StreamRedactor(self._redactor, self._key_open_before_ring)
+            whole = bytes(self._head) + stream.feed(bytes(self._ring)) + stream.finish()
+            return _decode(whole), False, 0
+        ring = bytes(self._ring)
+        window_start = max(0, len(ring) - self.tail_limit)
+        line = ring.rfind(b"\n", 0, window_start + 1)
+        if line == -1 or window_start - line > self.TAIL_CONTEXT:
+            line = ring.find(b"\n", window_start)
+        tail = b""
+        if line != -1:
+            start = line + 1
+            key_open = self._key_open_before_ring
+            for position, is_begin in self._markers:
+                if position < self._ring_start + start:
+                    key_open = is_begin
+            stream = StreamRedactor(self._redactor, key_open)
+            tail = stream.feed(ring[start:]) + stream.finish()
+            tail = tail[_safe_cut(tail, len(tail) - self.tail_limit, backwards=False) :]
         head = bytes(self._head)
-        tail = bytes(self._tail)
-        head_end = _safe_cut(head, self.head_limit, backwards=True)
-        tail_start = _safe_cut(tail, len(tail) - self.tail_limit, backwards=False)
-        kept_head, kept_tail = head[:head_end], tail[tail_start:]
-        cut = self.total - len(kept_head) - len(kept_tail)
-        marker = f"\n… {cut} bytes cut …\n"
-        text = (
-            kept_head.decode("utf-8", "replace").rstrip("\n")
-            + marker
-            + kept_tail.decode("utf-8", "replace").lstrip("\n")
-        )
+        head = head[: _safe_cut(head, self.head_limit, backwards=True)]
+        cut = max(0, self.total - len(head) - len(tail))
+        text = _decode(head).rstrip("\n") + f"\n… {cut} bytes cut …\n" + _decode(tail).lstrip("\n")
         return text, True, cut
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
 
 
 def _safe_cut(data: bytes, index: int, *, backwards: bool) -> int:
@@ -692,7 +762,11 @@ def _safe_cut(data: bytes, index: int, *, backwards: bool) -> int:
 
 
 def cap_output(data: bytes, limit: int) -> tuple[str, bool, int]:
-    """Cap a complete (already redacted) output: ``(text, truncated, bytes_cut)``."""
-    capper = OutputCapper(limit)
-    capper.feed(data)
-    return capper.result()
+    """Cap a complete, already redacted output: ``(text, truncated, bytes_cut)``, head and tail kept."""
+    if len(data) <= limit:
+        return _decode(data), False, 0
+    head_limit = limit // 3
+    head = data[: _safe_cut(data, head_limit, backwards=True)]
+    tail = data[_safe_cut(data, len(data) - (limit - head_limit), backwards=False) :]
+    cut = len(data) - len(head) - len(tail)
+    return _decode(head).rstrip("\n") + f"\n… {cut} bytes cut …\n" + _decode(tail).lstrip("\n"), True, cut

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from agent.logsetup import RedactingFilter, configure_logging
 from agent.redaction import (
     MAX_HOLD,
+    CappedRedactor,
     ExtraRule,
     InvalidRule,
-    OutputCapper,
     Redactor,
     cap_output,
     secret_variants,
@@ -285,11 +285,54 @@ def test_short_output_is_untouched_and_invalid_utf8_is_replaced() -> None:
     assert cap_output(b"ok\xff\n", 100) == ("ok\ufffd\n", False, 0)
 
 
-def test_capper_memory_is_bounded() -> None:
-    capper = OutputCapper(64 * 1024)
+def _capped(data: bytes, limit: int, chunk: int = 4096) -> tuple[str, bool, int]:
+    capper = CappedRedactor(R, limit)
+    for i in range(0, len(data), chunk):
+        capper.feed(data[i : i + chunk])
+    return capper.result()
+
+
+def test_capped_redactor_redacts_head_and_tail_and_skips_the_middle() -> None:
+    lines = b"".join(b"%06d host 10.1.2.3 password=hunter22\n" % i for i in range(50_000))
+    text, truncated, cut = _capped(lines, 8192)
+    assert truncated and text.startswith("000000 host [IP] password=[REDACTED]\n")
+    assert text.endswith("049999 host [IP] password=[REDACTED]\n")
+    assert "hunter22" not in text and "10.1.2.3" not in text and f"… {cut} bytes cut …" in text
+    assert len(text.encode()) <= 8192 + 64
+
+
+def test_capped_redactor_equals_whole_redaction_when_nothing_is_cut() -> None:
+    data = b"".join(b"line %d 010-1234-5678 %s\n" % (i, SECRET.encode()) for i in range(300))
+    assert _capped(data, 1 << 20) == (R.redact_bytes(data).decode(), False, 0)
+    assert _capped(data, 4096 * 4, chunk=7)[0].count("[SECRET]") > 0
+
+
+def test_a_key_block_open_across_the_cut_stays_masked_in_the_tail() -> None:
+    # The BEGIN marker lands in the skipped middle; the key's lines fill the tail window.
+    key = b"-----BEGIN OPENSSH PRIVATE KEY-----\n" + b"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n" * 5000
+    intro = b"intro line\n" * 2000
+    text, truncated, _ = _capped(intro + key + b"-----END OPENSSH PRIVATE KEY-----\nafter\n", 4096)
+    assert truncated and text.startswith("intro line") and text.endswith("after\n")
+    assert "b3BlbnNz" not in text
+    unterminated, truncated, _ = _capped(intro + key, 4096)
+    assert truncated and "b3BlbnNz" not in unterminated
+    with_split_marker = _capped(
+        intro + key + b"-----END OPENSSH PRIVATE KEY-----\n" + b"tail line\n" * 50, 4096, 37
+    )
+    assert with_split_marker[0].endswith("tail line\n") and "b3BlbnNz" not in with_split_marker[0]
+
+
+def test_a_tail_without_a_line_feed_is_dropped_rather_than_started_mid_secret() -> None:
+    text, truncated, _ = _capped(b"start\n" + b"password=" + b"x" * 200_000, 4096)
+    assert truncated and text.startswith("start") and "xxxx" not in text.split("bytes cut")[-1]
+
+
+def test_capped_redactor_memory_is_bounded() -> None:
+    capper = CappedRedactor(R, 64 * 1024)
+    block = b"y" * 65535 + b"\n"
     for _ in range(1600):
-        capper.feed(b"y" * 65536)  # 100 MiB
-    assert len(capper._head) + len(capper._tail) < 64 * 1024 + 16 * 1024
+        capper.feed(block)  # 100 MiB
+    assert len(capper._head) + len(capper._ring) < 64 * 1024 + 160 * 1024
     assert capper.total == 1600 * 65536 and capper.truncated
 
 

@@ -1,0 +1,382 @@
+"""The SSH executor: runs a planned runbook on its hosts over pooled asyncssh connections.
+
+The only module that imports asyncssh; nothing above it sees an ``asyncssh.*`` exception. Every way a run can go
+wrong on one host becomes that host's :class:`~agent.results.HostResult` (never an exception), so a host that is
+down or slow fails only its own row.
+
+What it guarantees, per host:
+
+* the host key is checked against the configured known_hosts file (never ``~/.ssh``, never skipped);
+* the script's bytes are hashed again right before they are sent, and refused if they differ from the lock;
+* the script goes to ``bash -s -- ARG…`` on stdin (see :func:`agent.plan.remote_command`), under coreutils
+  ``timeout`` on the host and the agent's own deadline here; on expiry the channel is signalled and closed;
+* stdout and stderr are redacted and capped as they stream in; only what is kept is redacted, so memory and CPU
+  stay bounded whatever the host prints;
+* runbooks that change state never run twice at once on one host: the second is refused as busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncssh
+
+from agent.config import ExecutorConfig, InventoryConfig
+from agent.errors import ConfigError
+from agent.plan import TIMEOUT_EXIT_CODES, RunPlan, remote_command
+from agent.redaction import CappedRedactor, Redactor
+from agent.results import HostResult, Outcome, RunResult
+
+logger = logging.getLogger(__name__)
+
+#: How long after the runbook's limit (plus the kill grace) the agent gives up on the host reporting it.
+AGENT_DEADLINE_MARGIN = 2.0
+READ_SIZE = 64 * 1024
+#: How long to wait for sshd to confirm a channel's close before freeing its session slot anyway.
+CLOSE_TIMEOUT = 5.0
+
+
+class _HostFailure(Exception):
+    """Internal: a host could not be used; carries the outcome and a room-safe message."""
+
+    def __init__(self, outcome: Outcome, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+
+
+@dataclass
+class _Pooled:
+    connection: asyncssh.SSHClientConnection
+    sessions: asyncio.Semaphore
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class _Client(asyncssh.SSHClient):
+    """Keeps its connection so the host key handler can answer on it."""
+
+    connection: asyncssh.SSHClientConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.connection = conn
+
+    def answer_host_keys(self, *_keys: object) -> None:
+        """Right after login, OpenSSH announces its host keys (``hostkeys-00@openssh.com``) and wants no reply.
+        sshd leaves Nagle on for sessions without a pty, so its next packet, our first channel's confirmation,
+        then waits for our delayed ACK of that announcement: ~40 ms on the first run of every new connection.
+        Sending any packet now carries the ACK at once, on every OS (TCP_QUICKACK would be Linux-only)."""
+        if self.connection is not None:
+            with contextlib.suppress(asyncssh.Error, OSError):
+                self.connection.send_debug("host keys received")
+
+
+class Executor:
+    """Runs plans on the inventory's hosts. Create it once; it pools one connection per host.
+
+    Args:
+        inventory: the hosts.
+        settings: limits and timeouts.
+        base_dir: what relative key and known_hosts paths in the config are relative to.
+        environ: where key passphrases are read from (default: the process environment).
+
+    Raises:
+        ConfigError: the known_hosts file cannot be read.
+    """
+
+    def __init__(
+        self,
+        inventory: InventoryConfig,
+        settings: ExecutorConfig,
+        base_dir: Path,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.inventory = inventory
+        self.settings = settings
+        self._base_dir = base_dir
+        self._environ = environ
+        self._known_hosts: asyncssh.SSHKnownHosts | None = None
+        if inventory.known_hosts is not None:
+            path = self._path(inventory.known_hosts)
+            try:
+                self._known_hosts = asyncssh.read_known_hosts(str(path))
+            except (OSError, ValueError) as exc:
+                raise ConfigError("inventory.known_hosts", [f"{path}: cannot be read ({exc})"]) from None
+        self._keys: dict[tuple[Path, str | None], asyncssh.SSHKey] = {}
+        self._pool: dict[str, _Pooled] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
+        self._busy: set[str] = set()
+        self._limit = asyncio.Semaphore(settings.max_concurrency)
+
+    def _path(self, path: Path) -> Path:
+        return path if path.is_absolute() else self._base_dir / path
+
+    # -- connections ------------------------------------------------------------------------------------------
+
+    def _client_key(self, alias: str) -> asyncssh.SSHKey:
+        host = self.inventory.hosts[alias]
+        key_file = host.key_file or self.inventory.key_file
+        passphrase_env = host.passphrase_env or self.inventory.passphrase_env
+        assert key_file is not None  # the config refuses hosts without a key
+        path = self._path(key_file)
+        cache_key = (path, passphrase_env)
+        if cache_key not in self._keys:
+            env = os.environ if self._environ is None else self._environ
+            passphrase = env.get(passphrase_env) if passphrase_env else None
+            try:
+                self._keys[cache_key] = asyncssh.read_private_key(str(path), passphrase)
+            except (OSError, asyncssh.KeyImportError) as exc:
+                logger.error("client key for %s cannot be loaded: %s", alias, exc)
+                raise _HostFailure(
+                    Outcome.ERROR, "the agent's SSH key for this host cannot be loaded"
+                ) from None
+        return self._keys[cache_key]
+
+    async def _connect(self, alias: str) -> asyncssh.SSHClientConnection:
+        host = self.inventory.hosts[alias]
+        if self._known_hosts is None:  # pragma: no cover - the config requires known_hosts with hosts
+            raise _HostFailure(Outcome.REFUSED, "no known_hosts configured; host keys cannot be verified")
+        client = _Client()
+        options = asyncssh.SSHClientConnectionOptions(
+            client_factory=lambda: client,
+            server_host_keys_handler=client.answer_host_keys,
+            username=host.user or self.inventory.user,
+            port=host.port,
+            known_hosts=self._known_hosts,
+            client_keys=[self._client_key(alias)],
+            config=[],  # never ~/.ssh/config
+            agent_path=None,  # never an ssh-agent
+            agent_forwarding=False,
+            x11_forwarding=False,
+            password_auth=False,
+            kbdint_auth=False,
+            gss_host=None,
+            preferred_auth="publickey",
+            connect_timeout=self.settings.connect_timeout,
+            keepalive_interval=self.settings.keepalive_interval or 0,
+            keepalive_count_max=3,
+        )
+        try:
+            return await asyncssh.connect(host.address, options=options)
+        except asyncssh.HostKeyNotVerifiable:
+            raise _HostFailure(
+                Outcome.REFUSED, "host key not trusted: missing from known_hosts or different from it"
+            ) from None
+        except asyncssh.PermissionDenied:
+            raise _HostFailure(Outcome.REFUSED, "login refused: the agent's key was not accepted") from None
+        except ConnectionRefusedError:
+            raise _HostFailure(Outcome.UNREACHABLE, "connection refused") from None
+        except TimeoutError:
+            raise _HostFailure(Outcome.UNREACHABLE, "connect timed out") from None
+        except socket.gaierror:
+            raise _HostFailure(Outcome.UNREACHABLE, "host name does not resolve") from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise _HostFailure(Outcome.UNREACHABLE, f"cannot reach host ({reason})") from None
+        except asyncssh.Error as exc:
+            logger.warning("SSH handshake with %s failed: %s", alias, exc)
+            raise _HostFailure(Outcome.ERROR, f"SSH handshake failed ({type(exc).__name__})") from None
+
+    async def _acquire(self, alias: str) -> _Pooled:
+        """A live pooled connection to ``alias``, connecting (once, however many wait) when there is none."""
+        lock = self._connecting.setdefault(alias, asyncio.Lock())
+        async with lock:
+            pooled = self._pool.get(alias)
+            idle = self.settings.idle_timeout
+            if pooled is not None and (
+                pooled.connection.is_closed()
+                or (idle is not None and time.monotonic() - pooled.last_used > idle)
+            ):
+                self._drop(alias)
+                pooled = None
+            if pooled is None:
+                connection = await self._connect(alias)
+                pooled = _Pooled(connection, asyncio.Semaphore(self.settings.max_sessions_per_host))
+                self._pool[alias] = pooled
+                logger.info("connected to %s", alias)
+            pooled.last_used = time.monotonic()
+            return pooled
+
+    def _drop(self, alias: str) -> None:
+        pooled = self._pool.pop(alias, None)
+        if pooled is not None:
+            pooled.connection.close()
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        pooled = list(self._pool.values())
+        self._pool.clear()
+        for entry in pooled:
+            entry.connection.close()
+        for entry in pooled:
+            await entry.connection.wait_closed()
+
+    # -- running ------------------------------------------------------------------------------------------------
+
+    async def run(self, plan: RunPlan, redactor: Redactor) -> RunResult:
+        """Run ``plan`` on each of its hosts concurrently (bounded by ``max_concurrency``).
+
+        Returns:
+            One result per host, in the plan's host order. Never raises for a host's failure.
+        """
+        results = await asyncio.gather(*(self._run_host(plan, alias, redactor) for alias in plan.hosts))
+        return RunResult(runbook=plan.name, script_sha256=plan.runbook.script_sha256, hosts=list(results))
+
+    async def _run_host(self, plan: RunPlan, alias: str, redactor: Redactor) -> HostResult:
+        started = time.monotonic()
+        log = logging.LoggerAdapter(logger, {"host": alias})
+        changes_state = plan.runbook.manifest.changes_state
+        if changes_state:
+            if alias in self._busy:
+                return HostResult(
+                    alias,
+                    Outcome.REFUSED,
+                    message="busy: a state-changing runbook is already running on this host",
+                )
+            self._busy.add(alias)
+        try:
+            async with self._limit:
+                result = await self._execute(plan, alias, redactor, started)
+        except _HostFailure as failure:
+            result = HostResult(
+                alias, failure.outcome, duration=time.monotonic() - started, message=failure.message
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run of %s on %s failed unexpectedly", plan.name, alias)
+            result = HostResult(
+                alias, Outcome.ERROR, duration=time.monotonic() - started, message="internal error"
+            )
+        finally:
+            if changes_state:
+                self._busy.discard(alias)
+        log.info(
+            "%s on %s: %s exit=%s %.2fs",
+            plan.name,
+            alias,
+            result.status.value,
+            result.exit_code,
+            result.duration,
+        )
+        return result
+
+    async def _execute(self, plan: RunPlan, alias: str, redactor: Redactor, started: float) -> HostResult:
+        runbook = plan.runbook
+        script = runbook.script
+        if hashlib.sha256(script).hexdigest() != runbook.script_sha256:
+            raise _HostFailure(Outcome.REFUSED, "the script no longer matches the lock")
+        manifest = runbook.manifest
+        command = remote_command(manifest.interpreter, plan.argv, manifest.timeout, self.settings.kill_grace)
+        limit = min(manifest.max_output, self.settings.max_output)
+        out, err = CappedRedactor(redactor, limit), CappedRedactor(redactor, limit)
+        completed: asyncssh.SSHCompletedProcess | None = None
+        async with self._session(alias, command) as process:
+            try:
+                async with asyncio.timeout(
+                    manifest.timeout + self.settings.kill_grace + AGENT_DEADLINE_MARGIN
+                ):
+                    process.stdin.write(script)
+                    process.stdin.write_eof()
+                    await asyncio.gather(_pump(process.stdout, out), _pump(process.stderr, err))
+                    completed = await process.wait()
+            except TimeoutError:
+                _abandon(process)
+            except (asyncssh.Error, OSError) as exc:
+                raise _HostFailure(
+                    Outcome.ERROR, f"connection lost during the run ({type(exc).__name__})"
+                ) from None
+        stdout, out_truncated, out_cut = out.result()
+        stderr, err_truncated, err_cut = err.result()
+        duration = time.monotonic() - started
+        signal = completed.exit_signal[0] if completed is not None and completed.exit_signal else None
+        exit_code = None if completed is None or signal else completed.exit_status
+        # coreutils timeout exits 124 (TERM worked) or dies with its group by KILL (after the grace).
+        hit_limit = duration >= manifest.timeout and (
+            exit_code in TIMEOUT_EXIT_CODES or signal in ("KILL", "TERM")
+        )
+        if completed is None or hit_limit:
+            status, message = Outcome.TIMEOUT, f"killed at the {manifest.timeout:g} s time limit"
+        elif exit_code == 0:
+            status, message = Outcome.SUCCESS, ""
+        elif signal is not None:
+            status, message = Outcome.FAIL, f"killed by signal {signal}"
+        elif exit_code is None:
+            status, message = Outcome.ERROR, "the script ended without an exit status"
+        else:
+            status, message = Outcome.FAIL, f"exit status {exit_code}"
+        return HostResult(
+            host=alias,
+            status=status,
+            exit_code=exit_code,
+            duration=duration,
+            stdout=stdout,
+            stderr=stderr,
+            truncated=out_truncated or err_truncated,
+            stdout_cut=out_cut,
+            stderr_cut=err_cut,
+            message=message,
+            output_sha256=hashlib.sha256(stdout.encode() + b"\0" + stderr.encode()).hexdigest(),
+        )
+
+    @contextlib.asynccontextmanager
+    async def _session(self, alias: str, command: str) -> AsyncIterator[asyncssh.SSHClientProcess[bytes]]:
+        """A session channel running ``command``, holding one of the connection's session slots.
+
+        A pooled connection that died since its last use is replaced once, transparently. A channel refused on a
+        live connection is this host's error, and the connection stays for the other sessions on it.
+        """
+        for attempt in range(2):
+            pooled = await self._acquire(alias)
+            async with pooled.sessions:
+                try:
+                    process = await pooled.connection.create_process(command, encoding=None)
+                except (asyncssh.Error, OSError) as exc:
+                    stale = pooled.connection.is_closed() or isinstance(
+                        exc, asyncssh.ConnectionLost | asyncssh.DisconnectError
+                    )
+                    if stale:
+                        self._forget(alias, pooled)
+                    if stale and attempt == 0:
+                        logger.info("pooled connection to %s is gone; reconnecting", alias)
+                        continue
+                    raise _HostFailure(
+                        Outcome.ERROR, f"the host refused a session ({type(exc).__name__})"
+                    ) from None
+                try:
+                    yield process
+                finally:
+                    process.close()
+                    # sshd counts the session against MaxSessions until it has closed it too.
+                    with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
+                        async with asyncio.timeout(CLOSE_TIMEOUT):
+                            await process.wait_closed()
+                    if pooled.connection.is_closed():
+                        self._forget(alias, pooled)
+                return
+
+    def _forget(self, alias: str, pooled: _Pooled) -> None:
+        """Remove ``pooled`` from the pool if it is still the entry for ``alias``, and close it."""
+        if self._pool.get(alias) is pooled:
+            del self._pool[alias]
+        pooled.connection.close()
+
+
+async def _pump(reader: asyncssh.SSHReader[bytes], stream: CappedRedactor) -> None:
+    while chunk := await reader.read(READ_SIZE):
+        stream.feed(chunk)
+
+
+def _abandon(process: asyncssh.SSHClientProcess[bytes]) -> None:
+    """The agent's deadline passed: ask sshd to kill the script, then close the channel (the host's own
+    ``timeout`` has already been told to KILL the whole process group)."""
+    with contextlib.suppress(asyncssh.Error, OSError):  # the channel may already be gone
+        process.send_signal("KILL")
