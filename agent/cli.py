@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -16,17 +17,22 @@ from typing import Any, NoReturn
 import click
 
 from agent import __version__
+from agent.app import App, install_signal_handlers
+from agent.audit import verify_chain
 from agent.catalog import Catalog, Problem
-from agent.config import CONFIG_ENV, AgentConfig, load_config
+from agent.config import CONFIG_ENV, RELAY_TOKEN_ENV, AgentConfig, load_config
 from agent.errors import ConfigError, InvalidArguments, RequestRefused, RunbookNotRunnable, SigningError
 from agent.executor import Executor
 from agent.lockfile import Lock
+from agent.logsetup import configure_logging
 from agent.plan import plan_run
+from agent.relay import AGENT_PATH, OPERATOR_PATH, Relay
 from agent.results import Outcome, RunResult
 from agent.signing import generate_key_pair, load_private_key, sign
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PASSPHRASE_ENV = "AGENT_SIGNING_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
+OPERATOR_TOKEN_ENV = "AGENT_OPERATOR_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -352,6 +358,90 @@ def run_command(
     else:
         _print_run(result)
     sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+# -- agent run / relay / audit ------------------------------------------------------------------------------
+
+
+@main.command("run")
+@click.option(
+    "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
+)
+@click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")
+@click.option(
+    "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Also log to this file (rotated)."
+)
+@click.pass_context
+def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path | None) -> None:
+    """Run the agent: dial the relay ($EXTERNAL_WS_URL or relay.url) and serve commands until SIGTERM/SIGINT.
+
+    Every log line passes the same redaction as chat answers.
+    """
+    config = _config(ctx)
+
+    async def serve() -> None:
+        try:
+            app = App(config)
+        except ConfigError as exc:
+            _fail(str(exc))
+        configure_logging(app.redactor, log_level, log_json, log_file)
+        install_signal_handlers(app.stopping)
+        await app.run()
+
+    asyncio.run(serve())
+
+
+@main.command("relay")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free one).")
+def relay_command(host: str, port: int) -> None:
+    """Run the reference relay: agents on /agent, operators on /operator (see docs/protocol.md).
+
+    Tokens: $AGENT_RELAY_TOKEN for agents, $AGENT_OPERATOR_TOKEN for operators (unset: not checked).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    async def serve() -> None:
+        relay = Relay(os.environ.get(RELAY_TOKEN_ENV), os.environ.get(OPERATOR_TOKEN_ENV))
+        bound = await relay.start(host, port)
+        click.echo(
+            f"relay on ws://{host}:{bound}{AGENT_PATH} (agents) and ws://{host}:{bound}{OPERATOR_PATH}"
+        )
+        stopping = asyncio.Event()
+        install_signal_handlers(stopping)
+        await stopping.wait()
+        await relay.stop()
+
+    asyncio.run(serve())
+
+
+@main.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("verify")
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Audit log to check (default: audit.jsonl in the config's state dir).")  # fmt: skip
+@click.pass_context
+def audit_verify(ctx: click.Context, path: Path | None) -> None:
+    """Check that no entry was edited, removed, inserted or reordered. Exit 0 if intact, 1 if not.
+
+    Record the printed head hash elsewhere: entries cut from the end can only be detected against it.
+    """
+    if path is None:
+        config = _config(ctx)
+        path = config.path(config.state.dir) / "audit.jsonl"
+        if not path.exists():
+            _fail(f"no audit log at {path}")
+    report = verify_chain(path)
+    if report.ok:
+        click.echo(f"OK: {report.entries} entries, head {report.head}")
+        sys.exit(EXIT_OK)
+    click.echo(f"BROKEN: {len(report.problems)} problem(s) in {report.entries} entries", err=True)
+    for problem in report.problems:
+        click.echo(f"  {problem}", err=True)
+    sys.exit(EXIT_FAILED)
 
 
 # -- agent keys -------------------------------------------------------------------------------------------

@@ -65,7 +65,9 @@ EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,12
 #: The group every inventory host belongs to.
 ALL_HOSTS = "all"
 #: Environment variables whose values are always secrets when set.
-SECRET_ENV_NAMES = ("DB_PASSWORD", "AGENT_RELAY_TOKEN", "AGENT_SIGNING_PASSPHRASE")
+RELAY_URL_ENV = "EXTERNAL_WS_URL"
+RELAY_TOKEN_ENV = "AGENT_RELAY_TOKEN"  # noqa: S105 - the variable's name
+SECRET_ENV_NAMES = ("DB_PASSWORD", RELAY_TOKEN_ENV, "AGENT_SIGNING_PASSPHRASE")
 
 
 class HostConfig(_Section):
@@ -156,18 +158,74 @@ class RedactionConfig(_Section):
     rules: list[RedactRuleModel] = Field(default_factory=list)
 
 
+class RelayConfig(_Section):
+    #: wss://… of the relay. $EXTERNAL_WS_URL, when set, wins (the name existing deployments use).
+    url: Annotated[str, StringConstraints(pattern=r"^wss?://[^\s]+$")] | None = None
+    #: File holding the relay token; $AGENT_RELAY_TOKEN, when set, wins.
+    token_file: Path | None = None
+    #: CA bundle that signs the relay's certificate (default: the system's).
+    ca_file: Path | None = None
+    #: An HTTP(S)/SOCKS proxy URL. Unset: no proxy, whatever the environment says.
+    proxy: str | None = None
+    ping_interval: float = Field(default=20.0, gt=0)
+    open_timeout: float = Field(default=10.0, gt=0)
+    #: Longest wait between reconnection attempts, in seconds.
+    max_backoff: float = Field(default=60.0, ge=1)
+
+
+class StateConfig(_Section):
+    #: Folder for the outbox (outbox.sqlite3) and the audit log (audit.jsonl).
+    dir: Path = Path("var")
+
+
+class TasksConfig(_Section):
+    #: Commands running at once; more wait for a slot.
+    max_tasks: int = Field(default=64, ge=1, le=4096)
+    #: How long a finished task's result is kept to answer a repeated task_id, in days.
+    retention_days: float = Field(default=30.0, gt=0)
+    #: On SIGTERM/SIGINT, how long running tasks may finish before they are recorded as interrupted, in seconds.
+    shutdown_grace: float = Field(default=30.0, ge=0)
+
+
 class AgentConfig(_Section):
     agent_id: Annotated[str, StringConstraints(pattern=TARGET_PATTERN)] = "guardia-agent"
+    #: The room told about catalog problems at start (and other notices).
+    operations_room: Annotated[str, StringConstraints(min_length=1, max_length=128)] = "ops"
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     inventory: InventoryConfig = Field(default_factory=InventoryConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
+    relay: RelayConfig = Field(default_factory=RelayConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
 
     #: Directory that relative paths are resolved against (the config file's folder, or the working directory).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     def path(self, relative: Path) -> Path:
         return relative if relative.is_absolute() else self.base_dir / relative
+
+    def relay_url(self, environ: Mapping[str, str] | None = None) -> str:
+        """Raises: ConfigError when neither $EXTERNAL_WS_URL nor relay.url is set."""
+        env = os.environ if environ is None else environ
+        url = env.get(RELAY_URL_ENV) or self.relay.url
+        if not url:
+            raise ConfigError("relay", [f"no relay URL: set ${RELAY_URL_ENV} or relay.url"])
+        if not url.startswith(("ws://", "wss://")):
+            raise ConfigError("relay", [f"${RELAY_URL_ENV} must start with ws:// or wss://"])
+        return url
+
+    def relay_token(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The relay token from $AGENT_RELAY_TOKEN or relay.token_file (None: connect without one)."""
+        env = os.environ if environ is None else environ
+        if env.get(RELAY_TOKEN_ENV):
+            return env[RELAY_TOKEN_ENV]
+        if self.relay.token_file is None:
+            return None
+        try:
+            return self.path(self.relay.token_file).read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise ConfigError("relay.token_file", [f"cannot read: {exc.strerror}"]) from None
 
     def secret_values(self, environ: Mapping[str, str] | None = None) -> list[str]:
         """Every secret the agent was given: known and configured environment variables, secret files.
@@ -180,7 +238,10 @@ class AgentConfig(_Section):
         names |= {n for n in [self.inventory.passphrase_env] if n}
         names |= {h.passphrase_env for h in self.inventory.hosts.values() if h.passphrase_env}
         values = [env[name] for name in sorted(names) if env.get(name)]
-        for file in self.redaction.secret_files:
+        for file in [
+            *self.redaction.secret_files,
+            *([self.relay.token_file] if self.relay.token_file else []),
+        ]:
             try:
                 text = self.path(file).read_text(encoding="utf-8").strip()
             except OSError as exc:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import websockets.asyncio.client
 from click.testing import CliRunner, Result
 from hypothesis import settings
 
+from agent.app import App
 from agent.catalog import Catalog
 from agent.cli import main
+from agent.config import load_config
+from agent.relay import Relay
 from tests.sshd import SshFleet, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +79,105 @@ def agent_home(fleet: SshFleet, tmp_path: Path) -> Path:
     (tmp_path / "agent.toml").write_text(
         'agent_id = "test-agent"\n'
         + fleet.inventory_toml(["h1", "h2", "h3"], extra)
-        + '[inventory.groups]\nweb = ["h1", "h2"]\n\n[executor]\nkill_grace = 1.0\nconnect_timeout = 5.0\n'
+        + '[inventory.groups]\nweb = ["h1", "h2"]\n\n[executor]\nkill_grace = 1.0\nconnect_timeout = 5.0\n\n'
+        + "[relay]\nmax_backoff = 2.0\n\n[tasks]\nshutdown_grace = 5.0\n"
     )
     return tmp_path
+
+
+RELAY_TOKEN = "relay-token-0123456789"
+
+
+class Operator:
+    """A chat-side client of the reference relay: sends commands, collects every agent event."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.events: list[dict[str, Any]] = []
+        self._arrived = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            async for frame in self.ws:
+                self.events.append(json.loads(frame))
+                self._arrived.set()
+
+    async def send(self, packet: dict[str, Any] | str | bytes) -> None:
+        await self.ws.send(packet if isinstance(packet, str | bytes) else json.dumps(packet))
+
+    async def command(self, action: str, task_id: str, room_id: str = "ops", **params: Any) -> None:
+        await self.send({"action": action, "task_id": task_id, "room_id": room_id, "params": params})
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0
+    ) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    async def finished(self, task_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        return await self.wait_for(
+            lambda e: e.get("event") == "TASK_FINISHED" and e.get("task_id") == task_id, timeout
+        )
+
+    def of(self, task_id: str, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("task_id") == task_id and e.get("event") == event]
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[Relay]:
+    server = Relay(agent_token=RELAY_TOKEN)
+    server.port = await server.start("127.0.0.1", 0)  # type: ignore[attr-defined]
+    yield server
+    await server.stop()
+
+
+async def connect_operator(relay: Relay) -> Operator:
+    ws = await websockets.asyncio.client.connect(f"ws://127.0.0.1:{relay.port}/operator", max_size=None)  # type: ignore[attr-defined]
+    return Operator(ws)
+
+
+@pytest.fixture
+async def operator(relay: Relay) -> AsyncIterator[Operator]:
+    client = await connect_operator(relay)
+    yield client
+    await client.close()
+
+
+def agent_environ(relay: Relay, **extra: str) -> dict[str, str]:
+    return {
+        "EXTERNAL_WS_URL": f"ws://127.0.0.1:{relay.port}/agent",
+        "AGENT_RELAY_TOKEN": RELAY_TOKEN,
+        **extra,
+    }  # type: ignore[attr-defined]
+
+
+class RunningApp:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.task = asyncio.create_task(app.run())
+
+    async def stop(self) -> None:
+        self.app.stopping.set()
+        await asyncio.wait_for(self.task, 30)
+
+
+@pytest.fixture
+async def running_agent(agent_home: Path, relay: Relay) -> AsyncIterator[RunningApp]:
+    """The agent of agent_home, in-process, connected to the relay."""
+    app = App(
+        load_config(agent_home / "agent.toml"), environ=agent_environ(relay, DB_PASSWORD="Db-Passw0rd-xyz")
+    )
+    running = RunningApp(app)
+    await asyncio.wait_for(relay.agent_connected.wait(), 10)
+    yield running
+    await running.stop()

@@ -1,0 +1,102 @@
+"""The audit log: append-only JSON lines, each entry chained to the one before it by hash.
+
+Every entry has ``seq`` (1, 2, 3, …), ``ts``, ``kind``, its own fields, ``prev`` (the previous entry's hash, or
+64 zeros) and ``hash``: the sha256 of the entry's canonical JSON without ``hash``. :func:`verify_chain` finds any
+edited, removed, inserted or reordered entry. Removing entries from the *end* leaves a valid shorter chain: record
+the head (``agent audit verify`` prints it) somewhere else to detect that too. Entries are redacted before they are
+written, like everything else the agent emits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def _canonical(entry: dict[str, Any]) -> bytes:
+    return json.dumps(entry, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
+
+
+class AuditLog:
+    """Appends chained entries to a JSON-lines file; continues the chain of an existing file."""
+
+    def __init__(self, path: Path, redact: Callable[[Any], Any] = lambda value: value) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._redact = redact
+        self._lock = threading.Lock()
+        self.seq, self.head = 0, GENESIS
+        if path.exists():
+            last = _last_line(path)
+            if last:
+                entry = json.loads(last)
+                self.seq, self.head = int(entry["seq"]), str(entry["hash"])
+
+    def append(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Write one entry and return it."""
+        with self._lock:
+            entry = {"seq": self.seq + 1, "ts": round(time.time(), 3), "kind": kind, **self._redact(fields)}
+            entry["prev"] = self.head
+            entry["hash"] = entry_hash(entry)
+            with open(self.path, "ab") as handle:
+                handle.write(_canonical(entry) + b"\n")
+            self.seq, self.head = entry["seq"], entry["hash"]
+            return entry
+
+
+def _last_line(path: Path) -> str:
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 65536))
+        lines = handle.read().splitlines()
+    return lines[-1].decode() if lines else ""
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    entries: int
+    head: str
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_chain(path: Path) -> ChainReport:
+    """Check every entry's hash and link. Problems name the line and what is wrong."""
+    problems: list[str] = []
+    prev, expected_seq, count = GENESIS, 1, 0
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            count += 1
+            try:
+                entry = json.loads(line)
+                seq, stored_hash, link = entry["seq"], entry["hash"], entry["prev"]
+            except (ValueError, KeyError, TypeError):
+                problems.append(f"line {number}: not an audit entry")
+                continue
+            if entry_hash(entry) != stored_hash:
+                problems.append(f"line {number} (seq {seq}): content does not match its hash (edited)")
+            if link != prev:
+                problems.append(
+                    f"line {number} (seq {seq}): does not follow the previous entry (removed or reordered)"
+                )
+            if seq != expected_seq:
+                problems.append(f"line {number}: seq {seq} where {expected_seq} was expected")
+            prev, expected_seq = stored_hash, (seq if isinstance(seq, int) else expected_seq) + 1
+    return ChainReport(entries=count, head=prev, problems=problems)

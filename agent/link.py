@@ -1,0 +1,178 @@
+"""The reverse link: the agent dials out to the relay over a WebSocket and keeps dialling, forever.
+
+The only module that imports websockets. On every connect it sends AGENT_HELLO, then every unacknowledged message
+of the outbox in order, then new ones as they are queued; frames from the relay go to
+:meth:`AgentService.receive`. Every failure is retried: with jittered exponential backoff (:func:`backoff`), reset
+after a connection that stayed up; an authentication refusal or an untrusted certificate is logged at ERROR and
+retried at the longest delay, never in a tight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from agent.outbox import Outbox
+from agent.protocol import MAX_FRAME, encode
+from agent.service import AgentService
+
+logger = logging.getLogger(__name__)
+
+#: A connection that lasted this long resets the backoff.
+STABLE_AFTER = 30.0
+#: WebSocket close code the agent uses when it stops (1001: going away).
+CLOSE_GOING_AWAY = 1001
+
+
+def backoff(
+    initial: float = 0.5, cap: float = 60.0, factor: float = 2.0, rng: random.Random | None = None
+) -> Iterator[float]:
+    """Delays before each reconnection attempt: full jitter over an exponentially growing bound.
+
+    The first is at most ``initial`` seconds; the bound doubles up to ``cap``. Pure; ``rng`` for tests.
+    """
+    rand = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+    bound = initial
+    while True:
+        yield rand.uniform(bound / 2, bound)
+        bound = min(cap, bound * factor)
+
+
+class Link:
+    """Dials ``url`` and carries messages both ways until :meth:`run`'s stop event is set."""
+
+    def __init__(
+        self,
+        url: str,
+        service: AgentService,
+        outbox: Outbox,
+        token: str | None = None,
+        ca_file: Path | None = None,
+        proxy: str | None = None,
+        ping_interval: float = 20.0,
+        open_timeout: float = 10.0,
+        max_backoff: float = 60.0,
+        max_frame: int = MAX_FRAME,
+    ) -> None:
+        self.url = url
+        self.service = service
+        self.outbox = outbox
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ssl: ssl.SSLContext | None = None
+        if url.startswith("wss://"):
+            self._ssl = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        self._proxy = proxy
+        self._ping_interval = ping_interval
+        self._open_timeout = open_timeout
+        self._max_backoff = max_backoff
+        self._max_frame = max_frame
+        self._wakeup = asyncio.Event()
+        service.notify = self._wakeup.set
+        #: Set while a connection is open (for tests, the benchmark and shutdown).
+        self.connected = asyncio.Event()
+        self.connects = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, serve, reconnect; return once ``stop`` is set."""
+        delays = backoff(cap=self._max_backoff)
+        while not stop.is_set():
+            started = time.monotonic()
+            delay: float | None = None
+            try:
+                async with connect(
+                    self.url,
+                    additional_headers=self._headers,
+                    ssl=self._ssl,
+                    proxy=self._proxy,
+                    open_timeout=self._open_timeout,
+                    ping_interval=self._ping_interval,
+                    ping_timeout=self._ping_interval,
+                    max_size=self._max_frame,
+                    close_timeout=2,
+                ) as ws:
+                    self.connects += 1
+                    logger.info("connected to the relay")
+                    await self._serve(ws, stop)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in (401, 403):
+                    logger.error(
+                        "the relay refused the agent's credentials (HTTP %d); check AGENT_RELAY_TOKEN", status
+                    )
+                    delay = self._max_backoff
+                else:
+                    logger.warning("the relay answered HTTP %d to the handshake", status)
+            except ssl.SSLCertVerificationError as exc:
+                logger.error(
+                    "the relay's TLS certificate is not trusted (%s); check relay.ca_file", exc.verify_message
+                )
+                delay = self._max_backoff
+            except ConnectionClosed as exc:
+                if exc.sent is not None and exc.sent.code == 1009:
+                    logger.warning(
+                        "the relay sent a frame over %d bytes; connection closed (1009)", self._max_frame
+                    )
+                else:
+                    logger.warning(
+                        "relay connection lost (%s)", exc.rcvd.code if exc.rcvd else "no close frame"
+                    )
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                logger.warning("relay connection failed: %s", type(exc).__name__)
+            finally:
+                self.connected.clear()
+            if stop.is_set():
+                break
+            if time.monotonic() - started > STABLE_AFTER:
+                delays = backoff(cap=self._max_backoff)
+            wait = delay if delay is not None else next(delays)
+            logger.info("reconnecting in %.1f s", wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+
+    async def _serve(self, ws: ClientConnection, stop: asyncio.Event) -> None:
+        await ws.send(encode(self.service.hello()))
+        self.connected.set()
+        writer = asyncio.create_task(self._write(ws))
+        stopper = asyncio.create_task(stop.wait())
+        reader = asyncio.create_task(self._read(ws))
+        try:
+            done, _ = await asyncio.wait({writer, stopper, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                await ws.close(CLOSE_GOING_AWAY, "agent stopping")
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in (writer, stopper, reader):
+                task.cancel()
+            await asyncio.gather(writer, stopper, reader, return_exceptions=True)
+
+    async def _read(self, ws: ClientConnection) -> None:
+        async for frame in ws:
+            self.service.receive(frame)
+
+    async def _write(self, ws: ClientConnection) -> None:
+        """Send every unacknowledged message in order, then each new one as it is queued."""
+        last = 0
+        while True:
+            self._wakeup.clear()
+            for seq, body in self.outbox.pending(after=last):
+                await ws.send(body)
+                last = seq
+            await self._wakeup.wait()
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until the outbox is empty (all acknowledged) or ``timeout`` passes; True if it emptied."""
+        deadline = time.monotonic() + timeout
+        while self.outbox.count() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # polling the outbox while ACKs arrive
+        return self.outbox.count() == 0

@@ -1,0 +1,81 @@
+"""The durable outbox and task ledger (SQLite), and the hash-chained audit log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agent.audit import AuditLog, verify_chain
+from agent.cli import main
+from agent.outbox import Outbox, TaskState
+
+
+def test_pending_messages_survive_a_reopen_in_order_until_acked(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    for i in range(5):
+        box.put({"msg_id": f"m{i}", "n": i})
+    assert box.ack("m1") and not box.ack("m1") and not box.ack("nope")
+    box.close()
+    again = Outbox(tmp_path / "o.sqlite3")
+    assert [json.loads(body)["n"] for _, body in again.pending()] == [0, 2, 3, 4]
+    seq_of_2 = again.pending()[1][0]
+    assert [json.loads(body)["n"] for _, body in again.pending(after=seq_of_2)] == [3, 4]
+
+
+def test_task_ledger_begin_finish_and_retention(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3", task_retention=100)
+    assert box.begin_task("t1", "ops") and not box.begin_task("t1", "ops")
+    assert box.task("t1") is not None and box.task("t1").state is TaskState.RUNNING  # type: ignore[union-attr]
+    assert [r.task_id for r in box.running_tasks()] == ["t1"]
+    box.finish_task("t1", {"msg_id": "r1", "room_id": "ops", "payload": {"status": "SUCCESS"}})
+    record = box.task("t1")
+    assert record is not None and record.state is TaskState.FINISHED and record.result["msg_id"] == "r1"  # type: ignore[index]
+    assert [body for _, body in box.pending()] and box.running_tasks() == []
+    assert box.purge(now=10**10) == 1 and box.task("t1") is None
+
+
+def test_a_failed_transaction_leaves_neither_message_nor_result(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    box.put({"msg_id": "same"})
+    with pytest.raises(sqlite3.IntegrityError):
+        box.finish_task("t2", {"msg_id": "same"})  # duplicate msg_id: the insert fails
+    assert box.task("t2") is None and box.count() == 1
+
+
+def _entries(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def test_audit_chain_detects_edits_removals_and_reordering(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(
+        path, redact=lambda fields: {k: str(v).replace("secret", "[SECRET]") for k, v in fields.items()}
+    )
+    for i in range(5):
+        log.append("command", task_id=f"t{i}", note="secret")
+    assert AuditLog(path).append("start")["seq"] == 6  # a new process continues the chain
+    report = verify_chain(path)
+    assert report.ok and report.entries == 6 and 'secret"' not in path.read_text()
+    lines = _entries(path)
+
+    edited = lines.copy()
+    edited[2] = edited[2].replace('"t2"', '"t9"')
+    path.write_text("".join(edited))
+    assert any("edited" in p for p in verify_chain(path).problems)
+
+    path.write_text("".join(lines[:2] + lines[3:]))
+    assert any("removed or reordered" in p for p in verify_chain(path).problems)
+
+    path.write_text("".join([lines[1], lines[0], *lines[2:]]))
+    assert not verify_chain(path).ok
+
+    path.write_text("".join(lines))
+    result = CliRunner().invoke(main, ["audit", "verify", "--file", str(path)])
+    assert result.exit_code == 0 and f"head {report.head}" in result.output
+    path.write_text("".join(edited))
+    broken = CliRunner().invoke(main, ["audit", "verify", "--file", str(path)])
+    assert broken.exit_code == 1 and "BROKEN" in broken.output
