@@ -531,6 +531,15 @@ def config_group() -> None:
 @config_group.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:
-    """Validate the config and list every problem (exit 2 if any)."""
+    """Validate the config and what it points to (files, relay URL, token); list every problem (exit 2 if any)."""
     config = _config(ctx)
-    click.echo(f"OK: agent {config.agent_id}, catalog {config.path(config.catalog.dir)}")
+    errors, warnings = config.runtime_problems()
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if errors:
+        click.echo(f"error: configuration is not usable ({len(errors)} problem(s)):", err=True)
+        for problem in errors:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(EXIT_USAGE)
+    hosts = len(config.inventory.hosts)
+    click.echo(f"OK: agent {config.agent_id}, {hosts} host(s), catalog {config.path(config.catalog.dir)}")

@@ -227,6 +227,36 @@ class AgentConfig(_Section):
         except OSError as exc:
             raise ConfigError("relay.token_file", [f"cannot read: {exc.strerror}"]) from None
 
+    def runtime_problems(self, environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+        """What would stop ``agent run`` (errors) or is worth knowing (warnings), beyond the schema."""
+        errors: list[str] = []
+        warnings: list[str] = []
+        try:
+            self.relay_url(environ)
+        except ConfigError as exc:
+            errors.extend(exc.problems)
+        try:
+            if self.relay_token(environ) is None:
+                warnings.append(
+                    f"no relay token (${RELAY_TOKEN_ENV} or relay.token_file): the relay cannot check who dials"
+                )
+        except ConfigError as exc:
+            errors.extend(f"{exc.source}: {p}" for p in exc.problems)
+        files = [("catalog.dir", self.catalog.dir)]
+        if self.inventory.known_hosts is not None:
+            files.append(("inventory.known_hosts", self.inventory.known_hosts))
+        for alias, host in self.inventory.hosts.items():
+            key = host.key_file or self.inventory.key_file
+            if key is not None:
+                files.append((f"hosts.{alias}.key_file", key))
+        files += [("redaction.secret_files", f) for f in self.redaction.secret_files]
+        if self.relay.ca_file is not None:
+            files.append(("relay.ca_file", self.relay.ca_file))
+        for name, path in files:
+            if not self.path(path).exists():
+                errors.append(f"{name}: {self.path(path)} does not exist")
+        return errors, warnings
+
     def secret_values(self, environ: Mapping[str, str] | None = None) -> list[str]:
         """Every secret the agent was given: known and configured environment variables, secret files.
 

@@ -27,8 +27,8 @@ from agent.service import AgentService
 
 logger = logging.getLogger(__name__)
 
-#: A connection that lasted this long resets the backoff.
-STABLE_AFTER = 30.0
+#: A connection that lasted this long resets the backoff (a relay that accepts and drops at once does not).
+STABLE_AFTER = 5.0
 #: WebSocket close code the agent uses when it stops (1001: going away).
 CLOSE_GOING_AWAY = 1001
 
@@ -158,6 +158,8 @@ class Link:
 
     async def _read(self, ws: ClientConnection) -> None:
         async for frame in ws:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("< %s", frame[:2000])
             self.service.receive(frame)
 
     async def _write(self, ws: ClientConnection) -> None:
@@ -166,6 +168,8 @@ class Link:
         while True:
             self._wakeup.clear()
             for seq, body in self.outbox.pending(after=last):
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("> %s", body[:2000])
                 await ws.send(body)
                 last = seq
             await self._wakeup.wait()

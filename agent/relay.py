@@ -19,6 +19,7 @@ import contextlib
 import hmac
 import json
 import logging
+import ssl
 from collections import Counter, OrderedDict, deque
 from http import HTTPStatus
 from typing import Any
@@ -58,8 +59,10 @@ class Relay:
         self.log: deque[str] = deque(maxlen=100_000)
         self._server: Server | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen; return the port."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
+        """Listen (with TLS when ``ssl_context`` is given); return the port."""
         self._server = await serve(
             self._handle,
             host,
@@ -67,6 +70,7 @@ class Relay:
             process_request=self._check,
             max_size=RELAY_MAX_FRAME,
             ping_interval=None,
+            ssl=ssl_context,
         )
         sock = next(iter(self._server.sockets))
         port = int(sock.getsockname()[1])

@@ -71,7 +71,14 @@ class AgentService:
         return redacted
 
     def emit(self, message: dict[str, Any]) -> None:
-        self.outbox.put(self.outbound(message))
+        redacted = self.outbound(message)
+        self.outbox.put(redacted)
+        if redacted.get("event") == "REPORT":
+            payload = redacted.get("payload", {})
+            self.audit.append(
+                "report", room_id=redacted.get("room_id"), msg_id=redacted["msg_id"],
+                report_kind=payload.get("kind"), status=payload.get("status"),
+            )  # fmt: skip
         self.notify()
 
     def _emit_result(self, task_id: str | None, message: dict[str, Any]) -> None:

@@ -21,8 +21,11 @@ from tests.conftest import Operator, RunningApp, agent_environ
 pytestmark = pytest.mark.external_service
 
 
+SECRET = "Db-Passw0rd-xyz"
+
+
 def start_agent(home: Path, relay: Relay) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **agent_environ(relay)}
+    env = {**os.environ, **agent_environ(relay), "DB_PASSWORD": SECRET}
     return subprocess.Popen(
         [sys.executable, "-m", "agent", "-c", str(home / "agent.toml"), "run", "--log-level", "DEBUG"],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(home / "agent.log", "ab"),
@@ -63,12 +66,18 @@ async def test_killed_after_finishing_but_before_the_ack_resends_after_restart(
         audit = [json.loads(line) for line in (agent_home / "var" / "audit.jsonl").read_text().splitlines()]
         assert [e["kind"] for e in audit if e.get("task_id") == "kill-1"].count("run") == 1  # and it ran once
 
+        await operator.command(
+            "RUN_RUNBOOK", "kill-3", runbook="echo_args", hosts=["h1"], args={"value": SECRET}
+        )
+        await operator.finished("kill-3")
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0  # a graceful stop
     finally:
         if process.poll() is None:
             process.kill()
-    assert "stopped" in (agent_home / "agent.log").read_text()
+    log = (agent_home / "agent.log").read_text()
+    assert "stopped" in log and "< {" in log  # frames were logged at DEBUG…
+    assert SECRET not in log and "[SECRET]" in log  # …through the redacting filter
 
 
 async def _agent_with_grace(agent_home: Path, relay: Relay, grace: float) -> RunningApp:

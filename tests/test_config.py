@@ -131,3 +131,23 @@ def test_agent_redact_applies_a_runbooks_own_rules(agent_cli: Cli, catalog_dir: 
     assert agent_cli("redact", input="lot LOT-123456\n").stdout == "lot LOT-123456\n"
     missing = agent_cli("redact", "--runbook", "nope", input="")
     assert missing.exit_code == 2 and "no runbook named 'nope'" in missing.stderr
+
+
+def test_config_check_lists_every_runtime_problem(
+    agent_cli: Cli, catalog_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(catalog_dir, INVENTORY)
+    monkeypatch.delenv("EXTERNAL_WS_URL", raising=False)
+    monkeypatch.delenv("AGENT_RELAY_TOKEN", raising=False)
+    result = agent_cli("-c", "agent.toml", "config", "check")
+    assert result.exit_code == 2
+    for problem in ["no relay URL", "inventory.known_hosts:", "hosts.was01.key_file:", "does not exist"]:
+        assert problem in result.stderr
+    assert "warning: no relay token" in result.stderr
+    (catalog_dir / "known_hosts").write_text("")
+    (catalog_dir / "id_ed25519").write_text("")
+    monkeypatch.setenv("EXTERNAL_WS_URL", "wss://relay.example.invalid/agent")
+    monkeypatch.setenv("AGENT_RELAY_TOKEN", "t0ken-123456")
+    ok = agent_cli("-c", "agent.toml", "config", "check")
+    assert ok.exit_code == 0, ok.stderr
+    assert "OK: agent agent-01, 3 host(s)" in ok.stdout

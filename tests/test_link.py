@@ -379,3 +379,20 @@ async def test_secrets_planted_everywhere_never_reach_the_relay(
     assert "[SECRET]" in sent and "password=[REDACTED]" in sent
     audit = (agent_home / "var" / "audit.jsonl").read_text()
     assert SECRET not in audit
+
+
+async def test_a_report_carrying_a_secret_is_redacted(
+    agent_home: Path, relay: Relay, operator: Operator
+) -> None:
+    (agent_home / "runbooks" / f"{SECRET}.sh").write_text(
+        "echo\n"
+    )  # a bad file name lands in the catalog report
+    app = RunningApp(
+        App(load_config(agent_home / "agent.toml"), environ=agent_environ(relay, DB_PASSWORD=SECRET))
+    )
+    try:
+        report = await operator.wait_for(lambda e: e.get("event") == "REPORT")
+        assert "[SECRET].sh" in report["payload"]["problems"][0]["detail"]
+        assert SECRET not in "\n".join(relay.log) and relay.hello is not None
+    finally:
+        await app.stop()
