@@ -16,10 +16,12 @@ from collections.abc import Mapping
 
 from agent.audit import AuditLog
 from agent.catalog import Catalog
+from agent.checks.runner import CheckRunner
 from agent.config import AgentConfig
 from agent.executor import Executor
 from agent.link import Link
 from agent.outbox import Outbox
+from agent.scheduler import CheckScheduler
 from agent.service import AgentService
 
 logger = logging.getLogger(__name__)
@@ -48,9 +50,11 @@ class App:
         state = config.path(config.state.dir)
         self.outbox = Outbox(state / "outbox.sqlite3", task_retention=config.tasks.retention_days * 86400)
         self.audit = AuditLog(state / "audit.jsonl", redact=self.redactor.redact_json)
+        self.checks = CheckRunner(config, self.catalog, self.executor, self.redactor, environ)
         self.service = AgentService(
-            config, self.catalog, self.executor, self.outbox, self.audit, self.redactor
+            config, self.catalog, self.executor, self.outbox, self.audit, self.redactor, self.checks
         )
+        self.scheduler = CheckScheduler(config, self.checks, self.outbox, self.service.report)
         self.link = Link(
             config.relay_url(environ),
             self.service,
@@ -68,15 +72,18 @@ class App:
         """Serve until :attr:`stopping` is set, then shut down in order."""
         link_stop = asyncio.Event()
         self.service.start()
+        self.scheduler.start()
         link_task = asyncio.create_task(self.link.run(link_stop), name="link")
         try:
             await self.stopping.wait()
             logger.info("stopping: no new tasks")
+            self.scheduler.shutdown()
             await self.service.drain(self.config.tasks.shutdown_grace)
             if self.link.connected.is_set() and not await self.link.flush(FLUSH_TIMEOUT):
                 logger.warning("%d message(s) not yet acknowledged; they are sent after the next start",
                                self.outbox.count())  # fmt: skip
         finally:
+            self.scheduler.shutdown()
             link_stop.set()
             await link_task
             await self.executor.close()

@@ -20,6 +20,8 @@ from agent import __version__
 from agent.app import App, install_signal_handlers
 from agent.audit import verify_chain
 from agent.catalog import Catalog, Problem
+from agent.checks import CheckResult, CheckStatus
+from agent.checks.runner import CheckRunner
 from agent.config import CONFIG_ENV, RELAY_TOKEN_ENV, AgentConfig, load_config
 from agent.errors import ConfigError, InvalidArguments, RequestRefused, RunbookNotRunnable, SigningError
 from agent.executor import Executor
@@ -442,6 +444,67 @@ def audit_verify(ctx: click.Context, path: Path | None) -> None:
     for problem in report.problems:
         click.echo(f"  {problem}", err=True)
     sys.exit(EXIT_FAILED)
+
+
+# -- agent checks -------------------------------------------------------------------------------------------
+
+
+@main.group()
+def checks() -> None:
+    """Health and DB checks from the config."""
+
+
+@checks.command("list")
+@click.pass_context
+def checks_list(ctx: click.Context) -> None:
+    """List configured checks and the schedules that run them."""
+    config = _config(ctx)
+    scheduled: dict[str, list[str]] = {}
+    for schedule in config.schedules:
+        when = f"every {schedule.interval:g} s" if schedule.interval else f"cron {schedule.cron}"
+        for name in schedule.checks:
+            scheduled.setdefault(name, []).append(f"{schedule.name} ({when}, {schedule.notify})")
+    if not config.checks:
+        click.echo("no checks configured ([checks.NAME] in the config)")
+    for name, spec in config.checks.items():
+        click.echo(f"{name:<20} {spec.kind:<8} {', '.join(scheduled.get(name, [])) or 'on demand only'}")
+    for schedule in config.schedules:
+        if schedule.kind == "summary":
+            click.echo(
+                f"{'(summary)':<20} {'':<8} {schedule.name} (cron {schedule.cron or schedule.interval})"
+            )
+
+
+@checks.command("run")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def checks_run(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Run one check now and print its result. Exit 0 only when it is OK (1 for WARN, DOWN or ERROR)."""
+    config = _config(ctx)
+    if name not in config.checks:
+        _fail(f"no check named {name!r} (see 'agent checks list')")
+    catalog = _catalog(ctx)
+    catalog.verify()
+    redactor = config.redactor()
+
+    async def go() -> CheckResult:
+        executor = Executor(config.inventory, config.executor, config.base_dir)
+        try:
+            return await CheckRunner(config, catalog, executor, redactor).run(name)
+        finally:
+            await executor.close()
+
+    try:
+        result = asyncio.run(go())
+    except ConfigError as exc:
+        _fail(str(exc))
+    shown = redactor.redact_json(result.to_json())
+    if as_json:
+        _print_json(shown)
+    else:
+        click.echo(f"{name}: {shown['status']}  {shown['message']}  ({result.duration:.2f}s)")
+    sys.exit(EXIT_OK if result.status is CheckStatus.OK else EXIT_FAILED)
 
 
 # -- agent keys -------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -187,6 +187,128 @@ class TasksConfig(_Section):
     shutdown_grace: float = Field(default=30.0, ge=0)
 
 
+CheckName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+ParamType = Literal["date", "integer", "string"]
+#: FETCH_MES_QC's query unless the config defines its own ``db.queries.mes_qc``.
+MES_QC_SQL = (
+    "SELECT work_date, prc_code, err_msg, reg_date FROM tb_mes_wrk_prc_i "
+    "WHERE work_date = %(date)s ORDER BY reg_date DESC LIMIT 10"
+)
+
+
+class HttpCheck(_Section):
+    """GET a health URL (Spring actuator style); UP is OK, anything else is DOWN."""
+
+    kind: Literal["http"]
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+    timeout: float = Field(default=3.0, gt=0, le=120)
+    #: False, or a CA bundle path, for an internal certificate.
+    verify_tls: bool | Path = True
+
+
+class DiskCheck(_Section):
+    """Free space of a path on the agent PC (works on Windows too)."""
+
+    kind: Literal["disk"]
+    path: Path
+    warn_percent: float = Field(default=80.0, gt=0, le=100)
+    critical_percent: float = Field(default=90.0, gt=0, le=100)
+
+
+class DbCheck(_Section):
+    """A named query from ``db.queries``; thresholds on the row count or on one column of the first row."""
+
+    kind: Literal["db"]
+    query: CheckName
+    #: Values for the query's parameters; a date may be "today" or "yesterday".
+    args: dict[str, str | int] = Field(default_factory=dict)
+    warn_rows: int | None = Field(default=None, ge=0)
+    critical_rows: int | None = Field(default=None, ge=0)
+    value_column: str | None = None
+    warn_above: float | None = None
+    critical_above: float | None = None
+
+
+class TcpCheck(_Section):
+    kind: Literal["tcp"]
+    host: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    port: int = Field(ge=1, le=65535)
+    timeout: float = Field(default=3.0, gt=0, le=120)
+
+
+class RunbookCheck(_Section):
+    """An approved runbook on hosts: every exit 0 is OK, an exit 1 is WARN, other failures DOWN."""
+
+    kind: Literal["runbook"]
+    runbook: str
+    hosts: list[str] = Field(min_length=1)
+    args: dict[str, str | int] = Field(default_factory=dict)
+
+
+Check = Annotated[HttpCheck | DiskCheck | DbCheck | TcpCheck | RunbookCheck, Field(discriminator="kind")]
+
+
+class DbQuery(_Section):
+    #: Fixed SQL with psycopg2 placeholders (``%(name)s``); values are always bound, never formatted in.
+    sql: Annotated[str, StringConstraints(min_length=1)]
+    params: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")], ParamType] = Field(
+        default_factory=dict
+    )
+    description: str = ""
+
+
+class DbConfig(_Section):
+    """PostgreSQL for DB checks; where to connect comes from DB_HOST, DB_PORT, DB_USER, DB_PASSWORD, DB_NAME."""
+
+    connect_timeout: int = Field(default=5, ge=1, le=120)
+    statement_timeout: float = Field(default=10.0, gt=0, le=3600)
+    max_rows: int = Field(default=100, ge=1, le=10_000)
+    queries: dict[CheckName, DbQuery] = Field(default_factory=dict)
+
+    def query(self, name: str) -> DbQuery | None:
+        if name in self.queries:
+            return self.queries[name]
+        if name == "mes_qc":
+            return DbQuery(
+                sql=MES_QC_SQL, params={"date": "date"}, description="newest MES QC errors of a day"
+            )
+        return None
+
+
+class Schedule(_Section):
+    name: CheckName
+    #: "checks": run ``checks`` and report per ``notify``; "summary": sum up every check.
+    kind: Literal["checks", "summary"] = "checks"
+    checks: list[CheckName] = Field(default_factory=list)
+    #: Every this many seconds, or a crontab line ("0 9 * * *"); exactly one of the two.
+    interval: float | None = Field(default=None, gt=0)
+    cron: Annotated[str, StringConstraints(pattern=r"^\S+( \S+){4}$")] | None = None
+    jitter: float = Field(default=0.0, ge=0)
+    room: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    notify: Literal["always", "on_change", "on_failure"] = "on_change"
+    #: A run later than this is reported as missed rather than run late, in seconds.
+    misfire_grace: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> Schedule:
+        if (self.interval is None) == (self.cron is None):
+            raise ValueError("give exactly one of interval or cron")
+        if self.kind == "checks" and not self.checks:
+            raise ValueError("a checks schedule needs checks")
+        return self
+
+
+class ActionsConfig(_Section):
+    """What the existing chat actions run."""
+
+    #: CHECK_INTERNAL_WAS_STATUS runs this check (kind http).
+    was_status_check: CheckName | None = None
+    #: CHECK_DISK_SPACE runs these checks (default: every disk check).
+    disk_space_checks: list[CheckName] | None = None
+    #: FETCH_MES_QC runs this query with the requested date.
+    mes_qc_query: CheckName = "mes_qc"
+
+
 class AgentConfig(_Section):
     agent_id: Annotated[str, StringConstraints(pattern=TARGET_PATTERN)] = "guardia-agent"
     #: The room told about catalog problems at start (and other notices).
@@ -198,6 +320,31 @@ class AgentConfig(_Section):
     relay: RelayConfig = Field(default_factory=RelayConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
+    checks: dict[CheckName, Check] = Field(default_factory=dict)
+    db: DbConfig = Field(default_factory=DbConfig)
+    schedules: list[Schedule] = Field(default_factory=list)
+    actions: ActionsConfig = Field(default_factory=ActionsConfig)
+
+    @model_validator(mode="after")
+    def _references(self) -> AgentConfig:
+        problems = []
+        for name, check in self.checks.items():
+            if isinstance(check, DbCheck) and self.db.query(check.query) is None:
+                problems.append(f"checks.{name}: no query {check.query!r} in db.queries")
+        names = [s.name for s in self.schedules]
+        if len(names) != len(set(names)):
+            problems.append("schedules: two schedules have the same name")
+        for index, schedule in enumerate(self.schedules):
+            unknown = sorted(set(schedule.checks) - set(self.checks))
+            if unknown:
+                problems.append(f"schedules.{index}: unknown checks {', '.join(unknown)}")
+        referenced = [self.actions.was_status_check, *(self.actions.disk_space_checks or [])]
+        for name in filter(None, referenced):
+            if name not in self.checks:
+                problems.append(f"actions: unknown check {name!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     #: Directory that relative paths are resolved against (the config file's folder, or the working directory).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

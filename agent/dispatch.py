@@ -7,11 +7,14 @@ A handler gets the command's :class:`TaskContext`, may call :meth:`TaskContext.a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from agent.checks import CheckResult, CheckStatus, db, worst
+from agent.config import DiskCheck
 from agent.errors import (
     HostNotAllowed,
     InvalidArguments,
@@ -106,8 +109,62 @@ async def list_runbooks(ctx: TaskContext) -> Answer:
     return Answer(Status.SUCCESS, {"runbooks": listed})
 
 
-async def not_available(ctx: TaskContext) -> Answer:
-    return Answer.fail(ErrorCode.NOT_AVAILABLE, f"{ctx.command.action.value} is not configured on this agent")
+def _check_answer(results: dict[str, CheckResult]) -> Answer:
+    overall = worst([r.status for r in results.values()])
+    status = Status.SUCCESS if overall in (CheckStatus.OK, CheckStatus.WARN) else Status.FAIL
+    return Answer(status, {"status": overall.value, "checks": {n: r.to_json() for n, r in results.items()}})
+
+
+async def _run_checks(ctx: TaskContext, names: list[str]) -> Answer:
+    runner = ctx.service.checks
+    ctx.accept({"checks": names})
+    results = await asyncio.gather(*(runner.run(name) for name in names))
+    return _check_answer(dict(zip(names, results, strict=True)))
+
+
+async def run_check(ctx: TaskContext) -> Answer:
+    """``params``: ``check`` (a check name from the config)."""
+    name = ctx.command.params.get("check")
+    if not isinstance(name, str) or name not in ctx.service.config.checks:
+        raise InvalidArguments([("check", "params.check must name a configured check")])
+    return await _run_checks(ctx, [name])
+
+
+async def check_was_status(ctx: TaskContext) -> Answer:
+    name = ctx.service.config.actions.was_status_check
+    if name is None:
+        return Answer.fail(
+            ErrorCode.NOT_AVAILABLE, "no WAS health check is configured (actions.was_status_check)"
+        )
+    return await _run_checks(ctx, [name])
+
+
+async def check_disk_space(ctx: TaskContext) -> Answer:
+    config = ctx.service.config
+    names = config.actions.disk_space_checks
+    if names is None:
+        names = [n for n, c in config.checks.items() if isinstance(c, DiskCheck)]
+    if not names:
+        return Answer.fail(ErrorCode.NOT_AVAILABLE, "no disk checks are configured")
+    return await _run_checks(ctx, names)
+
+
+async def fetch_mes_qc(ctx: TaskContext) -> Answer:
+    """``params``: ``date`` (YYYY-MM-DD). Runs the fixed MES QC query for that day."""
+    config = ctx.service.config
+    query = config.db.query(config.actions.mes_qc_query)
+    if query is None:
+        return Answer.fail(ErrorCode.NOT_AVAILABLE, "the MES QC query is not configured")
+    params = ctx.command.params
+    bound = db.bind(query, {"date": params.get("date")})  # InvalidArguments before any connection is made
+    ctx.accept({"date": params.get("date")})
+    try:
+        result = await db.query(query, bound, config.db, ctx.service.checks.environ)
+    except db.QueryFailed as exc:
+        return Answer.fail(ErrorCode.CHECK_FAILED,
+                           exc.message)  # fmt: skip
+    return Answer(Status.SUCCESS, {"date": params.get("date"), "rows": result.rows, "row_count": len(result.rows),
+                                   "truncated": result.truncated})  # fmt: skip
 
 
 #: The allowlist. A test pins it to the actions documented in docs/protocol.md.
@@ -115,9 +172,10 @@ HANDLERS: Mapping[Action, Handler] = MappingProxyType(
     {
         Action.RUN_RUNBOOK: run_runbook,
         Action.LIST_RUNBOOKS: list_runbooks,
-        Action.FETCH_MES_QC: not_available,
-        Action.CHECK_INTERNAL_WAS_STATUS: not_available,
-        Action.CHECK_DISK_SPACE: not_available,
+        Action.FETCH_MES_QC: fetch_mes_qc,
+        Action.CHECK_INTERNAL_WAS_STATUS: check_was_status,
+        Action.CHECK_DISK_SPACE: check_disk_space,
+        Action.RUN_CHECK: run_check,
     }
 )
 

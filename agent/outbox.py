@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     body TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -136,6 +140,16 @@ class Outbox:
         return self._db.execute(
             "DELETE FROM tasks WHERE state = ? AND updated < ?", (TaskState.FINISHED.value, cutoff)
         ).rowcount
+
+    # -- small durable state (scheduler) ------------------------------------------------------------------------
+
+    def get_state(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_state(self, key: str, value: str) -> None:
+        self._db.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                         (key, value))  # fmt: skip
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

@@ -17,6 +17,7 @@ from typing import Any
 from agent import __version__
 from agent.audit import AuditLog
 from agent.catalog import Catalog
+from agent.checks.runner import CheckRunner
 from agent.config import AgentConfig
 from agent.dispatch import Answer, TaskContext, dispatch
 from agent.executor import Executor
@@ -49,6 +50,7 @@ class AgentService:
         outbox: Outbox,
         audit: AuditLog,
         redactor: Redactor,
+        checks: CheckRunner | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -56,6 +58,7 @@ class AgentService:
         self.outbox = outbox
         self.audit = audit
         self.redactor = redactor
+        self.checks = checks or CheckRunner(config, catalog, executor, redactor)
         self._runbook_redactors: dict[tuple[str, tuple[RedactRuleModel, ...]], Redactor] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(config.tasks.max_tasks)
@@ -89,6 +92,10 @@ class AgentService:
         report = self.catalog.report
         digest = report.lock.catalog_sha256 if report.lock else None
         return self.outbound(hello_message(self.config.agent_id, __version__, digest, report.runnable))
+
+    def report(self, room_id: str, payload: dict[str, Any]) -> None:
+        """Push an unprompted REPORT to a room (through the outbox, like everything else)."""
+        self.emit(report_message(room_id, payload))
 
     def accept(self, command: Command, payload: dict[str, Any] | None) -> None:
         self.audit.append("decision", task_id=command.task_id, decision="accepted")

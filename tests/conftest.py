@@ -21,6 +21,7 @@ from agent.catalog import Catalog
 from agent.cli import main
 from agent.config import load_config
 from agent.relay import Relay
+from tests.services import HealthServer, postgres_database
 from tests.sshd import SshFleet, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,3 +182,16 @@ async def running_agent(agent_home: Path, relay: Relay) -> AsyncIterator[Running
     await asyncio.wait_for(relay.agent_connected.wait(), 10)
     yield running
     await running.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[dict[str, str]]:
+    """DB_* environment of a throwaway PostgreSQL database with tb_mes_wrk_prc_i (dropped after the run)."""
+    with postgres_database() as env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+def health() -> Iterator[HealthServer]:
+    with HealthServer() as server:
+        yield server

@@ -134,9 +134,24 @@ async def test_list_runbooks_shows_what_this_room_may_run(
         ),
         ({"action": "RUN_RUNBOOK", "task_id": "r7"}, "MALFORMED", "invalid or missing: room_id"),
         (
-            {"action": "FETCH_MES_QC", "task_id": "r8", "room_id": "ops", "params": {"date": "2026-09-18"}},
+            {
+                "action": "FETCH_MES_QC",
+                "task_id": "r8",
+                "room_id": "ops",
+                "params": {"date": "2026-09-18'; DROP TABLE tb_mes_wrk_prc_i;--"},
+            },
+            "INVALID_ARGUMENTS",
+            "date: must be a date written YYYY-MM-DD",
+        ),
+        (
+            {"action": "CHECK_INTERNAL_WAS_STATUS", "task_id": "r9", "room_id": "ops"},
             "NOT_AVAILABLE",
-            "FETCH_MES_QC is not configured on this agent",
+            "no WAS health check is configured",
+        ),
+        (
+            {"action": "RUN_CHECK", "task_id": "r10", "room_id": "ops", "params": {"check": "$(reboot)"}},
+            "INVALID_ARGUMENTS",
+            "params.check must name a configured check",
         ),
     ],
 )
@@ -147,7 +162,7 @@ async def test_each_refusal_is_a_clear_fail_and_the_agent_keeps_serving(
     answer = await operator.finished(str(packet["task_id"]))
     assert answer["payload"]["status"] == "FAIL"
     assert answer["payload"]["error"]["code"] == code and message in answer["payload"]["error"]["message"]
-    assert "$(reboot)" not in json.dumps(answer)
+    assert "$(reboot)" not in json.dumps(answer) and "DROP TABLE" not in json.dumps(answer)
     await operator.command("LIST_RUNBOOKS", "after")
     assert (await operator.finished("after"))["payload"]["status"] == "SUCCESS"
 

@@ -1,0 +1,60 @@
+"""Runs a configured check by name, with what each kind needs. Never raises."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+
+from agent.catalog import Catalog
+from agent.checks import CheckResult, CheckStatus, db, disk, http, runbook, tcp
+from agent.config import AgentConfig, DbCheck, DiskCheck, HttpCheck, RunbookCheck, TcpCheck
+from agent.executor import Executor
+from agent.redaction import Redactor
+
+logger = logging.getLogger(__name__)
+
+
+class CheckRunner:
+    def __init__(
+        self,
+        config: AgentConfig,
+        catalog: Catalog,
+        executor: Executor,
+        redactor: Redactor,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.executor = executor
+        self.redactor = redactor
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.config.checks)
+
+    async def run(self, name: str) -> CheckResult:
+        """Run the check called ``name``; an unknown name or a bug becomes an ERROR result."""
+        spec = self.config.checks.get(name)
+        if spec is None:
+            return CheckResult(CheckStatus.ERROR, "no such check")
+        started = time.monotonic()
+        try:
+            if isinstance(spec, HttpCheck):
+                return await http.run(spec)
+            if isinstance(spec, DiskCheck):
+                return await disk.run(spec.model_copy(update={"path": self.config.path(spec.path)}))
+            if isinstance(spec, DbCheck):
+                return await db.run(spec, self.config.db, self.environ)
+            if isinstance(spec, TcpCheck):
+                return await tcp.run(spec)
+            if isinstance(spec, RunbookCheck):
+                return await runbook.run(
+                    spec, self.catalog, self.config.inventory, self.executor, self.redactor
+                )
+        except Exception:
+            logger.exception("check %s failed", name)
+        return CheckResult(CheckStatus.ERROR, "the check failed; the agent's log has the details",
+                           duration=time.monotonic() - started)  # fmt: skip

@@ -1,0 +1,195 @@
+"""Scheduled checks: APScheduler 3.x wiring only (the one module that imports it).
+
+Each configured schedule becomes a job with ``max_instances=1``, coalescing and a misfire grace time. A job runs its
+checks through the :class:`~agent.checks.runner.CheckRunner` and hands the results that are worth a message
+(:func:`agent.checks.notify_decision`) to ``report`` — the agent's durable outbox, so reports made while the relay is
+down arrive after it comes back. A run that APScheduler had to skip (the agent was busy past the grace time) and
+runs that fell while the agent was not running are reported as missed, not dropped silently. Last statuses and
+last run times live in the outbox database, so ``on_change`` survives a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from agent.checks import CheckResult, CheckStatus, notify_decision, worst
+from agent.checks.runner import CheckRunner
+from agent.config import AgentConfig, Schedule
+from agent.errors import ConfigError
+from agent.outbox import Outbox
+
+logger = logging.getLogger(__name__)
+
+Report = Callable[[str, dict[str, Any]], None]
+#: At most this many missed runs are counted when the agent comes back after a long time down.
+MAX_COUNTED_MISSES = 10_000
+
+
+def make_trigger(schedule: Schedule) -> BaseTrigger:
+    """Raises: ValueError for a crontab line APScheduler does not accept."""
+    if schedule.interval is not None:
+        return IntervalTrigger(seconds=schedule.interval, jitter=schedule.jitter or None)
+    assert schedule.cron is not None
+    trigger = CronTrigger.from_crontab(schedule.cron)
+    trigger.jitter = schedule.jitter or None
+    return trigger
+
+
+class CheckScheduler:
+    def __init__(self, config: AgentConfig, runner: CheckRunner, state: Outbox, report: Report) -> None:
+        self.config = config
+        self.runner = runner
+        self.state = state
+        self.report = report
+        self.schedules = {s.name: s for s in config.schedules}
+        problems, self.triggers = [], {}
+        for index, schedule in enumerate(config.schedules):
+            try:
+                self.triggers[schedule.name] = make_trigger(schedule)
+            except ValueError as exc:
+                problems.append(f"schedules.{index}.cron: {exc}")
+        if problems:
+            raise ConfigError("schedules", problems)
+        #: Per check since the last summary: [runs, runs that were not OK].
+        self.tally: dict[str, list[int]] = {}
+        self._scheduler: AsyncIOScheduler | None = None
+
+    def start(self) -> None:
+        """Report runs missed while the agent was down, then start the jobs (inside the running event loop)."""
+        self._report_downtime()
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        for name, schedule in self.schedules.items():
+            scheduler.add_job(
+                self.fire, self.triggers[name], args=[name], id=name, name=name, max_instances=1, coalesce=True,
+                misfire_grace_time=max(1, round(schedule.misfire_grace)),
+            )  # fmt: skip
+        scheduler.add_listener(self._skipped, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+        scheduler.start()
+        self._scheduler = scheduler
+        if self.schedules:
+            logger.info("scheduler started: %s", ", ".join(self.schedules))
+
+    def shutdown(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+
+    def _room(self, schedule: Schedule) -> str:
+        return schedule.room or self.config.operations_room
+
+    # -- running ------------------------------------------------------------------------------------------------
+
+    async def fire(self, name: str) -> None:
+        """One run of a schedule (also what the tests and ``agent checks`` call directly)."""
+        schedule = self.schedules[name]
+        self.state.set_state(f"schedule:{name}:last_run", dt.datetime.now(dt.UTC).isoformat())
+        if schedule.kind == "summary":
+            await self._summary(schedule)
+            return
+        results = await asyncio.gather(*(self.runner.run(check) for check in schedule.checks))
+        for check, result in zip(schedule.checks, results, strict=True):
+            self._record(schedule, check, result)
+
+    def _record(self, schedule: Schedule, check: str, result: CheckResult) -> None:
+        key = f"status:{schedule.name}:{check}"
+        stored = self.state.get_state(key)
+        previous = CheckStatus(stored) if stored else None
+        self.state.set_state(key, result.status.value)
+        tally = self.tally.setdefault(check, [0, 0])
+        tally[0] += 1
+        tally[1] += result.status is not CheckStatus.OK
+        decision = notify_decision(schedule.notify, previous, result.status)
+        logger.info("check %s: %s (%s)%s", check, result.status.value, result.message,
+                    f" -> {decision}" if decision else "")  # fmt: skip
+        if decision is None:
+            return
+        message = (
+            f"{check} recovered: {result.message}" if decision == "recovery" else f"{check}: {result.message}"
+        )
+        self.report(
+            self._room(schedule),
+            {
+                "kind": "check", "schedule": schedule.name, "check": check, "status": result.status.value,
+                "previous": previous.value if previous else None, "recovered": decision == "recovery",
+                "message": message, "data": result.data, "duration": round(result.duration, 3),
+            },
+        )  # fmt: skip
+
+    async def _summary(self, schedule: Schedule) -> None:
+        names = self.runner.names
+        results = await asyncio.gather(*(self.runner.run(check) for check in names))
+        checks = {}
+        for check, result in zip(names, results, strict=True):
+            runs, not_ok = self.tally.get(check, [0, 0])
+            checks[check] = {
+                "status": result.status.value,
+                "message": result.message,
+                "runs": runs,
+                "not_ok": not_ok,
+            }
+        self.tally.clear()
+        overall = worst([r.status for r in results])
+        bad = [c for c, r in zip(names, results, strict=True) if r.status is not CheckStatus.OK]
+        message = (
+            f"{len(names)} checks, all OK" if not bad else f"{len(names)} checks, not OK: {', '.join(bad)}"
+        )
+        self.report(self._room(schedule), {"kind": "summary", "schedule": schedule.name, "status": overall.value,
+                                           "message": message, "checks": checks})  # fmt: skip
+
+    # -- missed runs ---------------------------------------------------------------------------------------------
+
+    def _skipped(self, event: JobExecutionEvent | JobSubmissionEvent) -> None:
+        schedule = self.schedules.get(event.job_id)
+        if schedule is None:
+            return
+        busy = event.code == EVENT_JOB_MAX_INSTANCES
+        when = getattr(event, "scheduled_run_time", None) or (event.scheduled_run_times or [None])[0]
+        at = when.astimezone(dt.UTC).strftime("%H:%M:%S UTC") if when else "?"
+        reason = "the previous run was still going" if busy else "the agent was busy past the grace time"
+        logger.warning("schedule %s: run at %s missed (%s)", schedule.name, at, reason)
+        self.report(self._room(schedule), {"kind": "missed", "schedule": schedule.name, "status": "WARN",
+                                           "message": f"{schedule.name}: the run at {at} was missed ({reason})"})  # fmt: skip
+
+    def _report_downtime(self) -> None:
+        now = dt.datetime.now(dt.UTC)
+        for name, schedule in self.schedules.items():
+            stored = self.state.get_state(f"schedule:{name}:last_run")
+            if stored is None:
+                continue
+            last = dt.datetime.fromisoformat(stored)
+            grace = dt.timedelta(seconds=schedule.misfire_grace)
+            missed, first = 0, None
+            if schedule.interval is not None:
+                # A new IntervalTrigger counts from now; the runs that fell due since the last one are arithmetic.
+                interval = dt.timedelta(seconds=schedule.interval)
+                missed = min(MAX_COUNTED_MISSES, max(0, (now - grace - last) // interval))
+                first = last + interval if missed else None
+            else:
+                trigger = self.triggers[name]
+                fire = trigger.get_next_fire_time(None, last + dt.timedelta(microseconds=1))
+                while fire is not None and fire + grace < now and missed < MAX_COUNTED_MISSES:
+                    missed += 1
+                    first = first or fire
+                    fire = trigger.get_next_fire_time(fire, fire + dt.timedelta(microseconds=1))
+            if missed:
+                since = first.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if first else "?"
+                logger.warning("schedule %s: %d run(s) missed while the agent was not running", name, missed)
+                self.report(self._room(schedule), {
+                    "kind": "missed", "schedule": name, "status": "WARN", "missed": missed,
+                    "message": f"{name}: {missed} run(s) missed while the agent was not running (since {since})",
+                })  # fmt: skip
