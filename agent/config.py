@@ -174,8 +174,15 @@ class RelayConfig(_Section):
 
 
 class StateConfig(_Section):
-    #: Folder for the outbox (outbox.sqlite3) and the audit log (audit.jsonl).
+    #: Folder for the outbox (outbox.sqlite3), the audit log (audit.jsonl) and kept output (outputs/).
     dir: Path = Path("var")
+
+
+class OutputsConfig(_Section):
+    #: How long the full output of runs is kept on the agent PC, in days.
+    retention_days: float = Field(default=7.0, gt=0)
+    #: Lines per GET_OUTPUT page.
+    page_lines: int = Field(default=200, ge=10, le=5000)
 
 
 class TasksConfig(_Section):
@@ -319,6 +326,7 @@ class AgentConfig(_Section):
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     relay: RelayConfig = Field(default_factory=RelayConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     checks: dict[CheckName, Check] = Field(default_factory=dict)
     db: DbConfig = Field(default_factory=DbConfig)

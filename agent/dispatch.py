@@ -22,6 +22,7 @@ from agent.errors import (
     RunbookNotRunnable,
     UnknownHost,
 )
+from agent.outputs import OutputNotFound
 from agent.plan import plan_run
 from agent.protocol import Action, Command, ErrorCode, Status
 
@@ -81,7 +82,26 @@ async def run_runbook(ctx: TaskContext) -> Answer:
             for h in result.hosts
         ],
     )  # fmt: skip
-    return Answer(Status.SUCCESS if result.ok else Status.FAIL, result.to_json())
+    service.outputs.save(command.task_id, result)
+    return Answer(
+        Status.SUCCESS if result.ok else Status.FAIL, {**result.to_json(), "output_ref": command.task_id}
+    )
+
+
+async def get_output(ctx: TaskContext) -> Answer:
+    """``params``: ``task_id`` (the run's, its ``output_ref``), ``host``, ``stream`` (stdout), ``page`` (0)."""
+    params = ctx.command.params
+    try:
+        lines, page, pages = ctx.service.outputs.page(
+            params.get("task_id"), params.get("host"), params.get("stream", "stdout"), params.get("page", 0)
+        )
+    except OutputNotFound as exc:
+        return Answer.fail(ErrorCode.NOT_AVAILABLE, str(exc))
+    except ValueError as exc:
+        raise InvalidArguments([("page" if "page" in str(exc) else "stream", str(exc))]) from None
+    return Answer(Status.SUCCESS, {"task_id": params["task_id"], "host": params["host"],
+                                   "stream": params.get("stream", "stdout"), "page": page, "pages": pages,
+                                   "lines": lines})  # fmt: skip
 
 
 async def list_runbooks(ctx: TaskContext) -> Answer:
@@ -176,6 +196,7 @@ HANDLERS: Mapping[Action, Handler] = MappingProxyType(
         Action.CHECK_INTERNAL_WAS_STATUS: check_was_status,
         Action.CHECK_DISK_SPACE: check_disk_space,
         Action.RUN_CHECK: run_check,
+        Action.GET_OUTPUT: get_output,
     }
 )
 

@@ -33,7 +33,7 @@ import asyncssh
 from agent.config import ExecutorConfig, InventoryConfig
 from agent.errors import ConfigError
 from agent.plan import TIMEOUT_EXIT_CODES, RunPlan, remote_command
-from agent.redaction import CappedRedactor, Redactor
+from agent.redaction import CappedRedactor, Redactor, cap_output
 from agent.results import HostResult, Outcome, RunResult
 
 logger = logging.getLogger(__name__)
@@ -276,8 +276,12 @@ class Executor:
             raise _HostFailure(Outcome.REFUSED, "the script no longer matches the lock")
         manifest = runbook.manifest
         command = remote_command(manifest.interpreter, plan.argv, manifest.timeout, self.settings.kill_grace)
-        limit = min(manifest.max_output, self.settings.max_output)
-        out, err = CappedRedactor(redactor, limit), CappedRedactor(redactor, limit)
+        # Capture up to the agent's ceiling (kept on the agent PC); the chat view is the manifest's cap of that.
+        out, err = (
+            CappedRedactor(redactor, self.settings.max_output),
+            CappedRedactor(redactor, self.settings.max_output),
+        )
+        view = min(manifest.max_output, self.settings.max_output)
         completed: asyncssh.SSHCompletedProcess | None = None
         async with self._session(alias, command) as process:
             try:
@@ -294,8 +298,12 @@ class Executor:
                 raise _HostFailure(
                     Outcome.ERROR, f"connection lost during the run ({type(exc).__name__})"
                 ) from None
-        stdout, out_truncated, out_cut = out.result()
-        stderr, err_truncated, err_cut = err.result()
+        stdout_full, full_out_truncated, full_out_cut = out.result()
+        stderr_full, full_err_truncated, full_err_cut = err.result()
+        stdout, out_truncated, out_cut = cap_output(stdout_full.encode(), view)
+        stderr, err_truncated, err_cut = cap_output(stderr_full.encode(), view)
+        out_truncated, out_cut = out_truncated or full_out_truncated, out_cut + full_out_cut
+        err_truncated, err_cut = err_truncated or full_err_truncated, err_cut + full_err_cut
         duration = time.monotonic() - started
         signal = completed.exit_signal[0] if completed is not None and completed.exit_signal else None
         exit_code = None if completed is None or signal else completed.exit_status
@@ -324,7 +332,9 @@ class Executor:
             stdout_cut=out_cut,
             stderr_cut=err_cut,
             message=message,
-            output_sha256=hashlib.sha256(stdout.encode() + b"\0" + stderr.encode()).hexdigest(),
+            output_sha256=_digest(stdout_full, stderr_full),
+            stdout_full=stdout_full,
+            stderr_full=stderr_full,
         )
 
     @contextlib.asynccontextmanager
@@ -368,6 +378,13 @@ class Executor:
         if self._pool.get(alias) is pooled:
             del self._pool[alias]
         pooled.connection.close()
+
+
+def _digest(stdout: str, stderr: str) -> str:
+    digest = hashlib.sha256(stdout.encode())
+    digest.update(b"\0")
+    digest.update(stderr.encode())
+    return digest.hexdigest()
 
 
 async def _pump(reader: asyncssh.SSHReader[bytes], stream: CappedRedactor) -> None:

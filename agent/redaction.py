@@ -240,7 +240,7 @@ class _Engine(Protocol):
     def search(self, data: bytes, pos: int) -> Any: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     """One masked span of the input: which rule, where (byte offsets into the cleaned input)."""
 
@@ -713,7 +713,7 @@ class CappedRedactor:
             return _decode(whole), False, 0
         if not self.truncated:  # the tail follows the head directly: go on redacting where the head stopped
             stream = StreamRedactor(self._redactor, self._key_open_before_ring)
-            whole = bytes(self._head) + stream.feed(bytes(self._ring)) + stream.finish()
+            whole = bytes(self._head) + _feed_in_slices(stream, self._ring) + stream.finish()
             return _decode(whole), False, 0
         ring = bytes(self._ring)
         window_start = max(0, len(ring) - self.tail_limit)
@@ -728,13 +728,21 @@ class CappedRedactor:
                 if position < self._ring_start + start:
                     key_open = is_begin
             stream = StreamRedactor(self._redactor, key_open)
-            tail = stream.feed(ring[start:]) + stream.finish()
+            tail = _feed_in_slices(stream, memoryview(ring)[start:]) + stream.finish()
             tail = tail[_safe_cut(tail, len(tail) - self.tail_limit, backwards=False) :]
         head = bytes(self._head)
         head = head[: _safe_cut(head, self.head_limit, backwards=True)]
         cut = max(0, self.total - len(head) - len(tail))
         text = _decode(head).rstrip("\n") + f"\n… {cut} bytes cut …\n" + _decode(tail).lstrip("\n")
         return text, True, cut
+
+
+def _feed_in_slices(
+    stream: StreamRedactor, data: bytes | bytearray | memoryview, size: int = 64 * 1024
+) -> bytes:
+    """Redact a large buffer piece by piece, so the work's temporaries stay the size of one piece."""
+    view = memoryview(data)
+    return b"".join(stream.feed(bytes(view[i : i + size])) for i in range(0, len(view), size))
 
 
 def _decode(data: bytes) -> str:

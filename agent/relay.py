@@ -52,6 +52,7 @@ class Relay:
         self.pending: OrderedDict[str, str] = OrderedDict()  # task_id -> command frame
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.agent_connected = asyncio.Event()
+        self._last_to_agent: str | None = None
         self.hello: dict[str, Any] | None = None
         #: How often each msg_id arrived from an agent (a resend counts again).
         self.received: Counter[str] = Counter()
@@ -117,8 +118,13 @@ class Relay:
         try:
             async for frame in connection:
                 await self._from_agent(connection, frame)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code == 1009 and self._last_to_agent is not None:
+                # The agent refused the last command as too large: sending it again would only repeat that.
+                logger.warning(
+                    "the agent refused command %s as too large; not sending it again", self._last_to_agent
+                )
+                self.pending.pop(self._last_to_agent, None)
         finally:
             if self.agent is connection:
                 self.agent = None
@@ -172,6 +178,7 @@ class Relay:
         task_id = message.get("task_id") if isinstance(message, dict) else None
         if isinstance(task_id, str) and isinstance(frame, str):
             self.pending[task_id] = frame
+        self._last_to_agent = task_id if isinstance(task_id, str) else None
         if self.agent is not None:
             with contextlib.suppress(ConnectionClosed):
                 await self.agent.send(frame)

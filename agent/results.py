@@ -36,11 +36,15 @@ class HostResult:
     stderr_cut: int = 0
     #: Short reason for anything but SUCCESS, safe for the room.
     message: str = ""
-    #: sha256 of ``stdout + NUL + stderr`` as returned (redacted, capped), UTF-8: what the audit log records.
+    #: sha256 of the kept output (``stdout_full + NUL + stderr_full``, UTF-8): what the audit log records.
     output_sha256: str = ""
+    #: The whole redacted output up to the agent's ceiling, kept on the agent PC (not sent; see GET_OUTPUT).
+    stdout_full: str = field(default="", repr=False, compare=False)
+    stderr_full: str = field(default="", repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["stdout_full"], data["stderr_full"]
         data["status"] = self.status.value
         data["duration"] = round(self.duration, 3)
         return data

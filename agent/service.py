@@ -23,10 +23,12 @@ from agent.dispatch import Answer, TaskContext, dispatch
 from agent.executor import Executor
 from agent.manifest import RedactRuleModel
 from agent.outbox import Outbox, TaskState
+from agent.outputs import OutputStore
 from agent.protocol import (
     Ack,
     Command,
     ErrorCode,
+    Event,
     InvalidPacket,
     Status,
     accepted_message,
@@ -37,6 +39,7 @@ from agent.protocol import (
     report_message,
 )
 from agent.redaction import Redactor
+from agent.render import render_finished, render_report
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,11 @@ class AgentService:
         self.audit = audit
         self.redactor = redactor
         self.checks = checks or CheckRunner(config, catalog, executor, redactor)
+        self.outputs = OutputStore(
+            config.path(config.state.dir) / "outputs",
+            config.outputs.retention_days,
+            config.outputs.page_lines,
+        )
         self._runbook_redactors: dict[tuple[str, tuple[RedactRuleModel, ...]], Redactor] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(config.tasks.max_tasks)
@@ -69,8 +77,18 @@ class AgentService:
     # -- the choke point ----------------------------------------------------------------------------------------
 
     def outbound(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Redact a message for the relay. Everything the agent sends passes here."""
+        """Redact a message for the relay, then add its chat-ready text. Everything the agent sends passes here.
+
+        The text is rendered from the redacted message: neutralising markup inserts zero-width spaces, which
+        would hide secrets from the redaction patterns if it came first.
+        """
         redacted: dict[str, Any] = self.redactor.redact_json(message)
+        payload = redacted.get("payload")
+        if isinstance(payload, dict):
+            if redacted.get("event") == Event.TASK_FINISHED.value:
+                payload["text"] = render_finished(payload)
+            elif redacted.get("event") == Event.REPORT.value:
+                payload["text"] = render_report(payload)
         return redacted
 
     def emit(self, message: dict[str, Any]) -> None:

@@ -1,0 +1,103 @@
+"""Chat-ready text (neutralised markup) and the full output kept on the agent PC (GET_OUTPUT)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.render import ZWSP, neutralize, render_finished, render_report
+from agent.service import AgentService
+from tests.conftest import Operator, RunningApp
+
+HOSTILE = "@all see https://evil.example/x <!channel> [click](http://x) ```\nrm -rf /\n```"
+
+
+def test_neutralize_breaks_mentions_links_and_fences() -> None:
+    text = neutralize(HOSTILE)
+    assert "@all" not in text and "://" not in text and "<!" not in text  # a [link](…) dies with its ://
+    assert "```" not in text
+    assert text.replace(ZWSP, "") == HOSTILE  # nothing is lost, only broken up
+
+
+def test_rendered_run_shows_marks_exit_codes_tails_and_truncation() -> None:
+    data = {
+        "runbook": "disk_usage", "status": "TIMEOUT",
+        "hosts": [
+            {"host": "was01", "status": "SUCCESS", "exit_code": 0, "duration": 0.21, "stdout": "line\n" * 40 + HOSTILE},
+            {"host": "was02", "status": "TIMEOUT", "exit_code": None, "duration": 30.0, "stdout": "",
+             "stderr": "partial", "message": "killed at the 30 s time limit", "truncated": True},
+        ],
+        "output_ref": "t-1",
+    }  # fmt: skip
+    text = render_finished({"status": "FAIL", "data": data})
+    assert text.startswith("⏱️ disk_usage: 1 of 2 host(s) succeeded")
+    assert "✅ was01 SUCCESS exit=0 0.21s" in text and "⏱️ was02 TIMEOUT exit=- 30.00s — killed at" in text
+    assert text.count("```") == 4 and "@all" not in text and "https://" not in text
+    assert "(output truncated; full output: GET_OUTPUT t-1)" in text
+    assert text.count("line") <= 12  # the last lines only
+
+
+def test_rendered_refusal_and_report() -> None:
+    refusal = render_finished(
+        {"status": "FAIL", "error": {"code": "ROOM_NOT_ALLOWED", "message": "no @here"}}
+    )
+    assert refusal == f"❌ no @{ZWSP}here (ROOM_NOT_ALLOWED)"
+    assert (
+        render_report({"kind": "check", "status": "DOWN", "message": "was: HTTP 503"}) == "🔴 was: HTTP 503"
+    )
+    assert render_report(
+        {"kind": "check", "status": "OK", "recovered": True, "message": "was recovered"}
+    ).startswith("✅")
+
+
+async def test_text_is_rendered_after_redaction(running_agent: RunningApp) -> None:
+    service: AgentService = running_agent.app.service
+    message = {
+        "event": "TASK_FINISHED",
+        "msg_id": "m",
+        "task_id": "t",
+        "room_id": "ops",
+        "payload": {
+            "status": "FAIL",
+            "error": {"code": "INTERNAL", "message": "postgresql://app:s3cr3t@db/x"},
+        },
+    }
+    out = service.outbound(message)
+    assert "s3cr3t" not in out["payload"]["text"] and "[REDACTED]" in out["payload"]["text"]
+
+
+async def get_output(operator: Operator, task: str, params: dict[str, object]) -> None:
+    await operator.send({"action": "GET_OUTPUT", "task_id": task, "room_id": "ops", "params": params})
+
+
+@pytest.mark.external_service
+async def test_get_output_pages_through_a_large_stored_output(
+    running_agent: RunningApp, operator: Operator
+) -> None:
+    await operator.command("RUN_RUNBOOK", "big-1", runbook="flood", hosts=["h1"], args={"bytes": 300_000})
+    finished = (await operator.finished("big-1"))["payload"]
+    host = finished["data"]["hosts"][0]
+    assert host["truncated"] and len(host["stdout"].encode()) <= 65536 + 64
+    assert finished["data"]["output_ref"] == "big-1" and "GET_OUTPUT big-1" in finished["text"]
+    pages, page, collected = None, 0, []
+    while pages is None or page < pages:
+        await get_output(operator, f"page-{page}", {"task_id": "big-1", "host": "h1", "page": page})
+        data = (await operator.finished(f"page-{page}"))["payload"]["data"]
+        pages = data["pages"]
+        collected.append(data["lines"])
+        page += 1
+    whole = "\n".join(collected)
+    assert pages > 1 and whole.startswith("FIRST LINE") and whole.endswith("LAST LINE")
+    assert len(whole.splitlines()) > 5000 and "hunter22" not in whole and "[REDACTED]" in whole
+    for task, params, code in [
+        ("bad-1", {"task_id": "big-1", "host": "h1", "page": 10_000}, "INVALID_ARGUMENTS"),
+        ("bad-2", {"task_id": "nope", "host": "h1"}, "NOT_AVAILABLE"),
+        ("bad-3", {"task_id": "big-1", "host": "../../etc/passwd"}, "NOT_AVAILABLE"),
+        ("bad-4", {"task_id": "big-1", "host": "h1", "stream": "/etc/shadow"}, "INVALID_ARGUMENTS"),
+    ]:
+        await get_output(operator, task, params)
+        assert (await operator.finished(task))["payload"]["error"]["code"] == code
+    assert Path(
+        running_agent.app.config.path(running_agent.app.config.state.dir) / "outputs" / "big-1"
+    ).is_dir()
