@@ -43,6 +43,8 @@ AGENT_DEADLINE_MARGIN = 2.0
 READ_SIZE = 64 * 1024
 #: How long to wait for sshd to confirm a channel's close before freeing its session slot anyway.
 CLOSE_TIMEOUT = 5.0
+#: Waits before trying again when a live connection refuses a new session channel.
+SESSION_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 class _HostFailure(Exception):
@@ -342,9 +344,11 @@ class Executor:
         """A session channel running ``command``, holding one of the connection's session slots.
 
         A pooled connection that died since its last use is replaced once, transparently. A channel refused on a
-        live connection is this host's error, and the connection stays for the other sessions on it.
+        live connection is tried again a few times (sshd can still be counting a closed session against
+        MaxSessions), then it is this host's error; the connection stays for the other sessions on it.
         """
-        for attempt in range(2):
+        reconnected = False
+        for refused in range(len(SESSION_RETRY_DELAYS) + 1):
             pooled = await self._acquire(alias)
             async with pooled.sessions:
                 try:
@@ -355,8 +359,14 @@ class Executor:
                     )
                     if stale:
                         self._forget(alias, pooled)
-                    if stale and attempt == 0:
-                        logger.info("pooled connection to %s is gone; reconnecting", alias)
+                        if not reconnected:
+                            reconnected = True
+                            logger.info("pooled connection to %s is gone; reconnecting", alias)
+                            continue
+                    elif isinstance(exc, asyncssh.ChannelOpenError) and refused < len(SESSION_RETRY_DELAYS):
+                        # sshd may still count a session we saw close (MaxSessions): wait, do not fail.
+                        logger.debug("%s refused a session (%s); retrying", alias, exc.reason)
+                        await asyncio.sleep(SESSION_RETRY_DELAYS[refused])
                         continue
                     raise _HostFailure(
                         Outcome.ERROR, f"the host refused a session ({type(exc).__name__})"
