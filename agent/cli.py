@@ -23,13 +23,14 @@ from agent.catalog import Catalog, Problem
 from agent.checks import CheckResult, CheckStatus
 from agent.checks.runner import CheckRunner
 from agent.config import CONFIG_ENV, RELAY_TOKEN_ENV, AgentConfig, load_config
+from agent.demo import run_demo
 from agent.errors import ConfigError, InvalidArguments, RequestRefused, RunbookNotRunnable, SigningError
 from agent.executor import Executor
 from agent.lockfile import Lock
 from agent.logsetup import configure_logging
 from agent.plan import plan_run
 from agent.relay import AGENT_PATH, OPERATOR_PATH, Relay
-from agent.results import Outcome, RunResult
+from agent.results import HostResult, Outcome, RunResult
 from agent.signing import generate_key_pair, load_private_key, sign
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -348,9 +349,20 @@ def run_command(
     except ConfigError as exc:
         _fail(str(exc))
 
+    done = 0
+
+    def progress(host: HostResult) -> None:
+        nonlocal done
+        done += 1
+        if len(plan.hosts) > 1:
+            click.echo(
+                f"[{done}/{len(plan.hosts)}] {host.host}: {host.status.value} ({host.duration:.1f}s)",
+                err=True,
+            )
+
     async def go() -> RunResult:
         try:
-            return await executor.run(plan, redactor)
+            return await executor.run(plan, redactor, on_host=progress)
         finally:
             await executor.close()
 
@@ -444,6 +456,24 @@ def audit_verify(ctx: click.Context, path: Path | None) -> None:
     for problem in report.problems:
         click.echo(f"  {problem}", err=True)
     sys.exit(EXIT_FAILED)
+
+
+# -- agent demo -------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--interactive", is_flag=True, help="Type chat commands yourself instead of the scripted scenes."
+)
+@click.option("-v", "--verbose", is_flag=True, help="Also show the agent's own log (INFO).")
+def demo(interactive: bool, verbose: bool) -> None:
+    """See the whole path work on this machine, in ~10 s, on loopback only.
+
+    Starts the reference relay, an embedded SSH host and the agent with a temp copy of the bundled runbooks, then
+    plays a chat conversation: a runbook that succeeds, a hostile argument refused, a tampered script refused, a
+    timeout, and a scheduled report nobody asked for. Nothing outside a temp folder is touched.
+    """
+    sys.exit(run_demo(interactive=interactive, verbose=verbose))
 
 
 # -- agent checks -------------------------------------------------------------------------------------------

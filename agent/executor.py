@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,13 +223,25 @@ class Executor:
 
     # -- running ------------------------------------------------------------------------------------------------
 
-    async def run(self, plan: RunPlan, redactor: Redactor) -> RunResult:
+    async def run(
+        self, plan: RunPlan, redactor: Redactor, on_host: Callable[[HostResult], None] | None = None
+    ) -> RunResult:
         """Run ``plan`` on each of its hosts concurrently (bounded by ``max_concurrency``).
+
+        Args:
+            on_host: called with each host's result as soon as it is there (progress for long runs).
 
         Returns:
             One result per host, in the plan's host order. Never raises for a host's failure.
         """
-        results = await asyncio.gather(*(self._run_host(plan, alias, redactor) for alias in plan.hosts))
+
+        async def one(alias: str) -> HostResult:
+            result = await self._run_host(plan, alias, redactor)
+            if on_host is not None:
+                on_host(result)
+            return result
+
+        results = await asyncio.gather(*(one(alias) for alias in plan.hosts))
         return RunResult(runbook=plan.name, script_sha256=plan.runbook.script_sha256, hosts=list(results))
 
     async def _run_host(self, plan: RunPlan, alias: str, redactor: Redactor) -> HostResult:

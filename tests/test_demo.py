@@ -1,0 +1,75 @@
+"""`agent demo`: the newcomer's first command, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.demo import parse_chat
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_plays_every_scene_and_exits_0(tmp_path: Path) -> None:
+    before = set(Path("/tmp").glob("guardia-demo-*"))
+    env = {**os.environ, "HOME": str(tmp_path)}  # nothing of the user's is read or written
+    for name in ("EXTERNAL_WS_URL", "AGENT_RELAY_TOKEN", "AGENT_CONFIG"):
+        env.pop(name, None)
+    done = subprocess.run([sys.executable, "-m", "agent", "demo"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    for scene in [
+        "👤 kim> list", "📋 runbooks you can run here:",
+        "👤 kim> run disk_usage host=was01", "✅ disk_usage: 1 of 1 host(s) succeeded",
+        "file=../../etc/shadow", "(INVALID_ARGUMENTS)",
+        "its script changed since it was locked (RUNBOOK_NOT_RUNNABLE)",
+        "⏱️ was01 TIMEOUT", "killed at the 2 s time limit", "waiting for the batch lock...",
+        "🤖 guardia (scheduled)> 🔴 was01_health: connection refused",
+        "nothing was left behind",
+    ]:  # fmt: skip
+        assert scene in out, scene
+    assert "127.0.0.1:" not in out.split("\n", 2)[2]  # past the banner, no address reaches the room
+    assert set(Path("/tmp").glob("guardia-demo-*")) == before
+
+
+@pytest.mark.parametrize(
+    ("line", "packet"),
+    [
+        ("list", {"action": "LIST_RUNBOOKS"}),
+        (
+            "run disk_usage host=was01 host=was02 mount=/app",
+            {
+                "action": "RUN_RUNBOOK",
+                "params": {"runbook": "disk_usage", "hosts": ["was01", "was02"], "args": {"mount": "/app"}},
+            },
+        ),
+        (
+            "run x host=a 'msg=two words'",
+            {
+                "action": "RUN_RUNBOOK",
+                "params": {"runbook": "x", "hosts": ["a"], "args": {"msg": "two words"}},
+            },
+        ),
+        ("check was", {"action": "RUN_CHECK", "params": {"check": "was"}}),
+        (
+            "output t-1 was01 2",
+            {"action": "GET_OUTPUT", "params": {"task_id": "t-1", "host": "was01", "page": 2}},
+        ),
+    ],
+)
+def test_chat_lines_become_packets(line: str, packet: dict[str, object]) -> None:
+    parsed = parse_chat(line, "t-9")
+    assert (
+        {k: parsed[k] for k in packet} == packet and parsed["task_id"] == "t-9" and parsed["room_id"] == "ops"
+    )
+
+
+@pytest.mark.parametrize("line", ["", "run", "run x noequals", "drop table", "list extra"])
+def test_bad_chat_lines_get_a_usage_hint(line: str) -> None:
+    with pytest.raises(ValueError):
+        parse_chat(line, "t")
