@@ -52,7 +52,7 @@ class App:
         self.audit = AuditLog(state / "audit.jsonl", redact=self.redactor.redact_json)
         self.checks = CheckRunner(config, self.catalog, self.executor, self.redactor, environ)
         self.service = AgentService(
-            config, self.catalog, self.executor, self.outbox, self.audit, self.redactor, self.checks
+            config, self.catalog, self.executor, self.outbox, self.audit, self.redactor, self.checks, environ
         )
         self.scheduler = CheckScheduler(config, self.checks, self.outbox, self.service.report)
         self.link = Link(

@@ -22,7 +22,7 @@ from agent.audit import verify_chain
 from agent.catalog import Catalog, Problem
 from agent.checks import CheckResult, CheckStatus
 from agent.checks.runner import CheckRunner
-from agent.config import CONFIG_ENV, RELAY_TOKEN_ENV, AgentConfig, load_config
+from agent.config import COMMAND_KEY_ENV, CONFIG_ENV, RELAY_TOKEN_ENV, AgentConfig, load_config
 from agent.demo import run_demo
 from agent.errors import ConfigError, InvalidArguments, RequestRefused, RunbookNotRunnable, SigningError
 from agent.executor import Executor
@@ -412,11 +412,16 @@ def relay_command(host: str, port: int) -> None:
     """Run the reference relay: agents on /agent, operators on /operator (see docs/protocol.md).
 
     Tokens: $AGENT_RELAY_TOKEN for agents, $AGENT_OPERATOR_TOKEN for operators (unset: not checked).
+    With $AGENT_COMMAND_KEY it signs every command before forwarding it (the agent must have the same key).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     async def serve() -> None:
-        relay = Relay(os.environ.get(RELAY_TOKEN_ENV), os.environ.get(OPERATOR_TOKEN_ENV))
+        relay = Relay(
+            os.environ.get(RELAY_TOKEN_ENV),
+            os.environ.get(OPERATOR_TOKEN_ENV),
+            command_key=os.environ.get(COMMAND_KEY_ENV) or None,
+        )
         bound = await relay.start(host, port)
         click.echo(
             f"relay on ws://{host}:{bound}{AGENT_PATH} (agents) and ws://{host}:{bound}{OPERATOR_PATH}"

@@ -67,7 +67,9 @@ ALL_HOSTS = "all"
 #: Environment variables whose values are always secrets when set.
 RELAY_URL_ENV = "EXTERNAL_WS_URL"
 RELAY_TOKEN_ENV = "AGENT_RELAY_TOKEN"  # noqa: S105 - the variable's name
-SECRET_ENV_NAMES = ("DB_PASSWORD", RELAY_TOKEN_ENV, "AGENT_SIGNING_PASSPHRASE")
+#: The key for signed commands; when set, unsigned commands are refused.
+COMMAND_KEY_ENV = "AGENT_COMMAND_KEY"
+SECRET_ENV_NAMES = ("DB_PASSWORD", RELAY_TOKEN_ENV, "AGENT_SIGNING_PASSPHRASE", COMMAND_KEY_ENV)
 
 
 class HostConfig(_Section):
@@ -316,6 +318,29 @@ class ActionsConfig(_Section):
     mes_qc_query: CheckName = "mes_qc"
 
 
+Role = Literal["viewer", "operator", "approver"]
+
+
+class AccessConfig(_Section):
+    """Who may do what from chat. With no users listed, every user may do what each room and runbook allows."""
+
+    #: Chat user id (as the relay passes it) → roles. viewer: list, checks, outputs; operator: also runbooks;
+    #: approver: APPROVE/REJECT others' requests.
+    users: dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], list[Role]] = Field(
+        default_factory=dict
+    )
+    #: How long a request waiting for a second person's approval stays valid, in seconds.
+    approval_window: float = Field(default=600.0, gt=0, le=7 * 86400)
+    #: Signed commands ($AGENT_COMMAND_KEY set): how far a command's timestamp may be from the agent's clock.
+    clock_skew: float = Field(default=300.0, gt=0, le=3600)
+
+    def roles_of(self, user: str | None) -> set[str] | None:
+        """The user's roles; None when access control is off (no users configured)."""
+        if not self.users:
+            return None
+        return set(self.users.get(user or "", []))
+
+
 class AgentConfig(_Section):
     agent_id: Annotated[str, StringConstraints(pattern=TARGET_PATTERN)] = "guardia-agent"
     #: The room told about catalog problems at start (and other notices).
@@ -332,6 +357,7 @@ class AgentConfig(_Section):
     db: DbConfig = Field(default_factory=DbConfig)
     schedules: list[Schedule] = Field(default_factory=list)
     actions: ActionsConfig = Field(default_factory=ActionsConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
 
     @model_validator(mode="after")
     def _references(self) -> AgentConfig:

@@ -18,6 +18,7 @@ from agent.config import DiskCheck
 from agent.errors import (
     HostNotAllowed,
     InvalidArguments,
+    NotAuthorized,
     RoomNotAllowed,
     RunbookNotRunnable,
     UnknownHost,
@@ -35,6 +36,8 @@ class Answer:
     status: Status
     data: dict[str, Any] = field(default_factory=dict)
     error: tuple[ErrorCode, str] | None = None
+    #: Set instead of a final answer when the request waits for approval: what will run.
+    pending: dict[str, Any] | None = None
 
     @classmethod
     def fail(cls, code: ErrorCode, message: str, data: dict[str, Any] | None = None) -> Answer:
@@ -44,10 +47,12 @@ class Answer:
 class TaskContext:
     """What a handler may use: the service, the command, and a way to say it was accepted."""
 
-    def __init__(self, service: AgentService, command: Command) -> None:
+    def __init__(self, service: AgentService, command: Command, approved_by: str | None = None) -> None:
         self.service = service
         self.command = command
         self.accepted = False
+        #: The approver who released this request (four eyes), if it needed one.
+        self.approved_by = approved_by
 
     def accept(self, payload: dict[str, Any] | None = None) -> None:
         if not self.accepted:
@@ -68,7 +73,24 @@ async def run_runbook(ctx: TaskContext) -> Answer:
     runbook = service.catalog.load(name)
     plan = plan_run(runbook, service.config.inventory, params.get("hosts") or [], params.get("args") or {},
                     room=command.room_id)  # fmt: skip
-    ctx.accept({"runbook": plan.name, "hosts": plan.hosts})
+    roles = service.config.access.roles_of(command.user)
+    if roles is not None and not roles & set(runbook.manifest.roles):
+        raise NotAuthorized(f"runbook {plan.name!r} needs the role " + " or ".join(runbook.manifest.roles))
+    if runbook.manifest.requires_approval and ctx.approved_by is None:
+        if not any("approver" in user_roles for user_roles in service.config.access.users.values()):
+            return Answer.fail(
+                ErrorCode.NOT_AVAILABLE, f"{plan.name} needs an approver, and none is configured"
+            )
+        return Answer(
+            Status.FAIL, pending={"runbook": plan.name, "hosts": plan.hosts, "args": params.get("args") or {}}
+        )
+    ctx.accept(
+        {
+            "runbook": plan.name,
+            "hosts": plan.hosts,
+            **({"approved_by": ctx.approved_by} if ctx.approved_by else {}),
+        }
+    )
     result = await service.executor.run(plan, service.redactor_for(runbook.name, runbook.manifest.redact))
     service.audit.append(
         "run",
@@ -187,6 +209,32 @@ async def fetch_mes_qc(ctx: TaskContext) -> Answer:
                                    "truncated": result.truncated})  # fmt: skip
 
 
+async def approve(ctx: TaskContext) -> Answer:
+    """``params``: ``code`` (from TASK_PENDING_APPROVAL). A different user with the approver role releases it."""
+    return await ctx.service.decide(ctx.command, approve=True)
+
+
+async def reject(ctx: TaskContext) -> Answer:
+    """``params``: ``code``. A different user with the approver role cancels the request."""
+    return await ctx.service.decide(ctx.command, approve=False)
+
+
+ANYONE = frozenset({"viewer", "operator", "approver"})
+#: Roles each action needs when the config lists users (RUN_RUNBOOK: the runbook's own ``roles``, checked there).
+ACTION_ROLES: Mapping[Action, frozenset[str]] = MappingProxyType(
+    {
+        Action.RUN_RUNBOOK: ANYONE,
+        Action.LIST_RUNBOOKS: ANYONE,
+        Action.FETCH_MES_QC: ANYONE,
+        Action.CHECK_INTERNAL_WAS_STATUS: ANYONE,
+        Action.CHECK_DISK_SPACE: ANYONE,
+        Action.RUN_CHECK: ANYONE,
+        Action.GET_OUTPUT: ANYONE,
+        Action.APPROVE: frozenset({"approver"}),
+        Action.REJECT: frozenset({"approver"}),
+    }
+)
+
 #: The allowlist. A test pins it to the actions documented in docs/protocol.md.
 HANDLERS: Mapping[Action, Handler] = MappingProxyType(
     {
@@ -197,6 +245,8 @@ HANDLERS: Mapping[Action, Handler] = MappingProxyType(
         Action.CHECK_DISK_SPACE: check_disk_space,
         Action.RUN_CHECK: run_check,
         Action.GET_OUTPUT: get_output,
+        Action.APPROVE: approve,
+        Action.REJECT: reject,
     }
 )
 
@@ -206,6 +256,7 @@ _REFUSALS: list[tuple[type[Exception], ErrorCode]] = [
     (UnknownHost, ErrorCode.UNKNOWN_HOST),
     (HostNotAllowed, ErrorCode.HOST_NOT_ALLOWED),
     (RoomNotAllowed, ErrorCode.ROOM_NOT_ALLOWED),
+    (NotAuthorized, ErrorCode.UNAUTHORIZED),
 ]
 
 
@@ -213,6 +264,10 @@ async def dispatch(ctx: TaskContext) -> Answer:
     """Run the command's handler; a documented refusal becomes a FAIL answer. Other exceptions propagate."""
     handler = HANDLERS[ctx.command.action]
     try:
+        roles = ctx.service.config.access.roles_of(ctx.command.user)
+        if roles is not None and not roles & ACTION_ROLES[ctx.command.action]:
+            who = "an unknown user" if not roles else "this user's roles"
+            raise NotAuthorized(f"{ctx.command.action.value} is not allowed for {who}")
         return await handler(ctx)
     except tuple(cls for cls, _ in _REFUSALS) as exc:
         code = next(code for cls, code in _REFUSALS if isinstance(exc, cls))

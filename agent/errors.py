@@ -10,7 +10,8 @@
     ├── RequestRefused                      a run request the runbook or the inventory does not allow
     │   ├── UnknownHost (LookupError)       a host or group name the inventory does not know
     │   ├── HostNotAllowed (PermissionError) a host the runbook may not target
-    │   └── RoomNotAllowed (PermissionError) a chat room that may not trigger the runbook
+    │   ├── RoomNotAllowed (PermissionError) a chat room that may not trigger the runbook
+    │   └── NotAuthorized (PermissionError) a chat user whose roles do not allow the request
     └── SigningError (ValueError)           an approver key that cannot be read or used
 
 Messages never contain the raw value that was refused: they are meant to be shown to an operator in a chat room
@@ -93,6 +94,10 @@ class RoomNotAllowed(RequestRefused, PermissionError):
     def __init__(self, runbook: str) -> None:
         self.runbook = runbook
         super().__init__(f"runbook {runbook!r} may not be run from this room")
+
+
+class NotAuthorized(RequestRefused, PermissionError):
+    """The user is unknown or lacks the role; the message says which role was needed."""
 
 
 class SigningError(AgentError, ValueError):

@@ -45,6 +45,8 @@ _INTEGER = re.compile(r"-?[0-9]{1,18}", re.ASCII)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+RoleName = Literal["viewer", "operator", "approver"]
+DEFAULT_ROLES: tuple[RoleName, ...] = ("operator",)
 Target = Annotated[str, StringConstraints(pattern=TARGET_PATTERN)]
 Flag = Annotated[str, StringConstraints(pattern=r"^--?[A-Za-z0-9][A-Za-z0-9-]{0,62}$")]
 
@@ -268,6 +270,10 @@ class Manifest(BaseModel):
     targets: Annotated[list[Target], Field(min_length=1)]
     #: Chat rooms that may trigger it; empty: only the command line on the agent PC.
     rooms: list[Target]
+    #: Roles that may request it (when the config lists users and their roles).
+    roles: Annotated[list[RoleName], Field(min_length=1)] = Field(default_factory=lambda: list(DEFAULT_ROLES))
+    #: True: a request waits until a different user with the approver role approves it (four eyes).
+    requires_approval: bool = False
     params: list[Param] = Field(default_factory=list)
     #: Extra redaction rules for this runbook's output, on top of the built-in and configured ones.
     redact: list[RedactRuleModel] = Field(default_factory=list)

@@ -31,6 +31,19 @@ CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS approvals (
+    code TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    room_id TEXT,
+    requester TEXT,
+    command TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce TEXT PRIMARY KEY,
+    seen REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -43,7 +56,21 @@ CREATE TABLE IF NOT EXISTS tasks (
 
 class TaskState(StrEnum):
     RUNNING = "running"
+    #: Waiting for a second person's approval; not interrupted by a restart.
+    PENDING = "pending"
     FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class Approval:
+    code: str
+    task_id: str
+    room_id: str | None
+    requester: str | None
+    #: The original command packet (JSON), run as is once approved.
+    command: str
+    summary: dict[str, Any]
+    expires: float
 
 
 @dataclass(frozen=True)
@@ -127,6 +154,50 @@ class Outbox:
                     ),
                 )
         return seq
+
+    def set_task_state(self, task_id: str, state: TaskState) -> None:
+        self._db.execute(
+            "UPDATE tasks SET state = ?, updated = ? WHERE task_id = ?", (state.value, time.time(), task_id)
+        )
+
+    # -- approvals and nonces ---------------------------------------------------------------------------------
+
+    def add_approval(self, approval: Approval) -> None:
+        self._db.execute(
+            "INSERT INTO approvals (code, task_id, room_id, requester, command, summary, expires) VALUES (?,?,?,?,?,?,?)",
+            (approval.code, approval.task_id, approval.room_id, approval.requester, approval.command,
+             json.dumps(approval.summary), approval.expires),
+        )  # fmt: skip
+
+    def approvals(self) -> list[Approval]:
+        rows = self._db.execute(
+            "SELECT code, task_id, room_id, requester, command, summary, expires FROM approvals"
+        )
+        return [Approval(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
+
+    def approval(self, code: str) -> Approval | None:
+        return next((a for a in self.approvals() if a.code == code), None)
+
+    def claim_approval(self, code: str) -> Approval | None:
+        """Take a pending approval out, once: a second claim of the same code gets None."""
+        with self._transaction():
+            found = self.approval(code)
+            if (
+                found is None
+                or self._db.execute("DELETE FROM approvals WHERE code = ?", (code,)).rowcount != 1
+            ):
+                return None
+        return found
+
+    def nonce_used(self, nonce: str, now: float, keep: float) -> bool:
+        """Record a signed command's nonce; True if it was already recorded (a replay). Forgets ones past ``keep``."""
+        self._db.execute("DELETE FROM nonces WHERE seen < ?", (now - keep,))
+        return (
+            self._db.execute(
+                "INSERT OR IGNORE INTO nonces (nonce, seen) VALUES (?, ?)", (nonce, now)
+            ).rowcount
+            == 0
+        )
 
     def running_tasks(self) -> list[TaskRecord]:
         rows = self._db.execute(

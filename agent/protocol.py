@@ -13,7 +13,7 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from agent.errors import AgentError
 
@@ -35,11 +35,14 @@ class Action(StrEnum):
     CHECK_DISK_SPACE = "CHECK_DISK_SPACE"
     RUN_CHECK = "RUN_CHECK"
     GET_OUTPUT = "GET_OUTPUT"
+    APPROVE = "APPROVE"
+    REJECT = "REJECT"
 
 
 class Event(StrEnum):
     AGENT_HELLO = "AGENT_HELLO"
     TASK_ACCEPTED = "TASK_ACCEPTED"
+    TASK_PENDING_APPROVAL = "TASK_PENDING_APPROVAL"
     TASK_FINISHED = "TASK_FINISHED"
     REPORT = "REPORT"
     ACK = "ACK"
@@ -67,6 +70,14 @@ class ErrorCode(StrEnum):
     SHUTTING_DOWN = "SHUTTING_DOWN"
     INTERRUPTED = "INTERRUPTED"
     INTERNAL = "INTERNAL"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    APPROVAL_UNKNOWN = "APPROVAL_UNKNOWN"
+    APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
+    REJECTED = "REJECTED"
+    UNSIGNED = "UNSIGNED"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    STALE = "STALE"
+    REPLAYED = "REPLAYED"
 
 
 class InvalidPacket(AgentError, ValueError):
@@ -91,8 +102,21 @@ class Command(BaseModel):
     task_id: str = Field(pattern=_TASK_ID.pattern)
     room_id: str = Field(pattern=_ROOM_ID.pattern)
     params: dict[str, Any] = Field(default_factory=dict)
-    #: The chat user who typed it, as the relay knows them (optional).
+    #: The chat user who typed it, as the relay knows them (top level, or ``params.user_id``).
     user_id: str | None = Field(default=None, max_length=128)
+    #: The packet as it arrived (for the signature check).
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        return self._raw
+
+    @property
+    def user(self) -> str | None:
+        if self.user_id is not None:
+            return self.user_id
+        nested = self.params.get("user_id")
+        return nested if isinstance(nested, str) and 0 < len(nested) <= 128 else None
 
 
 class Ack(BaseModel):
@@ -154,12 +178,14 @@ def parse_frame(frame: str | bytes) -> Command | Ack:
     if action not in Action.__members__:
         raise InvalidPacket(ErrorCode.ACTION_NOT_ALLOWED, "action not allowed", task_id, room_id)
     try:
-        return Command.model_validate(raw)
+        command = Command.model_validate(raw)
     except ValidationError as exc:
         fields = sorted({str(e["loc"][0]) for e in exc.errors(include_input=False) if e["loc"]})
         raise InvalidPacket(
             ErrorCode.MALFORMED, "invalid or missing: " + ", ".join(fields or ["packet"]), task_id, room_id
         ) from None
+    command._raw = raw
+    return command
 
 
 # -- outbound ---------------------------------------------------------------------------------------------------
@@ -183,6 +209,16 @@ def hello_message(
             "runbooks": runbooks,
             "actions": [a.value for a in Action],
         },
+    }
+
+
+def pending_message(command: Command, payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event": Event.TASK_PENDING_APPROVAL.value,
+        "room_id": command.room_id,
+        "task_id": command.task_id,
+        "msg_id": new_msg_id(),
+        "payload": payload,
     }
 
 

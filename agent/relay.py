@@ -5,7 +5,7 @@ bridge, the demo, a test) connect on ``/operator``. The relay:
 
 * acknowledges every agent message that has a ``msg_id`` and forwards it to every operator once (a message sent
   again after a reconnect is acknowledged again but not forwarded twice);
-* forwards operator frames to the agent verbatim, and keeps each command (by ``task_id``) until the agent has said
+* forwards operator frames to the agent verbatim (signed first when it has the command key), and keeps each command (by ``task_id``) until the agent has said
   anything about that task, sending the unanswered ones again when the agent reconnects;
 * logs who connected and what went where.
 
@@ -19,7 +19,9 @@ import contextlib
 import hmac
 import json
 import logging
+import secrets
 import ssl
+import time
 from collections import Counter, OrderedDict, deque
 from http import HTTPStatus
 from typing import Any
@@ -28,6 +30,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from agent.command_auth import sign
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +46,17 @@ class Relay:
     """One relay. ``hold_acks`` (tests only) withholds ACKs, as a relay that crashes before acknowledging would."""
 
     def __init__(
-        self, agent_token: str | None = None, operator_token: str | None = None, hold_acks: bool = False
+        self,
+        agent_token: str | None = None,
+        operator_token: str | None = None,
+        hold_acks: bool = False,
+        command_key: str | None = None,
     ) -> None:
         self.agent_token = agent_token
         self.operator_token = operator_token
         self.hold_acks = hold_acks
+        #: With a key, every command from an operator is signed before it goes to the agent (docs/protocol.md).
+        self.command_key = command_key
         self.agent: ServerConnection | None = None
         self.operators: set[ServerConnection] = set()
         self.pending: OrderedDict[str, str] = OrderedDict()  # task_id -> command frame
@@ -176,6 +186,14 @@ class Relay:
     async def _from_operator(self, frame: str | bytes) -> None:
         message = _json(frame)
         task_id = message.get("task_id") if isinstance(message, dict) else None
+        if self.command_key is not None and isinstance(message, dict) and "action" in message:
+            try:
+                frame = json.dumps(
+                    sign(self.command_key, message, int(time.time()), secrets.token_urlsafe(18))
+                )
+            except ValueError:
+                logger.warning("not forwarding a command that cannot be signed (floating-point numbers)")
+                return
         if isinstance(task_id, str) and isinstance(frame, str):
             self.pending[task_id] = frame
         self._last_to_agent = task_id if isinstance(task_id, str) else None

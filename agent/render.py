@@ -116,3 +116,19 @@ def render_report(payload: dict[str, Any]) -> str:
         )
         return f"{mark} {message}" + (f"\n{details}" if details else "")
     return f"{mark} {message}"
+
+
+def render_pending(payload: dict[str, Any]) -> str:
+    """TASK_PENDING_APPROVAL: what would run, who asked, and how an approver releases it."""
+    args = " ".join(
+        f"{neutralize(str(k))}={neutralize(str(v))}" for k, v in (payload.get("args") or {}).items()
+    )
+    hosts = ", ".join(neutralize(str(h)) for h in payload.get("hosts") or [])
+    minutes = round((payload.get("expires_in") or 0) / 60)
+    code = payload.get("code")
+    return (
+        f"🔐 approval needed: {neutralize(str(payload.get('runbook')))} on {hosts}"
+        + (f" ({args})" if args else "")
+        + f", requested by {neutralize(str(payload.get('requested_by')))}.\n"
+        + f"Another approver: approve {code} (or reject {code}) within {minutes} min."
+    )
