@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from agent.errors import InvalidLock, InvalidManifest, RunbookNotRunnable
+from agent.errors import CatalogError, InvalidLock, InvalidManifest, RunbookNotRunnable
 from agent.lockfile import Lock, LockEntry, LockSignature, make_lock, parse_lock, render_lock, sha256_hex
 from agent.manifest import NAME_PATTERN, Manifest, parse_manifest
 from agent.signing import ApproverKey, check_signatures
@@ -317,6 +317,18 @@ class Catalog:
         if previous is not None and previous.catalog_sha256 == lock.catalog_sha256:
             lock = make_lock(entries, list(previous.signatures))
         return lock, []
+
+    def relock(self) -> Lock:
+        """Build and write the lock for the folder as it is (for tools, tests and the demo).
+
+        Raises:
+            CatalogError: the folder cannot be locked; the message lists why.
+        """
+        lock, problems = self.build_lock()
+        if lock is None:
+            raise CatalogError("cannot lock the catalog: " + "; ".join(map(str, problems)))
+        self.write_lock(lock)
+        return lock
 
     def write_lock(self, lock: Lock) -> None:
         """Replace the lock file atomically (a crash never leaves half a lock)."""

@@ -30,6 +30,7 @@ from agent.app import App
 from agent.catalog import Catalog
 from agent.config import load_config
 from agent.demo_host import DemoHost
+from agent.errors import CatalogError
 from agent.logsetup import configure_logging
 from agent.redaction import Redactor
 from agent.relay import Relay
@@ -126,11 +127,10 @@ class Demo:
         shutil.copytree(find_runbooks(), home / "runbooks", ignore=shutil.ignore_patterns("*.lock"))
         (home / "runbooks" / "demo_slow.sh").write_text(SLOW_SCRIPT)
         (home / "runbooks" / "demo_slow.toml").write_text(SLOW_MANIFEST)
-        catalog = Catalog(home / "runbooks", home / "runbooks.lock")
-        lock, problems = catalog.build_lock()
-        if lock is None:
-            raise DemoError("the bundled runbooks do not lock: " + "; ".join(map(str, problems)))
-        catalog.write_lock(lock)
+        try:
+            Catalog(home / "runbooks", home / "runbooks.lock").relock()
+        except CatalogError as exc:
+            raise DemoError(str(exc)) from None
         user = getpass.getuser()
         (home / "agent.toml").write_text(f'''
 agent_id = "demo-agent"

@@ -211,12 +211,12 @@ async def fetch_mes_qc(ctx: TaskContext) -> Answer:
 
 async def approve(ctx: TaskContext) -> Answer:
     """``params``: ``code`` (from TASK_PENDING_APPROVAL). A different user with the approver role releases it."""
-    return await ctx.service.decide(ctx.command, approve=True)
+    return await ctx.service.approvals.decide(ctx.command, approve=True)
 
 
 async def reject(ctx: TaskContext) -> Answer:
     """``params``: ``code``. A different user with the approver role cancels the request."""
-    return await ctx.service.decide(ctx.command, approve=False)
+    return await ctx.service.approvals.decide(ctx.command, approve=False)
 
 
 ANYONE = frozenset({"viewer", "operator", "approver"})

@@ -10,16 +10,14 @@ interrupted.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import re
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent import __version__
+from agent.approvals import Approvals
 from agent.audit import AuditLog
 from agent.catalog import Catalog
 from agent.checks.runner import CheckRunner
@@ -28,7 +26,7 @@ from agent.config import COMMAND_KEY_ENV, AgentConfig
 from agent.dispatch import Answer, TaskContext, dispatch
 from agent.executor import Executor
 from agent.manifest import RedactRuleModel
-from agent.outbox import Approval, Outbox, TaskState
+from agent.outbox import Outbox, TaskState
 from agent.outputs import OutputStore
 from agent.protocol import (
     Ack,
@@ -42,7 +40,6 @@ from agent.protocol import (
     hello_message,
     new_msg_id,
     parse_frame,
-    pending_message,
     report_message,
 )
 from agent.redaction import Redactor
@@ -67,7 +64,7 @@ class AgentService:
         env = os.environ if environ is None else environ
         #: When set, every command must be signed with it (see agent.command_auth).
         self.command_key: str | None = env.get(COMMAND_KEY_ENV) or None
-        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self.approvals = Approvals(self)
         self.catalog = catalog
         self.executor = executor
         self.outbox = outbox
@@ -116,7 +113,7 @@ class AgentService:
             )  # fmt: skip
         self.notify()
 
-    def _emit_result(self, task_id: str | None, message: dict[str, Any]) -> None:
+    def emit_result(self, task_id: str | None, message: dict[str, Any]) -> None:
         self.outbox.finish_task(task_id, self.outbound(message))
         self.notify()
 
@@ -152,14 +149,9 @@ class AgentService:
             logger.warning(
                 "task %s was running when the agent stopped; answering it as interrupted", record.task_id
             )
-            self.audit.append("interrupted", task_id=record.task_id)
-            self._emit_result(
-                record.task_id,
-                finished_message(
-                    record.task_id, record.room_id, Status.FAIL,
-                    error=(ErrorCode.INTERRUPTED, "the agent restarted while this task was running; run it again"),
-                ),
-            )  # fmt: skip
+            self._interrupted(
+                record.task_id, record.room_id, "the agent restarted while this task was running"
+            )
         if not report.ok:
             for problem in report.problems:
                 logger.error("catalog: %s", problem)
@@ -179,7 +171,7 @@ class AgentService:
                 )
             )
         for approval in self.outbox.approvals():
-            self._arm_expiry(approval)
+            self.approvals.arm(approval)
         if not self.config.access.users:
             logger.warning(
                 "no users in access.users: every chat user may do what each room and runbook allows"
@@ -201,7 +193,7 @@ class AgentService:
         except InvalidPacket as exc:
             logger.warning("refused a packet: %s", exc.message)
             self.audit.append("refused", task_id=exc.task_id, reason=exc.code.value)
-            self._emit_result(
+            self.emit_result(
                 None, finished_message(exc.task_id, exc.room_id, Status.FAIL, error=(exc.code, exc.message))
             )
             return
@@ -242,9 +234,18 @@ class AgentService:
         if not self.outbox.begin_task(command.task_id, command.room_id):
             self._repeat(command)
             return
-        task = asyncio.create_task(self._run(command), name=f"task-{command.task_id}")
+        self.spawn(command)
+
+    def spawn(self, command: Command, approved_by: str | None = None) -> None:
+        """Run a command as its own task (a new one, or a held one an approver released)."""
+        task = asyncio.create_task(self._run(command, approved_by), name=f"task-{command.task_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _interrupted(self, task_id: str, room_id: str | None, why: str) -> None:
+        self.audit.append("interrupted", task_id=task_id)
+        error = (ErrorCode.INTERRUPTED, f"{why}; run it again")
+        self.emit_result(task_id, finished_message(task_id, room_id, Status.FAIL, error=error))
 
     def _repeat(self, command: Command) -> None:
         """A task_id seen before: never run it again; resend its result, or say it is still running."""
@@ -265,118 +266,25 @@ class AgentService:
             try:
                 answer = await dispatch(ctx)
             except asyncio.CancelledError:
-                self.audit.append("interrupted", task_id=command.task_id)
-                self._emit_result(
-                    command.task_id,
-                    finished_message(
-                        command.task_id, command.room_id, Status.FAIL,
-                        error=(ErrorCode.INTERRUPTED, "the agent stopped while this task was running; run it again"),
-                    ),
-                )  # fmt: skip
+                self._interrupted(
+                    command.task_id, command.room_id, "the agent stopped while this task was running"
+                )
                 raise
             except Exception:
                 logger.exception("task %s (%s) failed", command.task_id, command.action.value)
                 answer = Answer.fail(ErrorCode.INTERNAL, "internal error; the agent's log has the details")
             if answer.pending is not None:
-                self._hold(command, answer.pending)
+                self.approvals.hold(command, answer.pending)
                 return
             if answer.error is not None:
                 self.audit.append(
                     "decision", task_id=command.task_id, decision="refused", reason=answer.error[1]
                 )
-            self._emit_result(
+            self.emit_result(
                 command.task_id,
                 finished_message(command.task_id, command.room_id, answer.status, answer.data, answer.error),
             )
             self.audit.append("finished", task_id=command.task_id, status=answer.status.value)
-
-    # -- four eyes ----------------------------------------------------------------------------------------------
-
-    def _hold(self, command: Command, summary: dict[str, Any]) -> None:
-        """Keep a request until a second person approves it; tell the room what would run and the code."""
-        window = self.config.access.approval_window
-        approval = Approval(
-            code=_approval_code(), task_id=command.task_id, room_id=command.room_id, requester=command.user,
-            command=json.dumps(command.raw), summary=summary, expires=time.time() + window,
-        )  # fmt: skip
-        self.outbox.add_approval(approval)
-        self.outbox.set_task_state(command.task_id, TaskState.PENDING)
-        self.audit.append(
-            "approval_requested", task_id=command.task_id, requester=command.user, request=summary
-        )
-        self.emit(pending_message(command, {"code": approval.code, **summary, "requested_by": command.user,
-                                            "expires_in": round(window)}))  # fmt: skip
-        self._arm_expiry(approval)
-
-    def _arm_expiry(self, approval: Approval) -> None:
-        delay = max(0.0, approval.expires - time.time())
-        self._expiry[approval.code] = asyncio.get_running_loop().call_later(
-            delay, self._expire, approval.code
-        )
-
-    def _expire(self, code: str) -> None:
-        self._expiry.pop(code, None)
-        approval = self.outbox.claim_approval(code)
-        if approval is None:
-            return
-        minutes = self.config.access.approval_window / 60
-        self.audit.append("approval_expired", task_id=approval.task_id, requester=approval.requester)
-        self._emit_result(
-            approval.task_id,
-            finished_message(
-                approval.task_id, approval.room_id, Status.FAIL, data={"runbook": approval.summary.get("runbook")},
-                error=(ErrorCode.APPROVAL_EXPIRED, f"nobody approved it within {minutes:g} min; request it again"),
-            ),
-        )  # fmt: skip
-
-    async def decide(self, command: Command, approve: bool) -> Answer:
-        """APPROVE or REJECT a held request: a different user, with the approver role, before it expires, once."""
-        code = command.params.get("code")
-        if not isinstance(code, str) or not re.fullmatch(r"[A-Za-z2-9]{6}", code):
-            return Answer.fail(
-                ErrorCode.INVALID_ARGUMENTS, "params.code must be the 6-character approval code"
-            )
-        approval = self.outbox.approval(code.upper())
-        if approval is None:
-            return Answer.fail(
-                ErrorCode.APPROVAL_UNKNOWN, "no request waits for that code (unknown, expired or decided)"
-            )
-        decider = command.user
-        if decider is None or decider == approval.requester:
-            return Answer.fail(
-                ErrorCode.UNAUTHORIZED, "a request must be decided by someone other than its requester"
-            )
-        if approval.expires < time.time():
-            self._expire(approval.code)
-            return Answer.fail(ErrorCode.APPROVAL_EXPIRED, "that request has expired")
-        if self.outbox.claim_approval(approval.code) is None:
-            return Answer.fail(ErrorCode.APPROVAL_UNKNOWN, "that request was already decided")
-        timer = self._expiry.pop(approval.code, None)
-        if timer is not None:
-            timer.cancel()
-        decision = "approved" if approve else "rejected"
-        self.audit.append("approval_decided", task_id=approval.task_id, requester=approval.requester,
-                          approver=decider, decision=decision)  # fmt: skip
-        if approve:
-            original = parse_frame(approval.command)
-            assert isinstance(original, Command)
-            self.outbox.set_task_state(approval.task_id, TaskState.RUNNING)
-            task = asyncio.create_task(
-                self._run(original, approved_by=decider), name=f"task-{approval.task_id}"
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        else:
-            self._emit_result(
-                approval.task_id,
-                finished_message(
-                    approval.task_id, approval.room_id, Status.FAIL, data={"runbook": approval.summary.get("runbook")},
-                    error=(ErrorCode.REJECTED, f"rejected by {decider}"),
-                ),
-            )  # fmt: skip
-        return Answer(
-            Status.SUCCESS, {decision: approval.task_id, "runbook": approval.summary.get("runbook")}
-        )
 
     # -- stopping -----------------------------------------------------------------------------------------------
 
@@ -395,9 +303,3 @@ class AgentService:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _approval_code() -> str:
-    """Six characters from an alphabet without look-alikes (no 0/O, 1/I)."""
-    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-    return "".join(secrets.choice(alphabet) for _ in range(6))

@@ -56,9 +56,7 @@ def generate(folder: Path) -> Catalog:
         (books / f"rb_{i:04d}.sh").write_text(body)
         (books / f"rb_{i:04d}.toml").write_text(MANIFEST.format(i=i))
     catalog = Catalog(books, folder / "runbooks.lock")
-    lock, problems = catalog.build_lock()
-    assert lock is not None and not problems, problems
-    catalog.write_lock(lock)
+    catalog.relock()
     return catalog
 
 

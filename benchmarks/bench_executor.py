@@ -95,9 +95,7 @@ class Bench:
         (home / "runbooks" / "bench.sh").write_text(SCRIPT)
         (home / "runbooks" / "bench.toml").write_text(MANIFEST)
         catalog = Catalog(home / "runbooks", home / "runbooks.lock")
-        lock, problems = catalog.build_lock()
-        assert lock is not None, problems
-        catalog.write_lock(lock)
+        catalog.relock()
         aliases = [f"h{i:03d}" for i in range(len(fleet.endpoints))]
         (home / "agent.toml").write_text(
             fleet.inventory_toml(aliases) + "[executor]\nmax_concurrency = 128\n"

@@ -46,9 +46,7 @@ class Bench:
         (home / "runbooks" / "trivial.sh").write_text(SCRIPT)
         (home / "runbooks" / "trivial.toml").write_text(MANIFEST)
         catalog = Catalog(home / "runbooks", home / "runbooks.lock")
-        lock, problems = catalog.build_lock()
-        assert lock is not None, problems
-        catalog.write_lock(lock)
+        catalog.relock()
         (home / "agent.toml").write_text(fleet.inventory_toml(["h1"]) + "[relay]\nmax_backoff = 2.0\n")
         self.home = home
         self.fleet = fleet

@@ -68,10 +68,7 @@ def agent_home(fleet: SshFleet, tmp_path: Path) -> Path:
     """A folder with agent.toml (inventory: h1-h3, a host that is down, one with an untrusted key) and a locked
     copy of the test runbooks; returns the folder."""
     shutil.copytree(TEST_RUNBOOKS, tmp_path / "runbooks")
-    catalog = Catalog(tmp_path / "runbooks", tmp_path / "runbooks.lock")
-    lock, problems = catalog.build_lock()
-    assert lock is not None, problems
-    catalog.write_lock(lock)
+    Catalog(tmp_path / "runbooks", tmp_path / "runbooks.lock").relock()
     down = free_port()
     extra = (
         f'[inventory.hosts.down]\naddress = "127.0.0.1"\nport = {down}\n\n'

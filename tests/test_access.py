@@ -210,7 +210,9 @@ async def test_signed_commands_refuse_tampered_unsigned_stale_and_replayed(
         await operator.send(good)
         assert (await operator.finished("s1"))["payload"]["status"] == "SUCCESS"
         await operator.send(good)  # the same signed packet again
-        replay = await operator.wait_for(lambda e: e.get("task_id") == "s1" and "error" in e.get("payload", {}))
+        replay = await operator.wait_for(
+            lambda e: e.get("task_id") == "s1" and "error" in e.get("payload", {})
+        )
         assert replay["payload"]["error"]["code"] == "REPLAYED"
 
         tampered = signed(run("s2"))
