@@ -116,6 +116,7 @@ class Executor:
         self._pool: dict[str, _Pooled] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
         self._busy: set[str] = set()
+        self._settling: set[asyncio.Task[None]] = set()
         self._limit = asyncio.Semaphore(settings.max_concurrency)
 
     def _path(self, path: Path) -> Path:
@@ -220,6 +221,7 @@ class Executor:
             entry.connection.close()
         for entry in pooled:
             await entry.connection.wait_closed()
+        await asyncio.gather(*self._settling, return_exceptions=True)
 
     # -- running ------------------------------------------------------------------------------------------------
 
@@ -362,38 +364,48 @@ class Executor:
         reconnected = False
         for refused in range(len(SESSION_RETRY_DELAYS) + 1):
             pooled = await self._acquire(alias)
-            async with pooled.sessions:
-                try:
-                    process = await pooled.connection.create_process(command, encoding=None)
-                except (asyncssh.Error, OSError) as exc:
-                    stale = pooled.connection.is_closed() or isinstance(
-                        exc, asyncssh.ConnectionLost | asyncssh.DisconnectError
-                    )
-                    if stale:
-                        self._forget(alias, pooled)
-                        if not reconnected:
-                            reconnected = True
-                            logger.info("pooled connection to %s is gone; reconnecting", alias)
-                            continue
-                    elif isinstance(exc, asyncssh.ChannelOpenError) and refused < len(SESSION_RETRY_DELAYS):
-                        # sshd may still count a session we saw close (MaxSessions): wait, do not fail.
-                        logger.debug("%s refused a session (%s); retrying", alias, exc.reason)
-                        await asyncio.sleep(SESSION_RETRY_DELAYS[refused])
+            await pooled.sessions.acquire()
+            try:
+                process = await pooled.connection.create_process(command, encoding=None)
+            except (asyncssh.Error, OSError) as exc:
+                pooled.sessions.release()
+                stale = pooled.connection.is_closed() or isinstance(
+                    exc, asyncssh.ConnectionLost | asyncssh.DisconnectError
+                )
+                if stale:
+                    self._forget(alias, pooled)
+                    if not reconnected:
+                        reconnected = True
+                        logger.info("pooled connection to %s is gone; reconnecting", alias)
                         continue
-                    raise _HostFailure(
-                        Outcome.ERROR, f"the host refused a session ({type(exc).__name__})"
-                    ) from None
-                try:
-                    yield process
-                finally:
-                    process.close()
-                    # sshd counts the session against MaxSessions until it has closed it too.
-                    with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
-                        async with asyncio.timeout(CLOSE_TIMEOUT):
-                            await process.wait_closed()
-                    if pooled.connection.is_closed():
-                        self._forget(alias, pooled)
-                return
+                elif isinstance(exc, asyncssh.ChannelOpenError) and refused < len(SESSION_RETRY_DELAYS):
+                    # sshd may still count a session we saw close (MaxSessions): wait, do not fail.
+                    logger.debug("%s refused a session (%s); retrying", alias, exc.reason)
+                    await asyncio.sleep(SESSION_RETRY_DELAYS[refused])
+                    continue
+                raise _HostFailure(
+                    Outcome.ERROR, f"the host refused a session ({type(exc).__name__})"
+                ) from None
+            try:
+                yield process
+            finally:
+                process.close()
+                # sshd counts the session against MaxSessions until it has closed it too: the slot is freed once
+                # it has, in the background, so the result does not wait for that round trip.
+                settle = asyncio.create_task(self._settle(alias, pooled, process))
+                self._settling.add(settle)
+                settle.add_done_callback(self._settling.discard)
+            return
+
+    async def _settle(self, alias: str, pooled: _Pooled, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        try:
+            with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await process.wait_closed()
+        finally:
+            pooled.sessions.release()
+            if pooled.connection.is_closed():
+                self._forget(alias, pooled)
 
     def _forget(self, alias: str, pooled: _Pooled) -> None:
         """Remove ``pooled`` from the pool if it is still the entry for ``alias``, and close it."""

@@ -528,7 +528,7 @@ class Redactor:
         return b"".join(out)
 
     def _redact_lines(self, data: bytes, findings: list[Finding] | None) -> bytes:
-        if any(marker in data for marker in _FULLWIDTH_MARKERS):
+        if not data.isascii() and any(marker in data for marker in _FULLWIDTH_MARKERS):
             return self._apply_normalised(data, findings)
         return self._apply(data, findings)
 
