@@ -54,13 +54,19 @@ class Approvals:
             return
         minutes = self.service.config.access.approval_window / 60
         self.service.audit.append("approval_expired", task_id=approval.task_id, requester=approval.requester)
-        self.service.emit_result(
-            approval.task_id,
-            finished_message(
-                approval.task_id, approval.room_id, Status.FAIL, data={"runbook": approval.summary.get("runbook")},
-                error=(ErrorCode.APPROVAL_EXPIRED, f"nobody approved it within {minutes:g} min; request it again"),
-            ),
-        )  # fmt: skip
+        self._close(
+            approval,
+            ErrorCode.APPROVAL_EXPIRED,
+            f"nobody approved it within {minutes:g} min; request it again",
+        )
+
+    def _close(self, approval: Approval, code: ErrorCode, message: str) -> None:
+        """The held request's one TASK_FINISHED, when it will not run."""
+        data = {"runbook": approval.summary.get("runbook")}
+        final = finished_message(
+            approval.task_id, approval.room_id, Status.FAIL, data=data, error=(code, message)
+        )
+        self.service.emit_result(approval.task_id, final)
 
     async def decide(self, command: Command, approve: bool) -> Answer:
         """APPROVE or REJECT a held request: a different user, with the approver role, before it expires, once."""
@@ -96,13 +102,7 @@ class Approvals:
             self.service.outbox.set_task_state(approval.task_id, TaskState.RUNNING)
             self.service.spawn(original, approved_by=decider)
         else:
-            self.service.emit_result(
-                approval.task_id,
-                finished_message(
-                    approval.task_id, approval.room_id, Status.FAIL, data={"runbook": approval.summary.get("runbook")},
-                    error=(ErrorCode.REJECTED, f"rejected by {decider}"),
-                ),
-            )  # fmt: skip
+            self._close(approval, ErrorCode.REJECTED, f"rejected by {decider}")
         return Answer(
             Status.SUCCESS, {decision: approval.task_id, "runbook": approval.summary.get("runbook")}
         )
