@@ -9,9 +9,7 @@ Then a chat operator plays the scenes and the transcript shows what the room wou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
-import json
 import secrets
 import shlex
 import shutil
@@ -19,11 +17,8 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
-
-import websockets.asyncio.client
 
 import agent
 from agent.app import App
@@ -32,6 +27,7 @@ from agent.config import load_config
 from agent.demo_host import DemoHost
 from agent.errors import CatalogError
 from agent.logsetup import configure_logging
+from agent.operator_client import OperatorClient, Predicate, finished
 from agent.redaction import Redactor
 from agent.relay import Relay
 
@@ -103,8 +99,6 @@ class Demo:
     def __init__(self, out: TextIO, interactive: bool = False) -> None:
         self.out = out
         self.interactive = interactive
-        self.events: list[dict[str, Any]] = []
-        self._arrived = asyncio.Event()
         self._printed_reports = 0
         self._counter = 0
 
@@ -175,41 +169,28 @@ was_status_check = "was01_health"
 
     # -- the conversation ---------------------------------------------------------------------------------------
 
-    async def _read(self, ws: websockets.asyncio.client.ClientConnection) -> None:
-        with contextlib.suppress(Exception):
-            async for frame in ws:
-                event = json.loads(frame)
-                self.events.append(event)
-                self._arrived.set()
-                if event.get("event") == "REPORT" and self.interactive:
-                    self.agent_says(event["payload"].get("text", ""), "guardia (scheduled)")
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "REPORT" and self.interactive:
+            self.agent_says(event["payload"].get("text", ""), "guardia (scheduled)")
 
     async def _wait(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str
+        self, client: OperatorClient, predicate: Predicate, timeout: float, what: str
     ) -> dict[str, Any]:
         try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    for event in self.events:
-                        if predicate(event):
-                            return event
-                    self._arrived.clear()
-                    await self._arrived.wait()
+            return await client.wait_for(predicate, timeout)
         except TimeoutError:
             raise DemoError(f"no answer to {what} within {timeout:g} s") from None
 
-    async def ask(
-        self, ws: websockets.asyncio.client.ClientConnection, line: str, timeout: float = 30
-    ) -> dict[str, Any]:
+    async def ask(self, client: OperatorClient, line: str, timeout: float = 30) -> dict[str, Any]:
         self._counter += 1
         task_id = f"demo-{self._counter}"
         self.say(f"👤 {USER}> {line}")
-        await ws.send(json.dumps(parse_chat(line, task_id)))
-        finished = await self._wait(_finished(task_id), timeout, repr(line))
-        self.agent_says(finished["payload"].get("text", ""))
-        return dict(finished["payload"])
+        await client.send(parse_chat(line, task_id))
+        answer = await self._wait(client, finished(task_id), timeout, repr(line))
+        self.agent_says(answer["payload"].get("text", ""))
+        return dict(answer["payload"])
 
-    async def scenes(self, ws: websockets.asyncio.client.ClientConnection, home: Path) -> None:
+    async def scenes(self, ws: OperatorClient, home: Path) -> None:
         self.say("── 1. What may this room run?")
         listed = await self.ask(ws, "list")
         expect(listed["status"] == "SUCCESS", "listing runbooks")
@@ -237,11 +218,11 @@ was_status_check = "was01_health"
         slow = await self.ask(ws, "run demo_slow host=was01")
         expect(slow.get("data", {}).get("status") == "TIMEOUT", "demo_slow must time out")
         self.say("\n── 6. Nobody asked: a scheduled health check tells the room on its own")
-        report = await self._wait(lambda e: e.get("event") == "REPORT", 15, "the scheduled check")
+        report = await self._wait(ws, lambda e: e.get("event") == "REPORT", 15, "the scheduled check")
         self.agent_says(report["payload"].get("text", ""), "guardia (scheduled)")
         expect(report["payload"].get("status") == "DOWN", "the WAS health check should report DOWN")
 
-    async def chat(self, ws: websockets.asyncio.client.ClientConnection) -> None:
+    async def chat(self, ws: OperatorClient) -> None:
         self.say(
             "Type commands as in the chat room ('help', 'quit'). e.g.: run disk_usage host=was01 mount=/"
         )
@@ -262,13 +243,13 @@ was_status_check = "was01_health"
             except ValueError as exc:
                 self.say(f"  ({exc})")
                 continue
-            await ws.send(json.dumps(packet))
+            await ws.send(packet)
             try:
-                finished = await self._wait(_finished(packet["task_id"]), 60, line)
+                answer = await self._wait(ws, finished(packet["task_id"]), 60, line)
             except DemoError as exc:
                 self.say(f"  ({exc})")
                 continue
-            self.agent_says(finished["payload"].get("text", ""))
+            self.agent_says(answer["payload"].get("text", ""))
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -293,12 +274,10 @@ was_status_check = "was01_health"
                     )
                     self.say(f"  relay ws://127.0.0.1:{port} · SSH host 'was01' (embedded) · catalog: "
                              f"{len(app.catalog.report.runnable)} locked runbooks in a temp copy\n")  # fmt: skip
-                    ws = await websockets.asyncio.client.connect(f"ws://127.0.0.1:{port}/operator")
-                    reader = asyncio.create_task(self._read(ws))
+                    ws = await OperatorClient.connect(f"ws://127.0.0.1:{port}/operator", self._on_event)
                     try:
                         await (self.chat(ws) if self.interactive else self.scenes(ws, home))
                     finally:
-                        reader.cancel()
                         await ws.close()
                 finally:
                     app.stopping.set()
@@ -309,10 +288,6 @@ was_status_check = "was01_health"
         if not self.interactive:
             self.say(f"\nDone in {time.monotonic() - started:.1f} s; nothing was left behind. "
                      "Type commands yourself: agent demo --interactive")  # fmt: skip
-
-
-def _finished(task_id: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda event: event.get("event") == "TASK_FINISHED" and event.get("task_id") == task_id
 
 
 def expect(condition: bool, what: str) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,6 +18,7 @@ from agent.app import App
 from agent.catalog import Catalog
 from agent.cli import main
 from agent.config import load_config
+from agent.operator_client import OperatorClient
 from agent.relay import Relay
 from tests.services import HealthServer, postgres_database
 from tests.sshd import SshFleet, free_port
@@ -86,49 +85,14 @@ def agent_home(fleet: SshFleet, tmp_path: Path) -> Path:
 RELAY_TOKEN = "relay-token-0123456789"
 
 
-class Operator:
-    """A chat-side client of the reference relay: sends commands, collects every agent event."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.events: list[dict[str, Any]] = []
-        self._arrived = asyncio.Event()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        with contextlib.suppress(Exception):
-            async for frame in self.ws:
-                self.events.append(json.loads(frame))
-                self._arrived.set()
-
-    async def send(self, packet: dict[str, Any] | str | bytes) -> None:
-        await self.ws.send(packet if isinstance(packet, str | bytes) else json.dumps(packet))
+class Operator(OperatorClient):
+    """The operator client plus shorthands for the tests."""
 
     async def command(self, action: str, task_id: str, room_id: str = "ops", **params: Any) -> None:
         await self.send({"action": action, "task_id": task_id, "room_id": room_id, "params": params})
 
-    async def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0
-    ) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                for event in self.events:
-                    if predicate(event):
-                        return event
-                self._arrived.clear()
-                await self._arrived.wait()
-
-    async def finished(self, task_id: str, timeout: float = 20.0) -> dict[str, Any]:
-        return await self.wait_for(
-            lambda e: e.get("event") == "TASK_FINISHED" and e.get("task_id") == task_id, timeout
-        )
-
     def of(self, task_id: str, event: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("task_id") == task_id and e.get("event") == event]
-
-    async def close(self) -> None:
-        await self.ws.close()
-        self._reader.cancel()
 
 
 @pytest.fixture
