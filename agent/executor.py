@@ -198,7 +198,7 @@ class Executor:
                 pooled.connection.is_closed()
                 or (idle is not None and time.monotonic() - pooled.last_used > idle)
             ):
-                self._drop(alias)
+                self._forget(alias, pooled)
                 pooled = None
             if pooled is None:
                 connection = await self._connect(alias)
@@ -207,11 +207,6 @@ class Executor:
                 logger.info("connected to %s", alias)
             pooled.last_used = time.monotonic()
             return pooled
-
-    def _drop(self, alias: str) -> None:
-        pooled = self._pool.pop(alias, None)
-        if pooled is not None:
-            pooled.connection.close()
 
     async def close(self) -> None:
         """Close every pooled connection."""
@@ -265,8 +260,6 @@ class Executor:
             result = HostResult(
                 alias, failure.outcome, duration=time.monotonic() - started, message=failure.message
             )
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("run of %s on %s failed unexpectedly", plan.name, alias)
             result = HostResult(

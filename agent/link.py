@@ -77,6 +77,8 @@ class Link:
         self._max_frame = max_frame
         self._wakeup = asyncio.Event()
         service.notify = self._wakeup.set
+        self._acked = asyncio.Event()
+        service.acked = self._acked.set
         #: Set while a connection is open (for tests, the benchmark and shutdown).
         self.connected = asyncio.Event()
         self.connects = 0
@@ -176,7 +178,9 @@ class Link:
 
     async def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty (all acknowledged) or ``timeout`` passes; True if it emptied."""
-        deadline = time.monotonic() + timeout
-        while self.outbox.count() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)  # polling the outbox while ACKs arrive
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.outbox.count():
+                    self._acked.clear()
+                    await self._acked.wait()
         return self.outbox.count() == 0

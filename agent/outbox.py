@@ -176,7 +176,15 @@ class Outbox:
         return [Approval(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
 
     def approval(self, code: str) -> Approval | None:
-        return next((a for a in self.approvals() if a.code == code), None)
+        row = self._db.execute(
+            "SELECT code, task_id, room_id, requester, command, summary, expires FROM approvals WHERE code = ?",
+            (code,),
+        ).fetchone()
+        return (
+            None
+            if row is None
+            else Approval(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6])
+        )
 
     def claim_approval(self, code: str) -> Approval | None:
         """Take a pending approval out, once: a second claim of the same code gets None."""

@@ -82,6 +82,8 @@ class AgentService:
         self.closing = False
         #: Called after a message is queued; the link sets it to wake its writer.
         self.notify: Callable[[], None] = lambda: None
+        #: Called after an ACK removed a message from the outbox; the link uses it to know when it is flushed.
+        self.acked: Callable[[], None] = lambda: None
 
     # -- the choke point ----------------------------------------------------------------------------------------
 
@@ -105,7 +107,7 @@ class AgentService:
     def emit(self, message: dict[str, Any]) -> None:
         redacted = self.outbound(message)
         self.outbox.put(redacted)
-        if redacted.get("event") == "REPORT":
+        if redacted.get("event") == Event.REPORT.value:
             payload = redacted.get("payload", {})
             self.audit.append(
                 "report", room_id=redacted.get("room_id"), msg_id=redacted["msg_id"],
@@ -191,14 +193,11 @@ class AgentService:
         try:
             packet = parse_frame(frame)
         except InvalidPacket as exc:
-            logger.warning("refused a packet: %s", exc.message)
-            self.audit.append("refused", task_id=exc.task_id, reason=exc.code.value)
-            self.emit_result(
-                None, finished_message(exc.task_id, exc.room_id, Status.FAIL, error=(exc.code, exc.message))
-            )
+            self._refuse(exc)
             return
         if isinstance(packet, Ack):
-            self.outbox.ack(packet.msg_id)
+            if self.outbox.ack(packet.msg_id):
+                self.acked()
             return
         if self.command_key is not None and not self._signed(packet):
             return
@@ -212,16 +211,20 @@ class AgentService:
             verify_signature(self.command_key, command.raw, time.time(), skew,
                              lambda nonce: self.outbox.nonce_used(nonce, time.time(), 2 * skew))  # fmt: skip
         except InvalidPacket as exc:
-            logger.warning("refused a command: %s", exc.message)
-            self.audit.append("refused", task_id=exc.task_id, reason=exc.code.value)
-            self.emit(finished_message(exc.task_id, exc.room_id, Status.FAIL, error=(exc.code, exc.message)))
+            self._refuse(exc)
             return False
         return True
+
+    def _refuse(self, exc: InvalidPacket) -> None:
+        """Answer a packet refused before it became a task: log, audit, one FAIL (not recorded as a task)."""
+        logger.warning("refused a packet: %s", exc.message)
+        self.audit.append("refused", task_id=exc.task_id, reason=exc.code.value)
+        self.emit(finished_message(exc.task_id, exc.room_id, Status.FAIL, error=(exc.code, exc.message)))
 
     def _command(self, command: Command) -> None:
         self.audit.append(
             "command", task_id=command.task_id, room_id=command.room_id, action=command.action.value,
-            user_id=command.user_id, params=command.params,
+            user_id=command.user, params=command.params,
         )  # fmt: skip
         if self.closing:
             self.emit(

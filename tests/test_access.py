@@ -80,6 +80,8 @@ async def test_unknown_or_unauthorised_users_are_refused_and_audited(
         await send(operator, "a6", "RUN_RUNBOOK", None, runbook="echo_args", hosts=["h1"], args={"value": "x"},
                    user_id="kim")  # the older relays' params.user_id  # fmt: skip
         assert (await operator.finished("a6"))["payload"]["status"] == "SUCCESS"
+        received = next(e for e in audit(agent_home) if e["kind"] == "command" and e["task_id"] == "a6")
+        assert received["user_id"] == "kim"  # the audit names the user however the relay passed it
         refused = [e for e in audit(agent_home) if e["kind"] == "decision" and e.get("decision") == "refused"]
         assert {e["task_id"] for e in refused} >= {"a1", "a2", "a3", "a4"}
     finally:

@@ -197,8 +197,10 @@ async def test_connections_are_pooled_and_reestablished_after_a_drop(agent: Agen
     for _ in range(3):
         assert (await agent.run("fail_exit", ["h1", "h2"], code=0)).ok
     assert server.logins() - before == 2  # one login per host, reused by every run
+    pooled = [agent.executor._pool[alias].connection for alias in ("h1", "h2")]
     subprocess.run(["pkill", "-f", f"sshd: {fleet.user}@"], check=False)  # the hosts drop every connection
-    await asyncio.sleep(0.2)
+    async with asyncio.timeout(10):
+        await asyncio.gather(*(conn.wait_closed() for conn in pooled))  # the agent has seen both go
     result = await agent.run("fail_exit", ["h1", "h2"], code=0)
     assert result.ok, result
     assert server.logins() - before == 4
