@@ -23,13 +23,11 @@ from agent.catalog import Catalog, Problem
 from agent.checks import CheckResult, CheckStatus
 from agent.checks.runner import CheckRunner
 from agent.config import COMMAND_KEY_ENV, CONFIG_ENV, RELAY_TOKEN_ENV, AgentConfig, load_config
-from agent.demo import run_demo
 from agent.errors import ConfigError, InvalidArguments, RequestRefused, RunbookNotRunnable, SigningError
 from agent.executor import Executor
 from agent.lockfile import Lock
 from agent.logsetup import configure_logging
 from agent.plan import plan_run
-from agent.relay import AGENT_PATH, OPERATOR_PATH, Relay
 from agent.results import HostResult, Outcome, RunResult
 from agent.signing import generate_key_pair, load_private_key, sign
 
@@ -414,6 +412,8 @@ def relay_command(host: str, port: int) -> None:
     Tokens: $AGENT_RELAY_TOKEN for agents, $AGENT_OPERATOR_TOKEN for operators (unset: not checked).
     With $AGENT_COMMAND_KEY it signs every command before forwarding it (the agent must have the same key).
     """
+    from agent.reference.relay import AGENT_PATH, OPERATOR_PATH, Relay
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     async def serve() -> None:
@@ -478,6 +478,8 @@ def demo(interactive: bool, verbose: bool) -> None:
     plays a chat conversation: a runbook that succeeds, a hostile argument refused, a tampered script refused, a
     timeout, and a scheduled report nobody asked for. Nothing outside a temp folder is touched.
     """
+    from agent.reference.demo import run_demo
+
     sys.exit(run_demo(interactive=interactive, verbose=verbose))
 
 

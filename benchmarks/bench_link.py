@@ -23,7 +23,7 @@ import websockets.asyncio.client
 from agent.app import App
 from agent.catalog import Catalog
 from agent.config import load_config
-from agent.relay import Relay
+from agent.reference.relay import Relay
 from tests.sshd import SshFleet
 
 ROUND_TRIPS = 300

@@ -18,8 +18,8 @@ from agent.app import App
 from agent.catalog import Catalog
 from agent.cli import main
 from agent.config import load_config
-from agent.operator_client import OperatorClient
-from agent.relay import Relay
+from agent.reference.operator_client import OperatorClient
+from agent.reference.relay import Relay
 from tests.services import HealthServer, postgres_database
 from tests.sshd import SshFleet, free_port
 

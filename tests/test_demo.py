@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.demo import parse_chat
+from agent.reference.demo import parse_chat
 
 ROOT = Path(__file__).resolve().parent.parent
 

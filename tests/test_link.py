@@ -17,7 +17,7 @@ from agent.config import load_config
 from agent.dispatch import HANDLERS
 from agent.link import backoff
 from agent.protocol import Action
-from agent.relay import Relay
+from agent.reference.relay import Relay
 from tests.conftest import Operator, RunningApp, agent_environ, connect_operator
 
 pytestmark = pytest.mark.external_service
@@ -340,7 +340,9 @@ async def test_a_refused_token_is_logged_as_error_and_retried_slowly(
     errors = [r for r in caplog.records if "credentials" in r.getMessage()]
     assert errors and all(r.levelname == "ERROR" for r in errors)
     attempts = [
-        r for r in caplog.records if r.name == "agent.relay" and "bad or missing token" in r.getMessage()
+        r
+        for r in caplog.records
+        if r.name == "agent.reference.relay" and "bad or missing token" in r.getMessage()
     ]
     assert 1 <= len(attempts) <= 3  # retried at max_backoff (2 s in this config), not in a tight loop
     assert not relay.agent_connected.is_set()

@@ -10,7 +10,7 @@ import pytest
 
 from agent.app import App
 from agent.config import load_config
-from agent.relay import Relay
+from agent.reference.relay import Relay
 from tests.conftest import Operator, RunningApp, agent_environ, connect_operator
 from tests.services import HealthServer
 

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from agent.app import App
 from agent.config import load_config
-from agent.relay import Relay
+from agent.reference.relay import Relay
 from tests.conftest import RELAY_TOKEN, RunningApp
 
 pytestmark = pytest.mark.external_service

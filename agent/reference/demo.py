@@ -2,7 +2,7 @@
 
 Everything lives in a temp folder that is removed afterwards: a copy of the bundled runbooks (plus one demo-only
 runbook that runs too long), its lock, generated SSH keys, the agent's config and state. Started in-process: the
-reference relay, an embedded SSH host (:mod:`agent.demo_host`, so no sshd needs to be installed) and the agent.
+reference relay, an embedded SSH host (:mod:`agent.reference.demo_host`, so no sshd needs to be installed) and the agent.
 Then a chat operator plays the scenes and the transcript shows what the room would see.
 """
 
@@ -24,12 +24,12 @@ import agent
 from agent.app import App
 from agent.catalog import Catalog
 from agent.config import load_config
-from agent.demo_host import DemoHost
 from agent.errors import CatalogError
 from agent.logsetup import configure_logging
-from agent.operator_client import OperatorClient, Predicate, finished
 from agent.redaction import Redactor
-from agent.relay import Relay
+from agent.reference.demo_host import DemoHost
+from agent.reference.operator_client import OperatorClient, Predicate, finished
+from agent.reference.relay import Relay
 
 SLOW_SCRIPT = (
     "#!/usr/bin/env bash\n# Demo only: a check that hangs.\necho 'waiting for the batch lock...'\nsleep 30\n"
