@@ -11,18 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Mapping
 
 from agent.audit import AuditLog
 from agent.catalog import Catalog
 from agent.checks.runner import CheckRunner
-from agent.config import AgentConfig
+from agent.config import COMMAND_KEY_ENV, AgentConfig
+from agent.dispatch import Parts
 from agent.executor import Executor
 from agent.link import Link
 from agent.outbox import Outbox
+from agent.outputs import OutputStore
+from agent.runpath import RunGate
+from agent.runtime import AgentRuntime
 from agent.scheduler import CheckScheduler
-from agent.service import AgentService
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +54,22 @@ class App:
         state = config.path(config.state.dir)
         self.outbox = Outbox(state / "outbox.sqlite3", task_retention=config.tasks.retention_days * 86400)
         self.audit = AuditLog(state / "audit.jsonl", redact=self.redactor.redact_json)
-        self.checks = CheckRunner(config, self.catalog, self.executor, self.redactor, environ)
-        self.service = AgentService(
-            config, self.catalog, self.executor, self.outbox, self.audit, self.redactor, self.checks, environ
+        self.outputs = OutputStore(
+            state / "outputs", config.outputs.retention_days, config.outputs.page_lines
         )
-        self.scheduler = CheckScheduler(config, self.checks, self.outbox, self.service.report)
+        self.gate = RunGate(config, self.catalog, self.executor, self.audit, self.redactor, self.outputs)
+        self.checks = CheckRunner(config, self.gate, environ)
+        parts = Parts(config, self.catalog, self.gate, self.checks, self.outputs, self.outbox, self.audit)
+        env = os.environ if environ is None else environ
+        self.runtime = AgentRuntime(parts, self.outbox, self.redactor, env.get(COMMAND_KEY_ENV) or None)
+        self.scheduler = CheckScheduler(config, self.checks, self.outbox, self.runtime.report)
         self.link = Link(
             config.relay_url(environ),
-            self.service,
             self.outbox,
+            on_frame=self.runtime.receive,
+            hello=self.runtime.hello,
+            queued=self.runtime.queued,
+            acked=self.runtime.acked,
             token=config.relay_token(environ),
             ca_file=config.path(config.relay.ca_file) if config.relay.ca_file else None,
             proxy=config.relay.proxy,
@@ -68,27 +79,40 @@ class App:
         )
         self.stopping = asyncio.Event()
 
-    async def run(self) -> None:
-        """Serve until :attr:`stopping` is set, then shut down in order."""
+    async def run(self) -> int:
+        """Serve until :attr:`stopping` is set, then shut down in order. Returns the exit status.
+
+        The link is supervised: if its task ends while the agent is not stopping (a bug: it retries every failure
+        by itself), the agent logs why and stops with status 1 rather than serve headless.
+        """
         link_stop = asyncio.Event()
-        self.service.start()
+        status = 0
+        self.runtime.start()
         self.scheduler.start()
         link_task = asyncio.create_task(self.link.run(link_stop), name="link")
+        stopper = asyncio.create_task(self.stopping.wait(), name="stopping")
         try:
-            await self.stopping.wait()
+            await asyncio.wait({link_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if link_task.done() and not self.stopping.is_set():
+                exc = None if link_task.cancelled() else link_task.exception()
+                logger.error("the relay link ended unexpectedly (%s); stopping the agent",
+                             f"{type(exc).__name__}: {exc}" if exc else "no error")  # fmt: skip
+                status = 1
             logger.info("stopping: no new tasks")
             self.scheduler.shutdown()
-            await self.service.drain(self.config.tasks.shutdown_grace)
+            await self.runtime.drain(self.config.tasks.shutdown_grace)
             if self.link.connected.is_set() and not await self.link.flush(FLUSH_TIMEOUT):
                 logger.warning("%d message(s) not yet acknowledged; they are sent after the next start",
                                self.outbox.count())  # fmt: skip
         finally:
+            stopper.cancel()
             self.scheduler.shutdown()
             link_stop.set()
-            await link_task
+            await asyncio.gather(link_task, return_exceptions=True)
             await self.executor.close()
             self.outbox.close()
             logger.info("stopped")
+        return status
 
 
 def install_signal_handlers(stopping: asyncio.Event) -> None:

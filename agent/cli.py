@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -24,12 +24,15 @@ from agent.checks import CheckResult, CheckStatus
 from agent.checks.runner import CheckRunner
 from agent.config import COMMAND_KEY_ENV, CONFIG_ENV, RELAY_TOKEN_ENV, AgentConfig, load_config
 from agent.errors import ConfigError, InvalidArguments, RequestRefused, RunbookNotRunnable, SigningError
-from agent.executor import Executor
 from agent.lockfile import Lock
 from agent.logsetup import configure_logging
-from agent.plan import plan_run
+from agent.plan import RunPlan
+from agent.redaction import Redactor
 from agent.results import HostResult, Outcome, RunResult
 from agent.signing import generate_key_pair, load_private_key, sign
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.runpath import RunGate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PASSPHRASE_ENV = "AGENT_SIGNING_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
@@ -63,6 +66,34 @@ def _catalog(ctx: click.Context) -> Catalog:
         approvers=config.catalog.approvers(),
         min_signatures=config.catalog.min_signatures,
     )
+
+
+def _gate(config: AgentConfig, catalog: Catalog, redactor: Redactor) -> RunGate:
+    """The run gate for a command on the agent PC: the agent's audit log and output store, a fresh executor.
+
+    Raises:
+        ConfigError: a key or known_hosts file that cannot be read.
+    """
+    from agent.audit import AuditLog
+    from agent.executor import Executor
+    from agent.outputs import OutputStore
+    from agent.runpath import RunGate
+
+    state = config.path(config.state.dir)
+    executor = Executor(config.inventory, config.executor, config.base_dir)
+    audit_log = AuditLog(state / "audit.jsonl", redact=redactor.redact_json)
+    outputs = OutputStore(state / "outputs", config.outputs.retention_days, config.outputs.page_lines)
+    return RunGate(config, catalog, executor, audit_log, redactor, outputs)
+
+
+def _os_user() -> str:
+    """The local OS user running the command (for the audit log)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError, ImportError):  # no user name in the environment or the password database
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
 def _print_json(data: object) -> None:
@@ -330,6 +361,8 @@ def run_command(
 
         agent runbooks run disk_usage --host was01 --arg mount=/app
     """
+    from agent.runpath import Held, RunRequest, Via
+
     config = _config(ctx)
     catalog = _catalog(ctx)
     args = _parse_args(arg_pairs)
@@ -339,32 +372,42 @@ def run_command(
             f"warning: {len(report.problems)} catalog problem(s); see 'agent runbooks verify'", err=True
         )
     try:
-        plan = plan_run(catalog.load(name), config.inventory, list(hosts), args, room=None)
-        redactor = config.redactor(plan.runbook.manifest.redact)
-        executor = Executor(config.inventory, config.executor, config.base_dir)
-    except (RunbookNotRunnable, RequestRefused, InvalidArguments) as exc:
-        _fail(f"refused: {exc}", EXIT_FAILED)
+        gate = _gate(config, catalog, config.redactor())
     except ConfigError as exc:
         _fail(str(exc))
-
+    request = RunRequest(name, list(hosts), args, via=Via.CLI, user=_os_user())
+    total = 0
     done = 0
+
+    def accepted(plan: RunPlan) -> None:
+        nonlocal total
+        total = len(plan.hosts)
 
     def progress(host: HostResult) -> None:
         nonlocal done
         done += 1
-        if len(plan.hosts) > 1:
-            click.echo(
-                f"[{done}/{len(plan.hosts)}] {host.host}: {host.status.value} ({host.duration:.1f}s)",
-                err=True,
-            )
+        if total > 1:
+            click.echo(f"[{done}/{total}] {host.host}: {host.status.value} ({host.duration:.1f}s)", err=True)
 
-    async def go() -> RunResult:
+    async def go() -> RunResult | Held:
         try:
-            return await executor.run(plan, redactor, on_host=progress)
+            return await gate.run(request, on_accept=accepted, on_host=progress)
         finally:
-            await executor.close()
+            await gate.close()
 
-    result = asyncio.run(go())
+    try:
+        result = asyncio.run(go())
+    except (RunbookNotRunnable, RequestRefused, InvalidArguments) as exc:
+        _fail(f"refused: {exc}", EXIT_FAILED)
+    if isinstance(result, Held):
+        gate.audit.append("run_refused", runbook=result.runbook, via=Via.CLI.value, user_id=request.user,
+                         reason="requires approval")  # fmt: skip
+        _fail(
+            f"refused: runbook {result.runbook!r} requires a second person's approval (four eyes), which the "
+            "command line cannot give. Request it in the chat room instead (run it there; an approver releases "
+            "it with 'approve CODE').",
+            EXIT_FAILED,
+        )
     if as_json:
         _print_json(result.to_json())
     else:
@@ -391,16 +434,16 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
     """
     config = _config(ctx)
 
-    async def serve() -> None:
+    async def serve() -> int:
         try:
             app = App(config)
         except ConfigError as exc:
             _fail(str(exc))
         configure_logging(app.redactor, log_level, log_json, log_file)
         install_signal_handlers(app.stopping)
-        await app.run()
+        return await app.run()
 
-    asyncio.run(serve())
+    sys.exit(asyncio.run(serve()))
 
 
 @main.command("relay")
@@ -521,21 +564,23 @@ def checks_run(ctx: click.Context, name: str, as_json: bool) -> None:
     config = _config(ctx)
     if name not in config.checks:
         _fail(f"no check named {name!r} (see 'agent checks list')")
+    from agent.runpath import Via
+
     catalog = _catalog(ctx)
     catalog.verify()
-    redactor = config.redactor()
-
-    async def go() -> CheckResult:
-        executor = Executor(config.inventory, config.executor, config.base_dir)
-        try:
-            return await CheckRunner(config, catalog, executor, redactor).run(name)
-        finally:
-            await executor.close()
-
     try:
-        result = asyncio.run(go())
+        redactor = config.redactor()
+        gate = _gate(config, catalog, redactor)
     except ConfigError as exc:
         _fail(str(exc))
+
+    async def go() -> CheckResult:
+        try:
+            return await CheckRunner(config, gate).run(name, via=Via.CLI, user=_os_user())
+        finally:
+            await gate.close()
+
+    result = asyncio.run(go())
     shown = redactor.redact_json(result.to_json())
     if as_json:
         _print_json(shown)

@@ -1,20 +1,25 @@
 """Dispatch: the fixed table of allowed actions and their handlers. Every path ends in an :class:`Answer`.
 
-A handler gets the command's :class:`TaskContext`, may call :meth:`TaskContext.accept` once its request is valid
-(that sends TASK_ACCEPTED), and returns an :class:`Answer`, or raises one of the documented refusals, which
-:func:`dispatch` turns into a FAIL with a code and a short message that echoes no raw input.
+A handler gets the command's :class:`TaskContext` (the command, and exactly the parts of the agent it may use, as
+arguments: no service object), may call :meth:`TaskContext.accept` once its request is valid (that sends
+TASK_ACCEPTED), and returns an :class:`Answer`, or raises one of the documented refusals, which :func:`dispatch`
+turns into a FAIL with a code and a short message that echoes no raw input. Runbooks run only through
+:class:`agent.runpath.RunGate`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from agent import approvals
 from agent.checks import CheckResult, CheckStatus, db, worst
 from agent.config import DiskCheck
+from agent.core import Answer
 from agent.errors import (
     HostNotAllowed,
     InvalidArguments,
@@ -24,40 +29,49 @@ from agent.errors import (
     UnknownHost,
 )
 from agent.outputs import OutputNotFound
-from agent.plan import plan_run
 from agent.protocol import Action, Command, ErrorCode, Status
+from agent.runpath import Held, RunRequest, Via
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agent.service import AgentService
+    from agent.audit import AuditLog
+    from agent.catalog import Catalog
+    from agent.checks.runner import CheckRunner
+    from agent.config import AgentConfig
+    from agent.outbox import Outbox
+    from agent.outputs import OutputStore
+    from agent.runpath import RunGate
+
+__all__ = ["ACTION_ROLES", "HANDLERS", "Answer", "Parts", "TaskContext", "dispatch"]
 
 
 @dataclass(frozen=True)
-class Answer:
-    status: Status
-    data: dict[str, Any] = field(default_factory=dict)
-    error: tuple[ErrorCode, str] | None = None
-    #: Set instead of a final answer when the request waits for approval: what will run.
-    pending: dict[str, Any] | None = None
+class Parts:
+    """The parts of the agent that handlers use, built once by the runtime."""
 
-    @classmethod
-    def fail(cls, code: ErrorCode, message: str, data: dict[str, Any] | None = None) -> Answer:
-        return cls(Status.FAIL, data or {}, (code, message))
+    config: AgentConfig
+    catalog: Catalog
+    gate: RunGate
+    checks: CheckRunner
+    outputs: OutputStore
+    ledger: Outbox
+    audit: AuditLog
 
 
+@dataclass
 class TaskContext:
-    """What a handler may use: the service, the command, and a way to say it was accepted."""
+    """What a handler gets: the command, who released it, the agent's parts, and a way to say it was accepted."""
 
-    def __init__(self, service: AgentService, command: Command, approved_by: str | None = None) -> None:
-        self.service = service
-        self.command = command
-        self.accepted = False
-        #: The approver who released this request (four eyes), if it needed one.
-        self.approved_by = approved_by
+    command: Command
+    parts: Parts
+    on_accept: Callable[[dict[str, Any] | None], None]
+    #: The approver who released this request (four eyes), if it needed one.
+    approved_by: str | None = None
+    accepted: bool = field(default=False)
 
     def accept(self, payload: dict[str, Any] | None = None) -> None:
         if not self.accepted:
             self.accepted = True
-            self.service.accept(self.command, payload)
+            self.on_accept(payload)
 
 
 Handler = Callable[[TaskContext], Awaitable[Answer]]
@@ -65,46 +79,24 @@ Handler = Callable[[TaskContext], Awaitable[Answer]]
 
 async def run_runbook(ctx: TaskContext) -> Answer:
     """``params``: ``runbook`` (name), ``hosts`` (aliases or groups), ``args`` (parameter values)."""
-    service, command = ctx.service, ctx.command
+    command, gate = ctx.command, ctx.parts.gate
     params = command.params
-    name = params.get("runbook")
-    if not isinstance(name, str):
-        raise InvalidArguments([("runbook", "params.runbook must name a runbook")])
-    runbook = service.catalog.load(name)
-    plan = plan_run(runbook, service.config.inventory, params.get("hosts") or [], params.get("args") or {},
-                    room=command.room_id)  # fmt: skip
-    roles = service.config.access.roles_of(command.user)
-    if roles is not None and not roles & set(runbook.manifest.roles):
-        raise NotAuthorized(f"runbook {plan.name!r} needs the role " + " or ".join(runbook.manifest.roles))
-    if runbook.manifest.requires_approval and ctx.approved_by is None:
-        if not any("approver" in user_roles for user_roles in service.config.access.users.values()):
+    request = RunRequest(
+        runbook=params.get("runbook"),  # type: ignore[arg-type]  # the gate refuses a non-string
+        hosts=params.get("hosts") or [], args=params.get("args") or {}, via=Via.CHAT,
+        user=command.user, room=command.room_id, task_id=command.task_id, approved_by=ctx.approved_by,
+    )  # fmt: skip
+    extra = {"approved_by": ctx.approved_by} if ctx.approved_by else {}
+    result = await gate.run(request, on_accept=lambda plan: ctx.accept({"runbook": plan.name, "hosts": plan.hosts,
+                                                                         **extra}))  # fmt: skip
+    if isinstance(result, Held):
+        if not any("approver" in roles for roles in ctx.parts.config.access.users.values()):
             return Answer.fail(
-                ErrorCode.NOT_AVAILABLE, f"{plan.name} needs an approver, and none is configured"
+                ErrorCode.NOT_AVAILABLE, f"{result.runbook} needs an approver, and none is configured"
             )
         return Answer(
-            Status.FAIL, pending={"runbook": plan.name, "hosts": plan.hosts, "args": params.get("args") or {}}
+            Status.FAIL, pending={"runbook": result.runbook, "hosts": result.hosts, "args": result.args}
         )
-    ctx.accept(
-        {
-            "runbook": plan.name,
-            "hosts": plan.hosts,
-            **({"approved_by": ctx.approved_by} if ctx.approved_by else {}),
-        }
-    )
-    result = await service.executor.run(plan, service.redactor_for(runbook.name, runbook.manifest.redact))
-    service.audit.append(
-        "run",
-        task_id=command.task_id,
-        runbook=plan.name,
-        script_sha256=plan.runbook.script_sha256,
-        argv_count=len(plan.argv),
-        hosts=[
-            {"host": h.host, "status": h.status.value, "exit_code": h.exit_code, "duration": round(h.duration, 3),
-             "output_sha256": h.output_sha256}
-            for h in result.hosts
-        ],
-    )  # fmt: skip
-    service.outputs.save(command.task_id, result)
     return Answer(
         Status.SUCCESS if result.ok else Status.FAIL, {**result.to_json(), "output_ref": command.task_id}
     )
@@ -114,7 +106,7 @@ async def get_output(ctx: TaskContext) -> Answer:
     """``params``: ``task_id`` (the run's, its ``output_ref``), ``host``, ``stream`` (stdout), ``page`` (0)."""
     params = ctx.command.params
     try:
-        lines, page, pages = ctx.service.outputs.page(
+        lines, page, pages = ctx.parts.outputs.page(
             params.get("task_id"), params.get("host"), params.get("stream", "stdout"), params.get("page", 0)
         )
     except OutputNotFound as exc:
@@ -128,7 +120,7 @@ async def get_output(ctx: TaskContext) -> Answer:
 
 async def list_runbooks(ctx: TaskContext) -> Answer:
     """The runbooks this room may run, with their parameters."""
-    report = ctx.service.catalog.report
+    report = ctx.parts.catalog.report
     room = ctx.command.room_id
     listed = []
     for name in report.runnable:
@@ -158,22 +150,25 @@ def _check_answer(results: dict[str, CheckResult]) -> Answer:
 
 
 async def _run_checks(ctx: TaskContext, names: list[str]) -> Answer:
-    runner = ctx.service.checks
+    runner = ctx.parts.checks
     ctx.accept({"checks": names})
-    results = await asyncio.gather(*(runner.run(name) for name in names))
+    cmd = ctx.command
+    results = await asyncio.gather(
+        *(runner.run(name, via=Via.CHECK, room=cmd.room_id, user=cmd.user) for name in names)
+    )
     return _check_answer(dict(zip(names, results, strict=True)))
 
 
 async def run_check(ctx: TaskContext) -> Answer:
     """``params``: ``check`` (a check name from the config)."""
     name = ctx.command.params.get("check")
-    if not isinstance(name, str) or name not in ctx.service.config.checks:
+    if not isinstance(name, str) or name not in ctx.parts.config.checks:
         raise InvalidArguments([("check", "params.check must name a configured check")])
     return await _run_checks(ctx, [name])
 
 
 async def check_was_status(ctx: TaskContext) -> Answer:
-    name = ctx.service.config.actions.was_status_check
+    name = ctx.parts.config.actions.was_status_check
     if name is None:
         return Answer.fail(
             ErrorCode.NOT_AVAILABLE, "no WAS health check is configured (actions.was_status_check)"
@@ -182,7 +177,7 @@ async def check_was_status(ctx: TaskContext) -> Answer:
 
 
 async def check_disk_space(ctx: TaskContext) -> Answer:
-    config = ctx.service.config
+    config = ctx.parts.config
     names = config.actions.disk_space_checks
     if names is None:
         names = [n for n, c in config.checks.items() if isinstance(c, DiskCheck)]
@@ -193,7 +188,7 @@ async def check_disk_space(ctx: TaskContext) -> Answer:
 
 async def fetch_mes_qc(ctx: TaskContext) -> Answer:
     """``params``: ``date`` (YYYY-MM-DD). Runs the fixed MES QC query for that day."""
-    config = ctx.service.config
+    config = ctx.parts.config
     query = config.db.query(config.actions.mes_qc_query)
     if query is None:
         return Answer.fail(ErrorCode.NOT_AVAILABLE, "the MES QC query is not configured")
@@ -201,7 +196,7 @@ async def fetch_mes_qc(ctx: TaskContext) -> Answer:
     bound = db.bind(query, {"date": params.get("date")})  # InvalidArguments before any connection is made
     ctx.accept({"date": params.get("date")})
     try:
-        result = await db.query(query, bound, config.db, ctx.service.checks.environ)
+        result = await db.query(query, bound, config.db, ctx.parts.checks.environ)
     except db.QueryFailed as exc:
         return Answer.fail(ErrorCode.CHECK_FAILED,
                            exc.message)  # fmt: skip
@@ -211,12 +206,12 @@ async def fetch_mes_qc(ctx: TaskContext) -> Answer:
 
 async def approve(ctx: TaskContext) -> Answer:
     """``params``: ``code`` (from TASK_PENDING_APPROVAL). A different user with the approver role releases it."""
-    return await ctx.service.approvals.decide(ctx.command, approve=True)
+    return approvals.decide(ctx.command, ctx.parts.ledger, ctx.parts.audit, approve=True, now=time.time())
 
 
 async def reject(ctx: TaskContext) -> Answer:
     """``params``: ``code``. A different user with the approver role cancels the request."""
-    return await ctx.service.approvals.decide(ctx.command, approve=False)
+    return approvals.decide(ctx.command, ctx.parts.ledger, ctx.parts.audit, approve=False, now=time.time())
 
 
 ANYONE = frozenset({"viewer", "operator", "approver"})
@@ -264,7 +259,7 @@ async def dispatch(ctx: TaskContext) -> Answer:
     """Run the command's handler; a documented refusal becomes a FAIL answer. Other exceptions propagate."""
     handler = HANDLERS[ctx.command.action]
     try:
-        roles = ctx.service.config.access.roles_of(ctx.command.user)
+        roles = ctx.parts.config.access.roles_of(ctx.command.user)
         if roles is not None and not roles & ACTION_ROLES[ctx.command.action]:
             who = "an unknown user" if not roles else "this user's roles"
             raise NotAuthorized(f"{ctx.command.action.value} is not allowed for {who}")

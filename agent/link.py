@@ -1,10 +1,12 @@
 """The reverse link: the agent dials out to the relay over a WebSocket and keeps dialling, forever.
 
 The only module that imports websockets. On every connect it sends AGENT_HELLO, then every unacknowledged message
-of the outbox in order, then new ones as they are queued; frames from the relay go to
-:meth:`AgentService.receive`. Every failure is retried: with jittered exponential backoff (:func:`backoff`), reset
-after a connection that stayed up; an authentication refusal or an untrusted certificate is logged at ERROR and
-retried at the longest delay, never in a tight loop.
+of the outbox in order, then new ones as they are queued; frames from the relay go to the ``on_frame`` callback.
+Every failure is logged at ERROR with its cause and retried, whatever it is: with jittered exponential backoff
+(:func:`backoff`); a connection that stayed up a while is retried at once (with a little jitter), so a relay
+restart costs well under two seconds; an authentication refusal or an untrusted certificate is retried at the
+longest delay, never in a tight loop. The link never returns before ``stop`` is set: if it did, the agent would be
+headless, so :class:`agent.app.App` treats that as fatal.
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from agent.outbox import Outbox
 from agent.protocol import MAX_FRAME, encode
-from agent.service import AgentService
 
 logger = logging.getLogger(__name__)
 
 #: A connection that lasted this long resets the backoff (a relay that accepts and drops at once does not).
 STABLE_AFTER = 5.0
+#: First delay after a connection that was stable drops: a relay restart is back within ~2 s.
+RETRY_AFTER_STABLE = 0.2
 #: WebSocket close code the agent uses when it stops (1001: going away).
 CLOSE_GOING_AWAY = 1001
 
@@ -53,8 +57,11 @@ class Link:
     def __init__(
         self,
         url: str,
-        service: AgentService,
         outbox: Outbox,
+        on_frame: Callable[[str | bytes], None],
+        hello: Callable[[], dict[str, Any]],
+        queued: asyncio.Event,
+        acked: asyncio.Event,
         token: str | None = None,
         ca_file: Path | None = None,
         proxy: str | None = None,
@@ -64,8 +71,9 @@ class Link:
         max_frame: int = MAX_FRAME,
     ) -> None:
         self.url = url
-        self.service = service
         self.outbox = outbox
+        self._on_frame = on_frame
+        self._hello = hello
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._ssl: ssl.SSLContext | None = None
         if url.startswith("wss://"):
@@ -75,10 +83,8 @@ class Link:
         self._open_timeout = open_timeout
         self._max_backoff = max_backoff
         self._max_frame = max_frame
-        self._wakeup = asyncio.Event()
-        service.notify = self._wakeup.set
-        self._acked = asyncio.Event()
-        service.acked = self._acked.set
+        self._wakeup = queued
+        self._acked = acked
         #: Set while a connection is open (for tests, the benchmark and shutdown).
         self.connected = asyncio.Event()
         self.connects = 0
@@ -112,7 +118,7 @@ class Link:
                     )
                     delay = self._max_backoff
                 else:
-                    logger.warning("the relay answered HTTP %d to the handshake", status)
+                    logger.error("the relay answered HTTP %d to the handshake", status)
             except ssl.SSLCertVerificationError as exc:
                 logger.error(
                     "the relay's TLS certificate is not trusted (%s); check relay.ca_file", exc.verify_message
@@ -120,28 +126,29 @@ class Link:
                 delay = self._max_backoff
             except ConnectionClosed as exc:
                 if exc.sent is not None and exc.sent.code == 1009:
-                    logger.warning(
+                    logger.error(
                         "the relay sent a frame over %d bytes; connection closed (1009)", self._max_frame
                     )
                 else:
-                    logger.warning(
-                        "relay connection lost (%s)", exc.rcvd.code if exc.rcvd else "no close frame"
-                    )
+                    logger.error("relay connection lost: %s", _cause(exc))
             except (OSError, TimeoutError, InvalidHandshake) as exc:
-                logger.warning("relay connection failed: %s", type(exc).__name__)
+                logger.error("relay connection failed: %s", _cause(exc))
+            except Exception as exc:
+                logger.error("relay connection failed unexpectedly: %s", _cause(exc), exc_info=True)
             finally:
                 self.connected.clear()
             if stop.is_set():
                 break
             if time.monotonic() - started > STABLE_AFTER:
-                delays = backoff(cap=self._max_backoff)
+                # Up a while: the relay probably restarted. Try again at once (jittered), then back off.
+                delays = backoff(initial=RETRY_AFTER_STABLE, cap=self._max_backoff)
             wait = delay if delay is not None else next(delays)
             logger.info("reconnecting in %.1f s", wait)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
 
     async def _serve(self, ws: ClientConnection, stop: asyncio.Event) -> None:
-        await ws.send(encode(self.service.hello()))
+        await ws.send(encode(self._hello()))
         self.connected.set()
         writer = asyncio.create_task(self._write(ws))
         stopper = asyncio.create_task(stop.wait())
@@ -162,7 +169,7 @@ class Link:
         async for frame in ws:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("< %s", frame[:2000])
-            self.service.receive(frame)
+            self._on_frame(frame)
 
     async def _write(self, ws: ClientConnection) -> None:
         """Send every unacknowledged message in order, then each new one as it is queued."""
@@ -184,3 +191,12 @@ class Link:
                     self._acked.clear()
                     await self._acked.wait()
         return self.outbox.count() == 0
+
+
+def _cause(exc: BaseException) -> str:
+    """What failed, for the log: the exception's class and its text, and the cause's (never just a class name)."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    inner = exc.__cause__ or exc.__context__
+    if inner is not None and inner is not exc and str(inner) and str(inner) not in text:
+        text += f" (caused by {type(inner).__name__}: {inner})"
+    return text

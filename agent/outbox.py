@@ -49,12 +49,19 @@ CREATE TABLE IF NOT EXISTS tasks (
     state TEXT NOT NULL,
     room_id TEXT,
     result TEXT,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    command TEXT,
+    approved_by TEXT
 );
 """
+#: Columns added after the first release, for databases created before them.
+_ADDED_COLUMNS = {"tasks": [("command", "TEXT"), ("approved_by", "TEXT")]}
 
 
 class TaskState(StrEnum):
+    #: Accepted for a slot but not started: run after a restart as if nothing happened.
+    QUEUED = "queued"
+    #: Started: after a restart, run again unless it changes state (then answered INTERRUPTED).
     RUNNING = "running"
     #: Waiting for a second person's approval; not interrupted by a restart.
     PENDING = "pending"
@@ -80,6 +87,9 @@ class TaskRecord:
     room_id: str | None
     #: The TASK_FINISHED message sent for it (once finished).
     result: dict[str, Any] | None
+    #: The command packet (JSON) while it is queued or running, to run it again after a restart.
+    command: str | None = None
+    approved_by: str | None = None
 
 
 class Outbox:
@@ -93,6 +103,11 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -128,11 +143,11 @@ class Outbox:
             return None
         return TaskRecord(task_id, TaskState(row[0]), row[1], json.loads(row[2]) if row[2] else None)
 
-    def begin_task(self, task_id: str, room_id: str) -> bool:
-        """Record a task as running; False if the id was already seen (running or finished)."""
+    def begin_task(self, task_id: str, room_id: str | None, command: str | None = None) -> bool:
+        """Record a new task as queued (with its packet); False if the id was already seen."""
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO tasks (task_id, state, room_id, updated) VALUES (?, ?, ?, ?)",
-            (task_id, TaskState.RUNNING.value, room_id, time.time()),
+            "INSERT OR IGNORE INTO tasks (task_id, state, room_id, updated, command) VALUES (?, ?, ?, ?, ?)",
+            (task_id, TaskState.QUEUED.value, room_id, time.time(), command),
         )
         return cursor.rowcount > 0
 
@@ -155,9 +170,10 @@ class Outbox:
                 )
         return seq
 
-    def set_task_state(self, task_id: str, state: TaskState) -> None:
+    def set_task_state(self, task_id: str, state: TaskState, approved_by: str | None = None) -> None:
         self._db.execute(
-            "UPDATE tasks SET state = ?, updated = ? WHERE task_id = ?", (state.value, time.time(), task_id)
+            "UPDATE tasks SET state = ?, updated = ?, approved_by = coalesce(?, approved_by) WHERE task_id = ?",
+            (state.value, time.time(), approved_by, task_id),
         )
 
     # -- approvals and nonces ---------------------------------------------------------------------------------
@@ -207,11 +223,13 @@ class Outbox:
             == 0
         )
 
-    def running_tasks(self) -> list[TaskRecord]:
+    def unfinished_tasks(self) -> list[TaskRecord]:
+        """Tasks a previous run left queued or running, oldest first, with their packets."""
         rows = self._db.execute(
-            "SELECT task_id, room_id FROM tasks WHERE state = ?", (TaskState.RUNNING.value,)
+            "SELECT task_id, state, room_id, command, approved_by FROM tasks WHERE state IN (?, ?) ORDER BY updated",
+            (TaskState.QUEUED.value, TaskState.RUNNING.value),
         )
-        return [TaskRecord(task_id, TaskState.RUNNING, room_id, None) for task_id, room_id in rows]
+        return [TaskRecord(r[0], TaskState(r[1]), r[2], None, r[3], r[4]) for r in rows]
 
     def purge(self, now: float | None = None) -> int:
         """Forget finished tasks older than the retention; return how many."""

@@ -101,7 +101,8 @@ class CheckScheduler:
         if schedule.kind == "summary":
             await self._summary(schedule)
             return
-        results = await asyncio.gather(*(self.runner.run(check) for check in schedule.checks))
+        room = self._room(schedule)
+        results = await asyncio.gather(*(self.runner.run(check, room=room) for check in schedule.checks))
         for check, result in zip(schedule.checks, results, strict=True):
             self._record(schedule, check, result)
 
@@ -132,7 +133,8 @@ class CheckScheduler:
 
     async def _summary(self, schedule: Schedule) -> None:
         names = self.runner.names
-        results = await asyncio.gather(*(self.runner.run(check) for check in names))
+        room = self._room(schedule)
+        results = await asyncio.gather(*(self.runner.run(check, room=room) for check in names))
         checks = {}
         for check, result in zip(names, results, strict=True):
             runs, not_ok = self.tally.get(check, [0, 0])

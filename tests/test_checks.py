@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from agent.audit import AuditLog
 from agent.catalog import Catalog
 from agent.checks import CheckStatus, notify_decision
 from agent.checks import db as dbcheck
@@ -18,6 +19,7 @@ from agent.cli import main
 from agent.config import AgentConfig, load_config
 from agent.errors import InvalidArguments
 from agent.executor import Executor
+from agent.runpath import RunGate
 from tests.services import HealthServer
 from tests.sshd import free_port
 
@@ -55,11 +57,14 @@ async def run_checks(config: AgentConfig, env: dict[str, str], *names: str) -> d
     catalog = Catalog(config.path(config.catalog.dir), config.path(config.catalog.lock))
     catalog.verify()
     executor = Executor(config.inventory, config.executor, config.base_dir)
+    redactor = config.redactor(environ={})
+    audit = AuditLog(config.path(config.state.dir) / "audit.jsonl", redact=redactor.redact_json)
+    gate = RunGate(config, catalog, executor, audit, redactor)
     try:
-        runner = CheckRunner(config, catalog, executor, config.redactor(environ={}), env)
+        runner = CheckRunner(config, gate, env)
         return {name: await runner.run(name) for name in names}
     finally:
-        await executor.close()
+        await gate.close()
 
 
 async def test_http_checks(health: HealthServer, tmp_path: Path) -> None:

@@ -29,12 +29,12 @@ def test_pending_messages_survive_a_reopen_in_order_until_acked(tmp_path: Path) 
 def test_task_ledger_begin_finish_and_retention(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.sqlite3", task_retention=100)
     assert box.begin_task("t1", "ops") and not box.begin_task("t1", "ops")
-    assert box.task("t1") is not None and box.task("t1").state is TaskState.RUNNING  # type: ignore[union-attr]
-    assert [r.task_id for r in box.running_tasks()] == ["t1"]
+    assert box.task("t1") is not None and box.task("t1").state is TaskState.QUEUED  # type: ignore[union-attr]
+    assert [r.task_id for r in box.unfinished_tasks()] == ["t1"]
     box.finish_task("t1", {"msg_id": "r1", "room_id": "ops", "payload": {"status": "SUCCESS"}})
     record = box.task("t1")
     assert record is not None and record.state is TaskState.FINISHED and record.result["msg_id"] == "r1"  # type: ignore[index]
-    assert [body for _, body in box.pending()] and box.running_tasks() == []
+    assert [body for _, body in box.pending()] and box.unfinished_tasks() == []
     assert box.purge(now=10**10) == 1 and box.task("t1") is None
 
 

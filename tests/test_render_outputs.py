@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.render import ZWSP, neutralize, render_finished, render_report
-from agent.service import AgentService
+from agent.runtime import AgentRuntime
 from tests.conftest import Operator, RunningApp
 
 HOSTILE = "@all see https://evil.example/x <!channel> [click](http://x) ```\nrm -rf /\n```"
@@ -52,7 +52,7 @@ def test_rendered_refusal_and_report() -> None:
 
 
 async def test_text_is_rendered_after_redaction(running_agent: RunningApp) -> None:
-    service: AgentService = running_agent.app.service
+    service: AgentRuntime = running_agent.app.runtime
     message = {
         "event": "TASK_FINISHED",
         "msg_id": "m",

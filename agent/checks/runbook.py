@@ -9,14 +9,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent.catalog import Catalog
 from agent.checks import CheckResult, CheckStatus, worst
-from agent.config import InventoryConfig, RunbookCheck
+from agent.config import RunbookCheck
 from agent.errors import InvalidArguments, RequestRefused, RunbookNotRunnable
-from agent.executor import Executor
-from agent.plan import plan_run
-from agent.redaction import Redactor
 from agent.results import Outcome
+from agent.runpath import Held, RunGate, RunRequest, Via
 
 
 def _status(outcome: Outcome, exit_code: int | None) -> CheckStatus:
@@ -30,14 +27,21 @@ def _status(outcome: Outcome, exit_code: int | None) -> CheckStatus:
 
 
 async def run(
-    spec: RunbookCheck, catalog: Catalog, inventory: InventoryConfig, executor: Executor, redactor: Redactor
+    spec: RunbookCheck,
+    gate: RunGate,
+    via: Via = Via.SCHEDULE,
+    room: str | None = None,
+    user: str | None = None,
 ) -> CheckResult:
+    """Run the check's runbook through the run gate as ``via`` (from ``room``, by ``user``)."""
     started = time.monotonic()
+    request = RunRequest(spec.runbook, spec.hosts, spec.args, via=via, user=user, room=room)
     try:
-        plan = plan_run(catalog.load(spec.runbook), inventory, spec.hosts, spec.args, room=None)
+        result = await gate.run(request)
     except (RunbookNotRunnable, RequestRefused, InvalidArguments) as exc:
         return CheckResult(CheckStatus.ERROR, str(exc), duration=time.monotonic() - started)
-    result = await executor.run(plan, redactor)
+    if isinstance(result, Held):  # pragma: no cover - the gate refuses approval runbooks for checks
+        return CheckResult(CheckStatus.ERROR, "needs approval", duration=time.monotonic() - started)
     statuses = [_status(h.status, h.exit_code) for h in result.hosts]
     status = worst(statuses)
     data: dict[str, Any] = {"runbook": spec.runbook, "hosts": [h.to_json() for h in result.hosts]}

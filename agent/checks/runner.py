@@ -7,11 +7,9 @@ import os
 import time
 from collections.abc import Mapping
 
-from agent.catalog import Catalog
 from agent.checks import CheckResult, CheckStatus, db, disk, http, runbook, tcp
 from agent.config import AgentConfig, DbCheck, DiskCheck, HttpCheck, RunbookCheck, TcpCheck
-from agent.executor import Executor
-from agent.redaction import Redactor
+from agent.runpath import RunGate, Via
 
 logger = logging.getLogger(__name__)
 
@@ -20,23 +18,25 @@ class CheckRunner:
     def __init__(
         self,
         config: AgentConfig,
-        catalog: Catalog,
-        executor: Executor,
-        redactor: Redactor,
+        gate: RunGate,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
-        self.catalog = catalog
-        self.executor = executor
-        self.redactor = redactor
+        self.gate = gate
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
 
     @property
     def names(self) -> list[str]:
         return list(self.config.checks)
 
-    async def run(self, name: str) -> CheckResult:
-        """Run the check called ``name``; an unknown name or a bug becomes an ERROR result."""
+    async def run(
+        self, name: str, via: Via = Via.SCHEDULE, room: str | None = None, user: str | None = None
+    ) -> CheckResult:
+        """Run the check called ``name``; an unknown name or a bug becomes an ERROR result.
+
+        ``via``, ``room`` and ``user`` say who asked (a schedule, or a chat user in a room): a runbook check runs
+        through the run gate as that request, so it can do nothing its runbook forbids them.
+        """
         spec = self.config.checks.get(name)
         if spec is None:
             return CheckResult(CheckStatus.ERROR, "no such check")
@@ -51,9 +51,7 @@ class CheckRunner:
             if isinstance(spec, TcpCheck):
                 return await tcp.run(spec)
             if isinstance(spec, RunbookCheck):
-                return await runbook.run(
-                    spec, self.catalog, self.config.inventory, self.executor, self.redactor
-                )
+                return await runbook.run(spec, self.gate, via, room, user)
         except Exception:
             logger.exception("check %s failed", name)
         return CheckResult(CheckStatus.ERROR, "the check failed; the agent's log has the details",

@@ -1,0 +1,394 @@
+"""The agent's session logic, sans I/O: events in, effects out.
+
+:meth:`AgentCore.handle` takes one event — the agent started, a frame arrived, a task ended, a timer fired, the
+agent is closing — and returns the effects to carry out, in order. It opens no socket, starts no task, arms no
+timer and writes no log line itself: :mod:`agent.runtime` does, and feeds what happens back as events (the shape of
+websockets' ``protocol.py`` and h11's ``Connection``). Its one collaborator is the :class:`Ledger` (the durable task
+ledger, SQLite in production, a dict in the core's table tests), because whether a ``task_id`` was seen before is
+part of the session's state and must survive a restart.
+
+Events: :class:`Started`, :class:`FrameReceived`, :class:`TaskEnded`, :class:`TimerFired`, :class:`Closing`.
+Effects: :class:`Send`, :class:`Acked`, :class:`StartRun`, :class:`Audit`, :class:`ArmTimer`, :class:`CancelTimer`,
+:class:`Log`.
+
+Restart semantics (docs/protocol.md, "After a restart"): a command that was queued but never started runs as if
+nothing happened; one that had started runs again when it cannot change anything (every action but
+``RUN_RUNBOOK`` of a runbook with ``changes_state``); one that had started and changes state is answered
+``INTERRUPTED`` saying it may have run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agent.command_auth import verify as verify_signature
+from agent.outbox import Approval, TaskRecord, TaskState
+from agent.protocol import (
+    Ack,
+    Action,
+    Command,
+    ErrorCode,
+    InvalidPacket,
+    Status,
+    accepted_message,
+    finished_message,
+    new_msg_id,
+    parse_frame,
+    pending_message,
+)
+
+# -- events -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    """The agent starts: settle what a previous run left unfinished."""
+
+    now: float
+
+
+@dataclass(frozen=True)
+class FrameReceived:
+    frame: str | bytes
+    now: float
+
+
+@dataclass(frozen=True)
+class TaskEnded:
+    """A command's handler returned ``answer`` (cancelled: ``answer`` is None)."""
+
+    command: Command
+    answer: Answer | None
+    now: float
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    key: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Closing:
+    """Stop taking commands (SIGTERM): new ones are refused as SHUTTING_DOWN."""
+
+
+Event = Started | FrameReceived | TaskEnded | TimerFired | Closing
+
+# -- effects ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Redact, store in the outbox, send. With ``task_id``, it is that task's final answer (kept for repeats)."""
+
+    message: dict[str, Any]
+    task_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Acked:
+    msg_id: str
+
+
+@dataclass(frozen=True)
+class StartRun:
+    command: Command
+    approved_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Audit:
+    kind: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArmTimer:
+    key: str
+    delay: float
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    key: str
+
+
+@dataclass(frozen=True)
+class Log:
+    level: int
+    message: str
+
+
+Effect = Send | Acked | StartRun | Audit | ArmTimer | CancelTimer | Log
+
+# -- answers of handlers ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a handler returns: a final status and data, or a request to hold, or an approval decision."""
+
+    status: Status
+    data: dict[str, Any] = field(default_factory=dict)
+    error: tuple[ErrorCode, str] | None = None
+    #: Set instead of a final answer when the request waits for approval: what will run (redacted view).
+    pending: dict[str, Any] | None = None
+    #: An approver released this held request: run it (the core does, as the approver's).
+    release: Approval | None = None
+    #: An approver rejected this held request: answer it as rejected.
+    rejected: Approval | None = None
+
+    @classmethod
+    def fail(cls, code: ErrorCode, message: str, data: dict[str, Any] | None = None) -> Answer:
+        return cls(Status.FAIL, data or {}, (code, message))
+
+
+class Ledger(Protocol):
+    """The durable part of the session state (:class:`agent.outbox.Outbox`)."""
+
+    def begin_task(self, task_id: str, room_id: str | None, command: str | None = None) -> bool: ...
+    def task(self, task_id: str) -> TaskRecord | None: ...
+    def set_task_state(self, task_id: str, state: TaskState, approved_by: str | None = None) -> None: ...
+    def unfinished_tasks(self) -> list[TaskRecord]: ...
+    def nonce_used(self, nonce: str, now: float, keep: float) -> bool: ...
+    def add_approval(self, approval: Approval) -> None: ...
+    def approvals(self) -> list[Approval]: ...
+    def claim_approval(self, code: str) -> Approval | None: ...
+
+
+def approval_timer(code: str) -> str:
+    return f"approval:{code}"
+
+
+def new_approval_code() -> str:
+    """Six characters from an alphabet without look-alikes (no 0/O, 1/I)."""
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    return "".join(secrets.choice(alphabet) for _ in range(6))
+
+
+APPROVAL_CODE = re.compile(r"[A-Za-z2-9]{6}")
+
+
+class AgentCore:
+    """The session state machine. Not thread-safe; one per agent."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        changes_state: Callable[[str], bool],
+        command_key: str | None = None,
+        clock_skew: float = 300.0,
+        approval_window: float = 600.0,
+        new_code: Callable[[], str] = new_approval_code,
+    ) -> None:
+        self.ledger = ledger
+        #: Whether the named runbook changes state on its hosts (from the verified catalog).
+        self.changes_state = changes_state
+        self.command_key = command_key
+        self.clock_skew = clock_skew
+        self.approval_window = approval_window
+        self.new_code = new_code
+        self.closing = False
+
+    def handle(self, event: Event) -> list[Effect]:
+        """The effects of one event, in the order to carry them out. Never raises for bad input."""
+        if isinstance(event, FrameReceived):
+            return self._frame(event)
+        if isinstance(event, TaskEnded):
+            return self._ended(event)
+        if isinstance(event, TimerFired):
+            return self._timer(event)
+        if isinstance(event, Started):
+            return self._started(event)
+        self.closing = True
+        return []
+
+    # -- start ----------------------------------------------------------------------------------------------
+
+    def _started(self, event: Started) -> list[Effect]:
+        effects: list[Effect] = []
+        for record in self.ledger.unfinished_tasks():
+            command = _command_of(record.command)
+            if command is None:
+                effects += self._interrupted(record.task_id, record.room_id, started=True)
+                continue
+            started = record.state is TaskState.RUNNING
+            if started and self._may_change_state(command):
+                effects.append(Log(logging.WARNING, f"task {record.task_id} was running when the agent "
+                                                    "stopped and changes state; answered as interrupted"))  # fmt: skip
+                effects += self._interrupted(record.task_id, record.room_id, started=True)
+            else:
+                what = "started" if started else "queued"
+                effects.append(Log(logging.INFO, f"task {record.task_id} was {what} when the agent stopped; "
+                                                 "running it now"))  # fmt: skip
+                effects.append(Audit("resumed", {"task_id": record.task_id, "state": record.state.value}))
+                effects.append(StartRun(command, record.approved_by))
+        for approval in self.ledger.approvals():
+            effects.append(ArmTimer(approval_timer(approval.code), max(0.0, approval.expires - event.now)))
+        return effects
+
+    def _may_change_state(self, command: Command) -> bool:
+        if command.action is not Action.RUN_RUNBOOK:
+            return False
+        name = command.params.get("runbook")
+        # Unknown now (removed, tampered): assume the worst.
+        return not isinstance(name, str) or self.changes_state(name)
+
+    def _interrupted(self, task_id: str, room_id: str | None, started: bool) -> list[Effect]:
+        why = (
+            "the agent stopped while this task was running; it may have run in part: check before you run it again"
+            if started
+            else "the agent stopped before this task started; run it again"
+        )
+        return [
+            Audit("interrupted", {"task_id": task_id}),
+            Send(
+                finished_message(task_id, room_id, Status.FAIL, error=(ErrorCode.INTERRUPTED, why)), task_id
+            ),
+        ]
+
+    # -- frames ---------------------------------------------------------------------------------------------
+
+    def _frame(self, event: FrameReceived) -> list[Effect]:
+        try:
+            packet = parse_frame(event.frame)
+        except InvalidPacket as exc:
+            return self._refuse(exc)
+        if isinstance(packet, Ack):
+            return [Acked(packet.msg_id)]
+        if self.command_key is not None:
+            try:
+                verify_signature(
+                    self.command_key, packet.raw, event.now, self.clock_skew,
+                    lambda nonce: self.ledger.nonce_used(nonce, event.now, 2 * self.clock_skew),
+                )  # fmt: skip
+            except InvalidPacket as exc:
+                return self._refuse(exc)
+        return self._command(packet)
+
+    def _refuse(self, exc: InvalidPacket) -> list[Effect]:
+        """A packet refused before it became a task: log, audit, one FAIL (not recorded as a task)."""
+        return [
+            Log(logging.WARNING, f"refused a packet: {exc.message}"),
+            Audit("refused", {"task_id": exc.task_id, "reason": exc.code.value}),
+            Send(finished_message(exc.task_id, exc.room_id, Status.FAIL, error=(exc.code, exc.message))),
+        ]
+
+    def _command(self, command: Command) -> list[Effect]:
+        effects: list[Effect] = [
+            Audit("command", {"task_id": command.task_id, "room_id": command.room_id,
+                              "action": command.action.value, "user_id": command.user, "params": command.params})
+        ]  # fmt: skip
+        if self.closing:
+            error = (ErrorCode.SHUTTING_DOWN, "the agent is shutting down; send it again later")
+            effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error)))
+            return effects
+        if not self.ledger.begin_task(command.task_id, command.room_id, json.dumps(command.raw)):
+            return effects + self._repeat(command)
+        return [*effects, StartRun(command)]
+
+    def _repeat(self, command: Command) -> list[Effect]:
+        """A task_id seen before: never run it again; resend its result, or say it is still running."""
+        record = self.ledger.task(command.task_id)
+        effects: list[Effect] = [
+            Audit("duplicate", {"task_id": command.task_id, "state": record.state.value if record else None})
+        ]
+        if record is not None and record.state is TaskState.PENDING:
+            effects.append(Send(accepted_message(command, {"duplicate": True, "pending_approval": True})))
+        elif record is not None and record.state is TaskState.FINISHED and record.result is not None:
+            again = dict(record.result, msg_id=new_msg_id())
+            again["payload"] = {**again.get("payload", {}), "duplicate": True}
+            effects.append(Send(again))
+        else:
+            effects.append(Send(accepted_message(command, {"duplicate": True, "in_progress": True})))
+        return effects
+
+    # -- tasks ----------------------------------------------------------------------------------------------
+
+    def _ended(self, event: TaskEnded) -> list[Effect]:
+        command, answer = event.command, event.answer
+        if answer is None:  # cancelled at shutdown
+            started = self._may_change_state(command)
+            if started:
+                return self._interrupted(command.task_id, command.room_id, started=True)
+            # Safe to run again: leave it in the ledger as queued; the next start runs it.
+            return [Audit("deferred", {"task_id": command.task_id})]
+        if answer.pending is not None:
+            return self._hold(command, answer.pending, event.now)
+        effects: list[Effect] = []
+        if answer.release is not None:
+            effects += self._release(answer.release, command.user)
+        if answer.rejected is not None:
+            effects += self._close(answer.rejected, ErrorCode.REJECTED, f"rejected by {command.user}")
+        if answer.error is not None:
+            effects.append(Audit("decision", {"task_id": command.task_id, "decision": "refused",
+                                              "reason": answer.error[1]}))  # fmt: skip
+        final = finished_message(command.task_id, command.room_id, answer.status, answer.data, answer.error)
+        effects.append(Send(final, command.task_id))
+        effects.append(Audit("finished", {"task_id": command.task_id, "status": answer.status.value}))
+        return effects
+
+    # -- four eyes ------------------------------------------------------------------------------------------
+
+    def _hold(self, command: Command, summary: dict[str, Any], now: float) -> list[Effect]:
+        """Keep a request until a second person approves it; tell the room what would run and the code."""
+        approval = Approval(
+            code=self.new_code(), task_id=command.task_id, room_id=command.room_id, requester=command.user,
+            command=json.dumps(command.raw), summary=summary, expires=now + self.approval_window,
+        )  # fmt: skip
+        self.ledger.add_approval(approval)
+        self.ledger.set_task_state(command.task_id, TaskState.PENDING)
+        payload = {"code": approval.code, **summary, "requested_by": command.user,
+                   "expires_in": round(self.approval_window)}  # fmt: skip
+        return [
+            Audit("approval_requested", {"task_id": command.task_id, "requester": command.user,
+                                         "request": summary}),
+            Send(pending_message(command, payload)),
+            ArmTimer(approval_timer(approval.code), self.approval_window),
+        ]  # fmt: skip
+
+    def _release(self, approval: Approval, approver: str | None) -> list[Effect]:
+        original = _command_of(approval.command)
+        if original is None:
+            return self._close(approval, ErrorCode.INTERNAL, "the held request could not be read back")
+        self.ledger.set_task_state(approval.task_id, TaskState.QUEUED, approved_by=approver)
+        return [CancelTimer(approval_timer(approval.code)), StartRun(original, approved_by=approver)]
+
+    def _close(self, approval: Approval, code: ErrorCode, message: str) -> list[Effect]:
+        """The held request's one TASK_FINISHED, when it will not run."""
+        data = {"runbook": approval.summary.get("runbook")}
+        final = finished_message(
+            approval.task_id, approval.room_id, Status.FAIL, data=data, error=(code, message)
+        )
+        return [CancelTimer(approval_timer(approval.code)), Send(final, approval.task_id)]
+
+    def _timer(self, event: TimerFired) -> list[Effect]:
+        kind, _, code = event.key.partition(":")
+        if kind != "approval":
+            return [Log(logging.WARNING, f"unknown timer {event.key!r}")]
+        approval = self.ledger.claim_approval(code)
+        if approval is None:
+            return []
+        minutes = self.approval_window / 60
+        return [
+            Audit("approval_expired", {"task_id": approval.task_id, "requester": approval.requester}),
+            *self._close(approval, ErrorCode.APPROVAL_EXPIRED,
+                         f"nobody approved it within {minutes:g} min; request it again"),
+        ]  # fmt: skip
+
+
+def _command_of(raw: str | None) -> Command | None:
+    if not raw:
+        return None
+    try:
+        packet = parse_frame(raw)
+    except InvalidPacket:
+        return None
+    return packet if isinstance(packet, Command) else None

@@ -1,0 +1,263 @@
+"""The asyncio runtime: carries out the core's effects and feeds what happens back to it as events.
+
+:meth:`AgentRuntime.outbound` is the one choke point: every message the agent sends (HELLO, TASK_ACCEPTED,
+TASK_FINISHED, REPORT, TASK_PENDING_APPROVAL) is redacted there before it is stored in the outbox or sent.
+Commands run as concurrent tasks, at most ``tasks.max_tasks`` at once; a command waiting for a slot is recorded as
+queued, one that got its slot as running (what a restart does with each: :mod:`agent.core`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from agent import __version__
+from agent.audit import AuditLog
+from agent.catalog import Catalog
+from agent.core import (
+    Acked,
+    AgentCore,
+    Answer,
+    ArmTimer,
+    Audit,
+    CancelTimer,
+    Closing,
+    Effect,
+    Event,
+    FrameReceived,
+    Log,
+    Send,
+    Started,
+    StartRun,
+    TaskEnded,
+    TimerFired,
+)
+from agent.dispatch import Parts, TaskContext, dispatch
+from agent.outbox import Outbox, TaskState
+from agent.protocol import (
+    Command,
+    ErrorCode,
+    accepted_message,
+    hello_message,
+    report_message,
+)
+from agent.protocol import (
+    Event as Wire,
+)
+from agent.redaction import Redactor
+from agent.render import render_finished, render_pending, render_report
+
+logger = logging.getLogger(__name__)
+
+
+class AgentRuntime:
+    """Runs the core: one instance per agent, built inside the event loop that runs it."""
+
+    def __init__(
+        self, parts: Parts, outbox: Outbox, redactor: Redactor, command_key: str | None = None
+    ) -> None:
+        self.parts = parts
+        self.config = parts.config
+        self.catalog: Catalog = parts.catalog
+        self.outbox = outbox
+        self.audit: AuditLog = parts.audit
+        self.redactor = redactor
+        self.core = AgentCore(
+            outbox,
+            changes_state=self._changes_state,
+            command_key=command_key,
+            clock_skew=self.config.access.clock_skew,
+            approval_window=self.config.access.approval_window,
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._slots = asyncio.Semaphore(self.config.tasks.max_tasks)
+        #: Set when a message was queued (the link's writer waits on it).
+        self.queued = asyncio.Event()
+        #: Set when an ACK removed a message from the outbox (the link's flush waits on it).
+        self.acked = asyncio.Event()
+
+    def _changes_state(self, name: str) -> bool:
+        status = self.catalog.report.runbooks.get(name)
+        return status is None or status.manifest is None or status.manifest.changes_state
+
+    # -- events in ------------------------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> None:
+        """Hand one event to the core and carry out its effects. Never raises."""
+        try:
+            effects = self.core.handle(event)
+        except Exception:
+            logger.exception("the agent core failed on %s; dropped", type(event).__name__)
+            return
+        for effect in effects:
+            try:
+                self._perform(effect)
+            except Exception:
+                logger.exception("could not carry out %s", type(effect).__name__)
+
+    def receive(self, frame: str | bytes) -> None:
+        """A frame from the relay (the link calls this)."""
+        self.feed(FrameReceived(frame, time.time()))
+
+    # -- effects out ----------------------------------------------------------------------------------------
+
+    def _perform(self, effect: Effect) -> None:
+        if isinstance(effect, Send):
+            self.send(effect.message, effect.task_id)
+        elif isinstance(effect, Acked):
+            if self.outbox.ack(effect.msg_id):
+                self.acked.set()
+        elif isinstance(effect, StartRun):
+            self._spawn(effect.command, effect.approved_by)
+        elif isinstance(effect, Audit):
+            self.audit.append(effect.kind, **effect.fields)
+        elif isinstance(effect, ArmTimer):
+            self._cancel_timer(effect.key)
+            self._timers[effect.key] = asyncio.get_running_loop().call_later(
+                effect.delay, self._fire, effect.key
+            )
+        elif isinstance(effect, CancelTimer):
+            self._cancel_timer(effect.key)
+        elif isinstance(effect, Log):
+            logger.log(effect.level, "%s", effect.message)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.feed(TimerFired(key, time.time()))
+
+    def _cancel_timer(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    # -- the choke point ------------------------------------------------------------------------------------
+
+    def outbound(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Redact a message for the relay, then add its chat-ready text. Everything the agent sends passes here.
+
+        The text is rendered from the redacted message: neutralising markup inserts zero-width spaces, which
+        would hide secrets from the redaction patterns if it came first.
+        """
+        redacted: dict[str, Any] = self.redactor.redact_json(message)
+        payload = redacted.get("payload")
+        if isinstance(payload, dict):
+            event = redacted.get("event")
+            if event == Wire.TASK_FINISHED.value:
+                payload["text"] = render_finished(payload)
+            elif event == Wire.REPORT.value:
+                payload["text"] = render_report(payload)
+            elif event == Wire.TASK_PENDING_APPROVAL.value:
+                payload["text"] = render_pending(payload)
+        return redacted
+
+    def send(self, message: dict[str, Any], task_id: str | None = None) -> None:
+        """Queue a message for the relay (durably); ``task_id``: it is that task's final answer."""
+        redacted = self.outbound(message)
+        if task_id is not None:
+            self.outbox.finish_task(task_id, redacted)
+        else:
+            self.outbox.put(redacted)
+        if redacted.get("event") == Wire.REPORT.value:
+            payload = redacted.get("payload", {})
+            self.audit.append(
+                "report", room_id=redacted.get("room_id"), msg_id=redacted["msg_id"],
+                report_kind=payload.get("kind"), status=payload.get("status"),
+            )  # fmt: skip
+        self.queued.set()
+
+    def report(self, room_id: str, payload: dict[str, Any]) -> None:
+        """Push an unprompted REPORT to a room (through the outbox, like everything else)."""
+        self.send(report_message(room_id, payload))
+
+    def hello(self) -> dict[str, Any]:
+        report = self.catalog.report
+        digest = report.lock.catalog_sha256 if report.lock else None
+        return self.outbound(hello_message(self.config.agent_id, __version__, digest, report.runnable))
+
+    # -- start ----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Verify the catalog, settle what a previous run left unfinished, tell the operations room of problems."""
+        report = self.catalog.verify()
+        self.outbox.purge()
+        if not report.ok:
+            for problem in report.problems:
+                logger.error("catalog: %s", problem)
+            self.report(
+                self.config.operations_room,
+                {
+                    "kind": "catalog",
+                    "status": "ERROR",
+                    "message": f"{len(report.problems)} catalog problem(s); "
+                    f"{len(report.runnable)} of {len(report.runbooks)} runbooks runnable",
+                    "problems": [
+                        {"runbook": p.runbook, "kind": p.kind.value, "detail": p.detail}
+                        for p in report.problems
+                    ],
+                },
+            )
+        if not self.config.access.users:
+            logger.warning(
+                "no users in access.users: every chat user may do what each room and runbook allows"
+            )
+        self.feed(Started(time.time()))
+        self.audit.append("start", runnable=report.runnable, problems=len(report.problems))
+
+    # -- tasks ----------------------------------------------------------------------------------------------
+
+    def _spawn(self, command: Command, approved_by: str | None) -> None:
+        task = asyncio.create_task(self._run(command, approved_by), name=f"task-{command.task_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, command: Command, approved_by: str | None) -> None:
+        """One command: wait for a slot, run its handler, hand the answer to the core. Never raises but cancel."""
+        try:
+            async with self._slots:
+                self.outbox.set_task_state(command.task_id, TaskState.RUNNING)
+                ctx = TaskContext(
+                    command, self.parts, lambda payload: self._accept(command, payload), approved_by
+                )
+                try:
+                    answer = await dispatch(ctx)
+                except Exception:
+                    logger.exception("task %s (%s) failed", command.task_id, command.action.value)
+                    answer = Answer.fail(
+                        ErrorCode.INTERNAL, "internal error; the agent's log has the details"
+                    )
+        except asyncio.CancelledError:
+            self.feed(TaskEnded(command, None, time.time()))
+            raise
+        self.feed(TaskEnded(command, answer, time.time()))
+
+    def _accept(self, command: Command, payload: dict[str, Any] | None) -> None:
+        self.audit.append("decision", task_id=command.task_id, decision="accepted")
+        self.send(accepted_message(command, payload))
+
+    # -- stopping -------------------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking commands; let running ones finish within ``grace`` seconds, then cancel the rest.
+
+        A cancelled command that cannot change anything runs again after the next start; one that changes state
+        is answered INTERRUPTED (see :mod:`agent.core`).
+        """
+        self.feed(Closing())
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        if not self._tasks:
+            return
+        logger.info("waiting up to %.0f s for %d running task(s)", grace, len(self._tasks))
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
