@@ -25,10 +25,10 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from agent.command_auth import verify as verify_signature
-from agent.outbox import Approval, TaskRecord, TaskState
+from agent.ledger import Approval, Ledger, TaskState
 from agent.protocol import (
     Ack,
     Action,
@@ -148,19 +148,6 @@ class Answer:
     @classmethod
     def fail(cls, code: ErrorCode, message: str, data: dict[str, Any] | None = None) -> Answer:
         return cls(Status.FAIL, data or {}, (code, message))
-
-
-class Ledger(Protocol):
-    """The durable part of the session state (:class:`agent.outbox.Outbox`)."""
-
-    def begin_task(self, task_id: str, room_id: str | None, command: str | None = None) -> bool: ...
-    def task(self, task_id: str) -> TaskRecord | None: ...
-    def set_task_state(self, task_id: str, state: TaskState, approved_by: str | None = None) -> None: ...
-    def unfinished_tasks(self) -> list[TaskRecord]: ...
-    def nonce_used(self, nonce: str, now: float, keep: float) -> bool: ...
-    def add_approval(self, approval: Approval) -> None: ...
-    def approvals(self) -> list[Approval]: ...
-    def claim_approval(self, code: str) -> Approval | None: ...
 
 
 def approval_timer(code: str) -> str:

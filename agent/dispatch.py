@@ -105,6 +105,11 @@ async def run_runbook(ctx: TaskContext) -> Answer:
 async def get_output(ctx: TaskContext) -> Answer:
     """``params``: ``task_id`` (the run's, its ``output_ref``), ``host``, ``stream`` (stdout), ``page`` (0)."""
     params = ctx.command.params
+    task_id = params.get("task_id")
+    record = ctx.parts.ledger.task(task_id) if isinstance(task_id, str) else None
+    if record is None or record.room_id != ctx.command.room_id:
+        # The same answer whether the task does not exist or ran in another room: nothing leaks across rooms.
+        return Answer.fail(ErrorCode.NOT_AVAILABLE, "no kept output for that task in this room")
     try:
         lines, page, pages = ctx.parts.outputs.page(
             params.get("task_id"), params.get("host"), params.get("stream", "stdout"), params.get("page", 0)

@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from agent.ledger import Approval, TaskRecord, TaskState
+
+__all__ = ["Approval", "Outbox", "TaskRecord", "TaskState"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -56,40 +58,6 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 #: Columns added after the first release, for databases created before them.
 _ADDED_COLUMNS = {"tasks": [("command", "TEXT"), ("approved_by", "TEXT")]}
-
-
-class TaskState(StrEnum):
-    #: Accepted for a slot but not started: run after a restart as if nothing happened.
-    QUEUED = "queued"
-    #: Started: after a restart, run again unless it changes state (then answered INTERRUPTED).
-    RUNNING = "running"
-    #: Waiting for a second person's approval; not interrupted by a restart.
-    PENDING = "pending"
-    FINISHED = "finished"
-
-
-@dataclass(frozen=True)
-class Approval:
-    code: str
-    task_id: str
-    room_id: str | None
-    requester: str | None
-    #: The original command packet (JSON), run as is once approved.
-    command: str
-    summary: dict[str, Any]
-    expires: float
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    task_id: str
-    state: TaskState
-    room_id: str | None
-    #: The TASK_FINISHED message sent for it (once finished).
-    result: dict[str, Any] | None
-    #: The command packet (JSON) while it is queued or running, to run it again after a restart.
-    command: str | None = None
-    approved_by: str | None = None
 
 
 class Outbox:

@@ -102,7 +102,7 @@ class Command(BaseModel):
     task_id: str = Field(pattern=_TASK_ID.pattern)
     room_id: str = Field(pattern=_ROOM_ID.pattern)
     params: dict[str, Any] = Field(default_factory=dict)
-    #: The chat user who typed it, as the relay knows them (top level, or ``params.user_id``).
+    #: The chat user who typed it, as the relay authenticated them (top level only).
     user_id: str | None = Field(default=None, max_length=128)
     #: The packet as it arrived (for the signature check).
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -113,10 +113,8 @@ class Command(BaseModel):
 
     @property
     def user(self) -> str | None:
-        if self.user_id is not None:
-            return self.user_id
-        nested = self.params.get("user_id")
-        return nested if isinstance(nested, str) and 0 < len(nested) <= 128 else None
+        """Who asked: only what the relay authenticated, the top-level ``user_id``; ``params`` never carries it."""
+        return self.user_id
 
 
 class Ack(BaseModel):

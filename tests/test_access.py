@@ -77,13 +77,16 @@ async def test_unknown_or_unauthorised_users_are_refused_and_audited(
             assert error["code"] == "UNAUTHORIZED", (task, error)
         await send(operator, "a5", "LIST_RUNBOOKS", "park")  # a viewer may look
         assert (await operator.finished("a5"))["payload"]["status"] == "SUCCESS"
+        # Identity is what the relay authenticated (top-level user_id): params never carry it, so a packet that
+        # names an operator inside params is still the anonymous user's.
         await send(operator, "a6", "RUN_RUNBOOK", None, runbook="echo_args", hosts=["h1"], args={"value": "x"},
-                   user_id="kim")  # the older relays' params.user_id  # fmt: skip
-        assert (await operator.finished("a6"))["payload"]["status"] == "SUCCESS"
+                   user_id="kim")  # fmt: skip
+        error = (await operator.finished("a6"))["payload"]["error"]
+        assert error["code"] == "UNAUTHORIZED"
         received = next(e for e in audit(agent_home) if e["kind"] == "command" and e["task_id"] == "a6")
-        assert received["user_id"] == "kim"  # the audit names the user however the relay passed it
+        assert received["user_id"] is None
         refused = [e for e in audit(agent_home) if e["kind"] == "decision" and e.get("decision") == "refused"]
-        assert {e["task_id"] for e in refused} >= {"a1", "a2", "a3", "a4"}
+        assert {e["task_id"] for e in refused} >= {"a1", "a2", "a3", "a4", "a6"}
     finally:
         await app.stop()
 
