@@ -32,6 +32,7 @@ from agent.results import HostResult, Outcome, RunResult
 from agent.signing import generate_key_pair, load_private_key, sign
 
 if TYPE_CHECKING:  # pragma: no cover
+    from agent.prepare import Prepared
     from agent.runpath import RunGate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -84,6 +85,21 @@ def _gate(config: AgentConfig, catalog: Catalog, redactor: Redactor) -> RunGate:
     audit_log = AuditLog(state / "audit.jsonl", redact=redactor.redact_json)
     outputs = OutputStore(state / "outputs", config.outputs.retention_days, config.outputs.page_lines)
     return RunGate(config, catalog, executor, audit_log, redactor, outputs)
+
+
+def _prepared(config: AgentConfig) -> Prepared:
+    """Run the prepare step; print warnings; on errors print every one and exit 2."""
+    from agent.prepare import prepare
+
+    found = prepare(config)
+    for warning in found.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if found.errors:
+        click.echo(f"error: configuration is not usable ({len(found.errors)} problem(s)):", err=True)
+        for problem in found.errors:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(EXIT_USAGE)
+    return found
 
 
 def _os_user() -> str:
@@ -430,9 +446,11 @@ def run_command(
 def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path | None) -> None:
     """Run the agent: dial the relay ($EXTERNAL_WS_URL or relay.url) and serve commands until SIGTERM/SIGINT.
 
-    Every log line passes the same redaction as chat answers.
+    Every log line passes the same redaction as chat answers. Refuses to start (exit 2) on any problem that
+    'agent config check' lists; exits 1 if the relay link ever stops by itself.
     """
     config = _config(ctx)
+    _prepared(config)
 
     async def serve() -> int:
         try:
@@ -676,15 +694,16 @@ def config_group() -> None:
 @config_group.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:
-    """Validate the config and what it points to (files, relay URL, token); list every problem (exit 2 if any)."""
+    """Validate the config and everything it points to; list every problem at once (exit 2 if any).
+
+    The same check 'agent run' makes before it starts: relay URL and token, files and keys, redaction rules,
+    cron lines, the catalog against its lock, and every runbook check against the catalog and inventory.
+    """
     config = _config(ctx)
-    errors, warnings = config.runtime_problems()
-    for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if errors:
-        click.echo(f"error: configuration is not usable ({len(errors)} problem(s)):", err=True)
-        for problem in errors:
-            click.echo(f"  - {problem}", err=True)
-        sys.exit(EXIT_USAGE)
+    found = _prepared(config)
     hosts = len(config.inventory.hosts)
-    click.echo(f"OK: agent {config.agent_id}, {hosts} host(s), catalog {config.path(config.catalog.dir)}")
+    runnable = len(found.catalog.report.runnable) if found.catalog else 0
+    click.echo(
+        f"OK: agent {config.agent_id}, {hosts} host(s), {runnable} runnable runbook(s), "
+        f"{len(config.checks)} check(s), {len(config.schedules)} schedule(s)"
+    )

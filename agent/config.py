@@ -160,9 +160,32 @@ class RedactionConfig(_Section):
     rules: list[RedactRuleModel] = Field(default_factory=list)
 
 
+def ws_url_problems(url: str) -> list[str]:
+    """What is wrong with a relay URL (scheme, host, port), without echoing it (it may carry credentials)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port that is not a number or out of range, a bad IPv6 literal
+        return [
+            f"not a usable URL ({'port out of range 1-65535' if 'port' in str(exc).lower() else 'malformed'})"
+        ]
+    problems = []
+    if parts.scheme not in ("ws", "wss"):
+        problems.append("the scheme must be ws:// or wss://")
+    if not parts.hostname:
+        problems.append("no host")
+    if port == 0:
+        problems.append("port out of range 1-65535")
+    if any(c.isspace() for c in url):
+        problems.append("contains white space")
+    return problems
+
+
 class RelayConfig(_Section):
     #: wss://… of the relay. $EXTERNAL_WS_URL, when set, wins (the name existing deployments use).
-    url: Annotated[str, StringConstraints(pattern=r"^wss?://[^\s]+$")] | None = None
+    url: str | None = None
     #: File holding the relay token; $AGENT_RELAY_TOKEN, when set, wins.
     token_file: Path | None = None
     #: CA bundle that signs the relay's certificate (default: the system's).
@@ -173,6 +196,13 @@ class RelayConfig(_Section):
     open_timeout: float = Field(default=10.0, gt=0)
     #: Longest wait between reconnection attempts, in seconds.
     max_backoff: float = Field(default=60.0, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url_usable(cls, url: str | None) -> str | None:
+        if url is not None and (problems := ws_url_problems(url)):
+            raise ValueError("; ".join(problems))
+        return url
 
 
 class StateConfig(_Section):
@@ -392,8 +422,10 @@ class AgentConfig(_Section):
         url = env.get(RELAY_URL_ENV) or self.relay.url
         if not url:
             raise ConfigError("relay", [f"no relay URL: set ${RELAY_URL_ENV} or relay.url"])
-        if not url.startswith(("ws://", "wss://")):
-            raise ConfigError("relay", [f"${RELAY_URL_ENV} must start with ws:// or wss://"])
+        problems = ws_url_problems(url)
+        if problems:
+            source = f"${RELAY_URL_ENV}" if env.get(RELAY_URL_ENV) else "relay.url"
+            raise ConfigError("relay", [f"{source}: {p}" for p in problems])
         return url
 
     def relay_token(self, environ: Mapping[str, str] | None = None) -> str | None:

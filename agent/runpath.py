@@ -72,6 +72,31 @@ class Held:
     args: dict[str, Any]
 
 
+def authorize(config: AgentConfig, catalog: Catalog, request: RunRequest) -> RunPlan | Held:
+    """Steps 1 and 2, without running anything: the plan, or :class:`Held` when an approver must release it first.
+
+    Also what ``agent config check`` uses to prove a runbook check can run.
+
+    Raises:
+        RunbookNotRunnable, RequestRefused, InvalidArguments: the documented refusals (not audited here).
+    """
+    if not isinstance(request.runbook, str) or not request.runbook:
+        raise InvalidArguments([("runbook", "params.runbook must name a runbook")])
+    runbook = catalog.load(request.runbook)
+    manifest = runbook.manifest
+    if request.via in (Via.CHAT, Via.CHECK):
+        roles = config.access.roles_of(request.user)
+        if roles is not None and not roles & set(manifest.roles):
+            raise NotAuthorized(f"runbook {runbook.name!r} needs the role " + " or ".join(manifest.roles))
+    room = request.room if request.via is not Via.CLI else None
+    plan = plan_run(runbook, config.inventory, request.hosts, request.args, room=room)
+    if manifest.requires_approval and request.approved_by is None:
+        if request.via in (Via.CHECK, Via.SCHEDULE):
+            raise NotAuthorized(f"runbook {runbook.name!r} needs an approver; a check cannot run it")
+        return Held(plan.name, plan.hosts, dict(request.args))
+    return plan
+
+
 class RunGate:
     """Authorize, plan, execute, redact, keep, audit: the only way to run a runbook."""
 
@@ -106,26 +131,8 @@ class RunGate:
         return self._redactors[key]
 
     def authorize(self, request: RunRequest) -> RunPlan | Held:
-        """Steps 1 and 2: the plan, or :class:`Held` when an approver must release it first.
-
-        Raises:
-            RunbookNotRunnable, RequestRefused, InvalidArguments: the documented refusals (not audited here).
-        """
-        if not isinstance(request.runbook, str) or not request.runbook:
-            raise InvalidArguments([("runbook", "params.runbook must name a runbook")])
-        runbook = self.catalog.load(request.runbook)
-        manifest = runbook.manifest
-        if request.via in (Via.CHAT, Via.CHECK):
-            roles = self.config.access.roles_of(request.user)
-            if roles is not None and not roles & set(manifest.roles):
-                raise NotAuthorized(f"runbook {runbook.name!r} needs the role " + " or ".join(manifest.roles))
-        room = request.room if request.via is not Via.CLI else None
-        plan = plan_run(runbook, self.config.inventory, request.hosts, request.args, room=room)
-        if manifest.requires_approval and request.approved_by is None:
-            if request.via in (Via.CHECK, Via.SCHEDULE):
-                raise NotAuthorized(f"runbook {runbook.name!r} needs an approver; a check cannot run it")
-            return Held(plan.name, plan.hosts, dict(request.args))
-        return plan
+        """Steps 1 and 2 (see :func:`authorize`)."""
+        return authorize(self.config, self.catalog, request)
 
     async def run(
         self,

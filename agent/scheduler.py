@@ -50,6 +50,17 @@ def make_trigger(schedule: Schedule) -> BaseTrigger:
     return trigger
 
 
+def schedule_problems(config: AgentConfig) -> list[str]:
+    """Every schedule whose trigger APScheduler would refuse (a crontab line out of range, say)."""
+    problems = []
+    for index, schedule in enumerate(config.schedules):
+        try:
+            make_trigger(schedule)
+        except ValueError as exc:
+            problems.append(f"schedules.{index} ({schedule.name}).cron: {exc}")
+    return problems
+
+
 class CheckScheduler:
     def __init__(self, config: AgentConfig, runner: CheckRunner, state: Outbox, report: Report) -> None:
         self.config = config
@@ -57,14 +68,10 @@ class CheckScheduler:
         self.state = state
         self.report = report
         self.schedules = {s.name: s for s in config.schedules}
-        problems, self.triggers = [], {}
-        for index, schedule in enumerate(config.schedules):
-            try:
-                self.triggers[schedule.name] = make_trigger(schedule)
-            except ValueError as exc:
-                problems.append(f"schedules.{index}.cron: {exc}")
+        problems = schedule_problems(config)
         if problems:
             raise ConfigError("schedules", problems)
+        self.triggers = {s.name: make_trigger(s) for s in config.schedules}
         #: Per check since the last summary: [runs, runs that were not OK].
         self.tally: dict[str, list[int]] = {}
         self._scheduler: AsyncIOScheduler | None = None
