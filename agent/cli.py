@@ -479,8 +479,8 @@ def relay_command(host: str, port: int) -> None:
 
     async def serve() -> None:
         relay = Relay(
-            os.environ.get(RELAY_TOKEN_ENV),
-            os.environ.get(OPERATOR_TOKEN_ENV),
+            os.environ.get(RELAY_TOKEN_ENV) or None,
+            os.environ.get(OPERATOR_TOKEN_ENV) or None,
             command_key=os.environ.get(COMMAND_KEY_ENV) or None,
         )
         bound = await relay.start(host, port)
