@@ -79,8 +79,9 @@ class OutputStore:
         self.max_bytes = max_bytes
         self.max_runs = max_runs
         self._last_purge = 0.0
-        #: key → entry, oldest first; loaded from meta.json files on first use.
+        #: key → entry, oldest first; loaded from meta.json files on first use. ``_total``: their bytes.
         self._index: OrderedDict[str, _Entry] | None = None
+        self._total = 0
 
     # -- writing --------------------------------------------------------------------------------------------------
 
@@ -109,6 +110,7 @@ class OutputStore:
         meta = {"task_id": task_id, "saved": now, "size": size, "hosts": hosts}
         write_private(target / _META, json.dumps(meta, ensure_ascii=False).encode())
         index[key] = _Entry(task_id, now, size)
+        self._total += size
         if now - self._last_purge > 3600:
             self.purge(now)
         return self._enforce_caps(keep=key)
@@ -116,13 +118,11 @@ class OutputStore:
     def _enforce_caps(self, keep: str) -> list[Evicted]:
         index = self._load()
         evicted: list[Evicted] = []
-        total = sum(entry.size for entry in index.values())
-        while len(index) > 1 and (total > self.max_bytes or len(index) > self.max_runs):
+        while len(index) > 1 and (self._total > self.max_bytes or len(index) > self.max_runs):
             key, entry = next(iter(index.items()))
             if key == keep:  # only the newest is left above the cap
                 break
             self._remove(key)
-            total -= entry.size
             evicted.append(Evicted(entry.task_id, entry.saved, entry.size))
         if evicted:
             logger.warning("kept output over its cap: removed the %d oldest run(s)", len(evicted))
@@ -130,7 +130,8 @@ class OutputStore:
 
     def _remove(self, key: str) -> None:
         if self._index is not None:
-            self._index.pop(key, None)
+            entry = self._index.pop(key, None)
+            self._total -= entry.size if entry is not None else 0
         shutil.rmtree(self.folder / key, ignore_errors=True)
 
     # -- reading --------------------------------------------------------------------------------------------------
@@ -199,4 +200,5 @@ class OutputStore:
                     continue  # not a run of this layout; purge() ages it out
         entries.sort(key=lambda item: item[1].saved)
         self._index = OrderedDict(entries)
+        self._total = sum(entry.size for _, entry in entries)
         return self._index

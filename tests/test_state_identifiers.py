@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.audit import verify_chain
 from agent.outputs import OutputNotFound, OutputStore, key_of
 from agent.protocol import (
     APPROVAL_CODE,
@@ -29,6 +30,7 @@ from agent.protocol import (
     parse_frame,
 )
 from agent.results import HostResult, Outcome, RunResult
+from tests.conftest import Operator, RunningApp
 
 Setter = Callable[[str], dict[str, Any]]
 
@@ -137,3 +139,45 @@ def test_outputs_saved_and_paged_with_hostile_ids_stay_inside_the_state_folder(i
             assert re.fullmatch(r"outputs(/[0-9a-f]{64}(/([0-9a-f]{32}\.(stdout|stderr)|meta\.json))?)?",
                                 name.replace(os.sep, "/")), name  # fmt: skip
         assert (root / "state" / "outputs" / key_of(task_id)).is_dir()
+
+
+# -- end to end: through the relay, against the running agent ------------------------------------------------------
+
+
+async def test_hostile_ids_through_the_relay_are_refused_naming_the_field_and_touch_nothing(
+    running_agent: RunningApp, operator: Operator, agent_home: Path
+) -> None:
+    state = running_agent.app.config.path(running_agent.app.config.state.dir)
+
+    def outside() -> dict[Path, int]:
+        return {p: p.stat().st_mtime_ns for p in agent_home.rglob("*") if state not in [p, *p.parents]}
+
+    before = outside()
+    run = {"runbook": "echo_args", "hosts": ["h1"], "args": {"value": "x"}}
+    for n, task_id in enumerate(["/tmp/x", "../../x", "../audit.jsonl", "a" * 300], start=1):
+        await operator.send({"action": "RUN_RUNBOOK", "task_id": task_id, "room_id": "ops", "params": run})
+        refused = await until_nulls(operator, n)
+        answer = refused[-1]["payload"]
+        assert answer["status"] == "FAIL" and answer["error"] == {
+            "code": "MALFORMED",
+            "message": "invalid or missing: task_id",
+        }
+    await operator.send({"action": "GET_OUTPUT", "task_id": "g-1", "room_id": "ops",
+                         "params": {"task_id": "../audit.jsonl", "host": "h1"}})  # fmt: skip
+    error = (await operator.finished("g-1"))["payload"]["error"]
+    assert error["code"] == "INVALID_ARGUMENTS" and "params.task_id" in error["message"]
+    await operator.command("RUN_RUNBOOK", "C:run@1", **run)  # valid, and not a name Windows would take
+    assert (await operator.finished("C:run@1"))["payload"]["status"] == "SUCCESS"
+    assert (state / "outputs" / key_of("C:run@1")).is_dir()
+    assert not [e for e in operator.events if e.get("event") == "TASK_ACCEPTED" and e.get("task_id") is None]
+    assert outside() == before and verify_chain(state / "audit.jsonl").ok
+
+
+async def until_nulls(operator: Operator, n: int) -> list[dict[str, Any]]:
+    """The TASK_FINISHED answers addressed to no task (a refused task_id), once there are ``n``."""
+
+    def nulls() -> list[dict[str, Any]]:
+        return [e for e in operator.events if e.get("event") == "TASK_FINISHED" and e.get("task_id") is None]
+
+    await operator.wait_for(lambda _: len(nulls()) >= n)
+    return nulls()
