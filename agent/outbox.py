@@ -253,6 +253,7 @@ class Outbox:
                 self._db.execute(f"ROLLBACK TO s{depth}")
                 self._db.execute(f"RELEASE s{depth}")
             self._bytes = self._sum_bytes()
+            self._dropped = int(self.get_state("outbox.dropped") or 0)
             raise
         self._depth = depth
         self._db.execute("COMMIT" if depth == 0 else f"RELEASE s{depth}")
@@ -312,10 +313,11 @@ class Outbox:
             logger.warning(
                 "outbox over its cap of %d bytes: dropped the %d oldest report(s)", self.max_bytes, dropped
             )
-        if self._bytes > self.max_bytes:
+        if self._bytes > self.max_bytes and not self._over_logged:
             logger.error(
                 "outbox over its cap of %d bytes with results that are never dropped", self.max_bytes
             )
+        self._over_logged = self._bytes > self.max_bytes
 
     def take_dropped(self) -> int:
         """How many messages the cap dropped since the last call (durable across restarts); resets the count."""
