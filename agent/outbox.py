@@ -30,6 +30,7 @@ database (version 0 is the unversioned schema of releases before it) migrates it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -349,20 +350,26 @@ class Outbox:
 
     def ack_many(self, msg_ids: Iterable[str]) -> int:
         """Forget acknowledged messages in one transaction, without an fsync of its own; how many were pending."""
+        removed = 0
+        with self._without_fsync(), self.batch():
+            for msg_id in msg_ids:
+                row = self._db.execute(
+                    "DELETE FROM outbox WHERE msg_id = ? RETURNING size", (msg_id,)
+                ).fetchone()
+                if row is not None:
+                    removed += 1
+                    self._bytes -= int(row[0])
+        return removed
+
+    @contextmanager
+    def _without_fsync(self) -> Iterator[None]:
+        """Commit what is inside with ``synchronous=NORMAL``: it survives a crash at once, and a power cut from the
+        next durable commit on (the WAL is written in order, and a FULL commit fsyncs everything before it)."""
         relax = self._depth == 0 and self.synchronous == "FULL"
         if relax:
             self._db.execute("PRAGMA synchronous=NORMAL")
         try:
-            removed = 0
-            with self.batch():
-                for msg_id in msg_ids:
-                    row = self._db.execute(
-                        "DELETE FROM outbox WHERE msg_id = ? RETURNING size", (msg_id,)
-                    ).fetchone()
-                    if row is not None:
-                        removed += 1
-                        self._bytes -= int(row[0])
-            return removed
+            yield
         finally:
             if relax:
                 self._db.execute("PRAGMA synchronous=FULL")
@@ -380,12 +387,19 @@ class Outbox:
             return None
         return TaskRecord(task_id, TaskState(row[0]), row[1], json.loads(row[2]) if row[2] else None)
 
-    def begin_task(self, task_id: str, room_id: str) -> bool:
-        """Record a task as running; False if the id was already seen (running or finished)."""
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO tasks (task_id, state, room_id, updated) VALUES (?, ?, ?, ?)",
-            (task_id, TaskState.RUNNING.value, room_id, time.time()),
-        )
+    def begin_task(self, task_id: str, room_id: str, *, fsync: bool = True) -> bool:
+        """Record a task as running; False if the id was already seen (running or finished).
+
+        Args:
+            fsync: False commits without an fsync of its own. Only for a caller that makes a durable commit (e.g.
+                its TASK_ACCEPTED) before the task has any effect: that commit makes this one durable too. Better
+                still, write both in one :meth:`batch`.
+        """
+        with contextlib.nullcontext() if fsync else self._without_fsync():
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO tasks (task_id, state, room_id, updated) VALUES (?, ?, ?, ?)",
+                (task_id, TaskState.RUNNING.value, room_id, time.time()),
+            )
         return cursor.rowcount > 0
 
     def finish_task(self, task_id: str | None, message: dict[str, Any]) -> int:

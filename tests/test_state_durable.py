@@ -183,6 +183,7 @@ def test_commits_are_full_sync_and_acks_do_not_weaken_later_commits(tmp_path: Pa
     assert sync() == 2  # FULL
     box.put(finished(1))
     assert box.ack("f1") and sync() == 2
+    assert box.begin_task("t1", "ops", fsync=False) and sync() == 2 and box.task("t1") is not None
     assert (
         Outbox(tmp_path / "p.sqlite3", synchronous="NORMAL")._db.execute("PRAGMA synchronous").fetchone()[0]
         == 1
