@@ -52,7 +52,13 @@ class App:
         )
         self.executor = Executor(config.inventory, config.executor, config.base_dir, environ)
         state = config.path(config.state.dir)
-        self.outbox = Outbox(state / "outbox.sqlite3", task_retention=config.tasks.retention_days * 86400)
+        self.outbox = Outbox(
+            state / "outbox.sqlite3",
+            task_retention=config.tasks.retention_days * 86400,
+            max_bytes=config.state.max_outbox_bytes,
+            synchronous=config.state.synchronous,
+            redact=self.redactor.redact_json,
+        )
         self.audit = AuditLog(state / "audit.jsonl", redact=self.redactor.redact_json)
         self.outputs = OutputStore(
             state / "outputs", config.outputs.retention_days, config.outputs.page_lines
@@ -62,6 +68,7 @@ class App:
         parts = Parts(config, self.catalog, self.gate, self.checks, self.outputs, self.outbox, self.audit)
         env = os.environ if environ is None else environ
         self.runtime = AgentRuntime(parts, self.outbox, self.redactor, env.get(COMMAND_KEY_ENV) or None)
+        self.gate.on_evicted = self.runtime.outputs_evicted
         self.scheduler = CheckScheduler(config, self.checks, self.outbox, self.runtime.report)
         self.link = Link(
             config.relay_url(environ),
@@ -110,6 +117,7 @@ class App:
             link_stop.set()
             await asyncio.gather(link_task, return_exceptions=True)
             await self.executor.close()
+            self.runtime.flush_writes()
             self.outbox.close()
             logger.info("stopped")
         return status

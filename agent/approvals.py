@@ -1,6 +1,6 @@
 """Four eyes: deciding a held request (APPROVE / REJECT). The holding, releasing and expiring are the core's.
 
-A held request is stored with its packet and expiry (:class:`agent.outbox.Approval`), announced with
+A held request is stored as a redacted view, a digest and its expiry (:class:`agent.ledger.HeldRequest`), announced with
 TASK_PENDING_APPROVAL and a one-time code, and decided here exactly once, by a different user with the approver
 role, before it expires. The answer tells the core what to do: run the released request as the approver's, or
 answer it as rejected.
@@ -23,7 +23,7 @@ def decide(command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now
     code = command.params.get("code")
     if not isinstance(code, str) or not APPROVAL_CODE.fullmatch(code):
         return Answer.fail(ErrorCode.INVALID_ARGUMENTS, "params.code must be the 6-character approval code")
-    approval = ledger.approval(code.upper())
+    approval = ledger.held_request(code.upper())
     if approval is None:
         return Answer.fail(
             ErrorCode.APPROVAL_UNKNOWN, "no request waits for that code (unknown, expired or decided)"
@@ -35,7 +35,7 @@ def decide(command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now
         )
     if approval.expires < now:
         return Answer.fail(ErrorCode.APPROVAL_EXPIRED, "that request has expired")
-    claimed = ledger.claim_approval(approval.code)
+    claimed = ledger.claim(approval.code)
     if claimed is None:
         return Answer.fail(ErrorCode.APPROVAL_UNKNOWN, "that request was already decided")
     decision = "approved" if approve else "rejected"

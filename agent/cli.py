@@ -83,7 +83,10 @@ def _gate(config: AgentConfig, catalog: Catalog, redactor: Redactor) -> RunGate:
     state = config.path(config.state.dir)
     executor = Executor(config.inventory, config.executor, config.base_dir)
     audit_log = AuditLog(state / "audit.jsonl", redact=redactor.redact_json)
-    outputs = OutputStore(state / "outputs", config.outputs.retention_days, config.outputs.page_lines)
+    outputs = OutputStore(
+        state / "outputs", config.outputs.retention_days, config.outputs.page_lines,
+        max_bytes=config.outputs.max_bytes, max_runs=config.outputs.max_runs,
+    )  # fmt: skip
     return RunGate(config, catalog, executor, audit_log, redactor, outputs)
 
 

@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -159,6 +160,27 @@ class RedactionConfig(_Section):
     secret_files: list[Path] = Field(default_factory=list)
     rules: list[RedactRuleModel] = Field(default_factory=list)
 
+    @field_validator("rules", mode="wrap")
+    @classmethod
+    def _rules_quiet(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> list[RedactRuleModel]:
+        """A bad rule is named by its position, never shown: its pattern may spell out the secret it is for.
+
+        (RE2's own error text quotes the pattern, so it is replaced here by a fixed one.)
+        """
+        try:
+            return cast(list[RedactRuleModel], handler(value))
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors(include_input=False, include_url=False):
+                where = ".".join(str(part) for part in error["loc"])
+                message = error["msg"].removeprefix("Value error, ")
+                if "does not compile" in message:
+                    message = message.split("pattern does not compile", 1)[0] + (
+                        "pattern is not valid RE2 syntax (not shown: a pattern may hold a secret)"
+                    )
+                problems.append(f"rule {where}: {message}" if where else message)
+            raise ValueError("; ".join(problems)) from None
+
 
 def ws_url_problems(url: str) -> list[str]:
     """What is wrong with a relay URL (scheme, host, port), without echoing it (it may carry credentials)."""
@@ -208,6 +230,12 @@ class RelayConfig(_Section):
 class StateConfig(_Section):
     #: Folder for the outbox (outbox.sqlite3), the audit log (audit.jsonl) and kept output (outputs/).
     dir: Path = Path("var")
+    #: Cap on the unacknowledged messages kept for the relay, in bytes; over it the oldest REPORT and TASK_ACCEPTED
+    #: messages are dropped (and that is reported); a TASK_FINISHED never is.
+    max_outbox_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    #: ``FULL``: a result is on disk before it is sent (survives a power cut). ``NORMAL``: survives a killed process
+    #: only, a little faster (see benchmarks/bench_link.py).
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
 
 class OutputsConfig(_Section):
@@ -215,6 +243,10 @@ class OutputsConfig(_Section):
     retention_days: float = Field(default=7.0, gt=0)
     #: Lines per GET_OUTPUT page.
     page_lines: int = Field(default=200, ge=10, le=5000)
+    #: Caps on the kept output: total bytes and number of runs. Over either, the oldest runs are removed first (and
+    #: that is reported); the newest run is always kept.
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    max_runs: int = Field(default=10_000, ge=1)
 
 
 class TasksConfig(_Section):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.command_auth import verify as verify_signature
-from agent.ledger import Approval, Ledger, TaskState
+from agent.ledger import HeldRequest, Ledger, TaskState
 from agent.protocol import (
     Ack,
     Action,
@@ -141,9 +141,9 @@ class Answer:
     #: Set instead of a final answer when the request waits for approval: what will run (redacted view).
     pending: dict[str, Any] | None = None
     #: An approver released this held request: run it (the core does, as the approver's).
-    release: Approval | None = None
+    release: HeldRequest | None = None
     #: An approver rejected this held request: answer it as rejected.
-    rejected: Approval | None = None
+    rejected: HeldRequest | None = None
 
     @classmethod
     def fail(cls, code: ErrorCode, message: str, data: dict[str, Any] | None = None) -> Answer:
@@ -174,6 +174,7 @@ class AgentCore:
         clock_skew: float = 300.0,
         approval_window: float = 600.0,
         new_code: Callable[[], str] = new_approval_code,
+        redact: Callable[[Any], Any] = lambda value: value,
     ) -> None:
         self.ledger = ledger
         #: Whether the named runbook changes state on its hosts (from the verified catalog).
@@ -182,6 +183,11 @@ class AgentCore:
         self.clock_skew = clock_skew
         self.approval_window = approval_window
         self.new_code = new_code
+        #: What the agent sends (and keeps on disk) instead of a value: nothing raw is written to disk when
+        #: redaction would change it.
+        self.redact = redact
+        #: Held requests' original packets, by code, in memory only (they may carry a typed secret).
+        self._held_packets: dict[str, Command] = {}
         self.closing = False
 
     def handle(self, event: Event) -> list[Effect]:
@@ -203,8 +209,8 @@ class AgentCore:
         effects: list[Effect] = []
         for record in self.ledger.unfinished_tasks():
             command = _command_of(record.command)
-            if command is None:
-                effects += self._interrupted(record.task_id, record.room_id, started=True)
+            if command is None:  # not kept on disk: it carried a value that redaction masks
+                effects += self._interrupted(record.task_id, record.room_id, started=None)
                 continue
             started = record.state is TaskState.RUNNING
             if started and self._may_change_state(command):
@@ -217,8 +223,8 @@ class AgentCore:
                                                  "running it now"))  # fmt: skip
                 effects.append(Audit("resumed", {"task_id": record.task_id, "state": record.state.value}))
                 effects.append(StartRun(command, record.approved_by))
-        for approval in self.ledger.approvals():
-            effects.append(ArmTimer(approval_timer(approval.code), max(0.0, approval.expires - event.now)))
+        for held in self.ledger.held():
+            effects.append(ArmTimer(approval_timer(held.code), max(0.0, held.expires - event.now)))
         return effects
 
     def _may_change_state(self, command: Command) -> bool:
@@ -228,12 +234,14 @@ class AgentCore:
         # Unknown now (removed, tampered): assume the worst.
         return not isinstance(name, str) or self.changes_state(name)
 
-    def _interrupted(self, task_id: str, room_id: str | None, started: bool) -> list[Effect]:
-        why = (
-            "the agent stopped while this task was running; it may have run in part: check before you run it again"
-            if started
-            else "the agent stopped before this task started; run it again"
-        )
+    def _interrupted(self, task_id: str, room_id: str | None, started: bool | None) -> list[Effect]:
+        if started is None:
+            why = ("the agent restarted, and this request carried a value it never keeps on disk (a masked "
+                   "argument); if it had started it may have run in part: check, then send it again")  # fmt: skip
+        elif started:
+            why = "the agent stopped while this task was running; it may have run in part: check before you run it again"
+        else:
+            why = "the agent stopped before this task started; run it again"
         return [
             Audit("interrupted", {"task_id": task_id}),
             Send(
@@ -277,9 +285,13 @@ class AgentCore:
             error = (ErrorCode.SHUTTING_DOWN, "the agent is shutting down; send it again later")
             effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error)))
             return effects
-        if not self.ledger.begin_task(command.task_id, command.room_id, json.dumps(command.raw)):
+        if not self.ledger.begin_task(command.task_id, command.room_id, self._keepable(command.raw)):
             return effects + self._repeat(command)
         return [*effects, StartRun(command)]
+
+    def _keepable(self, packet: dict[str, Any]) -> str | None:
+        """The packet as JSON to keep on disk, or None when redaction would change it (a secret in it)."""
+        return json.dumps(packet) if self.redact(packet) == packet else None
 
     def _repeat(self, command: Command) -> list[Effect]:
         """A task_id seen before: never run it again; resend its result, or say it is still running."""
@@ -325,48 +337,54 @@ class AgentCore:
     # -- four eyes ------------------------------------------------------------------------------------------
 
     def _hold(self, command: Command, summary: dict[str, Any], now: float) -> list[Effect]:
-        """Keep a request until a second person approves it; tell the room what would run and the code."""
-        approval = Approval(
-            code=self.new_code(), task_id=command.task_id, room_id=command.room_id, requester=command.user,
-            command=json.dumps(command.raw), summary=summary, expires=now + self.approval_window,
-        )  # fmt: skip
-        self.ledger.add_approval(approval)
+        """Keep a request until a second person approves it; tell the room what would run and the code.
+
+        On disk: a redacted view and a digest (:class:`HeldRequest`); the packet itself stays in memory.
+        """
+        held = HeldRequest.of(self.new_code(), command.raw, summary, now + self.approval_window, self.redact,
+                              requester=command.user)  # fmt: skip
+        self.ledger.hold(held)
+        self._held_packets[held.code] = command
         self.ledger.set_task_state(command.task_id, TaskState.PENDING)
-        payload = {"code": approval.code, **summary, "requested_by": command.user,
+        payload = {"code": held.code, **summary, "requested_by": command.user,
                    "expires_in": round(self.approval_window)}  # fmt: skip
         return [
             Audit("approval_requested", {"task_id": command.task_id, "requester": command.user,
-                                         "request": summary}),
+                                         "request": held.summary}),
             Send(pending_message(command, payload)),
-            ArmTimer(approval_timer(approval.code), self.approval_window),
+            ArmTimer(approval_timer(held.code), self.approval_window),
         ]  # fmt: skip
 
-    def _release(self, approval: Approval, approver: str | None) -> list[Effect]:
-        original = _command_of(approval.command)
-        if original is None:
-            return self._close(approval, ErrorCode.INTERNAL, "the held request could not be read back")
-        self.ledger.set_task_state(approval.task_id, TaskState.QUEUED, approved_by=approver)
-        return [CancelTimer(approval_timer(approval.code)), StartRun(original, approved_by=approver)]
+    def _release(self, held: HeldRequest, approver: str | None) -> list[Effect]:
+        original = self._held_packets.pop(held.code, None)
+        if (
+            original is None
+        ):  # the agent restarted since: the stored view runs only if nothing was masked in it
+            original = _command_of(json.dumps(held.replayable())) if held.replayable() is not None else None
+        if original is None or not held.matches(original.raw):
+            return self._close(held, ErrorCode.INTERRUPTED, "the agent restarted since this request was made, and "
+                               "it carried a masked value the agent does not keep; request it again")  # fmt: skip
+        self.ledger.set_task_state(held.task_id, TaskState.QUEUED, approved_by=approver)
+        return [CancelTimer(approval_timer(held.code)), StartRun(original, approved_by=approver)]
 
-    def _close(self, approval: Approval, code: ErrorCode, message: str) -> list[Effect]:
+    def _close(self, held: HeldRequest, code: ErrorCode, message: str) -> list[Effect]:
         """The held request's one TASK_FINISHED, when it will not run."""
-        data = {"runbook": approval.summary.get("runbook")}
-        final = finished_message(
-            approval.task_id, approval.room_id, Status.FAIL, data=data, error=(code, message)
-        )
-        return [CancelTimer(approval_timer(approval.code)), Send(final, approval.task_id)]
+        self._held_packets.pop(held.code, None)
+        data = {"runbook": held.summary.get("runbook")}
+        final = finished_message(held.task_id, held.room_id, Status.FAIL, data=data, error=(code, message))
+        return [CancelTimer(approval_timer(held.code)), Send(final, held.task_id)]
 
     def _timer(self, event: TimerFired) -> list[Effect]:
         kind, _, code = event.key.partition(":")
         if kind != "approval":
             return [Log(logging.WARNING, f"unknown timer {event.key!r}")]
-        approval = self.ledger.claim_approval(code)
-        if approval is None:
+        held = self.ledger.claim(code)
+        if held is None:
             return []
         minutes = self.approval_window / 60
         return [
-            Audit("approval_expired", {"task_id": approval.task_id, "requester": approval.requester}),
-            *self._close(approval, ErrorCode.APPROVAL_EXPIRED,
+            Audit("approval_expired", {"task_id": held.task_id, "requester": held.requester}),
+            *self._close(held, ErrorCode.APPROVAL_EXPIRED,
                          f"nobody approved it within {minutes:g} min; request it again"),
         ]  # fmt: skip
 

@@ -35,7 +35,7 @@ from agent.core import (
     TimerFired,
 )
 from agent.dispatch import Parts, TaskContext, dispatch
-from agent.outbox import Outbox, TaskState
+from agent.outbox import GroupCommit, Outbox, TaskState
 from agent.protocol import (
     Command,
     ErrorCode,
@@ -70,7 +70,11 @@ class AgentRuntime:
             command_key=command_key,
             clock_skew=self.config.access.clock_skew,
             approval_window=self.config.access.approval_window,
+            redact=redactor.redact_json,
         )
+        #: Writes made within one loop iteration share one durable commit (one fsync); the link is woken only
+        #: once a message is on disk, so nothing is sent that a power cut could take back.
+        self._group = GroupCommit(outbox)
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(self.config.tasks.max_tasks)
@@ -154,19 +158,53 @@ class AgentRuntime:
         return redacted
 
     def send(self, message: dict[str, Any], task_id: str | None = None) -> None:
-        """Queue a message for the relay (durably); ``task_id``: it is that task's final answer."""
+        """Queue a message for the relay, durably; ``task_id``: it is that task's final answer (kept for repeats).
+
+        The write joins this loop iteration's group commit; the link sends it once that commit is done.
+        """
         redacted = self.outbound(message)
         if task_id is not None:
-            self.outbox.finish_task(task_id, redacted)
+            done = self._group.submit(lambda box: box.finish_task(task_id, redacted))
         else:
-            self.outbox.put(redacted)
+            done = self._group.submit(lambda box: box.put(redacted))
+        done.add_done_callback(self._stored)
         if redacted.get("event") == Wire.REPORT.value:
             payload = redacted.get("payload", {})
             self.audit.append(
                 "report", room_id=redacted.get("room_id"), msg_id=redacted["msg_id"],
                 report_kind=payload.get("kind"), status=payload.get("status"),
             )  # fmt: skip
+
+    def _stored(self, done: asyncio.Future[int]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            logger.error("a message could not be stored in the outbox: %s", done.exception())
+            return
         self.queued.set()
+        dropped = self.outbox.take_dropped()
+        if dropped:
+            logger.warning(
+                "the outbox cap dropped %d old report(s)/acceptance(s) while the relay was away", dropped
+            )
+            self.report(
+                self.config.operations_room,
+                {"kind": "outbox_cap", "status": "WARN", "dropped": dropped,
+                 "message": f"the relay was away long: {dropped} older report(s) or acceptance notice(s) were dropped "
+                            "to stay under state.max_outbox_bytes; no result was dropped"},
+            )  # fmt: skip
+
+    def outputs_evicted(self, evicted: list[Any]) -> None:
+        """Kept outputs removed to stay under [outputs] caps: say so in the operations room."""
+        if not evicted:
+            return
+        self.report(
+            self.config.operations_room,
+            {"kind": "outputs_cap", "status": "WARN", "evicted": [e.task_id for e in evicted],
+             "message": f"{len(evicted)} oldest kept output(s) removed to stay under [outputs] max_bytes/max_runs"},
+        )  # fmt: skip
+
+    def flush_writes(self) -> None:
+        """Commit what is queued now (before closing the outbox)."""
+        self._group.flush()
 
     def report(self, room_id: str, payload: dict[str, Any]) -> None:
         """Push an unprompted REPORT to a room (through the outbox, like everything else)."""

@@ -112,7 +112,11 @@ def agent_run_argv(home: Path, host: str) -> list[str]:
 async def daemon_memory(home: Path, runs: int) -> tuple[int, int, int]:
     """RSS (KiB) of `agent run`: idle, after one HOSTS-host run, after `runs` of them."""
     port = free_port()
-    env = {**os.environ, "EXTERNAL_WS_URL": f"ws://127.0.0.1:{port}/agent", "AGENT_RELAY_TOKEN": "bench-token-0123"}
+    env = {
+        **os.environ,
+        "EXTERNAL_WS_URL": f"ws://127.0.0.1:{port}/agent",
+        "AGENT_RELAY_TOKEN": "bench-token-0123",
+    }
     env.pop("AGENT_OPERATOR_TOKEN", None)
     relay = subprocess.Popen([AGENT, "relay", "--port", str(port)], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL)  # fmt: skip

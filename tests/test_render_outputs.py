@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from agent.outputs import key_of
 from agent.render import ZWSP, neutralize, render_finished, render_report
 from agent.runtime import AgentRuntime
 from tests.conftest import Operator, RunningApp
@@ -93,11 +92,10 @@ async def test_get_output_pages_through_a_large_stored_output(
     for task, params, code in [
         ("bad-1", {"task_id": "big-1", "host": "h1", "page": 10_000}, "INVALID_ARGUMENTS"),
         ("bad-2", {"task_id": "nope", "host": "h1"}, "NOT_AVAILABLE"),
-        ("bad-3", {"task_id": "big-1", "host": "../../etc/passwd"}, "NOT_AVAILABLE"),
+        ("bad-3", {"task_id": "big-1", "host": "../../etc/passwd"}, "INVALID_ARGUMENTS"),
         ("bad-4", {"task_id": "big-1", "host": "h1", "stream": "/etc/shadow"}, "INVALID_ARGUMENTS"),
     ]:
         await get_output(operator, task, params)
         assert (await operator.finished(task))["payload"]["error"]["code"] == code
-    assert Path(
-        running_agent.app.config.path(running_agent.app.config.state.dir) / "outputs" / "big-1"
-    ).is_dir()
+    kept = running_agent.app.config.path(running_agent.app.config.state.dir) / "outputs"
+    assert (kept / key_of("big-1")).is_dir() and not (kept / "big-1").exists()  # named by digest, not by id
