@@ -90,6 +90,10 @@ class Send:
 
     message: dict[str, Any]
     task_id: str | None = None
+    #: The command's action as sent (protocol v0 shapes a final answer by it; None when unknown).
+    action: str | None = None
+    #: A stored final sent again (already redacted and in the wire's shape).
+    stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,7 @@ class AgentCore:
         clock_skew: float = 300.0,
         approval_window: float = 600.0,
         new_code: Callable[[], str] = new_approval_code,
+        holds_approvals: bool = True,
     ) -> None:
         self.ledger = ledger
         #: Whether the named runbook changes state on its hosts (from the verified catalog).
@@ -182,6 +187,8 @@ class AgentCore:
         self.clock_skew = clock_skew
         self.approval_window = approval_window
         self.new_code = new_code
+        #: False (protocol v0, which cannot show an approval code): a four-eyes request is refused, not held.
+        self.holds_approvals = holds_approvals
         self.closing = False
 
     def handle(self, event: Event) -> list[Effect]:
@@ -265,7 +272,10 @@ class AgentCore:
         return [
             Log(logging.WARNING, f"refused a packet: {exc.message}"),
             Audit("refused", {"task_id": exc.task_id, "reason": exc.code.value}),
-            Send(finished_message(exc.task_id, exc.room_id, Status.FAIL, error=(exc.code, exc.message))),
+            Send(
+                finished_message(exc.task_id, exc.room_id, Status.FAIL, error=(exc.code, exc.message)),
+                action=exc.action,
+            ),
         ]
 
     def _command(self, command: Command) -> list[Effect]:
@@ -275,7 +285,8 @@ class AgentCore:
         ]  # fmt: skip
         if self.closing:
             error = (ErrorCode.SHUTTING_DOWN, "the agent is shutting down; send it again later")
-            effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error)))
+            effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error),
+                                action=command.action.value))  # fmt: skip
             return effects
         if not self.ledger.begin_task(command.task_id, command.room_id, json.dumps(command.raw)):
             return effects + self._repeat(command)
@@ -292,7 +303,7 @@ class AgentCore:
         elif record is not None and record.state is TaskState.FINISHED and record.result is not None:
             again = dict(record.result, msg_id=new_msg_id())
             again["payload"] = {**again.get("payload", {}), "duplicate": True}
-            effects.append(Send(again))
+            effects.append(Send(again, stored=True))
         else:
             effects.append(Send(accepted_message(command, {"duplicate": True, "in_progress": True})))
         return effects
@@ -307,6 +318,9 @@ class AgentCore:
                 return self._interrupted(command.task_id, command.room_id, started=True)
             # Safe to run again: leave it in the ledger as queued; the next start runs it.
             return [Audit("deferred", {"task_id": command.task_id})]
+        if answer.pending is not None and not self.holds_approvals:
+            answer = Answer.fail(ErrorCode.NOT_AVAILABLE, "this runbook needs four-eyes approval, which protocol "
+                                 "v0 cannot carry; run it through a protocol-1 relay")  # fmt: skip
         if answer.pending is not None:
             return self._hold(command, answer.pending, event.now)
         effects: list[Effect] = []
@@ -318,7 +332,7 @@ class AgentCore:
             effects.append(Audit("decision", {"task_id": command.task_id, "decision": "refused",
                                               "reason": answer.error[1]}))  # fmt: skip
         final = finished_message(command.task_id, command.room_id, answer.status, answer.data, answer.error)
-        effects.append(Send(final, command.task_id))
+        effects.append(Send(final, command.task_id, action=command.action.value))
         effects.append(Audit("finished", {"task_id": command.task_id, "status": answer.status.value}))
         return effects
 

@@ -98,6 +98,10 @@ class Outbox:
         """Forget an acknowledged message; False if it was not (or no longer) pending."""
         return self._db.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)).rowcount > 0
 
+    def ack_through(self, seq: int) -> int:
+        """Forget every message up to sequence number ``seq`` (protocol v0: delivered without an ACK); how many."""
+        return self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
+
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 

@@ -25,6 +25,11 @@ _ROOM_ID = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 _MSG_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def _anchored(pattern: re.Pattern[str]) -> str:
+    """Anchored for pydantic's regex engine (Rust ``regex``: ``$`` is the end of the text, no newline allowed)."""
+    return f"^(?:{pattern.pattern})$"
+
+
 class Action(StrEnum):
     """Commands the agent accepts; anything else is ACTION_NOT_ALLOWED. Mirrors docs/protocol.md 1:1."""
 
@@ -84,10 +89,17 @@ class InvalidPacket(AgentError, ValueError):
     """A frame that is not a valid command. Carries what could be salvaged to address the FAIL answer."""
 
     def __init__(
-        self, code: ErrorCode, message: str, task_id: str | None = None, room_id: str | None = None
+        self,
+        code: ErrorCode,
+        message: str,
+        task_id: str | None = None,
+        room_id: str | None = None,
+        action: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
+        #: The refused action as sent (ACTION_NOT_ALLOWED), for protocol v0's answer, which names it.
+        self.action = action
         self.message = message
         self.task_id = task_id
         self.room_id = room_id
@@ -99,8 +111,9 @@ class Command(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     action: Action
-    task_id: str = Field(pattern=_TASK_ID.pattern)
-    room_id: str = Field(pattern=_ROOM_ID.pattern)
+    # Anchored: pydantic's ``pattern`` searches, so an unanchored one would let "bad id!" through.
+    task_id: str = Field(pattern=_anchored(_TASK_ID))
+    room_id: str = Field(pattern=_anchored(_ROOM_ID))
     params: dict[str, Any] = Field(default_factory=dict)
     #: The chat user who typed it, as the relay authenticated them (top level only).
     user_id: str | None = Field(default=None, max_length=128)
@@ -123,7 +136,7 @@ class Ack(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     event: Event
-    msg_id: str = Field(pattern=_MSG_ID.pattern)
+    msg_id: str = Field(pattern=_anchored(_MSG_ID))
 
 
 def _reject_constant(name: str) -> Any:
@@ -174,7 +187,7 @@ def parse_frame(frame: str | bytes) -> Command | Ack:
     if not isinstance(action, str):
         raise InvalidPacket(ErrorCode.MALFORMED, "missing 'action'", task_id, room_id)
     if action not in Action.__members__:
-        raise InvalidPacket(ErrorCode.ACTION_NOT_ALLOWED, "action not allowed", task_id, room_id)
+        raise InvalidPacket(ErrorCode.ACTION_NOT_ALLOWED, "action not allowed", task_id, room_id, action)
     try:
         command = Command.model_validate(raw)
     except ValidationError as exc:

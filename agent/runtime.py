@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from agent import __version__
+from agent import __version__, protocol_v0
 from agent.audit import AuditLog
 from agent.catalog import Catalog
 from agent.core import (
@@ -70,7 +70,10 @@ class AgentRuntime:
             command_key=command_key,
             clock_skew=self.config.access.clock_skew,
             approval_window=self.config.access.approval_window,
+            holds_approvals=self.config.relay.protocol != "v0",
         )
+        #: Protocol v0: every message is reshaped by :func:`agent.protocol_v0.adapt` (or not sent at all).
+        self.v0 = self.config.relay.protocol == "v0"
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(self.config.tasks.max_tasks)
@@ -106,7 +109,7 @@ class AgentRuntime:
 
     def _perform(self, effect: Effect) -> None:
         if isinstance(effect, Send):
-            self.send(effect.message, effect.task_id)
+            self.send(effect.message, effect.task_id, effect.action, effect.stored)
         elif isinstance(effect, Acked):
             if self.outbox.ack(effect.msg_id):
                 self.acked.set()
@@ -153,9 +156,30 @@ class AgentRuntime:
                 payload["text"] = render_pending(payload)
         return redacted
 
-    def send(self, message: dict[str, Any], task_id: str | None = None) -> None:
-        """Queue a message for the relay (durably); ``task_id``: it is that task's final answer."""
-        redacted = self.outbound(message)
+    def send(
+        self,
+        message: dict[str, Any],
+        task_id: str | None = None,
+        action: str | None = None,
+        stored: bool = False,
+    ) -> None:
+        """Queue a message for the relay (durably); ``task_id``: it is that task's final answer.
+
+        ``action``: the command's action as sent (v0 shapes answers by it); ``stored``: a final kept from before,
+        already redacted and shaped for the wire, sent again.
+        """
+        redacted = message if stored and self.v0 else self.outbound(message)
+        if self.v0 and not stored:
+            # --- protocol v0: one TASK_FINISHED per command, nothing else (agent/protocol_v0.py) ---
+            frame = protocol_v0.adapt(redacted, action, self.config.relay.v0_reports)
+            if frame is None:
+                logger.log(logging.DEBUG if redacted.get("task_id") else logging.WARNING,
+                           "protocol v0 has no %s for this (task %s); not sent",
+                           redacted.get("event"), redacted.get("task_id"))  # fmt: skip
+                if task_id is not None and redacted.get("event") == Wire.TASK_FINISHED.value:
+                    self.outbox.set_task_state(task_id, TaskState.FINISHED)
+                return
+            redacted = self.redactor.redact_json(frame)  # the echoed action too
         if task_id is not None:
             self.outbox.finish_task(task_id, redacted)
         else:
