@@ -173,11 +173,7 @@ class AgentRuntime:
             # --- protocol v0: one TASK_FINISHED per command, nothing else (agent/protocol_v0.py) ---
             frame = protocol_v0.adapt(redacted, action, self.config.relay.v0_reports)
             if frame is None:
-                logger.log(logging.DEBUG if redacted.get("task_id") else logging.WARNING,
-                           "protocol v0 has no %s for this (task %s); not sent",
-                           redacted.get("event"), redacted.get("task_id"))  # fmt: skip
-                if task_id is not None and redacted.get("event") == Wire.TASK_FINISHED.value:
-                    self.outbox.set_task_state(task_id, TaskState.FINISHED)
+                self._not_in_v0(redacted, task_id)
                 return
             redacted = self.redactor.redact_json(frame)  # the echoed action too
         if task_id is not None:
@@ -191,6 +187,19 @@ class AgentRuntime:
                 report_kind=payload.get("kind"), status=payload.get("status"),
             )  # fmt: skip
         self.queued.set()
+
+    def _not_in_v0(self, message: dict[str, Any], task_id: str | None) -> None:
+        """Protocol v0 has no such message (HELLO, ACCEPTED, PENDING, REPORT, or an answer without ids)."""
+        event, about = message.get("event"), message.get("task_id")
+        if event == Wire.TASK_FINISHED.value and (about is None or message.get("room_id") is None):
+            logger.warning("protocol v0: a refusal without a readable task_id or room_id cannot be answered")
+        elif event == Wire.REPORT.value:
+            logger.info("protocol v0 sends no reports (relay.v0_reports is off): %s report not sent",
+                        message.get("payload", {}).get("kind"))  # fmt: skip
+        else:
+            logger.debug("protocol v0 has no %s; not sent (task %s)", event, about)
+        if task_id is not None and event == Wire.TASK_FINISHED.value:
+            self.outbox.set_task_state(task_id, TaskState.FINISHED)
 
     def report(self, room_id: str, payload: dict[str, Any]) -> None:
         """Push an unprompted REPORT to a room (through the outbox, like everything else)."""

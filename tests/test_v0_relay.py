@@ -159,13 +159,16 @@ def outbox_count(home: Path) -> int:
 
 @pytest.fixture
 async def v0(
-    agent_home: Path, mes_db: dict[str, str]
+    agent_home: Path, mes_db: dict[str, str], request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[V0Relay, SwitchableHealth, Path]]:
+    """The agent in v0 mode; a schedule reports the WAS check every 0.3 s (pushed only with ``v0_reports``)."""
     relay, health = V0Relay(), SwitchableHealth()
     await health.start()
     config = agent_home / "agent.toml"
+    reports = "true" if getattr(request, "param", False) else "false"
     config.write_text(
-        config.read_text().replace("[relay]\n", '[relay]\nprotocol = "v0"\n')
+        config.read_text().replace("[relay]\n", f'[relay]\nprotocol = "v0"\nv0_reports = {reports}\n')
+        + '\n[[schedules]]\nname = "was_often"\nchecks = ["was"]\ninterval = 0.3\nnotify = "always"\nroom = "ops"\n'
         + f'\n[checks.was]\nkind = "http"\nurl = "http://127.0.0.1:{health.port}/actuator/health"\ntimeout = 0.5\n'
         + '\n[actions]\nwas_status_check = "was"\n'
         + '\n[access.users]\nkim = ["operator"]\nlee = ["approver"]\n'
@@ -267,8 +270,10 @@ async def test_v0_relay_gets_exactly_the_original_answers(v0: tuple[V0Relay, Swi
     again = [f for f in relay.frames if f["task_id"] == "qc-2"][1]
     assert again["payload"]["data"] == qc_data(relay, "qc-2") and again["payload"]["duplicate"] is True
 
-    # Exactly the v0 shape, one frame per command, nothing else; no secret, no address; all counted delivered.
+    # Exactly the v0 shape, one frame per command, nothing else (no report: v0_reports is off); no secret, no
+    # address; all counted delivered.
     answered = {f["task_id"] for f in relay.frames}
+    assert not any(t.startswith("report-") for t in answered)
     assert all(set(f) == V0_KEYS and f["event"] == "TASK_FINISHED" for f in relay.frames)
     assert all(f["payload"]["status"] in ("SUCCESS", "FAIL") and "data" in f["payload"] for f in relay.frames)
     assert len(relay.frames) == len(answered) + 1  # one frame each; qc-2's repeat is the only second one
@@ -303,3 +308,15 @@ async def test_a_result_made_while_the_v0_relay_is_away_arrives_after_it_reconne
     await wait_process(lambda: outbox_count(home) == 0)
     # The relay must accept duplicates by task_id; this one arrived on the second connection, once.
     assert [f["task_id"] for f in relay.frames].count("away-1") == 1
+
+
+@pytest.mark.parametrize("v0", [True], indirect=True)
+async def test_with_v0_reports_a_schedule_pushes_reports_in_the_answer_shape(
+    v0: tuple[V0Relay, SwitchableHealth, Path],
+) -> None:
+    relay, _, _ = v0
+    await relay.wait(lambda: any(f["task_id"].startswith("report-") for f in relay.frames))
+    report = next(f for f in relay.frames if f["task_id"].startswith("report-"))
+    assert set(report) == V0_KEYS and report["event"] == "TASK_FINISHED" and report["room_id"] == "ops"
+    assert report["payload"]["status"] == "SUCCESS" and report["payload"]["data"]["kind"] == "check"
+    assert report["payload"]["data"]["check"] == "was" and report["payload"]["data"]["status"] == "OK"
