@@ -29,6 +29,9 @@ from zoneinfo import ZoneInfo
 import psycopg2
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 from tests.services import postgres_database
 
@@ -320,3 +323,98 @@ async def test_with_v0_reports_a_schedule_pushes_reports_in_the_answer_shape(
     assert set(report) == V0_KEYS and report["event"] == "TASK_FINISHED" and report["room_id"] == "ops"
     assert report["payload"]["status"] == "SUCCESS" and report["payload"]["data"]["kind"] == "check"
     assert report["payload"]["data"]["check"] == "was" and report["payload"]["data"]["status"] == "OK"
+
+
+class NoPongRelay:
+    """A v0 relay over websockets' sans-I/O protocol that reads the agent's frames but never answers a ping (a relay
+    that crashed or hung right after the TCP stack took the frames): the agent must not count them delivered."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.changed = asyncio.Event()
+        self.writer: asyncio.StreamWriter | None = None
+        self.protocol: ServerProtocol | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        protocol = ServerProtocol()
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return
+            protocol.receive_data(data)
+            requests = [e for e in protocol.events_received() if isinstance(e, Request)]
+            if requests:
+                protocol.send_response(protocol.accept(requests[0]))
+                writer.write(b"".join(protocol.data_to_send()))
+                break
+        self.writer, self.protocol = writer, protocol
+        self.changed.set()
+        while data := await reader.read(65536):
+            protocol.receive_data(data)
+            protocol.data_to_send()  # pongs (and anything else the protocol would say): never sent
+            for event in protocol.events_received():
+                if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                    self.frames.append(json.loads(event.data))
+                    self.changed.set()
+
+    async def send(self, packet: dict[str, Any]) -> None:
+        assert self.protocol is not None and self.writer is not None
+        self.protocol.send_text(json.dumps(packet).encode())
+        self.writer.write(b"".join(self.protocol.data_to_send()))
+
+    async def wait(self, condition: Any, timeout: float = 30) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def drop(self) -> None:
+        assert self.writer is not None
+        self.writer.transport.abort()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_an_answer_the_relay_never_confirmed_is_sent_again_after_a_restart(agent_home: Path) -> None:
+    """Read by the relay's TCP stack, but no pong: still in the outbox; after SIGKILL and a restart it goes to the
+    next relay again (which must accept it twice by task_id)."""
+    silent = NoPongRelay()
+    port = await silent.start()
+    config = agent_home / "agent.toml"
+    config.write_text(config.read_text().replace("[relay]\n", '[relay]\nprotocol = "v0"\n'))
+    env = {**os.environ, "EXTERNAL_WS_URL": f"ws://127.0.0.1:{port}/v0"}
+    env.pop("AGENT_COMMAND_KEY", None)
+    process = _agent(config, env, agent_home)
+    try:
+        await silent.wait(lambda: silent.protocol is not None)
+        await silent.send({"action": "LIST_RUNBOOKS", "params": {}, "task_id": "np-1", "room_id": "ops"})
+        await silent.wait(lambda: any(f["task_id"] == "np-1" for f in silent.frames))
+        assert outbox_count(agent_home) == 1  # sent, read, but not confirmed
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait, 10)
+        await silent.drop()
+
+        relay = V0Relay()
+        async with serve(relay.handler, "127.0.0.1", 0) as server:
+            env["EXTERNAL_WS_URL"] = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v0"
+            process = _agent(config, env, agent_home)
+            again = await relay.answer("np-1")
+            assert again == silent.frames[0]  # the same frame, sent again
+            await wait_process(lambda: outbox_count(agent_home) == 0)
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _agent(config: Path, env: dict[str, str], home: Path) -> subprocess.Popen[bytes]:
+    with open(home / "agent.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent", "-c", str(config), "run", "--log-level", "DEBUG"],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
