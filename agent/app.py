@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Mapping
 
+from agent import protocol_v0
 from agent.audit import AuditLog
 from agent.catalog import Catalog
 from agent.checks.runner import CheckRunner
@@ -74,7 +75,7 @@ class App:
             config.relay_url(environ),
             self.outbox,
             on_frame=self.runtime.receive,
-            hello=self.runtime.hello,
+            hello=None if self.runtime.v0 else self.runtime.hello,
             queued=self.runtime.queued,
             acked=self.runtime.acked,
             token=config.relay_token(environ),
@@ -83,6 +84,7 @@ class App:
             ping_interval=config.relay.ping_interval,
             open_timeout=config.relay.open_timeout,
             max_backoff=config.relay.max_backoff,
+            wire=protocol_v0.wire if self.runtime.v0 else None,
         )
         self.stopping = asyncio.Event()
 

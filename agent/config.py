@@ -218,6 +218,11 @@ class RelayConfig(_Section):
     open_timeout: float = Field(default=10.0, gt=0)
     #: Longest wait between reconnection attempts, in seconds.
     max_backoff: float = Field(default=60.0, ge=1)
+    #: "v1": the current protocol (HELLO, ACK, msg_id); "v0": the original one (one TASK_FINISHED per command and
+    #: nothing else; docs/protocol.md, "The original protocol (v0)").
+    protocol: Literal["v1", "v0"] = "v1"
+    #: v0 only: push REPORTs too, as TASK_FINISHED frames with task_id "report-<id>" (off: v0 sends no reports).
+    v0_reports: bool = False
 
     @field_validator("url")
     @classmethod
@@ -263,7 +268,7 @@ ParamType = Literal["date", "integer", "string"]
 #: FETCH_MES_QC's query unless the config defines its own ``db.queries.mes_qc``.
 MES_QC_SQL = (
     "SELECT work_date, prc_code, err_msg, reg_date FROM tb_mes_wrk_prc_i "
-    "WHERE work_date = %(date)s ORDER BY reg_date DESC LIMIT 10"
+    "WHERE work_date = %(date)s ORDER BY reg_date DESC NULLS LAST LIMIT 10"
 )
 
 

@@ -90,6 +90,10 @@ class Send:
 
     message: dict[str, Any]
     task_id: str | None = None
+    #: The command's action as sent (protocol v0 shapes a final answer by it; None when unknown).
+    action: str | None = None
+    #: A stored final sent again (already redacted and in the wire's shape).
+    stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,7 @@ class AgentCore:
         approval_window: float = 600.0,
         new_code: Callable[[], str] = new_approval_code,
         redact: Callable[[Any], Any] = lambda value: value,
+        holds_approvals: bool = True,
     ) -> None:
         self.ledger = ledger
         #: Whether the named runbook changes state on its hosts (from the verified catalog).
@@ -188,6 +193,8 @@ class AgentCore:
         self.redact = redact
         #: Held requests' original packets, by code, in memory only (they may carry a typed secret).
         self._held_packets: dict[str, Command] = {}
+        #: False (protocol v0, which cannot show an approval code): a four-eyes request is refused, not held.
+        self.holds_approvals = holds_approvals
         self.closing = False
 
     def handle(self, event: Event) -> list[Effect]:
@@ -273,7 +280,10 @@ class AgentCore:
         return [
             Log(logging.WARNING, f"refused a packet: {exc.message}"),
             Audit("refused", {"task_id": exc.task_id, "reason": exc.code.value}),
-            Send(finished_message(exc.task_id, exc.room_id, Status.FAIL, error=(exc.code, exc.message))),
+            Send(
+                finished_message(exc.task_id, exc.room_id, Status.FAIL, error=(exc.code, exc.message)),
+                action=exc.action,
+            ),
         ]
 
     def _command(self, command: Command) -> list[Effect]:
@@ -283,7 +293,8 @@ class AgentCore:
         ]  # fmt: skip
         if self.closing:
             error = (ErrorCode.SHUTTING_DOWN, "the agent is shutting down; send it again later")
-            effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error)))
+            effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error),
+                                action=command.action.value))  # fmt: skip
             return effects
         if not self.ledger.begin_task(command.task_id, command.room_id, self._keepable(command.raw)):
             return effects + self._repeat(command)
@@ -304,7 +315,7 @@ class AgentCore:
         elif record is not None and record.state is TaskState.FINISHED and record.result is not None:
             again = dict(record.result, msg_id=new_msg_id())
             again["payload"] = {**again.get("payload", {}), "duplicate": True}
-            effects.append(Send(again))
+            effects.append(Send(again, stored=True))
         else:
             effects.append(Send(accepted_message(command, {"duplicate": True, "in_progress": True})))
         return effects
@@ -319,6 +330,9 @@ class AgentCore:
                 return self._interrupted(command.task_id, command.room_id, started=True)
             # Safe to run again: leave it in the ledger as queued; the next start runs it.
             return [Audit("deferred", {"task_id": command.task_id})]
+        if answer.pending is not None and not self.holds_approvals:
+            answer = Answer.fail(ErrorCode.NOT_AVAILABLE, "this runbook needs four-eyes approval, which protocol "
+                                 "v0 cannot carry; run it through a protocol-1 relay")  # fmt: skip
         if answer.pending is not None:
             return self._hold(command, answer.pending, event.now)
         effects: list[Effect] = []
@@ -330,7 +344,7 @@ class AgentCore:
             effects.append(Audit("decision", {"task_id": command.task_id, "decision": "refused",
                                               "reason": answer.error[1]}))  # fmt: skip
         final = finished_message(command.task_id, command.room_id, answer.status, answer.data, answer.error)
-        effects.append(Send(final, command.task_id))
+        effects.append(Send(final, command.task_id, action=command.action.value))
         effects.append(Audit("finished", {"task_id": command.task_id, "status": answer.status.value}))
         return effects
 

@@ -10,14 +10,18 @@ turns into a FAIL with a code and a short message that echoes no raw input. Runb
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from agent import approvals
-from agent.checks import CheckResult, CheckStatus, db, worst
+from agent.checks import CheckResult, CheckStatus, db, disk, worst
 from agent.config import DiskCheck
 from agent.core import Answer
 from agent.errors import (
@@ -28,6 +32,7 @@ from agent.errors import (
     RunbookNotRunnable,
     UnknownHost,
 )
+from agent.i18n import DEFAULT_TIMEZONE
 from agent.outputs import OutputNotFound
 from agent.protocol import Action, Command, ErrorCode, Status
 from agent.runpath import Held, RunRequest, Via
@@ -187,8 +192,29 @@ async def check_disk_space(ctx: TaskContext) -> Answer:
     if names is None:
         names = [n for n, c in config.checks.items() if isinstance(c, DiskCheck)]
     if not names:
-        return Answer.fail(ErrorCode.NOT_AVAILABLE, "no disk checks are configured")
+        # None configured: the agent PC's own system drive (C:\ on Windows, / elsewhere).
+        ctx.accept({"checks": [SYSTEM_DRIVE]})
+        spec = DiskCheck(kind="disk", path=system_drive())
+        return _check_answer({SYSTEM_DRIVE: await disk.run(spec)})
     return await _run_checks(ctx, names)
+
+
+#: The name CHECK_DISK_SPACE gives the system drive when no disk check is configured.
+SYSTEM_DRIVE = "system_drive"
+
+
+def system_drive() -> Path:
+    """The drive the OS runs from: ``%SystemDrive%\\`` on Windows, ``/`` elsewhere."""
+    if os.name == "nt":  # pragma: no cover - Windows
+        return Path(os.environ.get("SYSTEMDRIVE", "C:") + "\\")
+    return Path("/")
+
+
+def agent_today(config: AgentConfig) -> dt.date:
+    """Today's date in the agent's timezone (``[chat] timezone``, default Asia/Seoul): what ``today`` means."""
+    chat = getattr(config, "chat", None)
+    name = getattr(chat, "timezone", None) or DEFAULT_TIMEZONE
+    return dt.datetime.now(ZoneInfo(name)).date()
 
 
 async def fetch_mes_qc(ctx: TaskContext) -> Answer:
@@ -198,14 +224,17 @@ async def fetch_mes_qc(ctx: TaskContext) -> Answer:
     if query is None:
         return Answer.fail(ErrorCode.NOT_AVAILABLE, "the MES QC query is not configured")
     params = ctx.command.params
-    bound = db.bind(query, {"date": params.get("date")})  # InvalidArguments before any connection is made
-    ctx.accept({"date": params.get("date")})
+    # No date: today, in the agent's timezone. InvalidArguments before any connection is made.
+    bound = db.bind(query, {"date": params.get("date") or "today"}, today=agent_today(config))
+    day = bound.get("date")
+    day = day.isoformat() if isinstance(day, dt.date) else params.get("date")
+    ctx.accept({"date": day})
     try:
         result = await db.query(query, bound, config.db, ctx.parts.checks.environ)
     except db.QueryFailed as exc:
         return Answer.fail(ErrorCode.CHECK_FAILED,
                            exc.message)  # fmt: skip
-    return Answer(Status.SUCCESS, {"date": params.get("date"), "rows": result.rows, "row_count": len(result.rows),
+    return Answer(Status.SUCCESS, {"date": day, "rows": result.rows, "row_count": len(result.rows),
                                    "truncated": result.truncated})  # fmt: skip
 
 

@@ -288,6 +288,10 @@ class Outbox:
             if relax:
                 self._db.execute("PRAGMA synchronous=FULL")
 
+    def ack_through(self, seq: int) -> int:
+        """Forget every message up to sequence number ``seq`` (protocol v0: delivered without an ACK); how many."""
+        return self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
+
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 

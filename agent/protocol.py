@@ -126,9 +126,12 @@ class InvalidPacket(AgentError, ValueError):
         task_id: str | None = None,
         room_id: str | None = None,
         field: str | None = None,
+        action: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
+        #: The refused action as sent (ACTION_NOT_ALLOWED), for protocol v0's answer, which names it.
+        self.action = action
         self.message = message
         self.task_id = task_id
         self.room_id = room_id
@@ -217,7 +220,9 @@ def parse_frame(frame: str | bytes) -> Command | Ack:
     if not isinstance(action, str):
         raise InvalidPacket(ErrorCode.MALFORMED, "missing 'action'", task_id, room_id)
     if action not in Action.__members__:
-        raise InvalidPacket(ErrorCode.ACTION_NOT_ALLOWED, "action not allowed", task_id, room_id)
+        raise InvalidPacket(
+            ErrorCode.ACTION_NOT_ALLOWED, "action not allowed", task_id, room_id, action=action
+        )
     try:
         command = Command.model_validate(raw)
     except ValidationError as exc:

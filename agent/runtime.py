@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from agent import __version__
+from agent import __version__, protocol_v0
 from agent.audit import AuditLog
 from agent.catalog import Catalog
 from agent.core import (
@@ -71,10 +71,13 @@ class AgentRuntime:
             clock_skew=self.config.access.clock_skew,
             approval_window=self.config.access.approval_window,
             redact=redactor.redact_json,
+            holds_approvals=self.config.relay.protocol != "v0",
         )
         #: Writes made within one loop iteration share one durable commit (one fsync); the link is woken only
         #: once a message is on disk, so nothing is sent that a power cut could take back.
         self._group = GroupCommit(outbox)
+        #: Protocol v0: every message is reshaped by :func:`agent.protocol_v0.adapt` (or not sent at all).
+        self.v0 = self.config.relay.protocol == "v0"
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(self.config.tasks.max_tasks)
@@ -110,7 +113,7 @@ class AgentRuntime:
 
     def _perform(self, effect: Effect) -> None:
         if isinstance(effect, Send):
-            self.send(effect.message, effect.task_id)
+            self.send(effect.message, effect.task_id, effect.action, effect.stored)
         elif isinstance(effect, Acked):
             if self.outbox.ack(effect.msg_id):
                 self.acked.set()
@@ -157,12 +160,27 @@ class AgentRuntime:
                 payload["text"] = render_pending(payload)
         return redacted
 
-    def send(self, message: dict[str, Any], task_id: str | None = None) -> None:
+    def send(
+        self,
+        message: dict[str, Any],
+        task_id: str | None = None,
+        action: str | None = None,
+        stored: bool = False,
+    ) -> None:
         """Queue a message for the relay, durably; ``task_id``: it is that task's final answer (kept for repeats).
 
         The write joins this loop iteration's group commit; the link sends it once that commit is done.
+        ``action``: the command's action as sent (v0 shapes answers by it); ``stored``: a final kept from before,
+        already redacted and shaped for the wire, sent again.
         """
-        redacted = self.outbound(message)
+        redacted = message if stored and self.v0 else self.outbound(message)
+        if self.v0 and not stored:
+            # --- protocol v0: one TASK_FINISHED per command, nothing else (agent/protocol_v0.py) ---
+            frame = protocol_v0.adapt(redacted, action, self.config.relay.v0_reports)
+            if frame is None:
+                self._not_in_v0(redacted, task_id)
+                return
+            redacted = self.redactor.redact_json(frame)  # the echoed action too
         if task_id is not None:
             done = self._group.submit(lambda box: box.finish_task(task_id, redacted))
         else:
@@ -205,6 +223,19 @@ class AgentRuntime:
     def flush_writes(self) -> None:
         """Commit what is queued now (before closing the outbox)."""
         self._group.flush()
+
+    def _not_in_v0(self, message: dict[str, Any], task_id: str | None) -> None:
+        """Protocol v0 has no such message (HELLO, ACCEPTED, PENDING, REPORT, or an answer without ids)."""
+        event, about = message.get("event"), message.get("task_id")
+        if event == Wire.TASK_FINISHED.value and (about is None or message.get("room_id") is None):
+            logger.warning("protocol v0: a refusal without a readable task_id or room_id cannot be answered")
+        elif event == Wire.REPORT.value:
+            logger.info("protocol v0 sends no reports (relay.v0_reports is off): %s report not sent",
+                        message.get("payload", {}).get("kind"))  # fmt: skip
+        else:
+            logger.debug("protocol v0 has no %s; not sent (task %s)", event, about)
+        if task_id is not None and event == Wire.TASK_FINISHED.value:
+            self.outbox.set_task_state(task_id, TaskState.FINISHED)
 
     def report(self, room_id: str, payload: dict[str, Any]) -> None:
         """Push an unprompted REPORT to a room (through the outbox, like everything else)."""

@@ -21,19 +21,18 @@ def _get(spec: HttpCheck) -> CheckResult:
                                if not isinstance(spec.verify_tls, bool) else spec.verify_tls,
                                allow_redirects=False)  # fmt: skip
     except requests.exceptions.ConnectTimeout:
-        return CheckResult(CheckStatus.DOWN, "connect timed out", duration=time.monotonic() - started)
+        return CheckResult(CheckStatus.DOWN, "connect timed out", {"reason": "timeout"},
+                           time.monotonic() - started)  # fmt: skip
     except requests.exceptions.ReadTimeout:
-        return CheckResult(
-            CheckStatus.DOWN, f"no answer within {spec.timeout:g} s", duration=time.monotonic() - started
-        )
+        return CheckResult(CheckStatus.DOWN, f"no answer within {spec.timeout:g} s", {"reason": "timeout"},
+                           time.monotonic() - started)  # fmt: skip
     except requests.exceptions.SSLError:
-        return CheckResult(
-            CheckStatus.DOWN, "TLS handshake failed (certificate?)", duration=time.monotonic() - started
-        )
+        return CheckResult(CheckStatus.DOWN, "TLS handshake failed (certificate?)", {"reason": "tls"},
+                           time.monotonic() - started)  # fmt: skip
     except requests.exceptions.ConnectionError as exc:
-        text = str(exc).lower()
-        reason = "connection refused" if "refused" in text else "cannot connect"
-        return CheckResult(CheckStatus.DOWN, reason, duration=time.monotonic() - started)
+        refused = _refused(exc)
+        return CheckResult(CheckStatus.DOWN, "connection refused" if refused else "cannot connect",
+                           {"reason": "refused" if refused else "unreachable"}, time.monotonic() - started)  # fmt: skip
     except requests.exceptions.RequestException as exc:
         return CheckResult(CheckStatus.ERROR, f"request failed ({type(exc).__name__})",
                            duration=time.monotonic() - started)  # fmt: skip
@@ -48,6 +47,7 @@ def _get(spec: HttpCheck) -> CheckResult:
         except ValueError:
             health = None
     if isinstance(health, dict):
+        data["body"] = health_body(health)
         data["health"] = {"status": health.get("status")}
         components = health.get("components")
         if isinstance(components, dict):
@@ -63,6 +63,44 @@ def _get(spec: HttpCheck) -> CheckResult:
     return CheckResult(
         CheckStatus.OK, f"HTTP {response.status_code}" + (", UP" if reported else ""), data, duration
     )
+
+
+#: Keys of a health answer that name where something is (dropped from ``body``; redaction masks the rest).
+ADDRESS_KEYS = frozenset(
+    {"url", "jdbcurl", "host", "hostname", "address", "ip", "location", "endpoint", "server"}
+)
+#: ``body`` keeps at most this many levels and keys per object.
+MAX_DEPTH, MAX_KEYS = 6, 100
+
+
+def health_body(value: Any, depth: int = 0) -> Any:
+    """The WAS's health JSON as it said it (status, components, details), without address-like keys, bounded."""
+    if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            return {}
+        kept = [(str(k), v) for k, v in value.items() if str(k).lower().replace("_", "") not in ADDRESS_KEYS]
+        return {k: health_body(v, depth + 1) for k, v in kept[:MAX_KEYS]}
+    if isinstance(value, list):
+        return [health_body(v, depth + 1) for v in value[:MAX_KEYS]] if depth < MAX_DEPTH else []
+    return value
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the connection was refused (ECONNREFUSED, found in the chain of causes, not in the message text)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        for arg in current.args:
+            if isinstance(arg, BaseException) and _refused(arg):
+                return True
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException) and reason is not current and _refused(reason):
+            return True
+        current = current.__cause__ or current.__context__
+    return "refused" in str(exc).lower()
 
 
 async def run(spec: HttpCheck) -> CheckResult:
