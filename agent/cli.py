@@ -17,22 +17,19 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from agent import __version__
-from agent.app import App, install_signal_handlers
-from agent.audit import verify_chain
-from agent.catalog import Catalog, Problem
-from agent.checks import CheckResult, CheckStatus
-from agent.checks.runner import CheckRunner
 from agent.config import COMMAND_KEY_ENV, CONFIG_ENV, RELAY_TOKEN_ENV, AgentConfig, load_config
 from agent.errors import ConfigError, InvalidArguments, RequestRefused, RunbookNotRunnable, SigningError
-from agent.lockfile import Lock
-from agent.logsetup import configure_logging
-from agent.plan import RunPlan
-from agent.redaction import Redactor
-from agent.results import HostResult, Outcome, RunResult
-from agent.signing import generate_key_pair, load_private_key, sign
 
+# Each command imports what it uses, inside its function: `agent runbooks verify` never loads asyncssh, and no
+# command but `agent run` loads websockets, APScheduler, requests or psycopg2 (benchmarks/bench_process.py).
 if TYPE_CHECKING:  # pragma: no cover
+    from agent.catalog import Catalog, Problem
+    from agent.checks import CheckResult
+    from agent.lockfile import Lock
+    from agent.plan import RunPlan
     from agent.prepare import Prepared
+    from agent.redaction import Redactor
+    from agent.results import HostResult, RunResult
     from agent.runpath import RunGate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -60,6 +57,8 @@ def _config(ctx: click.Context) -> AgentConfig:
 
 
 def _catalog(ctx: click.Context) -> Catalog:
+    from agent.catalog import Catalog
+
     config = _config(ctx)
     return Catalog(
         config.path(config.catalog.dir),
@@ -180,6 +179,9 @@ def verify(ctx: click.Context, as_json: bool) -> None:
 
 
 def _sign_lock(lock: Lock, key_file: Path) -> Lock:
+    from agent.catalog import Catalog
+    from agent.signing import load_private_key, sign
+
     passphrase_text = os.environ.get(PASSPHRASE_ENV)
     passphrase = passphrase_text.encode() if passphrase_text else None
     try:
@@ -349,6 +351,8 @@ def _parse_args(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _print_run(result: RunResult) -> None:
+    from agent.results import Outcome
+
     for host in result.hosts:
         code = "-" if host.exit_code is None else str(host.exit_code)
         note = f"  {host.message}" if host.message else ""
@@ -452,6 +456,9 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
     Every log line passes the same redaction as chat answers. Refuses to start (exit 2) on any problem that
     'agent config check' lists; exits 1 if the relay link ever stops by itself.
     """
+    from agent.app import App, install_signal_handlers
+    from agent.logsetup import configure_logging
+
     config = _config(ctx)
     _prepared(config)
 
@@ -476,6 +483,7 @@ def relay_command(host: str, port: int) -> None:
     Tokens: $AGENT_RELAY_TOKEN for agents, $AGENT_OPERATOR_TOKEN for operators (unset: not checked).
     With $AGENT_COMMAND_KEY it signs every command before forwarding it (the agent must have the same key).
     """
+    from agent.app import install_signal_handlers
     from agent.reference.relay import AGENT_PATH, OPERATOR_PATH, Relay
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -512,6 +520,8 @@ def audit_verify(ctx: click.Context, path: Path | None) -> None:
 
     Record the printed head hash elsewhere: entries cut from the end can only be detected against it.
     """
+    from agent.audit import verify_chain
+
     if path is None:
         config = _config(ctx)
         path = config.path(config.state.dir) / "audit.jsonl"
@@ -585,6 +595,8 @@ def checks_run(ctx: click.Context, name: str, as_json: bool) -> None:
     config = _config(ctx)
     if name not in config.checks:
         _fail(f"no check named {name!r} (see 'agent checks list')")
+    from agent.checks import CheckStatus
+    from agent.checks.runner import CheckRunner
     from agent.runpath import Via
 
     catalog = _catalog(ctx)
@@ -632,6 +644,8 @@ def generate(path: Path, comment: str, passphrase: bool) -> None:
 
     Put the line in PATH.pub into the agent config's catalog.approver_keys.
     """
+    from agent.signing import generate_key_pair
+
     secret: bytes | None = None
     if passphrase:
         text = os.environ.get(PASSPHRASE_ENV) or click.prompt(
