@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from agent import protocol_v0
 from agent.audit import AuditLog
@@ -27,7 +28,9 @@ from agent.outbox import Outbox
 from agent.outputs import OutputStore
 from agent.runpath import RunGate
 from agent.runtime import AgentRuntime
-from agent.scheduler import CheckScheduler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.scheduler import CheckScheduler
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +73,12 @@ class App:
         env = os.environ if environ is None else environ
         self.runtime = AgentRuntime(parts, self.outbox, self.redactor, env.get(COMMAND_KEY_ENV) or None)
         self.gate.on_evicted = self.runtime.outputs_evicted
-        self.scheduler = CheckScheduler(config, self.checks, self.outbox, self.runtime.report)
+        #: Only with schedules configured: an agent without them never loads APScheduler.
+        self.scheduler: CheckScheduler | None = None
+        if config.schedules:
+            from agent.scheduler import CheckScheduler
+
+            self.scheduler = CheckScheduler(config, self.checks, self.outbox, self.runtime.report)
         self.link = Link(
             config.relay_url(environ),
             self.outbox,
@@ -97,7 +105,8 @@ class App:
         link_stop = asyncio.Event()
         status = 0
         self.runtime.start()
-        self.scheduler.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
         link_task = asyncio.create_task(self.link.run(link_stop), name="link")
         stopper = asyncio.create_task(self.stopping.wait(), name="stopping")
         try:
@@ -108,14 +117,16 @@ class App:
                              f"{type(exc).__name__}: {exc}" if exc else "no error")  # fmt: skip
                 status = 1
             logger.info("stopping: no new tasks")
-            self.scheduler.shutdown()
+            if self.scheduler is not None:
+                self.scheduler.shutdown()
             await self.runtime.drain(self.config.tasks.shutdown_grace)
             if self.link.connected.is_set() and not await self.link.flush(FLUSH_TIMEOUT):
                 logger.warning("%d message(s) not yet acknowledged; they are sent after the next start",
                                self.outbox.count())  # fmt: skip
         finally:
             stopper.cancel()
-            self.scheduler.shutdown()
+            if self.scheduler is not None:
+                self.scheduler.shutdown()
             link_stop.set()
             await asyncio.gather(link_task, return_exceptions=True)
             await self.executor.close()

@@ -6,13 +6,14 @@ import asyncio
 import time
 from typing import Any
 
-import requests
-
 from agent.checks import CheckResult, CheckStatus
 from agent.config import HttpCheck
 
 
 def _get(spec: HttpCheck) -> CheckResult:
+    # Imported on first use: an agent without HTTP checks never loads requests (about 15 MiB).
+    import requests
+
     started = time.monotonic()
     session = requests.Session()
     session.trust_env = False  # no proxy or netrc from the environment for internal health URLs
