@@ -101,6 +101,7 @@ class App:
             logger.info("stopping: no new tasks")
             self.scheduler.shutdown()
             await self.runtime.drain(self.config.tasks.shutdown_grace)
+            self.runtime.notice("stopping")
             if self.link.connected.is_set() and not await self.link.flush(FLUSH_TIMEOUT):
                 logger.warning("%d message(s) not yet acknowledged; they are sent after the next start",
                                self.outbox.count())  # fmt: skip

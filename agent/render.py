@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.i18n import Chat
+
 ZWSP = "\u200b"
 MARKS = {"SUCCESS": "✅", "OK": "✅", "FAIL": "❌", "DOWN": "🔴", "ERROR": "⚠️", "WARN": "🟡", "TIMEOUT": "⏱️",
          "UNREACHABLE": "📵", "REFUSED": "⛔"}  # fmt: skip
-#: Lines of output shown per host in chat.
-TAIL_LINES = 12
-TAIL_CHARS = 1500
 
 
 def neutralize(text: str) -> str:
@@ -27,12 +26,6 @@ def neutralize(text: str) -> str:
         .replace("://", ":" + ZWSP + "//")
         .replace("<", "<" + ZWSP)
     )
-
-
-def _tail(output: str) -> str:
-    lines = output.rstrip("\n").splitlines()[-TAIL_LINES:]
-    text = "\n".join(lines)
-    return text[-TAIL_CHARS:] if len(text) > TAIL_CHARS else text
 
 
 def _code(text: str) -> str:
@@ -52,13 +45,11 @@ def render_run(data: dict[str, Any], output_ref: str | None = None) -> str:
         if host.get("message"):
             head += f" — {neutralize(str(host['message']))}"
         lines.append(head)
-        shown = _tail(str(host.get("stdout") or "")) or _tail(str(host.get("stderr") or ""))
-        if shown:
-            lines.append(_code(shown))
-        if host.get("truncated"):
-            lines.append(
-                "(output truncated" + (f"; full output: GET_OUTPUT {output_ref}" if output_ref else "") + ")"
-            )
+        # Head and tail of each stream, what was left out, and the exact command that pages the kept copy.
+        from agent.render_console import output_block  # render_console imports this module
+
+        failed = status != "SUCCESS"
+        lines.extend(output_block(host, output_ref, int(data.get("page_lines") or 200), failed, Chat()))
     return "\n".join(lines)
 
 
