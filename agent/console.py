@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,10 @@ from agent.manifest import EnumParam, IntegerParam, Manifest
 from agent.protocol import ErrorCode, Status
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agent.dispatch import TaskContext
+    from agent.audit import AuditLog
+    from agent.catalog import VerifyReport
+    from agent.outbox import Outbox
+    from agent.protocol import Command
 
 #: HISTORY reads at most this much of the end of the audit log (older runs are not listed).
 HISTORY_WINDOW = 8 * 1024 * 1024
@@ -75,16 +77,14 @@ def runbook_help(name: str, manifest: Manifest) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def help_command(ctx: TaskContext) -> Answer:
-    """``params``: ``runbook`` (optional). The room's runbooks, or how to call one of them."""
-    report = ctx.parts.catalog.report
-    room = ctx.command.room_id
+def help_answer(report: VerifyReport, room: str, params: dict[str, Any]) -> Answer:
+    """HELP. ``params``: ``runbook`` (optional). The room's runbooks, or how to call one of them."""
     mine = {}
     for name in report.runnable:
         manifest = report.runbooks[name].manifest
         if manifest is not None and room in manifest.rooms:
             mine[name] = manifest
-    wanted = ctx.command.params.get("runbook")
+    wanted = params.get("runbook")
     if wanted is not None:
         if not isinstance(wanted, str) or wanted not in mine:
             # The same answer for unknown, unverified and other rooms' runbooks: nothing leaks across rooms.
@@ -155,9 +155,12 @@ def room_history(
     return runs
 
 
-async def history(ctx: TaskContext) -> Answer:
-    """``params``: ``runbook`` (optional), ``limit`` (1–50, default 10). The room's own runs, newest first."""
-    params = ctx.command.params
+def history_answer(audit_path: Path, room: str, params: dict[str, Any]) -> Answer:
+    """HISTORY. ``params``: ``runbook`` (optional), ``limit`` (1–50, default 10). The room's own runs, newest first.
+
+    Raises:
+        InvalidArguments: a bad ``runbook`` or ``limit``.
+    """
     runbook, limit = params.get("runbook"), params.get("limit", HISTORY_DEFAULT)
     problems = []
     if runbook is not None and not isinstance(runbook, str):
@@ -166,30 +169,28 @@ async def history(ctx: TaskContext) -> Answer:
         problems.append(("limit", f"must be a whole number from 1 to {HISTORY_MAX}"))
     if problems:
         raise InvalidArguments(problems)
-    runs = room_history(recent_entries(ctx.parts.audit.path), ctx.command.room_id, runbook, limit)
+    runs = room_history(recent_entries(audit_path), room, runbook, limit)
     return Answer(Status.SUCCESS, {"history": runs, "runbook": runbook, "limit": limit})
 
 
 # -- PENDING and CANCEL -----------------------------------------------------------------------------------------
 
 
-async def pending(ctx: TaskContext) -> Answer:
-    """The requests of this room that wait for an approver: code, what, who asked, when it expires."""
-    now = time.time()
+def pending_answer(ledger: Outbox, room: str, now: float) -> Answer:
+    """PENDING: the requests of this room that wait for an approver: code, what, who asked, when it expires."""
     waiting: list[dict[str, Any]] = [
         {"code": a.code, "task_id": a.task_id, "requested_by": a.requester, "expires": a.expires,
          "expires_in": max(0, round(a.expires - now)), "runbook": a.summary.get("runbook"),
          "hosts": a.summary.get("hosts") or [], "args": a.summary.get("args") or {}}
-        for a in ctx.parts.ledger.approvals()
-        if a.room_id == ctx.command.room_id and a.expires >= now
+        for a in ledger.approvals()
+        if a.room_id == room and a.expires >= now
     ]  # fmt: skip
     waiting.sort(key=lambda a: float(a["expires"]))
     return Answer(Status.SUCCESS, {"pending": waiting})
 
 
-async def cancel(ctx: TaskContext) -> Answer:
-    """``params``: ``code``. The requester withdraws their own held request; it is answered CANCELLED."""
-    command, ledger = ctx.command, ctx.parts.ledger
+def cancel_answer(command: Command, ledger: Outbox, audit: AuditLog) -> Answer:
+    """CANCEL. ``params``: ``code``. The requester withdraws their own held request; it is answered CANCELLED."""
     code = command.params.get("code")
     if not isinstance(code, str) or not APPROVAL_CODE.fullmatch(code):
         return Answer.fail(ErrorCode.INVALID_ARGUMENTS, "params.code must be the 6-character approval code")
@@ -203,7 +204,7 @@ async def cancel(ctx: TaskContext) -> Answer:
     claimed = ledger.claim_approval(approval.code)
     if claimed is None:
         return Answer.fail(ErrorCode.APPROVAL_UNKNOWN, "that request was already decided")
-    ctx.parts.audit.append("approval_cancelled", task_id=claimed.task_id, requester=claimed.requester)
+    audit.append("approval_cancelled", task_id=claimed.task_id, requester=claimed.requester)
     return Answer(Status.SUCCESS, decision_data("cancelled", claimed), cancelled=claimed)
 
 

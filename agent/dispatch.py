@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from agent import approvals
+from agent import approvals, console
 from agent.checks import CheckResult, CheckStatus, db, worst
 from agent.config import DiskCheck
-from agent.console import cancel, help_command, history, pending
 from agent.core import Answer
 from agent.errors import (
     HostNotAllowed,
@@ -279,6 +278,26 @@ async def approve(ctx: TaskContext) -> Answer:
 async def reject(ctx: TaskContext) -> Answer:
     """``params``: ``code``. A different user with the approver role cancels the request."""
     return approvals.decide(ctx.command, ctx.parts.ledger, ctx.parts.audit, approve=False, now=time.time())
+
+
+async def help_command(ctx: TaskContext) -> Answer:
+    """``params``: ``runbook`` (optional). The runbooks this room may run, or how to call one."""
+    return console.help_answer(ctx.parts.catalog.report, ctx.command.room_id, ctx.command.params)
+
+
+async def history(ctx: TaskContext) -> Answer:
+    """``params``: ``runbook`` (optional), ``limit``. This room's runs from the audit log, newest first."""
+    return console.history_answer(ctx.parts.audit.path, ctx.command.room_id, ctx.command.params)
+
+
+async def pending(ctx: TaskContext) -> Answer:
+    """This room's requests waiting for an approver."""
+    return console.pending_answer(ctx.parts.ledger, ctx.command.room_id, time.time())
+
+
+async def cancel(ctx: TaskContext) -> Answer:
+    """``params``: ``code``. The requester withdraws their own held request."""
+    return console.cancel_answer(ctx.command, ctx.parts.ledger, ctx.parts.audit)
 
 
 ANYONE = frozenset({"viewer", "operator", "approver"})

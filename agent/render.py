@@ -12,20 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from agent.i18n import Chat
+from agent.markup import MARKS, ZWSP, neutralize
+from agent.render_console import output_block
 
-ZWSP = "\u200b"
-MARKS = {"SUCCESS": "✅", "OK": "✅", "FAIL": "❌", "DOWN": "🔴", "ERROR": "⚠️", "WARN": "🟡", "TIMEOUT": "⏱️",
-         "UNREACHABLE": "📵", "REFUSED": "⛔"}  # fmt: skip
-
-
-def neutralize(text: str) -> str:
-    """Break mentions, links and markup so a messenger shows them as plain text."""
-    return (
-        text.replace("```", "``" + ZWSP + "`")
-        .replace("@", "@" + ZWSP)
-        .replace("://", ":" + ZWSP + "//")
-        .replace("<", "<" + ZWSP)
-    )
+__all__ = ["MARKS", "ZWSP", "neutralize", "render_finished", "render_pending", "render_report", "render_run"]
 
 
 def _code(text: str) -> str:
@@ -46,8 +36,6 @@ def render_run(data: dict[str, Any], output_ref: str | None = None) -> str:
             head += f" — {neutralize(str(host['message']))}"
         lines.append(head)
         # Head and tail of each stream, what was left out, and the exact command that pages the kept copy.
-        from agent.render_console import output_block  # render_console imports this module
-
         failed = status != "SUCCESS"
         lines.extend(output_block(host, output_ref, int(data.get("page_lines") or 200), failed, Chat()))
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Chat text for the room's console: output views, help, history, approvals, progress, notices, grouped reports.
 
 Pure, no I/O. Every text comes from the message catalog through a :class:`~agent.i18n.Chat` (Korean by default);
-whatever came from a host or a user is neutralised for messengers (:func:`agent.render.neutralize`), and the text is
+whatever came from a host or a user is neutralised for messengers (:func:`agent.markup.neutralize`), and the text is
 rendered from already redacted data (:meth:`agent.runtime.AgentRuntime.outbound`).
 """
 
@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from agent.i18n import Chat
-from agent.render import MARKS, neutralize
+from agent.markup import MARKS, neutralize
 
 #: Lines of a stream shown from its start and from its end in a run's answer.
 HEAD_LINES = 5
@@ -69,7 +69,7 @@ def stream_view(
         before, after = lines, []
     whole = before + after
     total = max(total_lines or 0, len(whole))
-    if cut_at is None and len(whole) <= head + tail:
+    if cut_at is None and total <= head + tail:
         return whole, [], 0
     shown_head = before[:head]
     shown_tail = (after or before[len(shown_head) :])[-tail:]
@@ -281,12 +281,8 @@ def render_agent_notice(payload: dict[str, Any], chat: Chat) -> str:
 def _check_line(item: dict[str, Any], chat: Chat) -> str:
     status = str(item.get("status"))
     mark = "✅" if item.get("recovered") else MARKS.get(status, "•")
-    text = (
-        f"{mark} {neutralize(str(item.get('check')))} {status} — {neutralize(str(item.get('message', '')))}"
-    )
-    if item.get("recovered"):
-        text += " " + chat._("(recovered)")
-    elif item.get("reminder"):
+    text = f"{mark} {neutralize(str(item.get('message', '')))} ({status})"
+    if item.get("reminder") and not item.get("recovered"):
         since = item.get("failing_since")
         text += " " + chat._("(still failing since {when})").format(
             when=chat.when(float(since)) if isinstance(since, int | float) else "?"
