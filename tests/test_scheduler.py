@@ -88,7 +88,9 @@ notify = "on_change"
             while scheduler.tally["was"][0] < runs_before + 3:
                 await asyncio.sleep(0.05)  # three more OK runs…
         assert len(reports(operator)) == 2  # …and nothing more was said
-        event = next(e for e in operator.events if e.get("event") == "REPORT" and e["payload"]["kind"] == "schedule")
+        event = next(
+            e for e in operator.events if e.get("event") == "REPORT" and e["payload"]["kind"] == "schedule"
+        )
         assert event["room_id"] == "ops-alerts"
     finally:
         health.flip_status = "UP"
