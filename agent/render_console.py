@@ -169,13 +169,6 @@ def _render_runbook_help(runbook: dict[str, Any], chat: Chat) -> str:
     return "\n".join(lines)
 
 
-def invalid_arguments_hint(runbook: str | None, chat: Chat) -> str:
-    """Appended to an INVALID_ARGUMENTS refusal of a run: where the usage is."""
-    if not runbook:
-        return ""
-    return "\n" + chat._("Usage: help {runbook}").format(runbook=neutralize(runbook))
-
-
 # -- 3. history -----------------------------------------------------------------------------------------------------
 
 

@@ -187,7 +187,7 @@ async def test_a_long_run_posts_progress_then_its_answer(
         final = await operator.finished("s1")
         progress = operator.of("s1", "TASK_PROGRESS")
         assert progress[0]["payload"]["kind"] == "running" and progress[0]["payload"]["total"] == 2
-        assert "still running" in progress[0]["payload"]["text"]
+        assert progress[0]["payload"]["text"].startswith("⏳ sleeper")
         hosts = [p["payload"] for p in progress[1:]]
         assert (
             len(hosts) == 1 and hosts[0]["kind"] == "host" and hosts[0]["host"] in ("h1", "h2")

@@ -27,12 +27,12 @@ def test_demo_plays_every_scene_and_exits_0(tmp_path: Path) -> None:
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     for scene in [
-        "👤 kim> help", "📋 Runbooks this room may run:", "👤 kim> help tail_log",
+        "👤 kim> help", "🤖 guardia> 📋", "• tail_log — ", "👤 kim> help tail_log",
         "run tail_log host=H dir=app|was|web file=NAME [lines=1..2000]",
         "👤 kim> run disk_usage host=was01", "✅ disk_usage: 1 of 1 host(s) succeeded",
         "file=../../etc/shadow", "(INVALID_ARGUMENTS)",
         "its script changed since it was locked (RUNBOOK_NOT_RUNNABLE)",
-        "⏳ demo_slow is still running after", "⏱️ was01 TIMEOUT", "killed at the 2 s time limit",
+        "🤖 guardia> ⏳ demo_slow", "⏱️ was01 TIMEOUT", "killed at the 2 s time limit",
         "waiting for the batch lock...", "👤 kim> history", "kim: demo_slow → was01",
         "🤖 guardia (scheduled)> 🔴 [was01-every-second]", "🔴 was01_health: connection refused (DOWN)",
         "nothing was left behind",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -39,15 +38,16 @@ def test_rendered_run_shows_head_tail_what_was_left_out_and_the_paging_command()
     assert "@all" not in text and "https://" not in text
     shown = [n for n in range(1, 261) if f"line {n}\n" in text]
     assert shown == [1, 2, 3, 4, 5, 254, 255, 256, 257, 258, 259, 260]  # head 5, tail 10 (3 of them hostile)
-    assert "… 248 lines left out (lines 6–253) …" in text and "Whole output: output t-1 was01 1" in text
+    left_out = next(line for line in text.splitlines() if "248" in line)  # the line saying what was left out
+    assert "6–253" in left_out and "output t-1 was01 1" in text  # …and the exact command that pages the rest
     assert "a warning nobody needs" not in text  # stderr of a success with stdout stays out
-    assert "stderr:" in text and "partial" in text  # stderr of the failed host with empty stdout is shown
+    assert "partial" in text  # stderr of the failed host with empty stdout is shown
 
 
 def test_stderr_is_shown_when_the_run_failed_even_with_stdout() -> None:
     host = {"host": "h", "status": "FAIL", "exit_code": 2, "stdout": "some output", "stderr": "the reason"}
     text = render_finished({"status": "FAIL", "data": {"runbook": "x", "status": "FAIL", "hosts": [host]}})
-    assert "some output" in text and "stderr:" in text and "the reason" in text
+    assert "some output" in text and "the reason" in text
 
 
 def test_rendered_refusal_and_report() -> None:
@@ -91,9 +91,9 @@ async def test_get_output_pages_through_a_large_stored_output(
     finished = (await operator.finished("big-1"))["payload"]
     host = finished["data"]["hosts"][0]
     assert host["truncated"] and len(host["stdout"].encode()) <= 65536 + 64
-    assert finished["data"]["output_ref"] == "big-1" and "Whole output: output big-1 h1 1" in finished["text"]
-    left_out = int(re.search(r"… (\d+) lines left out \(lines 6–", finished["text"]).group(1))  # type: ignore[union-attr]
-    assert left_out == host["stdout_lines"] - 5 - 10  # what the head (5) and the tail (10) did not show
+    assert finished["data"]["output_ref"] == "big-1" and "output big-1 h1 1" in finished["text"]
+    left_out = host["stdout_lines"] - 5 - 10  # what the head (5) and the tail (10) did not show
+    assert f"… {left_out}" in finished["text"] and f"6–{5 + left_out}" in finished["text"]
     pages, page, collected = None, 0, []
     while pages is None or page < pages:
         await get_output(operator, f"page-{page}", {"task_id": "big-1", "host": "h1", "page": page})
