@@ -149,7 +149,15 @@ class ChatSession:
                 continue
             if event.get("event") in ("REPORT", "RELAY_NOTICE"):
                 self._printed.add(index)
-                who = "guardia (scheduled)" if event.get("event") == "REPORT" else "relay"
+                kind = (event.get("payload") or {}).get("kind")
+                scheduled = kind in ("schedule", "summary", "missed", "check")
+                who = (
+                    "relay"
+                    if event.get("event") == "RELAY_NOTICE"
+                    else "guardia (scheduled)"
+                    if scheduled
+                    else "guardia"
+                )
                 self.agent_says(text_of(event), who)
 
     async def ask(self, line: str, timeout: float = 120.0, echo: bool = True) -> dict[str, Any]:
