@@ -290,7 +290,10 @@ async def test_several_agents_are_routed_by_room_and_a_duplicate_id_is_refused_w
         ]
         assert relay_side[0].levelname == "ERROR" and agent_side[0].levelname == "ERROR"
         assert str(CLOSE_DUPLICATE_AGENT) in agent_side[0].getMessage()
-        assert "reconnecting in 2.0 s" in caplog.text  # the longest backoff of this config, not a tight loop
+        refused_at = caplog.records.index(agent_side[0])
+        after = [r.getMessage() for r in caplog.records[refused_at:] if r.name == "agent.link"]
+        retry = next(m for m in after if m.startswith("reconnecting in"))
+        assert retry == "reconnecting in 2.0 s"  # the longest backoff of this config, not a tight loop
         assert relay.agents["test-agent"].connection is first and a.app.link.connects == 1
         assert (await ask(operator, "run echo_args host=h1 value=still-a", "m4"))["payload"][
             "status"
@@ -317,6 +320,7 @@ async def test_a_changed_catalog_or_approver_key_is_told_to_the_room_even_across
     assert json.loads(state.read_text())["test-agent"]["approver_keys"] == []
 
     _, line = generate_key_pair(tmp_path / "mallory", "mallory", None)
+    add_runbooks(agent_home)  # and the catalog changes too (a relock on the agent PC)
     config = agent_home / "agent.toml"
     config.write_text(config.read_text().replace('agent_id = "test-agent"\n',
                                                  f'agent_id = "test-agent"\n[catalog]\napprover_keys = ["{line}"]\n'))  # fmt: skip
@@ -332,6 +336,8 @@ async def test_a_changed_catalog_or_approver_key_is_told_to_the_room_even_across
         notice = await operator.wait_for(lambda e: e.get("payload", {}).get("kind") == "agent_changed")
         assert notice["room_id"] == "ops" and fingerprint in notice["payload"]["text"]
         assert notice["payload"]["after"]["approver_keys"] == [fingerprint]
+        before, after = notice["payload"]["before"]["catalog_sha256"], hello["payload"]["catalog_sha256"]
+        assert before != after and f"{before[:12]} → {after[:12]}" in notice["payload"]["text"]
     finally:
         await app.stop()
         await operator.close()
@@ -369,6 +375,20 @@ async def test_agent_chat_sends_one_line_with_the_operator_token(agent_home: Pat
     finally:
         await app.stop()
         await relay.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("offline_wait = -1\n", "offline_wait"), ("[agents.a]\nrooms = [\"ops\"]\n[agents.b]\nrooms = [\"ops\"]\n",
+      "a room is mapped to two agents"), ("agents = 3 =\n", "relay.toml")],
+)  # fmt: skip
+def test_a_bad_relay_config_is_refused_with_its_problem(
+    agent_cli: Any, tmp_path: Path, text: str, problem: str
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(text)
+    result = agent_cli("relay", "--port", "0", "--config", str(config))
+    assert result.exit_code == 2 and problem in result.output and "Traceback" not in result.output
 
 
 def test_grouped_reports_remind_and_respect_quiet_hours(tmp_path: Path, agent_home: Path) -> None:
