@@ -120,6 +120,8 @@ class App:
             if self.scheduler is not None:
                 self.scheduler.shutdown()
             await self.runtime.drain(self.config.tasks.shutdown_grace)
+            self.runtime.notice("stopping")
+            self.runtime.flush_writes()  # what the drain and the notice queued is on disk before the flush below
             if self.link.connected.is_set() and not await self.link.flush(FLUSH_TIMEOUT):
                 logger.warning("%d message(s) not yet acknowledged; they are sent after the next start",
                                self.outbox.count())  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from agent.console import decision_data
 from agent.core import APPROVAL_CODE, Answer
 from agent.protocol import Command, ErrorCode, Status
 
@@ -41,7 +42,7 @@ def decide(command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now
     decision = "approved" if approve else "rejected"
     audit.append("approval_decided", task_id=claimed.task_id, requester=claimed.requester,
                  approver=decider, decision=decision)  # fmt: skip
-    data = {decision: claimed.task_id, "runbook": claimed.summary.get("runbook")}
+    data = decision_data(decision, claimed)
     if approve:
         return Answer(Status.SUCCESS, data, release=claimed)
     return Answer(Status.SUCCESS, data, rejected=claimed)

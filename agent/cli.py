@@ -477,22 +477,31 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
 @main.command("relay")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free one).")
-def relay_command(host: str, port: int) -> None:
+@click.option(
+    "--config", "relay_config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The relay's TOML config: [agents.ID] rooms, offline_wait, notices (docs/protocol.md).",
+)  # fmt: skip
+def relay_command(host: str, port: int, relay_config: Path | None) -> None:
     """Run the reference relay: agents on /agent, operators on /operator (see docs/protocol.md).
 
     Tokens: $AGENT_RELAY_TOKEN for agents, $AGENT_OPERATOR_TOKEN for operators (unset: not checked).
     With $AGENT_COMMAND_KEY it signs every command before forwarding it (the agent must have the same key).
     """
     from agent.app import install_signal_handlers
-    from agent.reference.relay import AGENT_PATH, OPERATOR_PATH, Relay
+    from agent.reference.relay import AGENT_PATH, OPERATOR_PATH, Relay, RelayConfigError, load_relay_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        settings = load_relay_settings(relay_config) if relay_config else None
+    except RelayConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
 
     async def serve() -> None:
         relay = Relay(
             os.environ.get(RELAY_TOKEN_ENV) or None,
             os.environ.get(OPERATOR_TOKEN_ENV) or None,
             command_key=os.environ.get(COMMAND_KEY_ENV) or None,
+            settings=settings,
         )
         bound = await relay.start(host, port)
         click.echo(
@@ -504,6 +513,51 @@ def relay_command(host: str, port: int) -> None:
         await relay.stop()
 
     asyncio.run(serve())
+
+
+@main.command("chat")
+@click.option(
+    "--relay", "relay_url", required=True, help="The relay's operator URL (ws://HOST:PORT/operator)."
+)
+@click.option("--room", required=True, help="The chat room to speak in.")
+@click.option("--user", required=True, help="Who you are in the room (the relay's user_id).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for an answer.")
+@click.argument("line", nargs=-1)
+def chat_command(relay_url: str, room: str, user: str, timeout: float, line: tuple[str, ...]) -> None:
+    """Speak in a room through the relay, as a chat bridge would: one LINE, or an interactive prompt.
+
+    The token comes from $AGENT_OPERATOR_TOKEN. Example: agent chat --relay ws://127.0.0.1:8765/operator
+    --room ops --user kim help tail_log. Exit status: 0 when the answer succeeded, 1 when it failed.
+    """
+    import shlex
+
+    from agent.reference.chat import ChatSession
+    from agent.reference.operator_client import OperatorClient
+
+    async def talk() -> int:
+        try:
+            client = await OperatorClient.connect(relay_url, token=os.environ.get(OPERATOR_TOKEN_ENV) or None)
+        except (OSError, TimeoutError, ValueError) as exc:
+            _fail(f"cannot reach the relay at {relay_url}: {exc}", EXIT_USAGE)
+        except Exception as exc:  # websockets' handshake errors (HTTP 401 and the like)
+            _fail(f"the relay refused the connection: {exc}", EXIT_USAGE)
+        session = ChatSession(client, room, user, sys.stdout)
+        try:
+            if not line:
+                await session.interactive()
+                return 0
+            try:
+                typed = line[0] if len(line) == 1 else shlex.join(line)  # one quoted LINE, or its words
+                answer = await session.ask(typed, timeout=timeout, echo=False)
+            except ValueError as exc:
+                _fail(str(exc), EXIT_USAGE)
+            except TimeoutError:
+                _fail(f"no answer within {timeout:g} s", 1)
+            return 0 if answer.get("payload", {}).get("status") == "SUCCESS" else 1
+        finally:
+            await client.close()
+
+    sys.exit(asyncio.run(talk()))
 
 
 @main.group()

@@ -261,6 +261,8 @@ class TasksConfig(_Section):
     retention_days: float = Field(default=30.0, gt=0)
     #: On SIGTERM/SIGINT, how long running tasks may finish before they are recorded as interrupted, in seconds.
     shutdown_grace: float = Field(default=30.0, ge=0)
+    #: A runbook run still going after this many seconds posts progress lines (TASK_PROGRESS); None: never.
+    progress_after: float | None = Field(default=10.0, gt=0)
 
 
 CheckName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
@@ -351,6 +353,9 @@ class DbConfig(_Section):
         return None
 
 
+QUIET_HOURS = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
 class Schedule(_Section):
     name: CheckName
     #: "checks": run ``checks`` and report per ``notify``; "summary": sum up every check.
@@ -364,6 +369,10 @@ class Schedule(_Section):
     notify: Literal["always", "on_change", "on_failure"] = "on_change"
     #: A run later than this is reported as missed rather than run late, in seconds.
     misfire_grace: float = Field(default=60.0, gt=0)
+    #: A check still failing is reported again once this many seconds passed since it was last reported.
+    remind_after: float | None = Field(default=None, gt=0)
+    #: "22:00-07:00" in the chat timezone: only failures go out; the rest is collected into one message after.
+    quiet_hours: Annotated[str, StringConstraints(pattern=QUIET_HOURS)] | None = None
 
     @model_validator(mode="after")
     def _one_trigger(self) -> Schedule:

@@ -148,6 +148,8 @@ class Answer:
     release: HeldRequest | None = None
     #: An approver rejected this held request: answer it as rejected.
     rejected: HeldRequest | None = None
+    #: The requester withdrew this held request: answer it as cancelled.
+    cancelled: HeldRequest | None = None
 
     @classmethod
     def fail(cls, code: ErrorCode, message: str, data: dict[str, Any] | None = None) -> Answer:
@@ -340,6 +342,8 @@ class AgentCore:
             effects += self._release(answer.release, command.user)
         if answer.rejected is not None:
             effects += self._close(answer.rejected, ErrorCode.REJECTED, f"rejected by {command.user}")
+        if answer.cancelled is not None:
+            effects += self._close(answer.cancelled, ErrorCode.CANCELLED, f"cancelled by {command.user}")
         if answer.error is not None:
             effects.append(Audit("decision", {"task_id": command.task_id, "decision": "refused",
                                               "reason": answer.error[1]}))  # fmt: skip

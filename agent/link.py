@@ -4,8 +4,8 @@ The only module that imports websockets. On every connect it sends AGENT_HELLO, 
 of the outbox in order, then new ones as they are queued; frames from the relay go to the ``on_frame`` callback.
 Every failure is logged at ERROR with its cause and retried, whatever it is: with jittered exponential backoff
 (:func:`backoff`); a connection that stayed up a while is retried at once (with a little jitter), so a relay
-restart costs well under two seconds; an authentication refusal or an untrusted certificate is retried at the
-longest delay, never in a tight loop. The link never returns before ``stop`` is set: if it did, the agent would be
+restart costs well under two seconds; an authentication refusal, an untrusted certificate or a relay that refuses
+a second agent with the same agent_id (close 4409) is retried at the longest delay, never in a tight loop. The link never returns before ``stop`` is set: if it did, the agent would be
 headless, so :class:`agent.app.App` treats that as fatal.
 """
 
@@ -35,6 +35,10 @@ STABLE_AFTER = 5.0
 RETRY_AFTER_STABLE = 0.2
 #: WebSocket close code the agent uses when it stops (1001: going away).
 CLOSE_GOING_AWAY = 1001
+#: Close code of a relay that refuses this connection because an agent with the same agent_id is connected
+#: (docs/protocol.md). Retried at the longest backoff, never in a tight loop: two agents sharing an id must not
+#: knock each other off.
+CLOSE_DUPLICATE_AGENT = 4409
 
 
 def backoff(
@@ -129,7 +133,13 @@ class Link:
                 )
                 delay = self._max_backoff
             except ConnectionClosed as exc:
-                if exc.sent is not None and exc.sent.code == 1009:
+                if exc.rcvd is not None and exc.rcvd.code == CLOSE_DUPLICATE_AGENT:
+                    logger.error(
+                        "the relay refused this agent: another agent with the same agent_id is connected "
+                        "(close %d); give each agent its own agent_id in agent.toml", CLOSE_DUPLICATE_AGENT,
+                    )  # fmt: skip
+                    delay = self._max_backoff
+                elif exc.sent is not None and exc.sent.code == 1009:
                     logger.error(
                         "the relay sent a frame over %d bytes; connection closed (1009)", self._max_frame
                     )

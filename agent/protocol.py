@@ -73,12 +73,17 @@ class Action(StrEnum):
     GET_OUTPUT = "GET_OUTPUT"
     APPROVE = "APPROVE"
     REJECT = "REJECT"
+    HELP = "HELP"
+    HISTORY = "HISTORY"
+    PENDING = "PENDING"
+    CANCEL = "CANCEL"
 
 
 class Event(StrEnum):
     AGENT_HELLO = "AGENT_HELLO"
     TASK_ACCEPTED = "TASK_ACCEPTED"
     TASK_PENDING_APPROVAL = "TASK_PENDING_APPROVAL"
+    TASK_PROGRESS = "TASK_PROGRESS"
     TASK_FINISHED = "TASK_FINISHED"
     REPORT = "REPORT"
     ACK = "ACK"
@@ -110,6 +115,7 @@ class ErrorCode(StrEnum):
     APPROVAL_UNKNOWN = "APPROVAL_UNKNOWN"
     APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
     REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
     UNSIGNED = "UNSIGNED"
     BAD_SIGNATURE = "BAD_SIGNATURE"
     STALE = "STALE"
@@ -276,8 +282,13 @@ def new_msg_id() -> str:
 
 
 def hello_message(
-    agent_id: str, version: str, catalog_sha256: str | None, runbooks: list[str]
+    agent_id: str,
+    version: str,
+    catalog_sha256: str | None,
+    runbooks: list[str],
+    approver_keys: list[str] | None = None,
 ) -> dict[str, Any]:
+    """``approver_keys``: fingerprints of the catalog approvers' public keys (the relay watches them change)."""
     return {
         "event": Event.AGENT_HELLO.value,
         "msg_id": new_msg_id(),
@@ -287,6 +298,7 @@ def hello_message(
             "protocol": PROTOCOL_VERSION,
             "catalog_sha256": catalog_sha256,
             "runbooks": runbooks,
+            "approver_keys": sorted(approver_keys or []),
             "actions": [a.value for a in Action],
         },
     }
@@ -309,6 +321,17 @@ def accepted_message(command: Command, payload: dict[str, Any] | None = None) ->
         "task_id": command.task_id,
         "msg_id": new_msg_id(),
         "payload": {"action": command.action.value, **(payload or {})},
+    }
+
+
+def progress_message(command: Command, payload: dict[str, Any]) -> dict[str, Any]:
+    """TASK_PROGRESS: a line about a run that is still going (not kept as the task's answer)."""
+    return {
+        "event": Event.TASK_PROGRESS.value,
+        "room_id": command.room_id,
+        "task_id": command.task_id,
+        "msg_id": new_msg_id(),
+        "payload": payload,
     }
 
 

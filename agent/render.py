@@ -11,28 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-ZWSP = "\u200b"
-MARKS = {"SUCCESS": "✅", "OK": "✅", "FAIL": "❌", "DOWN": "🔴", "ERROR": "⚠️", "WARN": "🟡", "TIMEOUT": "⏱️",
-         "UNREACHABLE": "📵", "REFUSED": "⛔"}  # fmt: skip
-#: Lines of output shown per host in chat.
-TAIL_LINES = 12
-TAIL_CHARS = 1500
+from agent.i18n import Chat
+from agent.markup import MARKS, ZWSP, neutralize
+from agent.render_console import output_block
 
-
-def neutralize(text: str) -> str:
-    """Break mentions, links and markup so a messenger shows them as plain text."""
-    return (
-        text.replace("```", "``" + ZWSP + "`")
-        .replace("@", "@" + ZWSP)
-        .replace("://", ":" + ZWSP + "//")
-        .replace("<", "<" + ZWSP)
-    )
-
-
-def _tail(output: str) -> str:
-    lines = output.rstrip("\n").splitlines()[-TAIL_LINES:]
-    text = "\n".join(lines)
-    return text[-TAIL_CHARS:] if len(text) > TAIL_CHARS else text
+__all__ = ["MARKS", "ZWSP", "neutralize", "render_finished", "render_pending", "render_report", "render_run"]
 
 
 def _code(text: str) -> str:
@@ -52,13 +35,9 @@ def render_run(data: dict[str, Any], output_ref: str | None = None) -> str:
         if host.get("message"):
             head += f" — {neutralize(str(host['message']))}"
         lines.append(head)
-        shown = _tail(str(host.get("stdout") or "")) or _tail(str(host.get("stderr") or ""))
-        if shown:
-            lines.append(_code(shown))
-        if host.get("truncated"):
-            lines.append(
-                "(output truncated" + (f"; full output: GET_OUTPUT {output_ref}" if output_ref else "") + ")"
-            )
+        # Head and tail of each stream, what was left out, and the exact command that pages the kept copy.
+        failed = status != "SUCCESS"
+        lines.extend(output_block(host, output_ref, int(data.get("page_lines") or 200), failed, Chat()))
     return "\n".join(lines)
 
 

@@ -169,6 +169,7 @@ class RunGate:
             request,
             script_sha256=planned.runbook.script_sha256,
             argv_count=len(planned.argv),
+            args=dict(request.args),
             hosts=[
                 {"host": h.host, "status": h.status.value, "exit_code": h.exit_code,
                  "duration": round(h.duration, 3), "output_sha256": h.output_sha256}

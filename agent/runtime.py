@@ -41,6 +41,7 @@ from agent.protocol import (
     ErrorCode,
     accepted_message,
     hello_message,
+    progress_message,
     report_message,
 )
 from agent.protocol import (
@@ -48,6 +49,7 @@ from agent.protocol import (
 )
 from agent.redaction import Redactor
 from agent.render import render_finished, render_pending, render_report
+from agent.render_console import chat_for, render_console
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class AgentRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(self.config.tasks.max_tasks)
+        self.chat = chat_for(self.config)
         #: Set when a message was queued (the link's writer waits on it).
         self.queued = asyncio.Event()
         #: Set when an ACK removed a message from the outbox (the link's flush waits on it).
@@ -152,7 +155,10 @@ class AgentRuntime:
         payload = redacted.get("payload")
         if isinstance(payload, dict):
             event = redacted.get("event")
-            if event == Wire.TASK_FINISHED.value:
+            console = render_console(event, payload, self.chat)
+            if console is not None:
+                payload["text"] = console
+            elif event == Wire.TASK_FINISHED.value:
                 payload["text"] = render_finished(payload)
             elif event == Wire.REPORT.value:
                 payload["text"] = render_report(payload)
@@ -244,7 +250,19 @@ class AgentRuntime:
     def hello(self) -> dict[str, Any]:
         report = self.catalog.report
         digest = report.lock.catalog_sha256 if report.lock else None
-        return self.outbound(hello_message(self.config.agent_id, __version__, digest, report.runnable))
+        keys = [key.fingerprint for key in self.catalog.approvers]
+        return self.outbound(hello_message(self.config.agent_id, __version__, digest, report.runnable, keys))
+
+    def notice(self, state: str) -> None:
+        """Tell the operations room the agent started (version, short catalog digest) or is stopping."""
+        report = self.catalog.report
+        digest = report.lock.catalog_sha256[:12] if report.lock and report.lock.catalog_sha256 else None
+        self.report(
+            self.config.operations_room,
+            {"kind": "agent", "state": state, "status": "OK" if state == "started" else "WARN",
+             "agent_id": self.config.agent_id, "version": __version__, "catalog": digest,
+             "runnable": len(report.runnable)},
+        )  # fmt: skip
 
     # -- start ----------------------------------------------------------------------------------------------
 
@@ -274,6 +292,7 @@ class AgentRuntime:
             )
         self.feed(Started(time.time()))
         self.audit.append("start", runnable=report.runnable, problems=len(report.problems))
+        self.notice("started")
 
     # -- tasks ----------------------------------------------------------------------------------------------
 
@@ -288,8 +307,9 @@ class AgentRuntime:
             async with self._slots:
                 self.outbox.set_task_state(command.task_id, TaskState.RUNNING)
                 ctx = TaskContext(
-                    command, self.parts, lambda payload: self._accept(command, payload), approved_by
-                )
+                    command, self.parts, lambda payload: self._accept(command, payload), approved_by,
+                    on_progress=lambda payload: self.send(progress_message(command, payload)),
+                )  # fmt: skip
                 try:
                     answer = await dispatch(ctx)
                 except Exception:

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from agent.protocol import Action
 from agent.reference.demo import parse_chat
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,12 +27,14 @@ def test_demo_plays_every_scene_and_exits_0(tmp_path: Path) -> None:
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     for scene in [
-        "👤 kim> list", "📋 runbooks you can run here:",
+        "👤 kim> help", "🤖 guardia> 📋", "• tail_log — ", "👤 kim> help tail_log",
+        "run tail_log host=H dir=app|was|web file=NAME [lines=1..2000]",
         "👤 kim> run disk_usage host=was01", "✅ disk_usage: 1 of 1 host(s) succeeded",
         "file=../../etc/shadow", "(INVALID_ARGUMENTS)",
         "its script changed since it was locked (RUNBOOK_NOT_RUNNABLE)",
-        "⏱️ was01 TIMEOUT", "killed at the 2 s time limit", "waiting for the batch lock...",
-        "🤖 guardia (scheduled)> 🔴 was01_health: connection refused",
+        "🤖 guardia> ⏳ demo_slow", "⏱️ was01 TIMEOUT", "killed at the 2 s time limit",
+        "waiting for the batch lock...", "👤 kim> history", "kim: demo_slow → was01",
+        "🤖 guardia (scheduled)> 🔴 [was01-every-second]", "🔴 was01_health: connection refused (DOWN)",
         "nothing was left behind",
     ]:  # fmt: skip
         assert scene in out, scene
@@ -58,8 +63,24 @@ def test_demo_plays_every_scene_and_exits_0(tmp_path: Path) -> None:
         ("check was", {"action": "RUN_CHECK", "params": {"check": "was"}}),
         (
             "output t-1 was01 2",
-            {"action": "GET_OUTPUT", "params": {"task_id": "t-1", "host": "was01", "page": 2}},
+            {
+                "action": "GET_OUTPUT",
+                "params": {"task_id": "t-1", "host": "was01", "stream": "stdout", "page": 1},
+            },
         ),
+        (
+            "output t-1 was01 stderr",
+            {
+                "action": "GET_OUTPUT",
+                "params": {"task_id": "t-1", "host": "was01", "stream": "stderr", "page": 0},
+            },
+        ),
+        ("help", {"action": "HELP", "params": {}}),
+        ("help tail_log", {"action": "HELP", "params": {"runbook": "tail_log"}}),
+        ("history tail_log 5", {"action": "HISTORY", "params": {"runbook": "tail_log", "limit": 5}}),
+        ("pending", {"action": "PENDING"}),
+        ("cancel K7P2QX", {"action": "CANCEL", "params": {"code": "K7P2QX"}}),
+        ("approve K7P2QX", {"action": "APPROVE", "params": {"code": "K7P2QX"}}),
     ],
 )
 def test_chat_lines_become_packets(line: str, packet: dict[str, object]) -> None:
@@ -69,7 +90,20 @@ def test_chat_lines_become_packets(line: str, packet: dict[str, object]) -> None
     )
 
 
-@pytest.mark.parametrize("line", ["", "run", "run x noequals", "drop table", "list extra"])
+@pytest.mark.parametrize(
+    "line",
+    ["", "run", "run x noequals", "drop table", "list extra", "output t h 0", "output t h x", "help a b",
+     "history a b c", "cancel", "run x 'unbalanced"],
+)  # fmt: skip
 def test_bad_chat_lines_get_a_usage_hint(line: str) -> None:
     with pytest.raises(ValueError):
         parse_chat(line, "t")
+
+
+@given(st.text(max_size=200))
+def test_any_typed_line_becomes_a_packet_or_a_usage_hint(line: str) -> None:
+    try:
+        packet = parse_chat(line, "t")
+    except ValueError:
+        return
+    assert packet["action"] in {a.value for a in Action} and packet["room_id"] == "ops"

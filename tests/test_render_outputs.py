@@ -19,11 +19,13 @@ def test_neutralize_breaks_mentions_links_and_fences() -> None:
     assert text.replace(ZWSP, "") == HOSTILE  # nothing is lost, only broken up
 
 
-def test_rendered_run_shows_marks_exit_codes_tails_and_truncation() -> None:
+def test_rendered_run_shows_head_tail_what_was_left_out_and_the_paging_command() -> None:
     data = {
-        "runbook": "disk_usage", "status": "TIMEOUT",
+        "runbook": "disk_usage", "status": "TIMEOUT", "page_lines": 200,
         "hosts": [
-            {"host": "was01", "status": "SUCCESS", "exit_code": 0, "duration": 0.21, "stdout": "line\n" * 40 + HOSTILE},
+            {"host": "was01", "status": "SUCCESS", "exit_code": 0, "duration": 0.21,
+             "stdout": "".join(f"line {i}\n" for i in range(1, 261)) + HOSTILE, "stdout_lines": 263,
+             "stderr": "a warning nobody needs on success"},
             {"host": "was02", "status": "TIMEOUT", "exit_code": None, "duration": 30.0, "stdout": "",
              "stderr": "partial", "message": "killed at the 30 s time limit", "truncated": True},
         ],
@@ -32,9 +34,19 @@ def test_rendered_run_shows_marks_exit_codes_tails_and_truncation() -> None:
     text = render_finished({"status": "FAIL", "data": data})
     assert text.startswith("⏱️ disk_usage: 1 of 2 host(s) succeeded")
     assert "✅ was01 SUCCESS exit=0 0.21s" in text and "⏱️ was02 TIMEOUT exit=- 30.00s — killed at" in text
-    assert text.count("```") == 4 and "@all" not in text and "https://" not in text
-    assert "(output truncated; full output: GET_OUTPUT t-1)" in text
-    assert text.count("line") <= 12  # the last lines only
+    assert "@all" not in text and "https://" not in text
+    shown = [n for n in range(1, 261) if f"line {n}\n" in text]
+    assert shown == [1, 2, 3, 4, 5, 254, 255, 256, 257, 258, 259, 260]  # head 5, tail 10 (3 of them hostile)
+    left_out = next(line for line in text.splitlines() if "248" in line)  # the line saying what was left out
+    assert "6–253" in left_out and "output t-1 was01 1" in text  # …and the exact command that pages the rest
+    assert "a warning nobody needs" not in text  # stderr of a success with stdout stays out
+    assert "partial" in text  # stderr of the failed host with empty stdout is shown
+
+
+def test_stderr_is_shown_when_the_run_failed_even_with_stdout() -> None:
+    host = {"host": "h", "status": "FAIL", "exit_code": 2, "stdout": "some output", "stderr": "the reason"}
+    text = render_finished({"status": "FAIL", "data": {"runbook": "x", "status": "FAIL", "hosts": [host]}})
+    assert "some output" in text and "the reason" in text
 
 
 def test_rendered_refusal_and_report() -> None:
@@ -78,7 +90,9 @@ async def test_get_output_pages_through_a_large_stored_output(
     finished = (await operator.finished("big-1"))["payload"]
     host = finished["data"]["hosts"][0]
     assert host["truncated"] and len(host["stdout"].encode()) <= 65536 + 64
-    assert finished["data"]["output_ref"] == "big-1" and "GET_OUTPUT big-1" in finished["text"]
+    assert finished["data"]["output_ref"] == "big-1" and "output big-1 h1 1" in finished["text"]
+    left_out = host["stdout_lines"] - 5 - 10  # what the head (5) and the tail (10) did not show
+    assert f"… {left_out}" in finished["text"] and f"6–{5 + left_out}" in finished["text"]
     pages, page, collected = None, 0, []
     while pages is None or page < pages:
         await get_output(operator, f"page-{page}", {"task_id": "big-1", "host": "h1", "page": page})
