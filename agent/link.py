@@ -133,20 +133,19 @@ class Link:
                 )
                 delay = self._max_backoff
             except ConnectionClosed as exc:
-                if exc.rcvd is not None and exc.rcvd.code == CLOSE_DUPLICATE_AGENT:
-                    logger.error(
-                        "the relay refused this agent: another agent with the same agent_id is connected "
-                        "(close %d); give each agent its own agent_id in agent.toml", CLOSE_DUPLICATE_AGENT,
-                    )  # fmt: skip
-                    delay = self._max_backoff
-                elif exc.sent is not None and exc.sent.code == 1009:
+                if exc.sent is not None and exc.sent.code == 1009:
                     logger.error(
                         "the relay sent a frame over %d bytes; connection closed (1009)", self._max_frame
                     )
                 elif exc.rcvd is not None and refused_by_policy(exc.rcvd.code):
+                    hint = (
+                        "; another agent with the same agent_id is connected: give each agent its own agent_id"
+                        if exc.rcvd.code == CLOSE_DUPLICATE_AGENT
+                        else ""
+                    )
                     logger.error(
-                        "the relay refused this connection (close code %d: %s); retrying in %.0f s",
-                        exc.rcvd.code, exc.rcvd.reason[:200] or "no reason given", self._max_backoff,
+                        "the relay refused this connection (close code %d: %s)%s; retrying in %.0f s",
+                        exc.rcvd.code, exc.rcvd.reason[:200] or "no reason given", hint, self._max_backoff,
                     )  # fmt: skip
                     delay = self._max_backoff
                 else:
