@@ -855,16 +855,15 @@ class Redactor:
             if start >= last:
                 break
             name, handler, index, relaxed = by_group[match.lastindex]
-            if relaxed:
-                decided = self._bounded_at(data, start, index)
+            result = None if relaxed else handler(data, start, end)
+            if (
+                result is None
+            ):  # the bounded rule decides; a candidate it rejects leaves the later rules a chance
+                decided = self._decide(data, start, index if relaxed else index + 1)
                 if decided is None:
-                    pos = start + 1
+                    pos = start + 1  # not sensitive: look again from the next byte, not after the candidate
                     continue
-                name, handler, end = decided
-            result = handler(data, start, end)
-            if result is None:
-                pos = start + 1  # not sensitive: look again from the next byte, not after the candidate
-                continue
+                name, result = decided
             replacement, end = result
             out.append(data[emitted:start])
             out.append(replacement)
@@ -878,14 +877,14 @@ class Redactor:
         out.append(data[emitted:stop])
         return b"".join(out), stop
 
-    def _bounded_at(self, data: bytes, start: int, index: int) -> tuple[str, Handler, int] | None:
-        """The first rule, from ``index`` on, whose bounded pattern matches at ``start``: name, handler and end."""
+    def _decide(self, data: bytes, start: int, index: int) -> tuple[str, tuple[bytes, int]] | None:
+        """The first rule from ``index`` on whose bounded pattern matches at ``start`` and whose handler masks."""
         for name, handler, bounded in self._rules[index:]:
-            if bounded is None:
-                bounded = self._exact[name]
-            match = bounded.match(data, start)
+            match = (bounded or self._exact[name]).match(data, start)
             if match is not None and match.end() > start:
-                return name, handler, match.end()
+                result = handler(data, start, match.end())
+                if result is not None:
+                    return name, result
         return None
 
     def _process(
