@@ -2,37 +2,50 @@
 
 Everything the agent sends or logs passes a :class:`Redactor`. It masks:
 
-* internal addresses: private, shared, loopback and link-local IPv4 (also ``ip-10-0-0-1`` host names), ULA,
-  link-local (with zone) and IPv4-mapped IPv6. An address the inventory knows becomes its host alias
-  (``10.100.10.10:8080`` → ``was01:8080``); any other internal one becomes ``[IP]``. Public addresses pass.
-* credentials: ``key=value`` / ``key: value`` for password-like labels (also 비밀번호, 패스워드, 암호), the password
-  of ``scheme://user:password@``, ``Authorization`` headers and bare ``Bearer`` tokens, JWTs, PEM private key blocks
-  (a block that never ends is masked to the end), well-known token shapes (AWS, GitHub, GitLab, Slack, Google);
-* the agent's own secrets, as given and base64- (three alignments, standard and URL-safe), URL-, JSON- and
-  shell-encoded, longest first; secrets shorter than :data:`MIN_SECRET_LENGTH` are not used for substring masking;
-* Korean personal data: resident/foreigner registration numbers, mobile and landline numbers (also +82), and
-  passport, driver's licence, business registration and bank account numbers where a label says what they are;
+* internal addresses: private, shared, loopback and link-local IPv4 in every notation a resolver reads (leading
+  zeros, also as octal; dotted hex), inside DNS names (``10.1.2.3.nip.io``, ``app-10-0-0-1.sslip.io``,
+  ``host-192-168-1-10``, nip.io hex), ULA, link-local (with zone), site-local and IPv4-mapped/-compatible IPv6 (also
+  in hex). An address the inventory knows becomes its host alias (``10.100.10.10:8080`` → ``was01:8080``); any other
+  internal one becomes ``[IP]``. Public addresses pass.
+* credentials: ``key=value`` / ``key: value`` for password-like labels (also ``*_PASS``, ``aws_secret_access_key``,
+  session ids, 비밀번호, 패스워드, 암호), command-line flags (``--password x``, ``curl -u user:pw``), SQL
+  ``IDENTIFIED BY``, XML elements (``<password>``), cookies, the password of ``scheme://user:password@``,
+  ``Authorization`` headers and bare ``Bearer`` tokens, JWTs, PEM and PGP private key blocks (a block that never ends
+  is masked to the end), well-known token shapes (after gitleaks' default rules: AWS incl. Bedrock, GitHub, GitLab,
+  Slack incl. webhooks, Google, Vault, AI API keys, npm, PyPI, Artifactory, Azure client secrets);
+* the agent's own secrets, as given and base64- (three alignments, standard and URL-safe), hex-, URL-, JSON- and
+  shell-encoded, longest first; secrets shorter than :data:`MIN_SECRET_LENGTH` visible characters are not used;
+* Korean personal data: resident/foreigner registration numbers, mobile and landline numbers (also +82), payment
+  cards (Luhn), new-format passport and driver's licence numbers, and older passport, business registration and
+  bank account numbers where a label says what they are;
 * whatever extra rules the config and the runbook's manifest add.
 
-Mask formats (one per kind): ``[IP]`` or the alias; credentials ``[REDACTED]`` (the label stays: ``password=[REDACTED]``);
-private keys ``[PRIVATE KEY REDACTED]``; the agent's secrets ``[SECRET]``; registration numbers keep the birth date
-(``901010-*******``); phone numbers keep the first group (``010-****-****``); labelled numbers ``[PASSPORT]``,
-``[DRIVER-LICENSE]``, ``[BIZ-NO]``, ``[ACCOUNT]``; extra rules their own replacement (default ``[REDACTED]``).
+Mask formats (one per kind, whatever separator the input used): ``[IP]`` or the alias; credentials ``[REDACTED]``
+(the label stays: ``password=[REDACTED]``); private keys ``[PRIVATE KEY REDACTED]``; the agent's secrets
+``[SECRET]``; registration numbers ``901010-*******``; phone numbers keep the first group (``010-****-****``); cards
+``[CARD]``; labelled numbers ``[PASSPORT]``, ``[DRIVER-LICENSE]``, ``[BIZ-NO]``, ``[ACCOUNT]``; extra rules their own
+replacement (default ``[REDACTED]``).
 
-Terminal escape sequences are removed before matching so colour codes cannot split a secret. Full-width digits are
-matched as ASCII digits while the text around them is kept as it was.
+Terminal escape sequences are removed before matching so colour codes cannot split a secret. Full-width digits and
+every kind of dash are matched as ASCII, invisible formatting characters as nothing, while the text outside a mask is
+kept as it was.
 
-How it is fast: every rule is one alternative of a single regular expression run by RE2 over bytes; Python code
-runs only on the (rare) candidates, to validate them and build the mask. :class:`StreamRedactor` does the same for
-output that arrives in chunks, holding back only the current line (and, for secrets that contain a line break,
-as many bytes as the longest one). :class:`CappedRedactor` redacts and caps one stream, keeping head and tail,
-and redacts only what it keeps.
+Exactness: every rule's match is bounded (:data:`MAX_VALUE`, :data:`TOKEN_EXTEND`, :data:`MAX_RULE_WIDTH`), so
+whether a position is masked depends only on ``Redactor.window`` bytes around it. :class:`StreamRedactor` releases
+complete lines at once and, of a longer line, all but that window, and gives exactly what :meth:`Redactor.redact_bytes`
+gives for the whole text. :class:`CappedRedactor` redacts and caps one stream, keeping head and tail, and redacts only
+what it keeps.
+
+How it is fast: every rule is one alternative of a single regular expression run by RE2 over bytes (long repeats
+relaxed, since bounded counters cost RE2's DFA dearly); Python code runs only on the candidates, to check the bounded
+rule, validate and build the mask.
 """
 
 from __future__ import annotations
 
 import base64
 import bisect
+import functools
 import importlib
 import ipaddress
 import json
@@ -115,6 +128,7 @@ class ExtraRule:
     replacement: str = "[REDACTED]"
 
 
+@functools.lru_cache(maxsize=256)
 def max_width(pattern: bytes | str) -> int | None:
     """The most bytes ``pattern`` can match (UTF-8, each character counted as 4), or None if unbounded/unknown."""
     try:
