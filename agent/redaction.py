@@ -389,6 +389,13 @@ def _no_captures(pattern: bytes) -> bytes:
             out += b"(?:"
             i += 1
             continue
+        elif c == 0x28 and (
+            pattern[i + 1 : i + 4] == b"?P<"
+            or (pattern[i + 1 : i + 3] == b"?<" and pattern[i + 3 : i + 4] not in (b"=", b"!"))
+        ):
+            out += b"(?:"  # a named group: drop its name
+            i = pattern.index(b">", i) + 1
+            continue
         out.append(c)
         i += 1
     return bytes(out)
@@ -669,6 +676,13 @@ class Redactor:
         options.log_errors = False
         options.never_nl = True
         self._regex: _Engine = re2.compile(combined, options) if engine == "re2" else re.compile(combined)
+        # The RE2 binding's Python layer (match objects, lastindex) costs as much per match as the search itself:
+        # where it is there, call the compiled expression directly, which returns the spans of every group.
+        raw = getattr(self._regex, "_regexp", None)
+        self._spans: Callable[[bytes, int, int], list[tuple[int, int]]] | None = None
+        if raw is not None and hasattr(raw, "Match"):
+            unanchored = re2._re2.RE2.Anchor.UNANCHORED
+            self._spans = lambda data, pos, end: raw.Match(unanchored, data, pos, end)
 
     # -- handlers: (data, start, end) -> (replacement, end) or None to keep the candidate as it is --------------
 
@@ -860,15 +874,25 @@ class Redactor:
         pos = begin  # where the next search starts
         last = len(data) if limit is None else limit
         search = self._regex.search
+        spans = self._spans
         by_group = self._by_group
+        size = len(data)
         while pos < last:
-            match = search(data, pos)
-            if match is None:
-                break
-            start, end = match.span()
+            if spans is not None:
+                found = spans(data, pos, size)
+                start, end = found[0]
+                if start == -1:
+                    break
+                group = found.index((start, end), 1)  # the one alternative that matched spans the whole match
+            else:
+                match = search(data, pos)
+                if match is None:
+                    break
+                start, end = match.span()
+                group = match.lastindex
             if start >= last:
                 break
-            name, handler, index, relaxed = by_group[match.lastindex]
+            name, handler, index, relaxed = by_group[group]
             result = None if relaxed else handler(data, start, end)
             if (
                 result is None

@@ -162,3 +162,14 @@ def test_an_unbounded_extra_rule_is_refused_with_a_clear_reason() -> None:
     with pytest.raises(InvalidRule, match="upper bound"):
         check_rule(ExtraRule("lot", r"LOT-[0-9]+"))
     check_rule(ExtraRule("lot", r"LOT-[0-9]{1,12}"))
+
+
+def test_an_extra_rule_with_named_groups_keeps_the_rules_after_it_working() -> None:
+    redactor = Redactor(extra_rules=[ExtraRule("lot", r"LOT-(?P<year>[0-9]{4})-([0-9]{1,6})", "[LOT]")])
+    assert redactor.redact("LOT-2026-123 at 10.1.2.3") == "[LOT] at [IP]"
+    assert (
+        Redactor(engine="re", extra_rules=[ExtraRule("lot", r"LOT-(?P<y>[0-9]{4})", "[LOT]")]).redact(
+            "LOT-2026 at 10.1.2.3"
+        )
+        == "[LOT] at [IP]"
+    )
