@@ -2,68 +2,113 @@
 
 Everything the agent sends or logs passes a :class:`Redactor`. It masks:
 
-* internal addresses: private, shared, loopback and link-local IPv4 (also ``ip-10-0-0-1`` host names), ULA,
-  link-local (with zone) and IPv4-mapped IPv6. An address the inventory knows becomes its host alias
-  (``10.100.10.10:8080`` → ``was01:8080``); any other internal one becomes ``[IP]``. Public addresses pass.
-* credentials: ``key=value`` / ``key: value`` for password-like labels (also 비밀번호, 패스워드, 암호), the password
-  of ``scheme://user:password@``, ``Authorization`` headers and bare ``Bearer`` tokens, JWTs, PEM private key blocks
-  (a block that never ends is masked to the end), well-known token shapes (AWS, GitHub, GitLab, Slack, Google);
-* the agent's own secrets, as given and base64- (three alignments, standard and URL-safe), URL-, JSON- and
-  shell-encoded, longest first; secrets shorter than :data:`MIN_SECRET_LENGTH` are not used for substring masking;
-* Korean personal data: resident/foreigner registration numbers, mobile and landline numbers (also +82), and
-  passport, driver's licence, business registration and bank account numbers where a label says what they are;
+* internal addresses: private, shared, loopback and link-local IPv4 in every notation a resolver reads (leading
+  zeros, also as octal; dotted hex), inside DNS names (``10.1.2.3.nip.io``, ``app-10-0-0-1.sslip.io``,
+  ``host-192-168-1-10``, nip.io hex), ULA, link-local (with zone), site-local and IPv4-mapped/-compatible IPv6 (also
+  in hex). An address the inventory knows becomes its host alias (``10.100.10.10:8080`` → ``was01:8080``); any other
+  internal one becomes ``[IP]``. Public addresses pass.
+* credentials: ``key=value`` / ``key: value`` for password-like labels (also ``*_PASS``, ``aws_secret_access_key``,
+  session ids, 비밀번호, 패스워드, 암호), command-line flags (``--password x``, ``curl -u user:pw``), SQL
+  ``IDENTIFIED BY``, XML elements (``<password>``), cookies, the password of ``scheme://user:password@``,
+  ``Authorization`` headers and bare ``Bearer`` tokens, JWTs, PEM and PGP private key blocks (a block that never ends
+  is masked to the end), well-known token shapes (after gitleaks' default rules: AWS incl. Bedrock, GitHub, GitLab,
+  Slack incl. webhooks, Google, Vault, AI API keys, npm, PyPI, Artifactory, Azure client secrets);
+* the agent's own secrets, as given and base64- (three alignments, standard and URL-safe), hex-, URL-, JSON- and
+  shell-encoded, longest first; secrets shorter than :data:`MIN_SECRET_LENGTH` visible characters are not used;
+* Korean personal data: resident/foreigner registration numbers, mobile and landline numbers (also +82), payment
+  cards (Luhn), new-format passport and driver's licence numbers, and older passport, business registration and
+  bank account numbers where a label says what they are;
 * whatever extra rules the config and the runbook's manifest add.
 
-Mask formats (one per kind): ``[IP]`` or the alias; credentials ``[REDACTED]`` (the label stays: ``password=[REDACTED]``);
-private keys ``[PRIVATE KEY REDACTED]``; the agent's secrets ``[SECRET]``; registration numbers keep the birth date
-(``901010-*******``); phone numbers keep the first group (``010-****-****``); labelled numbers ``[PASSPORT]``,
-``[DRIVER-LICENSE]``, ``[BIZ-NO]``, ``[ACCOUNT]``; extra rules their own replacement (default ``[REDACTED]``).
+Mask formats (one per kind, whatever separator the input used): ``[IP]`` or the alias; credentials ``[REDACTED]``
+(the label stays: ``password=[REDACTED]``); private keys ``[PRIVATE KEY REDACTED]``; the agent's secrets
+``[SECRET]``; registration numbers ``901010-*******``; phone numbers keep the first group (``010-****-****``); cards
+``[CARD]``; labelled numbers ``[PASSPORT]``, ``[DRIVER-LICENSE]``, ``[BIZ-NO]``, ``[ACCOUNT]``; extra rules their own
+replacement (default ``[REDACTED]``).
 
-Terminal escape sequences are removed before matching so colour codes cannot split a secret. Full-width digits are
-matched as ASCII digits while the text around them is kept as it was.
+Terminal escape sequences are removed before matching so colour codes cannot split a secret. Full-width digits and
+every kind of dash are matched as ASCII, invisible formatting characters as nothing, while the text outside a mask is
+kept as it was.
 
-How it is fast: every rule is one alternative of a single regular expression run by RE2 over bytes; Python code
-runs only on the (rare) candidates, to validate them and build the mask. :class:`StreamRedactor` does the same for
-output that arrives in chunks, holding back only the current line (and, for secrets that contain a line break,
-as many bytes as the longest one). :class:`CappedRedactor` redacts and caps one stream, keeping head and tail,
-and redacts only what it keeps.
+Exactness: every rule's match is bounded (:data:`MAX_VALUE`, :data:`TOKEN_EXTEND`, :data:`MAX_RULE_WIDTH`), so
+whether a position is masked depends only on ``Redactor.window`` bytes around it. :class:`StreamRedactor` releases
+complete lines at once and, of a longer line, all but that window, and gives exactly what :meth:`Redactor.redact_bytes`
+gives for the whole text. :class:`CappedRedactor` redacts and caps one stream, keeping head and tail, and redacts only
+what it keeps.
+
+How it is fast: every rule is one alternative of a single regular expression run by RE2 over bytes (long repeats
+relaxed, since bounded counters cost RE2's DFA dearly); Python code runs only on the candidates, to check the bounded
+rule, validate and build the mask.
 """
 
 from __future__ import annotations
 
 import base64
 import bisect
+import functools
+import importlib
 import ipaddress
 import json
 import re
 import shlex
 import urllib.parse
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import re2
 
+#: Python's own regular expression parser, used only to bound how long a rule's match can be.
+_sre_parse: Any = importlib.import_module("re._parser")
+
 MIN_SECRET_LENGTH = 6
 IP_MASK = b"[IP]"
 CREDENTIAL_MASK = b"[REDACTED]"
 PEM_MASK = b"[PRIVATE KEY REDACTED]"
 SECRET_MASK = b"[SECRET]"
-#: The longest a held-back partial line may grow before it is processed anyway (see :class:`StreamRedactor`).
+CARD_MASK = b"[CARD]"
+#: The longest a partial line may grow before the stream releases part of it anyway (see :class:`StreamRedactor`).
 MAX_HOLD = 64 * 1024
-#: When a line is longer than MAX_HOLD, this much of its end is kept back for the next chunk.
+#: Kept for callers of the old API: the stream now holds back exactly what a match could still need.
 HOLD_OVERLAP = 4096
+#: The most bytes any built-in rule matches (values, tokens); a longer value is masked up to this many bytes.
+MAX_VALUE = 1000
+#: How far a token-like match may be extended past its pattern over the same alphabet (a longer token's tail).
+TOKEN_EXTEND = 4096
+#: An extra rule may match at most this many bytes (so that a stream can hold back enough to be exact).
+MAX_RULE_WIDTH = 4096
+#: Bytes of look-around the handlers use beyond a match (``\b``, a version string's next dot and digit, …).
+LOOKAROUND = 8
+#: A run of invisible formatting characters longer than this is kept as it is (not removed before matching).
+MAX_INVISIBLE_RUN = 16
+#: Bytes at the end of a held-back buffer whose normalisation is not yet decided (a split character or run).
+NORMALISE_MARGIN = 64
 
-_ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])?")
-_FULLWIDTH = str.maketrans(
-    {chr(0xFF10 + d): str(d) for d in range(10)} | {"\uff0d": "-", "\u2010": "-", "\u2212": "-"}
-)
-_FULLWIDTH_MARKERS = (b"\xef\xbc", b"\xe2\x80\x90", b"\xe2\x88\x92")
-_PEM_BEGIN = rb"-----BEGIN[ A-Z0-9]*PRIVATE KEY-----"
-_PEM_END = re.compile(rb"-----END[ A-Z0-9]*PRIVATE KEY-----")
-_PEM_MARKER = re.compile(rb"-----(BEGIN|END)[ A-Z0-9]*PRIVATE KEY-----")
+#: Terminal escape sequences (bounded, never across a line feed), removed before matching.
+_ANSI = re.compile(rb"\x1b(?:\[[0-?]{0,32}[ -/]{0,8}[@-~]|\][^\x07\x1b\n]{0,256}(?:\x07|\x1b\\)?|[@-Z\\-_])?")
+ANSI_MAX = 264
+_PEM_BEGIN = rb"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+_PEM_BEGIN_RE = re.compile(_PEM_BEGIN)
+_PEM_END = re.compile(rb"-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+PEM_END_MAX = 80
+_PEM_MARKER = re.compile(rb"-----(BEGIN|END)[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 #: What a mask token looks like, so a cut never lands inside one.
 MASK_TOKEN = re.compile(rb"\[[A-Z][A-Z -]{1,30}\]|[0-9]{6}[- ]?\*{7}|\*{4}[- .]?\*{4}")
+
+# Characters matched as something else: full-width digits and every dash as ASCII, invisible formatting
+# characters (zero-width space, joiners, bidi marks, BOM, soft hyphen, …) as nothing. Text outside a mask keeps them.
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\ufe58\ufe63\uff0d"
+_INVISIBLES = "\u00ad\u034f\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
+_NORMAL_CHARS: dict[bytes, bytes] = {chr(0xFF10 + d).encode(): str(d).encode() for d in range(10)}
+_NORMAL_CHARS |= {c.encode(): b"-" for c in _DASHES}
+_INVISIBLE = b"(?:" + b"|".join(re.escape(c.encode()) for c in _INVISIBLES) + b")"
+_NORMALISE = re.compile(
+    b"(" + _INVISIBLE + b"+)|" + b"|".join(re.escape(k) for k in sorted(_NORMAL_CHARS, reverse=True))
+)
+_NEEDS_NORMALISING = re2.compile(
+    _INVISIBLE + b"|" + b"|".join(re.escape(k) for k in sorted(_NORMAL_CHARS, reverse=True))
+)
 
 
 _QUIET = re2.Options()
@@ -71,7 +116,7 @@ _QUIET.log_errors = False
 
 
 class InvalidRule(ValueError):
-    """An extra redaction rule whose pattern RE2 cannot compile."""
+    """An extra redaction rule whose pattern RE2 cannot compile, or that could match unboundedly long text."""
 
 
 @dataclass(frozen=True)
@@ -83,56 +128,135 @@ class ExtraRule:
     replacement: str = "[REDACTED]"
 
 
+@functools.lru_cache(maxsize=256)
+def max_width(pattern: bytes | str) -> int | None:
+    """The most bytes ``pattern`` can match (UTF-8, each character counted as 4), or None if unbounded/unknown."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            width = _sre_parse.parse(pattern).getwidth()[1]
+    except (re.error, ValueError, OverflowError, RecursionError):
+        return None
+    if width >= _sre_parse.MAXREPEAT:
+        return None
+    return int(width) * (4 if isinstance(pattern, str) else 1)
+
+
 def check_rule(rule: ExtraRule) -> None:
-    """Raise :class:`InvalidRule` unless RE2 compiles the rule and it cannot match the empty string."""
+    """Raise :class:`InvalidRule` unless RE2 compiles the rule, it cannot match the empty string, and its
+    matches are bounded (at most :data:`MAX_RULE_WIDTH` bytes: every repeat needs an upper bound, ``{1,64}``)."""
     try:
         compiled = re2.compile(rule.pattern.encode(), _QUIET)
     except re2.error as exc:
         raise InvalidRule(f"redaction rule {rule.name!r}: pattern does not compile ({exc})") from None
     if compiled.search(b"") is not None:
         raise InvalidRule(f"redaction rule {rule.name!r}: pattern matches the empty string")
+    width = max_width(rule.pattern)
+    if width is None or width > MAX_RULE_WIDTH:
+        raise InvalidRule(
+            f"redaction rule {rule.name!r}: pattern may match more than {MAX_RULE_WIDTH} bytes;"
+            " give every repeat an upper bound, e.g. {1,64} instead of + or *"
+        )
 
 
 # -- the rules ------------------------------------------------------------------------------------------------
 
+_V = MAX_VALUE
 _LABEL = (
-    rb"(?i:passwd|password|passphrase|pwd|secret|client[_-]?secret|access[_-]?token|refresh[_-]?token|auth[_-]?token"
-    rb"|token|api[_-]?key|apikey|secret[_-]?key|private[_-]?key|credentials?)"
-    + "|비밀번호|패스워드|암호".encode()
+    rb"(?i:passwd|password|passphrase|pass|pwd|pw|secret|client[_-]?secret|access[_-]?token|refresh[_-]?token"
+    rb"|auth[_-]?token|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?"
+    rb"|jsessionid|phpsessid|session(?:[_-]?(?:id|key|token))?)"
+    rb"[A-Za-z0-9_.-]{0,32}" + "|비밀번호|패스워드|암호".encode()
 )
-_VALUE = rb"(?:\"[^\"\r\n]+\"|'[^'\r\n]+'|[^ \t\r\n\"',;&<>]+)"
-_KEY_VALUE = re.compile(rb"((?:" + _LABEL + rb")[\"']?[ \t]*[:=][ \t]*)(" + _VALUE + rb")")
-_URL_CREDENTIALS = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]{0,20}://[^/ \t\r\n:@\"'<>]*:)([^/ \t\r\n@\"'<>]+)@")
-_JDBC_ORACLE = re.compile(rb"(jdbc:oracle:[a-z]+:[^/ \t\r\n@:\"']+/)([^@ \t\r\n\"']+)@")
+_VALUE = rb"(?:\"[^\"\r\n]{1,%d}\"|'[^'\r\n]{1,%d}'|[^ \t\r\n\"',;&<>]{1,%d})" % (_V, _V, _V)
+_KEY_VALUE = re.compile(rb"((?:" + _LABEL + rb")[\"']?[ \t]{0,8}[:=][ \t]{0,8})(" + _VALUE + rb")")
+_FLAG_VALUE = re.compile(
+    rb"((?<![A-Za-z0-9_-])--?(?i:password|passwd|pass|pwd|secret|token|api-key|client-secret|auth-token)"
+    rb"(?:[ \t]{1,8}|=))(" + _VALUE + rb")"
+)
+_CURL_USER = re.compile(
+    rb"((?<![A-Za-z0-9_-])(?:-u|--user|--proxy-user)(?:[ \t]{1,8}|=)[\"']?[^: \t\r\n\"']{0,256}:)"
+    rb"([^ \t\r\n\"']{1,%d})" % _V
+)
+_IDENTIFIED_BY = re.compile(
+    rb"((?i:identified)[ \t]{1,8}(?i:by)(?:[ \t]{1,8}(?i:password))?[ \t]{1,8})"
+    rb"('[^'\r\n]{1,%d}'|\"[^\"\r\n]{1,%d}\"|[^ \t\r\n;]{1,%d})" % (_V, _V, _V)
+)
+_XML_ELEMENT = re.compile(
+    rb"(<(?i:[a-z0-9_:-]{0,32}(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
+    rb"|credentials?))[ \t]{0,8}>)([^<\r\n]{1,%d})(</)" % _V
+)
+_COOKIE = re.compile(rb"((?i:set-cookie|cookie)[ \t]{0,8}:[ \t]{0,8})([^\r\n]{1,%d})" % _V)
+_COOKIE_PAIR = re.compile(rb"([ \t]*)([^=;]{1,256})=([^;]*)")
+_COOKIE_ATTRIBUTES = {b"path", b"domain", b"expires", b"max-age", b"samesite", b"priority", b"version"}
+_URL_CREDENTIALS = re.compile(
+    rb"([A-Za-z][A-Za-z0-9+.-]{0,20}://[^/ \t\r\n:@\"'<>]{0,256}:)([^/ \t\r\n@\"'<>]{1,%d})@" % _V
+)
+_JDBC_ORACLE = re.compile(rb"(jdbc:oracle:[a-z]{1,16}:[^/ \t\r\n@:\"']{1,256}/)([^@ \t\r\n\"']{1,%d})@" % _V)
 _AUTHORIZATION = re.compile(
-    rb"((?i:proxy-authorization|authorization)[\"']?[ \t]*[:=][ \t]*[\"']?(?:(?i:bearer|basic|token|digest|negotiate)[ \t]+)?)"
-    rb"([A-Za-z0-9._~+/=-]+)"
+    rb"((?i:proxy-authorization|authorization)[\"']?[ \t]{0,8}[:=][ \t]{0,8}[\"']?"
+    rb"(?:(?i:bearer|basic|token|digest|negotiate)[ \t]{1,8})?)"
+    rb"([A-Za-z0-9._~+/=-]{1,%d})" % _V
 )
-_BEARER = re.compile(rb"(\b(?i:bearer)[ \t]+)([A-Za-z0-9._~+/-]{8,}=*)")
+_BEARER = re.compile(rb"(\b(?i:bearer)[ \t]{1,8})([A-Za-z0-9._~+/-]{8,%d}={0,2})" % _V)
+_SLACK_WEBHOOK = re.compile(
+    rb"(hooks\.slack\.com/(?:services|workflows|triggers)/)([A-Za-z0-9+/_-]{20,%d})" % _V
+)
+_TOKEN_CHARS = re.compile(rb"[A-Za-z0-9_+/=.~-]{0,%d}" % TOKEN_EXTEND)
+#: Well-known token shapes (after gitleaks' default rules, those that show up on internal hosts).
+_TOKENS = (
+    (
+        rb"\b(?:(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}"  # AWS access key id
+        rb"|ABSK[A-Za-z0-9+/]{100,300}={0,2}|bedrock-api-key-[A-Za-z0-9+/=]{20,%(v)d}"  # Amazon Bedrock API keys
+        rb"|gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255}"  # GitHub
+        rb"|gl(?:pat|dt|rt|cbt|ptt|ft|imt|oas|soat|ffct)-[A-Za-z0-9_-]{20,64}|glagent-[A-Za-z0-9_-]{50,200}"  # GitLab
+        rb"|xox[abposre]-[A-Za-z0-9-]{10,250}|xapp-[0-9]-[A-Z0-9]{1,20}-[0-9]{1,20}-[a-z0-9]{20,100}"  # Slack
+        rb"|AIza[0-9A-Za-z_-]{35}"  # Google API key
+        rb"|hv[sbr]\.[A-Za-z0-9_-]{24,300}|s\.[A-Za-z0-9]{24}\b"  # HashiCorp Vault
+        rb"|sk-[A-Za-z0-9_-]{20,300}"  # OpenAI, Anthropic (sk-ant-…) and similar AI API keys
+        rb"|npm_[A-Za-z0-9]{36}|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,300}"  # npm, PyPI
+        rb"|AKCp[A-Za-z0-9]{69}|cmVmdGtu[A-Za-z0-9]{56}"  # Artifactory API key, reference token
+        rb"|[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34})"  # Azure AD client secret
+    )
+    % {b"v": _V}
+)
 
 _RULES: list[tuple[str, bytes]] = [
     ("pem", _PEM_BEGIN),
     ("url_credentials", _URL_CREDENTIALS.pattern),
     ("jdbc_oracle", _JDBC_ORACLE.pattern),
     ("authorization", _AUTHORIZATION.pattern),
+    ("cookie", _COOKIE.pattern),
     ("bearer", _BEARER.pattern),
-    ("jwt", rb"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
-    (
-        "token",
-        rb"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}"
-        rb"|glpat-[A-Za-z0-9_-]{20,64}|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35})\b",
-    ),
+    ("slack_webhook", _SLACK_WEBHOOK.pattern),
+    ("jwt", rb"\beyJ[A-Za-z0-9_-]{5,%d}\.eyJ[A-Za-z0-9_-]{1,%d}(?:\.[A-Za-z0-9_-]{0,%d})?" % (_V, _V, _V)),
+    ("token", _TOKENS),
+    ("identified_by", _IDENTIFIED_BY.pattern),
+    ("xml_secret", _XML_ELEMENT.pattern),
+    # RE2 has no look-behind: the flag rules match one byte before the dash and the handler checks it.
+    ("flag_value", rb"(?:(?m:^)|[ \t\"'=(])" + _FLAG_VALUE.pattern.replace(rb"(?<![A-Za-z0-9_-])", b"")),
+    ("curl_user", rb"(?:(?m:^)|[ \t\"'=(])" + _CURL_USER.pattern.replace(rb"(?<![A-Za-z0-9_-])", b"")),
     ("key_value", _KEY_VALUE.pattern),
-    ("ipv4_hostname", rb"\bip-[0-9]{1,3}-[0-9]{1,3}-[0-9]{1,3}-[0-9]{1,3}\b"),
+    ("ipv4_hex_name", rb"\b[0-9a-fA-F]{8}\.(?i:nip|sslip|xip)\.io\b"),
     # The first octet is filled in per redactor: the internal ranges' and the inventory's (see _ipv4_pattern).
-    ("ipv4", rb"\b(?:%s)\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\b"),
+    ("ipv4_dashed", rb"\b0{0,3}(?:%(first)s)-[0-9]{1,4}-[0-9]{1,4}-[0-9]{1,4}\b"),
+    (
+        "ipv4",
+        rb"\b(?:0[xX][0-9a-fA-F]{1,2}|0{0,3}(?:%(first)s)|0[0-7]{1,3})"
+        rb"(?:\.(?:0[xX][0-9a-fA-F]{1,2}|[0-9]{1,4})){3}\b",
+    ),
     (
         "ipv6",
-        rb"(?i:::ffff:[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\b"
-        rb"|\b(?:f[cd][0-9a-f]{2}|fe[89ab][0-9a-f])(?::[0-9a-f]{0,4}){1,7}(?:%[A-Za-z0-9_.-]{1,32})?"
+        rb"(?i:(?:\b(?:0{1,4}:){5}|::)(?:ffff:)?(?:[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\b"
+        rb"|[0-9a-f]{1,4}:[0-9a-f]{1,4}\b)"
+        rb"|\b(?:f[cd][0-9a-f]{2}|fe[89a-f][0-9a-f])(?::[0-9a-f]{0,4}){1,7}(?:%[A-Za-z0-9_.-]{1,32})?"
         rb"|\[::1\])",
     ),
     ("rrn", rb"\b[0-9]{6}[- ]?[1-8][0-9]{6}\b"),
+    (
+        "card",
+        rb"\b(?:[0-9]{13,19}|[0-9]{4}[- ][0-9]{4,6}[- ][0-9]{4,5}(?:[- ][0-9]{1,4}){0,2})\b",
+    ),
     (
         "phone",
         rb"(?:\+82[- ]?(?:\(0\))?1[016789]|\b01[016789]|\b0(?:2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70|50[0-9]))"
@@ -140,21 +264,22 @@ _RULES: list[tuple[str, bytes]] = [
     ),
     (
         "passport",
-        "(?:여권번호|여권|(?i:passport)(?:[ _-]?(?i:no\\.?|number|num))?)[ \\t]*[:=]?[ \\t]*[A-Za-z]{1,2}[0-9]{7,8}\\b".encode(),
+        "(?:(?:여권번호|여권|(?i:passport)(?:[ _-]?(?i:no\\.?|number|num))?)[ \\t]{0,8}[:=]?[ \\t]{0,8}"
+        "[A-Za-z]{1,2}[0-9]{7,8}|[A-Z][0-9]{3}[A-Z][0-9]{4})\\b".encode(),
     ),
     (
         "driver_license",
-        "(?:운전면허번호|운전면허|(?i:driver'?s?[ _-]?licen[cs]e)(?:[ _-]?(?i:no\\.?|number))?)[ \\t]*[:=]?[ \\t]*"
-        "[0-9]{2}-?[0-9]{2}-?[0-9]{6}-?[0-9]{2}\\b".encode(),
+        "(?:(?:운전면허번호|운전면허|(?i:driver'?s?[ _-]?licen[cs]e)(?:[ _-]?(?i:no\\.?|number))?)[ \\t]{0,8}[:=]?"
+        "[ \\t]{0,8})?\\b(?:1[1-9]|2[0-8])[- ]?[0-9]{2}[- ]?[0-9]{6}[- ]?[0-9]{2}\\b".encode(),
     ),
     (
         "biz_no",
-        "(?:사업자등록번호|사업자번호|(?i:business[ _-]?registration)(?:[ _-]?(?i:no\\.?|number))?)[ \\t]*[:=]?[ \\t]*"
-        "[0-9]{3}-?[0-9]{2}-?[0-9]{5}\\b".encode(),
+        "(?:사업자등록번호|사업자번호|(?i:business[ _-]?registration)(?:[ _-]?(?i:no\\.?|number))?)[ \\t]{0,8}"
+        "[:=]?[ \\t]{0,8}[0-9]{3}-?[0-9]{2}-?[0-9]{5}\\b".encode(),
     ),
     (
         "account",
-        "(?:계좌번호|계좌|(?i:bank[ _-]?account|account[ _-]?(?:no\\.?|number)))[ \\t]*[:=]?[ \\t]*"
+        "(?:계좌번호|계좌|(?i:bank[ _-]?account|account[ _-]?(?:no\\.?|number)))[ \\t]{0,8}[:=]?[ \\t]{0,8}"
         "[0-9][0-9-]{6,22}[0-9]\\b".encode(),
     ),
 ]
@@ -164,7 +289,10 @@ _LABELLED_MASKS = {
     "biz_no": b"[BIZ-NO]",
     "account": b"[ACCOUNT]",
 }
-_LABELLED_NUMBER = re.compile(rb"[A-Za-z]{0,2}[0-9][0-9-]*[0-9]$")
+_LABELLED_NUMBER = re.compile(rb"(?:[A-Za-z]{0,2}[0-9]|[0-9])[0-9 -]*[0-9]$|[A-Z][0-9]{3}[A-Z][0-9]{4}$")
+_DIGITS = re.compile(rb"[0-9]")
+_HEX_OCTET = re.compile(rb"0[xX][0-9a-fA-F]{1,2}")
+_CARD_PREFIX = re.compile(rb"3[0-9]|4|5[1-5]|2[2-7]|6|9")
 
 
 #: Internal IPv4 ranges as (first octet, lowest second octet, highest second octet).
@@ -172,18 +300,40 @@ _INTERNAL_V4 = {10: (0, 255), 127: (0, 255), 172: (16, 31), 192: (168, 168), 100
 _INTERNAL_V6 = (
     ipaddress.IPv6Network("fc00::/7"),
     ipaddress.IPv6Network("fe80::/10"),
+    ipaddress.IPv6Network("fec0::/10"),
     ipaddress.IPv6Network("::1/128"),
 )
 
 
-def _v4_octets(text: bytes) -> tuple[int, int, int, int] | None:
-    parts = text.split(b".")
+def _octet_values(part: bytes) -> tuple[int, ...]:
+    """How a resolver may read one part of a dotted address: hex, decimal, and (leading zero) octal."""
+    if part[:2] in (b"0x", b"0X"):
+        return (int(part, 16),)
+    values = [int(part)]
+    if len(part) > 1 and part[0] == 0x30 and all(0x30 <= c <= 0x37 for c in part):
+        values.append(int(part, 8))
+    return tuple(values)
+
+
+def _v4_readings(text: bytes, sep: bytes = b".") -> list[tuple[int, int, int, int]]:
+    """Every (a, b, c, d) a resolver may read ``text`` as (dotted decimal, leading zeros as octal, hex parts)."""
+    parts = text.split(sep)
     if len(parts) != 4:
-        return None
-    a, b, c, d = (int(part) for part in parts)
-    if a > 255 or b > 255 or c > 255 or d > 255:
-        return None
-    return a, b, c, d
+        return []
+    choices = [_octet_values(part) for part in parts]
+    readings = []
+    for a in choices[0]:
+        for b in choices[1]:
+            for c in choices[2]:
+                for d in choices[3]:
+                    if a <= 255 and b <= 255 and c <= 255 and d <= 255:
+                        readings.append((a, b, c, d))
+    return readings
+
+
+def _v4_octets(text: bytes) -> tuple[int, int, int, int] | None:
+    readings = _v4_readings(text)
+    return readings[0] if readings else None
 
 
 def _v4_internal(octets: tuple[int, int, int, int]) -> bool:
@@ -192,10 +342,78 @@ def _v4_internal(octets: tuple[int, int, int, int]) -> bool:
 
 
 def _v6_internal(address: ipaddress.IPv6Address) -> bool:
-    if address.ipv4_mapped is not None:
-        octets = _v4_octets(str(address.ipv4_mapped).encode())
-        return octets is not None and _v4_internal(octets)
+    v4 = _v6_embedded_v4(address)
+    if v4 is not None and _v4_internal(v4):
+        return True
     return any(address in network for network in _INTERNAL_V6)
+
+
+def _v6_embedded_v4(address: ipaddress.IPv6Address) -> tuple[int, int, int, int] | None:
+    """The IPv4 address in an IPv4-mapped (``::ffff:a.b.c.d``) or -compatible (``::a.b.c.d``) address."""
+    packed = address.packed
+    if packed[:10] == bytes(10) and packed[10:12] in (b"\xff\xff", b"\0\0") and packed[12:] != bytes(4):
+        if packed[10:12] == b"\0\0" and packed[12:14] == b"\0\0":
+            return None  # ::1 and other small numbers are not compatible addresses
+        a, b, c, d = packed[12:]
+        return a, b, c, d
+    return None
+
+
+def _visible_length(secret: str) -> int:
+    """How many characters of ``secret`` are matched (invisible formatting characters are not)."""
+    return len(_Normalised(secret.encode("utf-8", "surrogatepass")).data.decode("utf-8", "replace"))
+
+
+def _no_captures(pattern: bytes) -> bytes:
+    """``pattern`` with its capturing groups made non-capturing: RE2 pays for every group on every match."""
+    out = bytearray()
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == 0x5C:  # an escape: copy it and the escaped byte
+            out += pattern[i : i + 2]
+            i += 2
+            continue
+        if in_class:
+            in_class = c != 0x5D
+        elif c == 0x5B:
+            in_class = True
+            out.append(c)
+            i += 1
+            for special in (0x5E, 0x5D):  # [^ and a leading ] belong to the class
+                if i < len(pattern) and pattern[i] == special:
+                    out.append(special)
+                    i += 1
+            continue
+        elif c == 0x28 and pattern[i + 1 : i + 2] != b"?":
+            out += b"(?:"
+            i += 1
+            continue
+        elif c == 0x28 and (
+            pattern[i + 1 : i + 4] == b"?P<"
+            or (pattern[i + 1 : i + 3] == b"?<" and pattern[i + 3 : i + 4] not in (b"=", b"!"))
+        ):
+            out += b"(?:"  # a named group: drop its name
+            i = pattern.index(b">", i) + 1
+            continue
+        out.append(c)
+        i += 1
+    return bytes(out)
+
+
+def _relax(pattern: bytes) -> bytes:
+    """``pattern`` with every long bounded repeat (``{m,n}``, n >= 8) made open-ended (``{m,}``)."""
+    return re.sub(rb"\{([0-9]+),([0-9]+)\}", lambda m: m[0] if int(m[2]) < 8 else b"{%s,}" % m[1], pattern)
+
+
+def _luhn(digits: bytes) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = char - 0x30
+        if index % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
 
 
 # -- secret variants ----------------------------------------------------------------------------------------------
@@ -216,10 +434,12 @@ def _base64_fragments(secret: bytes) -> set[bytes]:
 
 
 def secret_variants(secret: str) -> set[bytes]:
-    """Every form of ``secret`` the redactor looks for: as given, base64, URL, JSON and shell encodings."""
+    """Every form of ``secret`` the redactor looks for: as given, base64, hex, URL, JSON and shell encodings."""
     raw = secret.encode("utf-8", "surrogatepass")
     forms = {
         raw,
+        raw.hex().encode(),
+        raw.hex().upper().encode(),
         urllib.parse.quote(secret, safe="").encode(),
         urllib.parse.quote_plus(secret, safe="").encode(),
         urllib.parse.quote(secret).encode(),
@@ -231,6 +451,66 @@ def secret_variants(secret: str) -> set[bytes]:
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
 
+# -- normalising: matched as ASCII, shown as written -----------------------------------------------------------
+
+
+class _Normalised:
+    """``data`` with full-width digits and dashes made ASCII and invisible characters removed, and the offset maps."""
+
+    __slots__ = ("_deletion", "_norm_ends", "_orig_ends", "_shrink", "data")
+
+    def __init__(self, data: bytes) -> None:
+        out: list[bytes] = []
+        orig_ends: list[int] = []
+        norm_ends: list[int] = []
+        shrink: list[int] = [0]
+        deletion: list[bool] = []
+        last = 0
+        length = 0
+        for match in _NORMALISE.finditer(data):
+            start, end = match.span()
+            if match.group(1) is not None:
+                run = match.group(1)
+                if len(run.decode("utf-8", "replace")) > MAX_INVISIBLE_RUN:
+                    continue  # a long run of invisible characters is content, not an obfuscated secret
+                replacement = b""
+            else:
+                replacement = _NORMAL_CHARS[match.group()]
+            out.append(data[last:start])
+            length += start - last
+            out.append(replacement)
+            length += len(replacement)
+            last = end
+            orig_ends.append(end)
+            norm_ends.append(length)
+            shrink.append(shrink[-1] + (end - start) - len(replacement))
+            deletion.append(not replacement)
+        out.append(data[last:])
+        self.data = b"".join(out)
+        self._orig_ends = orig_ends
+        self._norm_ends = norm_ends
+        self._shrink = shrink
+        self._deletion = deletion
+
+    def to_normal(self, position: int) -> int:
+        """A position of the original (at a character boundary) in the normalised data."""
+        return position - self._shrink[bisect.bisect_right(self._orig_ends, position)]
+
+    def to_original(self, position: int, *, end: bool) -> int:
+        """A position of the normalised data in the original; removed characters at it stay outside the span."""
+        if end:
+            index = bisect.bisect_left(self._norm_ends, position)
+            if (
+                index < len(self._norm_ends)
+                and self._norm_ends[index] == position
+                and not self._deletion[index]
+            ):
+                index += 1
+        else:
+            index = bisect.bisect_right(self._norm_ends, position)
+        return position + self._shrink[index]
+
+
 # -- the redactor ------------------------------------------------------------------------------------------------
 
 Handler = Callable[[bytes, int, int], tuple[bytes, int] | None]
@@ -238,6 +518,8 @@ Handler = Callable[[bytes, int, int], tuple[bytes, int] | None]
 
 class _Engine(Protocol):
     def search(self, data: bytes, pos: int) -> Any: ...
+
+    def match(self, data: bytes, pos: int) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +545,7 @@ class Redactor:
             for the benchmark and a cross-check in tests).
 
     Raises:
-        InvalidRule: an extra rule does not compile.
+        InvalidRule: an extra rule does not compile or is unbounded.
     """
 
     def __init__(
@@ -275,6 +557,7 @@ class Redactor:
     ) -> None:
         self._v4_aliases: dict[tuple[int, int, int, int], bytes] = {}
         self._v6_aliases: dict[ipaddress.IPv6Address, bytes] = {}
+        self._v4_cache: dict[bytes, bytes | None] = {}
         names: dict[bytes, bytes] = {}
         for address, alias in (known_hosts or {}).items():
             try:
@@ -292,8 +575,16 @@ class Redactor:
             {
                 form
                 for secret in secrets
-                if len(secret) >= MIN_SECRET_LENGTH
+                if _visible_length(secret) >= MIN_SECRET_LENGTH
                 for form in secret_variants(secret)
+            },
+            key=lambda form: (-len(form), form),
+        )
+        # Text is matched normalised (full-width digits, dashes, invisible characters): so are the secrets.
+        forms = sorted(
+            {
+                *forms,
+                *(normal for form in forms if len(normal := _Normalised(form).data) >= MIN_SECRET_LENGTH),
             },
             key=lambda form: (-len(form), form),
         )
@@ -313,21 +604,32 @@ class Redactor:
             "pem": self._pem,
             "url_credentials": self._keep_label(_URL_CREDENTIALS, b"@"),
             "jdbc_oracle": self._keep_label(_JDBC_ORACLE, b"@"),
-            "authorization": self._keep_label(_AUTHORIZATION),
-            "bearer": self._keep_label(_BEARER),
-            "jwt": self._fixed(CREDENTIAL_MASK),
-            "token": self._fixed(CREDENTIAL_MASK),
+            "authorization": self._keep_label(_AUTHORIZATION, extend=True),
+            "cookie": self._cookie,
+            "bearer": self._keep_label(_BEARER, extend=True),
+            "slack_webhook": self._keep_label(_SLACK_WEBHOOK, extend=True),
+            "jwt": self._fixed(CREDENTIAL_MASK, extend=True),
+            "token": self._fixed(CREDENTIAL_MASK, extend=True),
+            "identified_by": self._keep_label(_IDENTIFIED_BY),
+            "xml_secret": self._keep_label(_XML_ELEMENT, b"</"),
+            "flag_value": self._after_boundary(self._keep_label(_FLAG_VALUE)),
+            "curl_user": self._after_boundary(self._keep_label(_CURL_USER)),
             "key_value": self._keep_label(_KEY_VALUE),
-            "ipv4_hostname": self._ipv4_hostname,
+            "ipv4_hex_name": self._ipv4_hex_name,
+            "ipv4_dashed": self._ipv4_dashed,
             "ipv4": self._ipv4,
             "ipv6": self._ipv6,
             "rrn": self._rrn,
+            "card": self._card,
             "phone": self._phone,
         }
+        first = b"|".join(str(octet).encode() for octet in first_octets)
         for name, pattern in _RULES:
-            if name == "ipv4":
-                pattern = pattern % b"|".join(str(octet).encode() for octet in first_octets)
+            if b"%(first)s" in pattern:
+                pattern = pattern.replace(b"%(first)s", first)
             handler = builtin.get(name) or self._labelled(_LABELLED_MASKS[name])
+            if name == "driver_license":
+                handler = self._not_a_timestamp(handler)
             rules.append((name, pattern, handler))
         for rule in extra_rules:
             check_rule(rule)
@@ -335,12 +637,38 @@ class Redactor:
                 (f"extra:{rule.name}", rule.pattern.encode(), self._fixed(rule.replacement.encode()))
             )
 
-        # One alternation; remember which top-level group index belongs to which rule.
+        # One alternation; remember which top-level group index belongs to which rule. RE2 finds candidates
+        # with the long repeats relaxed (bounded repeats cost it dearly); the bounded rule decides (_bounded_at).
         parts, self._by_group, group = [], {}, 1
-        for name, pattern, handler in rules:
-            parts.append(b"(" + pattern + b")")
-            self._by_group[group] = (name, handler)
-            group += 1 + re.compile(pattern).groups
+        self._rules: list[tuple[str, Handler, _Engine | None]] = []
+        widest = 0
+        for index, (name, pattern, handler) in enumerate(rules):
+            relaxed = pattern if name.startswith("extra:") or engine == "re" else _relax(pattern)
+            bounded: _Engine | None = None
+            if name.startswith("extra:"):
+                bounded = re2.compile(pattern, _QUIET)
+            elif relaxed != pattern:
+                bounded = re.compile(pattern)
+            self._rules.append((name, handler, bounded))
+            parts.append(b"(" + _no_captures(relaxed) + b")")
+            self._by_group[group] = (name, handler, index, relaxed != pattern)
+            group += 1
+            if name.startswith("extra:"):
+                width = MAX_RULE_WIDTH
+            elif name == "secret":
+                width = max(len(form) for form in single_line)
+            elif name == "host_name":
+                width = max(len(name) for name in names)
+            else:
+                width = max_width(pattern) or 0
+                assert width > 0, name
+            widest = max(widest, width)
+        #: The most bytes (of the normalised text) a decision about one position can depend on: a stream holds
+        #: back this much of a long line, and everything before it is final.
+        self.window = widest + TOKEN_EXTEND + LOOKAROUND
+        self._exact: dict[str, Any] = {
+            name: re.compile(pattern) for name, pattern, _ in rules if not name.startswith("extra:")
+        }
         combined = b"|".join(parts)
         self.pattern = combined
         options = re2.Options()
@@ -348,6 +676,13 @@ class Redactor:
         options.log_errors = False
         options.never_nl = True
         self._regex: _Engine = re2.compile(combined, options) if engine == "re2" else re.compile(combined)
+        # The RE2 binding's Python layer (match objects, lastindex) costs as much per match as the search itself:
+        # where it is there, call the compiled expression directly, which returns the spans of every group.
+        raw = getattr(self._regex, "_regexp", None)
+        self._spans: Callable[[bytes, int, int], list[tuple[int, int]]] | None = None
+        if raw is not None and hasattr(raw, "Match"):
+            unanchored = re2._re2.RE2.Anchor.UNANCHORED
+            self._spans = lambda data, pos, end: raw.Match(unanchored, data, pos, end)
 
     # -- handlers: (data, start, end) -> (replacement, end) or None to keep the candidate as it is --------------
 
@@ -355,11 +690,22 @@ class Redactor:
         return SECRET_MASK, end
 
     @staticmethod
-    def _fixed(mask: bytes) -> Handler:
+    def _extend(data: bytes, end: int) -> int:
+        """Past the end of a token's pattern, the rest of a longer token (bounded by :data:`TOKEN_EXTEND`)."""
+        if end < len(data) and data[end] in _TOKEN_BYTES:
+            match = _TOKEN_CHARS.match(data, end)
+            if match is not None:
+                return match.end()
+        return end
+
+    @classmethod
+    def _fixed(cls, mask: bytes, extend: bool = False) -> Handler:
+        if extend:
+            return lambda data, start, end: (mask, cls._extend(data, end))
         return lambda data, start, end: (mask, end)
 
-    @staticmethod
-    def _keep_label(detail: re.Pattern[bytes], suffix: bytes = b"") -> Handler:
+    @classmethod
+    def _keep_label(cls, detail: re.Pattern[bytes], suffix: bytes = b"", extend: bool = False) -> Handler:
         def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
             match = detail.fullmatch(data, start, end)
             if match is None:  # pragma: no cover - the alternation matched this same pattern
@@ -368,15 +714,56 @@ class Redactor:
             quote = (
                 value[:1] if len(value) > 1 and value[:1] in (b'"', b"'") and value[-1:] == value[:1] else b""
             )
+            if extend and not suffix:
+                end = cls._extend(data, end)
             return match.group(1) + quote + CREDENTIAL_MASK + quote + suffix, end
 
         return handler
+
+    @staticmethod
+    def _after_boundary(inner: Handler) -> Handler:
+        """For a rule that matched one byte of left context (RE2 has no look-behind): keep that byte as it is."""
+
+        def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
+            if data[start] != 0x2D:  # the byte before the flag
+                result = inner(data, start + 1, end)
+                return (data[start : start + 1] + result[0], result[1]) if result else None
+            return inner(data, start, end)
+
+        return handler
+
+    @staticmethod
+    def _cookie(data: bytes, start: int, end: int) -> tuple[bytes, int]:
+        match = _COOKIE.fullmatch(data, start, end)
+        assert match is not None
+        pairs = []
+        for index, pair in enumerate(match.group(2).split(b";")):
+            found = _COOKIE_PAIR.fullmatch(pair)
+            if found is None or (index and found.group(2).strip().lower() in _COOKIE_ATTRIBUTES):
+                pairs.append(pair)
+            else:
+                pairs.append(found.group(1) + found.group(2) + b"=" + CREDENTIAL_MASK)
+        return match.group(1) + b";".join(pairs), end
 
     @staticmethod
     def _labelled(mask: bytes) -> Handler:
         def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
             number = _LABELLED_NUMBER.search(data, start, end)
             return (data[start : number.start()] + mask, end) if number else None
+
+        return handler
+
+    @staticmethod
+    def _not_a_timestamp(inner: Handler) -> Handler:
+        """An unlabelled, unseparated 12-digit licence number that reads as ``yyyymmddHHMM`` is a timestamp."""
+
+        def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
+            text = data[start:end]
+            if len(text) == 12 and text.isdigit() and text[:2] in (b"19", b"20"):
+                month, day, hour, minute = int(text[4:6]), int(text[6:8]), int(text[8:10]), int(text[10:12])
+                if 1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59:
+                    return None
+            return inner(data, start, end)
 
         return handler
 
@@ -394,11 +781,14 @@ class Redactor:
 
         return handler
 
-    def _v4_mask(self, octets: tuple[int, int, int, int]) -> bytes | None:
-        alias = self._v4_aliases.get(octets)
-        if alias is not None:
-            return alias
-        return IP_MASK if _v4_internal(octets) else None
+    def _v4_mask(self, text: bytes, sep: bytes = b".") -> bytes | None:
+        """The alias or mask for an IPv4 address as written, if any reading of it is known or internal."""
+        readings = _v4_readings(text, sep)
+        for octets in readings:
+            alias = self._v4_aliases.get(octets)
+            if alias is not None:
+                return alias
+        return IP_MASK if any(_v4_internal(octets) for octets in readings) else None
 
     def _ipv4(self, data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
         # A dotted quad inside a longer dotted run is a version number, not an address.
@@ -406,24 +796,42 @@ class Redactor:
             data[end : end + 1] == b"." and data[end + 1 : end + 2].isdigit()
         ):
             return None
-        octets = _v4_octets(data[start:end])
-        mask = self._v4_mask(octets) if octets else None
+        text = data[start:end]
+        cache = self._v4_cache
+        if text in cache:
+            mask = cache[text]
+        else:
+            mask = self._v4_mask(text)
+            if len(cache) < 65536:
+                cache[text] = mask
         return (mask, end) if mask else None
 
-    def _ipv4_hostname(self, data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
-        octets = _v4_octets(data[start + 3 : end].replace(b"-", b"."))
-        mask = self._v4_mask(octets) if octets else None
-        return (b"ip-" + mask, end) if mask else None
+    def _ipv4_dashed(self, data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
+        # An address written with dashes inside a host name: after a name part (ip-, host-, app-) or before a domain.
+        named = start >= 3 and data[start - 1] == 0x2D and bytes(data[start - 3 : start - 1]).isalnum()
+        domain = data[end : end + 1] == b"." and data[end + 1 : end + 2].isalpha()
+        if not (named or domain):
+            return None
+        mask = self._v4_mask(data[start:end], b"-")
+        return (mask, end) if mask else None
+
+    def _ipv4_hex_name(self, data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
+        a, b, c, d = bytes.fromhex(data[start : start + 8].decode())
+        mask = self._v4_mask(b"%d.%d.%d.%d" % (a, b, c, d))
+        return (mask + data[start + 8 : end], end) if mask else None
 
     def _ipv6(self, data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
+        if data[start : start + 2] == b"::" and start > 0 and data[start - 1 : start] in _HEX_OR_COLON:
+            return None  # the tail of a longer address
         core = data[start:end].strip(b"[]").split(b"%", 1)[0]
         try:
             address = ipaddress.IPv6Address(core.decode("ascii"))
         except ValueError:
             return None
         alias = self._v6_aliases.get(address)
-        if alias is None and address.ipv4_mapped is not None:
-            alias = self._v4_aliases.get(_v4_octets(str(address.ipv4_mapped).encode()) or (0, 0, 0, 0))
+        embedded = _v6_embedded_v4(address)
+        if alias is None and embedded is not None:
+            alias = self._v4_aliases.get(embedded)
         if alias is not None:
             return alias, end
         return (IP_MASK, end) if _v6_internal(address) else None
@@ -434,33 +842,66 @@ class Redactor:
         month, day = int(digits[2:4]), int(digits[4:6])
         if not (1 <= month <= 12 and 1 <= day <= 31):
             return None
-        return digits[:6] + re.sub(rb"[0-9]", b"*", digits[6:]), end
+        return digits[:6] + b"-*******", end
+
+    @staticmethod
+    def _card(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
+        digits = data[start:end].replace(b"-", b"").replace(b" ", b"")
+        if not (13 <= len(digits) <= 19) or _CARD_PREFIX.match(digits) is None or not _luhn(digits):
+            return None
+        return CARD_MASK, end
 
     @staticmethod
     def _phone(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
         number = data[start:end]
         head = re.match(rb"\+82[- ]?(?:\(0\))?1[016789]|01[016789]|0(?:2|50[0-9]|[3-7][0-9])", number)
-        keep = head.end() if head else 3
-        return number[:keep] + re.sub(rb"[0-9]", b"*", number[keep:]), end
+        keep = head.group() if head else number[:3]
+        return keep + b"-****-****", end
 
     # -- applying ----------------------------------------------------------------------------------------------
 
-    def _apply(self, data: bytes, findings: list[Finding] | None = None) -> bytes:
+    def _apply(
+        self, data: bytes, begin: int, limit: int | None, findings: list[Finding] | None
+    ) -> tuple[bytes, int]:
+        """Redact ``data[begin:stop]``; ``data[:begin]`` is context. Returns the redacted bytes and ``stop``.
+
+        With ``limit`` None the data is complete (``stop == len(data)``). Otherwise only matches that start before
+        ``limit`` are taken (the caller guarantees they and their look-around lie in ``data``), and ``stop`` is
+        where the next call must go on: every byte before it is decided.
+        """
         out: list[bytes] = []
-        emitted = 0  # data[:emitted] is decided
-        pos = 0  # where the next search starts
+        emitted = begin  # data[:emitted] is decided
+        pos = begin  # where the next search starts
+        last = len(data) if limit is None else limit
         search = self._regex.search
+        spans = self._spans
         by_group = self._by_group
-        while True:
-            match = search(data, pos)
-            if match is None:
+        size = len(data)
+        while pos < last:
+            if spans is not None:
+                found = spans(data, pos, size)
+                start, end = found[0]
+                if start == -1:
+                    break
+                group = found.index((start, end), 1)  # the one alternative that matched spans the whole match
+            else:
+                match = search(data, pos)
+                if match is None:
+                    break
+                start, end = match.span()
+                group = match.lastindex
+            if start >= last:
                 break
-            start, end = match.span()
-            name, handler = by_group[match.lastindex]
-            result = handler(data, start, end)
-            if result is None:
-                pos = start + 1  # not sensitive: look again from the next byte, not after the candidate
-                continue
+            name, handler, index, relaxed = by_group[group]
+            result = None if relaxed else handler(data, start, end)
+            if (
+                result is None
+            ):  # the bounded rule decides; a candidate it rejects leaves the later rules a chance
+                decided = self._decide(data, start, index if relaxed else index + 1)
+                if decided is None:
+                    pos = start + 1  # not sensitive: look again from the next byte, not after the candidate
+                    continue
+                name, result = decided
             replacement, end = result
             out.append(data[emitted:start])
             out.append(replacement)
@@ -468,69 +909,108 @@ class Redactor:
                 is_open = name == "pem" and end == len(data) and _PEM_END.search(data, start) is None
                 findings.append(Finding(name, start, end, replacement, is_open))
             emitted = pos = max(end, start + 1)
-        if not out:
-            return data
-        out.append(data[emitted:])
-        return b"".join(out)
+        stop = len(data) if limit is None else max(emitted, last)
+        if not out and begin == 0 and stop == len(data):
+            return data, stop
+        out.append(data[emitted:stop])
+        return b"".join(out), stop
 
-    def _apply_normalised(self, data: bytes, findings: list[Finding] | None) -> bytes:
-        """The slow path for text with full-width digits or dashes: match a normalised copy, mask the original.
+    def _decide(self, data: bytes, start: int, index: int) -> tuple[str, tuple[bytes, int]] | None:
+        """The first rule from ``index`` on whose bounded pattern matches at ``start`` and whose handler masks."""
+        for name, handler, bounded in self._rules[index:]:
+            match = (bounded or self._exact[name]).match(data, start)
+            if match is not None and match.end() > start:
+                result = handler(data, start, match.end())
+                if result is not None:
+                    return name, result
+        return None
 
-        Normalising maps one character to one character, so character offsets carry over; byte offsets are
-        mapped through them.
+    def _process(
+        self, data: bytes, begin: int, partial: bool, findings: list[Finding] | None
+    ) -> tuple[bytes, int]:
+        """Redact ``data[begin:stop]`` (``data[:begin]`` is context), matching the normalised text.
+
+        ``partial``: ``data`` is the start of a longer text; everything whose outcome could depend on what
+        follows is left for later (``stop`` is where to go on). Otherwise ``data`` is complete.
         """
-        text = data.decode("utf-8", "surrogateescape")
-        normal = text.translate(_FULLWIDTH)
+        if data.isascii() or _NEEDS_NORMALISING.search(data) is None:
+            limit = None
+            if partial:
+                limit = len(data) - NORMALISE_MARGIN - self.window
+                if limit <= begin:
+                    return b"", begin
+            return self._apply(data, begin, limit, findings)
+        normal = _Normalised(data)
+        nbegin = normal.to_normal(begin)
+        nlimit = None
+        if partial:
+            nlimit = normal.to_normal(len(data) - NORMALISE_MARGIN) - self.window
+            if nlimit <= nbegin:
+                return b"", begin
         found: list[Finding] = []
-        self._apply(normal.encode("utf-8", "surrogateescape"), found)
-        if not found:
-            return data
-        offsets = [0]
-        for char in normal:
-            offsets.append(offsets[-1] + len(char.encode("utf-8", "surrogateescape")))
-        out, last_char = [], 0
+        _, nstop = self._apply(normal.data, nbegin, nlimit, found)
+        stop = len(data) if nlimit is None else normal.to_original(nstop, end=False)
+        out, last = [], begin
         for finding in found:
-            first, stop = bisect.bisect_left(offsets, finding.start), bisect.bisect_left(offsets, finding.end)
-            out.append(text[last_char:first].encode("utf-8", "surrogateescape"))
+            first = normal.to_original(finding.start, end=False)
+            after = normal.to_original(finding.end, end=True)
+            out.append(data[last:first])
             out.append(finding.replacement)
-            last_char = stop
-        out.append(text[last_char:].encode("utf-8", "surrogateescape"))
-        if findings is not None:
-            findings.extend(found)
-        return b"".join(out)
+            last = after
+            if findings is not None:
+                findings.append(Finding(finding.rule, first, after, finding.replacement, finding.open))
+        out.append(data[last:stop])
+        return b"".join(out), stop
 
     def multiline_spans(self, data: bytes) -> list[tuple[int, int]]:
         """Where the secrets that contain a line feed occur in ``data`` (leftmost first, longest at a tie)."""
         spans: list[tuple[int, int]] = []
         pos = 0
-        while self.multiline_secrets:
-            hits = [(i, -len(f)) for f in self.multiline_secrets if (i := data.find(f, pos)) != -1]
-            if not hits:
-                break
-            start, negative_length = min(hits)
-            spans.append((start, start - negative_length))
-            pos = start - negative_length
+        while (span := self._next_multiline(data, pos)) is not None:
+            spans.append(span)
+            pos = span[1]
         return spans
 
+    def _next_multiline(self, data: bytes, pos: int) -> tuple[int, int] | None:
+        if not self.multiline_secrets:
+            return None
+        hits = [(i, -len(f)) for f in self.multiline_secrets if (i := data.find(f, pos)) != -1]
+        if not hits:
+            return None
+        start, negative_length = min(hits)
+        return start, start - negative_length
+
     def redact_bytes(self, data: bytes, findings: list[Finding] | None = None) -> bytes:
-        """Redact a complete piece of output (not a chunk of a stream: see :meth:`stream`)."""
+        """Redact a complete piece of output (not a chunk of a stream: see :meth:`stream`).
+
+        This is the reference: a :class:`StreamRedactor` gives exactly these bytes, however the data is chunked.
+        """
         if b"\x1b" in data:
             data = _ANSI.sub(b"", data)
-        spans = self.multiline_spans(data) if self.multiline_secrets else []
-        if not spans:
-            return self._redact_lines(data, findings)
-        out, last = [], 0
-        for start, end in spans:
-            out.append(self._redact_lines(data[last:start], findings))
+        if not self.multiline_secrets:
+            return self._process(data, 0, False, findings)[0]
+        out: list[bytes] = []
+        pos = 0
+        while True:
+            span = self._next_multiline(data, pos)
+            piece_end = len(data) if span is None else span[0]
+            found: list[Finding] = []
+            out.append(self._process(data[:piece_end], pos, False, found)[0])
+            if findings is not None:
+                findings.extend(found)
+            if found and found[-1].open:  # a private key block goes on past a multi-line secret
+                close = _PEM_END.search(data, _begin_end(data, found[-1].start))
+                if close is None:
+                    break
+                pos = close.end()
+                continue
+            if span is None:
+                break
             out.append(SECRET_MASK)
-            last = end
-        out.append(self._redact_lines(data[last:], findings))
+            if findings is not None:
+                findings.append(Finding("secret", span[0], span[1], SECRET_MASK))
+            pos = span[1]
         return b"".join(out)
-
-    def _redact_lines(self, data: bytes, findings: list[Finding] | None) -> bytes:
-        if not data.isascii() and any(marker in data for marker in _FULLWIDTH_MARKERS):
-            return self._apply_normalised(data, findings)
-        return self._apply(data, findings)
 
     def redact(self, text: str) -> str:
         """Redact a complete text."""
@@ -552,79 +1032,139 @@ class Redactor:
         return StreamRedactor(self)
 
 
-class StreamRedactor:
-    """Redacts output that arrives in chunks; a secret split over any chunk boundary is still masked.
+_TOKEN_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+/=.~-")
+_HEX_OR_COLON = frozenset(bytes([c]) for c in b"0123456789abcdefABCDEF:")
 
-    No rule matches across a line feed (except private key blocks, tracked as state), so everything up to the last
-    line feed is final and is released at once; only the partial last line is held back. When one of the agent's
-    secrets itself contains a line feed, as many bytes as its longest form are held back too. A line longer than
-    :data:`MAX_HOLD` is processed anyway, keeping its last :data:`HOLD_OVERLAP` bytes back.
+
+def _begin_end(data: bytes, start: int) -> int:
+    """Where the private key BEGIN marker at ``start`` ends (the END search starts there)."""
+    match = _PEM_BEGIN_RE.match(data, start)
+    return match.end() if match else start
+
+
+class StreamRedactor:
+    """Redacts output that arrives in chunks, giving exactly what :meth:`Redactor.redact_bytes` gives for the
+    whole text, whatever the chunking and the line length, in bounded memory.
+
+    Two stages. Terminal escapes are removed first; an escape is at most :data:`ANSI_MAX` bytes, so only that much
+    is held back. Then the rules: no rule matches across a line feed (private key blocks are tracked as state), so
+    everything up to the last line feed is final and is released at once. A line longer than :data:`MAX_HOLD` is
+    released up to where a match could still depend on what has not arrived: every rule's match is bounded
+    (``Redactor.window`` bytes, look-around included), so all but that much of the line's end is final. When one of
+    the agent's secrets itself contains a line feed, as many bytes as its longest form are held back too.
     """
+
+    #: Bytes of already released text kept before the undecided part, for look-behind (``\b``, ``ip-``).
+    CONTEXT = 16
 
     def __init__(self, redactor: Redactor, in_key_block: bool = False) -> None:
         self._redactor = redactor
-        self._buffer = b""
+        self._raw = b""  # not yet through the escape stage
+        self._buffer = b""  # escape-free; _buffer[:_begin] is context, the rest undecided
+        self._begin = 0
         self._in_pem = in_key_block
         #: How many spans each rule masked so far.
         self.counts: dict[str, int] = {}
 
     def feed(self, chunk: bytes) -> bytes:
         """Take the next chunk; return the redacted bytes that are now final (possibly empty)."""
-        self._buffer += chunk
-        return self._release(final=False)
+        return self._release(self._strip(bytes(chunk), final=False), final=False)
 
     def finish(self) -> bytes:
         """End of stream: redact and return whatever is still held back."""
-        return self._release(final=True)
+        return self._release(self._strip(b"", final=True), final=True)
 
     def detach(self) -> tuple[bytes, bool]:
         """Stop here: return the raw bytes still held back (unredacted) and whether a key block is open."""
-        held, self._buffer = self._buffer, b""
+        held = self._buffer[self._begin :] + self._raw
+        self._buffer, self._begin, self._raw = b"", 0, b""
         return held, self._in_pem
 
-    def _cut(self) -> int:
-        """How much of the buffer is final: up to the last line feed, never splitting a multi-line secret."""
-        data = self._buffer
-        cut = data.rfind(b"\n") + 1
-        if cut == 0 and len(data) > MAX_HOLD:
-            cut = len(data) - HOLD_OVERLAP
-        redactor = self._redactor
-        if redactor.multiline_secrets:
-            cut = min(cut, max(0, len(data) - redactor.max_multiline + 1))
-            for start, end in redactor.multiline_spans(data):
-                if start < cut < end:
-                    cut = start
-        return cut
+    def _strip(self, chunk: bytes, final: bool) -> bytes:
+        """The escape stage: remove terminal escapes, holding back one that may not be complete."""
+        if not self._raw and b"\x1b" not in chunk:
+            return chunk
+        data = self._raw + chunk
+        cut = len(data)
+        if not final:
+            undecided = len(data) - ANSI_MAX
+            for match in _ANSI.finditer(data, data.find(b"\x1b")):
+                if match.start() >= undecided:
+                    cut = match.start()
+                    break
+        self._raw = data[cut:]
+        return _ANSI.sub(b"", data[:cut])
 
-    def _release(self, final: bool) -> bytes:
+    def _count(self, findings: list[Finding]) -> None:
+        for finding in findings:
+            self.counts[finding.rule] = self.counts.get(finding.rule, 0) + 1
+
+    def _keep(self, data: bytes, position: int) -> None:
+        """Go on from ``data[position:]``, keeping a little context before it."""
+        context = max(0, position - self.CONTEXT)
+        self._buffer, self._begin = data[context:], position - context
+
+    def _release(self, chunk: bytes, final: bool) -> bytes:
+        redactor = self._redactor
+        self._buffer += chunk
         out: list[bytes] = []
         while True:
-            data = self._buffer
+            data, begin = self._buffer, self._begin
             if self._in_pem:
-                close = _PEM_END.search(data)
+                close = _PEM_END.search(data, begin)
                 if close is None:
                     # Drop what is surely inside the block; keep a tail that could hold a split END marker.
-                    self._buffer = b"" if final else data[max(0, len(data) - 64) :]
+                    keep = len(data) if final else max(begin, len(data) - PEM_END_MAX)
+                    self._buffer, self._begin = data[keep:], 0
                     break
-                self._buffer = data[close.end() :]
                 self._in_pem = False
+                self._keep(data, close.end())
                 continue
-            cut = len(data) if final else self._cut()
-            if cut <= 0:
-                break
-            head, self._buffer = data[:cut], data[cut:]
-            if b"\x1b" in head:
-                head = _ANSI.sub(b"", head)
-            findings: list[Finding] = []
-            redacted = self._redactor.redact_bytes(head, findings)
-            if not final and findings and findings[-1].open:
-                self._in_pem = True
-            for finding in findings:
-                self.counts[finding.rule] = self.counts.get(finding.rule, 0) + 1
-            out.append(redacted)
-            if not self._in_pem:
-                break
+            hard = len(data)
+            if redactor.multiline_secrets:
+                if not final:
+                    hard = max(begin, len(data) - redactor.max_multiline + 1)
+                span = redactor._next_multiline(data, begin)
+                if span is not None and span[0] < hard:
+                    if self._piece(data[: span[0]], begin, False, out):
+                        continue
+                    out.append(SECRET_MASK)
+                    self._count([Finding("secret", *span, SECRET_MASK)])
+                    self._keep(data, span[1])
+                    continue
+            if final:
+                self._piece(data, begin, False, out)
+                if not self._in_pem:
+                    self._buffer, self._begin = b"", 0
+                    break
+                continue
+            line = data.rfind(b"\n", begin, hard)
+            if line != -1:
+                if not self._piece(data[: line + 1], begin, False, out):
+                    self._keep(data, line + 1)
+                continue
+            if hard - begin > MAX_HOLD and self._piece(data[:hard], begin, True, out):
+                continue
+            break
         return b"".join(out)
+
+    def _piece(self, data: bytes, begin: int, partial: bool, out: list[bytes]) -> bool:
+        """Redact ``data`` from ``begin`` into ``out``; True when a private key block was left open (the buffer is
+        then positioned for the END search). Otherwise, for a partial piece, the buffer goes on where it stopped."""
+        findings: list[Finding] = []
+        redacted, stop = self._redactor._process(data, begin, partial, findings)
+        out.append(redacted)
+        self._count(findings)
+        if findings and findings[-1].open:
+            self._in_pem = True
+            self._buffer, self._begin = self._buffer[_begin_end(self._buffer, findings[-1].start) :], 0
+            return True
+        if partial:
+            if stop == begin:
+                return False
+            self._keep(self._buffer, stop)
+            return True
+        return False
 
 
 class CappedRedactor:

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from agent.logsetup import RedactingFilter, configure_logging
 from agent.redaction import (
     MAX_HOLD,
+    MIN_SECRET_LENGTH,
     CappedRedactor,
     ExtraRule,
     InvalidRule,
     Redactor,
+    _visible_length,
     cap_output,
     secret_variants,
 )
@@ -95,14 +97,14 @@ CASES = {
         (f"ansi \x1b[31m{SECRET[:5]}\x1b[0m{SECRET[5:]}", "ansi [SECRET]"),
     ],
     "personal data": [
-        ("주민번호901010-1234567 외국인 9010105234567", "주민번호901010-******* 외국인 901010*******"),
-        ("rrn 901010 1234567", "rrn 901010 *******"),
+        ("주민번호901010-1234567 외국인 9010105234567", "주민번호901010-******* 외국인 901010-*******"),
+        ("rrn 901010 1234567", "rrn 901010-*******"),
         ("전각 ９０１０１０－１２３４５６７ 끝", "전각 901010-******* 끝"),
         (
             "call 010-1234-5678, 01098765432 or +82 10-1234-5678",
-            "call 010-****-****, 010******** or +82 10-****-****",
+            "call 010-****-****, 010-****-**** or +82 10-****-****",
         ),
-        ("office 02-123-4567 031-1234-5678", "office 02-***-**** 031-****-****"),
+        ("office 02-123-4567 031-1234-5678", "office 02-****-**** 031-****-****"),
         ("여권번호: M12345678 passport no. AB1234567", "여권번호: [PASSPORT] passport no. [PASSPORT]"),
         ("운전면허번호 11-12-123456-12", "운전면허번호 [DRIVER-LICENSE]"),
         ("사업자등록번호: 123-45-67890", "사업자등록번호: [BIZ-NO]"),
@@ -171,6 +173,7 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
 def test_planted_secret_never_survives_any_chunking(
     secret: str, before: str, after: str, cuts: list[int]
 ) -> None:
+    assume(_visible_length(secret) >= MIN_SECRET_LENGTH)  # shorter ones are not used for substring masking
     redactor = Redactor(secrets=[secret])
     data = (before + secret + after).encode()
     stream = redactor.stream()

@@ -1,0 +1,207 @@
+"""Redaction covers what ops output really contains: one table per class (masked, and must stay plain)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.redaction import Redactor
+
+SECRET = "s3cr3t-Relay-Tok3n"
+R = Redactor(secrets=[SECRET, "DbPass!2026"], known_hosts={"10.100.10.10": "was01"})
+NAIVE = Redactor(secrets=[SECRET, "DbPass!2026"], known_hosts={"10.100.10.10": "was01"}, engine="re")
+
+MASKED = {
+    "ipv4 notations": [
+        ("ping 010.001.002.003 ok", "ping [IP] ok"),
+        ("octal 012.0.0.1 and 0177.0.0.1", "octal [IP] and [IP]"),
+        ("hex 0x0a.0x00.0x00.0x01 and 0xC0.0xA8.0x01.0x01", "hex [IP] and [IP]"),
+        ("alias 010.100.010.010:22", "alias was01:22"),
+    ],
+    "addresses in names": [
+        ("GET http://10.1.2.3.nip.io/x", "GET http://[IP].nip.io/x"),
+        ("app-10-0-0-1.sslip.io and 192-168-1-10.nip.io", "app-[IP].sslip.io and [IP].nip.io"),
+        ("host-192-168-1-10 up, ip-10-0-0-1 down", "host-[IP] up, ip-[IP] down"),
+        ("magic-c0a80101.nip.io", "magic-[IP].nip.io"),
+    ],
+    "ipv6": [
+        ("mapped ::ffff:0a00:0001 and ::FFFF:c0a8:0101", "mapped [IP] and [IP]"),
+        ("compatible ::0a00:0001 and 0:0:0:0:0:ffff:a00:1", "compatible [IP] and [IP]"),
+        ("ula fd12:3456:789a::1, fc00::5 site-local fec0::1 feed::2", "ula [IP], [IP] site-local [IP] [IP]"),
+    ],
+    "credentials on command lines": [
+        ("mysql --password s3cret-x -h db", "mysql --password [REDACTED] -h db"),
+        ("tool --password=s3cret-x --secret 'a b'", "tool --password=[REDACTED] --secret '[REDACTED]'"),
+        ("curl -u admin:hunter22 https://x", "curl -u admin:[REDACTED] https://x"),
+        ("curl --user 'admin:hunter22' -k", "curl --user 'admin:[REDACTED]' -k"),
+    ],
+    "credentials in files": [
+        ("pass=abc123 pw=xyz789", "pass=[REDACTED] pw=[REDACTED]"),
+        ("DB_PASS=abc123 REDIS_PASS: xyz", "DB_PASS=[REDACTED] REDIS_PASS: [REDACTED]"),
+        ("CREATE USER app IDENTIFIED BY 'Pa55word!';", "CREATE USER app IDENTIFIED BY '[REDACTED]';"),
+        ("ALTER USER x IDENTIFIED BY Secr3t", "ALTER USER x IDENTIFIED BY [REDACTED]"),
+        ("<password>s3cret</password>", "<password>[REDACTED]</password>"),
+        (
+            "<jdbcPassword>p</jdbcPassword> <api_key>k</api_key>",
+            "<jdbcPassword>[REDACTED]</jdbcPassword> <api_key>[REDACTED]</api_key>",
+        ),
+        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG", "aws_secret_access_key = [REDACTED]"),
+        ("SECRET_KEY_BASE=0a1b2c3d4e5f", "SECRET_KEY_BASE=[REDACTED]"),
+        ('"private_key_id": "abc123def"', '"private_key_id": "[REDACTED]"'),
+    ],
+    "cookies": [
+        ("Cookie: JSESSIONID=ABC123; session=xyz", "Cookie: JSESSIONID=[REDACTED]; session=[REDACTED]"),
+        (
+            "Set-Cookie: JSESSIONID=ABC123; Path=/; HttpOnly",
+            "Set-Cookie: JSESSIONID=[REDACTED]; Path=/; HttpOnly",
+        ),
+        ("GET /app;jsessionid=ABC123?x=1 HTTP/1.1", "GET /app;jsessionid=[REDACTED] HTTP/1.1"),
+    ],
+    "private key blocks": [
+        (
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----\nok",
+            "[PRIVATE KEY REDACTED]\nok",
+        ),
+        (
+            '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\nMIIEv\\n-----END PRIVATE KEY-----\\n"}',
+            '{"type": "service_account", "private_key": "[REDACTED]"}',
+        ),
+    ],
+    "tokens": [
+        ("xoxp-1234567890-abcdefghij", "[REDACTED]"),
+        (
+            "https://hooks.slack.com/services/T0000000/B0000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+            "https://hooks.slack.com/services/[REDACTED]",
+        ),
+        ("AKIAIOSFODNN7EXAMPLE ASIAY34FZKBOKMUTVV7A", "[REDACTED] [REDACTED]"),
+        ("ABSK" + "QmVkcm9ja0FQSUtleS" + "a1B2" * 30, "[REDACTED]"),
+        ("bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29t", "[REDACTED]"),
+        ("hvs.CAESIJ" + "a" * 90 + " s.abcdefghijklmnopqrstuvwx", "[REDACTED] [REDACTED]"),
+        ("sk-proj-" + "A1b2" * 10 + " sk-ant-api03-" + "x9" * 45, "[REDACTED] [REDACTED]"),
+        ("glpat-abcdefghij1234567890 npm_" + "a" * 36, "[REDACTED] [REDACTED]"),
+        ("pypi-AgEIcHlwaS5vcmc" + "B" * 60, "[REDACTED]"),
+        ("AKCp" + "a" * 69 + " cmVmdGtu" + "b" * 56, "[REDACTED] [REDACTED]"),
+        ("client secret abc8Q~" + "x" * 34, "client secret [REDACTED]"),
+        ("jwt eyJhbGciOiJIUzI1NiJ9.eyJ" + "a" * 2500 + ".sig end", "jwt [REDACTED] end"),
+    ],
+    "own secrets": [
+        ("hex " + SECRET.encode().hex(), "hex [SECRET]"),
+        ("HEX " + SECRET.encode().hex().upper(), "HEX [SECRET]"),
+        ("zw s3cr3t\u200b-Relay\u200d-Tok3n!", "zw [SECRET]!"),
+        ("bom Db\ufeffPass!\u20602026.", "bom [SECRET]."),
+    ],
+    "korean personal data": [
+        ("주민 901010\u20111234567 / 901010\u20131234567", "주민 901010-******* / 901010-*******"),
+        (
+            "901010\ufe631234567 901010\uff0d1234567 9010101234567",
+            "901010-******* 901010-******* 901010-*******",
+        ),
+        (
+            "여권 M123A4567 and M12345678 여권번호: M12345678",
+            "여권 [PASSPORT] and M12345678 여권번호: [PASSPORT]",
+        ),
+        (
+            "면허 11-12-123456-12 and 111212345612, 11 12 123456 12",
+            "면허 [DRIVER-LICENSE] and [DRIVER-LICENSE], [DRIVER-LICENSE]",
+        ),
+        ("card 4111 1111 1111 1111 / 5500-0000-0000-0004 / 378282246310005", "card [CARD] / [CARD] / [CARD]"),
+        ("tel 010\u20131234\u20135678 and 02 123 4567", "tel 010-****-**** and 02-****-****"),
+    ],
+}
+
+PLAIN = [
+    "windows 10.0.19041.1 nginx/1.24.0 openssl 3.0.13 kernel 5.15.0-91-generic",
+    "released 2026-09-18 12:00:01 KST, next 2026-10-01",
+    "listening on 0.0.0.0:8080 and [::]:443, public 8.8.8.8 and 203.0.113.7",
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops@was01",
+    "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----",
+    "정산 1,234,000원, 합계 12,000원, 암호화: AES-256",
+    "lot L-10-2-3-4 size 10.5 MB, build 123-45-67890, order 20260918123456",
+    "epoch 1726640000000 id 9013401234567 at 202609181234 card-like 4111111111111112",
+    "std::vector a::b 12:30:45 fe80 fdisk ffff",
+    "password policy ok, token count 5, cipher AES-256-GCM, sort -u file",
+    "see https://example.com/a?b=c and user@example.com",
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [case for cases in MASKED.values() for case in cases],
+    ids=[f"{kind}-{i}" for kind, cases in MASKED.items() for i in range(len(cases))],
+)
+def test_each_class_is_masked_in_its_one_format(text: str, expected: str) -> None:
+    assert R.redact(text) == expected
+    assert NAIVE.redact(text) == expected
+
+
+@pytest.mark.parametrize("text", PLAIN, ids=[p[:24] for p in PLAIN])
+def test_plain_ops_text_stays_byte_identical(text: str) -> None:
+    assert R.redact(text) == text
+    assert NAIVE.redact(text) == text
+
+
+DASHES = st.sampled_from(
+    ["-", "\u2010", "\u2011", "\u2012", "\u2013", "\u2014", "\u2212", "\ufe58", "\ufe63", "\uff0d", " ", ""]
+)
+
+
+@given(
+    birth=st.dates().map(lambda d: d.strftime("%y%m%d")),
+    rest=st.integers(1, 8).flatmap(lambda g: st.integers(0, 999999).map(lambda n: f"{g}{n:06d}")),
+    dash=DASHES,
+    before=st.sampled_from(["", " ", "주민번호:", "rrn="]),
+)
+def test_a_resident_number_with_any_dash_comes_out_as_one_format(
+    birth: str, rest: str, dash: str, before: str
+) -> None:
+    assert R.redact(f"{before}{birth}{dash}{rest} ok") == f"{before}{birth}-******* ok"
+
+
+def _luhn_complete(prefix: str, length: int, rng: random.Random) -> str:
+    body = prefix + "".join(str(rng.randrange(10)) for _ in range(length - len(prefix) - 1))
+    for check in "0123456789":
+        digits = [int(c) for c in body + check][::-1]
+        total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits))
+        if total % 10 == 0:
+            return body + check
+    raise AssertionError  # pragma: no cover
+
+
+@given(
+    seed=st.integers(0, 2**32),
+    prefix=st.sampled_from(["4", "51", "55", "2221", "34", "37", "35", "6011", "62", "9410"]),
+    length=st.sampled_from([13, 15, 16, 19]),
+    grouped=st.booleans(),
+)
+def test_a_luhn_valid_card_number_is_masked_with_or_without_separators(
+    seed: int, prefix: str, length: int, grouped: bool
+) -> None:
+    number = _luhn_complete(prefix, length, random.Random(seed))
+    if grouped and length == 16:
+        number = " ".join(number[i : i + 4] for i in range(0, 16, 4))
+    out = R.redact(f"paid with {number}.")
+    # A 13-digit number can also be a resident number: masked as one, which takes precedence.
+    assert out == "paid with [CARD]." or (length == 13 and out == f"paid with {number[:6]}-*******.")
+
+
+@given(a=st.integers(0, 255), b=st.integers(0, 255), c=st.integers(0, 255), d=st.integers(0, 255))
+def test_an_address_is_masked_exactly_when_internal_whatever_the_notation(
+    a: int, b: int, c: int, d: int
+) -> None:
+    internal = (
+        a == 10
+        or a == 127
+        or (a, b // 16) == (172, 1)
+        or (a, b) == (192, 168)
+        or (a == 100 and 64 <= b <= 127)
+        or (a, b) == (169, 254)
+    )
+    for written in (f"{a}.{b}.{c}.{d}", f"{a:#04x}.{b:#04x}.{c:#04x}.{d:#04x}", f"{a:03d}.{b}.{c}.{d:03d}"):
+        out = R.redact(f"at {written} now")
+        if internal:
+            assert out in ("at [IP] now", "at was01 now"), written
+        elif not written.startswith("0"):  # (a leading zero may read as octal: 012 is 10)
+            assert out == f"at {written} now", written
