@@ -263,7 +263,7 @@ def test_kept_output_over_its_cap_loses_the_oldest_runs_first_and_reports_them(t
 def test_an_invalid_redaction_rule_is_refused_without_showing_its_pattern(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text(f'[[redaction.rules]]\nname = "db"\npattern = "({SECRET}"\n'
-                    f'[[redaction.rules]]\nname = "ok"\npattern = "x[0-9]+"\nreplacement = "{SECRET[:5]}"\n')  # fmt: skip
+                    f'[[redaction.rules]]\nname = "ok"\npattern = "x[0-9]{{1,9}}"\nreplacement = "{SECRET[:5]}"\n')  # fmt: skip
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert caught.value.problems == [
