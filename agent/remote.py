@@ -43,7 +43,9 @@ SWEEP_ROUNDS = 20
 _RUN_ID = re.compile(r"[0-9a-f]{16,64}")
 
 # Positional words after the wrapper: $1 run id, $2 limit, $3 grace, $4 sweep (1/0), then the interpreter argv.
-# f: the sweep (kill every marked process of this user with signal $1; with "all", until none is left).
+# f SIGNAL PATTERN [all]: the sweep (signal every process of this user whose environment holds PATTERN; with
+# "all", look again until none is left). The run's processes carry GUARDIA_RUN=<id>, the watchdogs
+# GUARDIA_RUN=<id>w: "$m" finds both, "${m}w" only the watchdogs (all a leaves_daemon run ends with).
 # t: set by the USR1 trap (the watchdog: limit or grace over) and by TERM/HUP/INT (stop now).
 WRAPPER = (
     "PATH=" + REMOTE_PATH + "\n"
@@ -54,10 +56,10 @@ WRAPPER = (
     "f(){\n"
     " n=0\n"
     " while [ $n -lt " + str(SWEEP_ROUNDS) + " ];do\n"
-    '  p=$(grep -lsaF -e "$m" /proc/[0-9]*/environ)\n'
+    '  p=$(grep -lsaF -e "$2" /proc/[0-9]*/environ)\n'
     '  [ -n "$p" ]||return 0\n'
     '  for q in $p;do q=${q#/proc/};kill -s "$1" "${q%/environ}" 2>/dev/null;done\n'
-    '  [ "$2" = all ]||return 0\n'
+    '  [ "$3" = all ]||return 0\n'
     "  n=$((n+1))\n"
     " done\n"
     "}\n"
@@ -66,17 +68,18 @@ WRAPPER = (
     "env -i PATH=" + REMOTE_PATH + ' LC_ALL=C.UTF-8 LANG=C.UTF-8 "$m" "$@" <&3 3<&- &\n'
     "c=$!\n"
     "exec 3<&- </dev/null >/dev/null 2>&1\n"
-    '(export "$m";sleep "$l"&&kill -s USR1 $$) >/dev/null 2>&1 &\n'
+    '(export "${m}w";sleep "$l"&&kill -s USR1 $$) >/dev/null 2>&1 &\n'
     "wait $c;x=$?\n"
     'if [ -n "$t" ];then\n'
     " t=\n"
-    ' if [ "$s" = 1 ];then f TERM;else kill -s TERM $c 2>/dev/null;fi\n'
-    ' (export "$m";sleep "$g"&&kill -s USR1 $$) >/dev/null 2>&1 &\n'
+    ' if [ "$s" = 1 ];then f TERM "$m";else kill -s TERM $c 2>/dev/null;fi\n'
+    ' (export "${m}w";sleep "$g"&&kill -s USR1 $$) >/dev/null 2>&1 &\n'
     " wait $c\n"
     " kill -s KILL $c 2>/dev/null\n"
     " x=124\n"
     "fi\n"
-    'if [ "$s" = 1 ];then f KILL all;fi\n'
+    'if [ "$s" = 1 ];then f KILL "$m" all;else f KILL "${m}w" all;fi\n'
+    "wait\n"
     "if [ $x -gt 128 ]&&[ $x -lt 160 ];then trap - USR1 TERM HUP INT;kill -$((x-128)) $$;fi\n"
     "exit $x\n"
 )
