@@ -44,9 +44,14 @@ _RUN_ID = re.compile(r"[0-9a-f]{16,64}")
 
 # Positional words after the wrapper: $1 run id, $2 limit, $3 grace, $4 sweep (1/0), then the interpreter argv.
 # f SIGNAL PATTERN [all]: the sweep (signal every process of this user whose environment holds PATTERN; with
-# "all", look again until none is left). The run's processes carry GUARDIA_RUN=<id>, the watchdogs
-# GUARDIA_RUN=<id>w: "$m" finds both, "${m}w" only the watchdogs (all a leaves_daemon run ends with).
-# t: set by the USR1 trap (the watchdog: limit or grace over) and by TERM/HUP/INT (stop now).
+# "all", look again until none is left).
+# d SECONDS: the watchdog (pid w), a subshell that signals USR1 to the wrapper when its `sleep` ends; that sets t
+# and makes `wait` return early (TERM/HUP/INT set t too: stop now). TERM to the watchdog kills its sleep: the
+# trap runs between commands, so either before the sleep is started or after $! names it.
+# The wrapper keeps the channel's stdout/stderr open (as fds 4 and 5) until it exits, so sshd sends the streams'
+# EOF and the exit status together: with a gap between them (the sweep), sshd's Nagle held the exit status back
+# for the agent's delayed ACK, ~40 ms a run. Its own fds 1 and 2 go to /dev/null, which keeps the shell's job
+# messages ("Killed") out of the script's stderr; its children get neither 4 nor 5.
 WRAPPER = (
     "PATH=" + REMOTE_PATH + "\n"
     "IFS=' \t\n'\n"
@@ -56,29 +61,35 @@ WRAPPER = (
     "f(){\n"
     " n=0\n"
     " while [ $n -lt " + str(SWEEP_ROUNDS) + " ];do\n"
-    '  p=$(grep -lsaF -e "$2" /proc/[0-9]*/environ)\n'
+    '  p=$(grep -lsaF -e "$2" /proc/[0-9]*/environ 4>&- 5>&-)\n'
     '  [ -n "$p" ]||return 0\n'
     '  for q in $p;do q=${q#/proc/};kill -s "$1" "${q%/environ}" 2>/dev/null;done\n'
     '  [ "$3" = all ]||return 0\n'
     "  n=$((n+1))\n"
     " done\n"
     "}\n"
+    "d(){\n"
+    " (trap 'kill $! 2>/dev/null;exit' TERM;sleep \"$1\"& wait $!&&kill -s USR1 $$) 4>&- 5>&- &\n"
+    " w=$!\n"
+    "}\n"
     "trap t=1 USR1 TERM HUP INT\n"
-    "exec 3<&0\n"
-    "env -i PATH=" + REMOTE_PATH + ' LC_ALL=C.UTF-8 LANG=C.UTF-8 "$m" "$@" <&3 3<&- &\n'
+    "exec 3<&0 4>&1 5>&2 </dev/null >/dev/null 2>&1\n"
+    "env -i PATH=" + REMOTE_PATH + ' LC_ALL=C.UTF-8 LANG=C.UTF-8 "$m" "$@" <&3 >&4 2>&5 3<&- 4>&- 5>&- &\n'
     "c=$!\n"
-    "exec 3<&- </dev/null >/dev/null 2>&1\n"
-    '(export "${m}w";sleep "$l"&&kill -s USR1 $$) >/dev/null 2>&1 &\n'
+    "exec 3<&-\n"
+    'd "$l"\n'
     "wait $c;x=$?\n"
     'if [ -n "$t" ];then\n'
     " t=\n"
     ' if [ "$s" = 1 ];then f TERM "$m";else kill -s TERM $c 2>/dev/null;fi\n'
-    ' (export "${m}w";sleep "$g"&&kill -s USR1 $$) >/dev/null 2>&1 &\n'
+    " kill -s TERM $w 2>/dev/null\n"
+    ' d "$g"\n'
     " wait $c\n"
     " kill -s KILL $c 2>/dev/null\n"
     " x=124\n"
     "fi\n"
-    'if [ "$s" = 1 ];then f KILL "$m" all;else f KILL "${m}w" all;fi\n'
+    "kill -s TERM $w 2>/dev/null\n"
+    'if [ "$s" = 1 ];then f KILL "$m" all;fi\n'
     "wait\n"
     "if [ $x -gt 128 ]&&[ $x -lt 160 ];then trap - USR1 TERM HUP INT;kill -$((x-128)) $$;fi\n"
     "exit $x\n"

@@ -240,6 +240,7 @@ class Bench:
             await executor.close()
 
     async def cold(self, n: int = 10) -> None:
+        n = min(n, len(self.fleet.endpoints))
         ssh = shutil.which("ssh")
 
         async def agent() -> None:
