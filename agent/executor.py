@@ -487,7 +487,8 @@ async def _pump(reader: asyncssh.SSHReader[bytes], stream: CappedRedactor) -> No
 
 
 def _abandon(process: asyncssh.SSHClientProcess[bytes]) -> None:
-    """The agent's deadline passed: ask sshd to kill the script, then close the channel (the host's own
-    ``timeout`` has already been told to KILL the whole process group)."""
+    """The agent's deadline passed (the host's own limit, grace and sweep should have ended the run already):
+    ask sshd to send TERM to the wrapper, which then stops the run and sweeps as at its own limit (a KILL would
+    end the wrapper before its sweep); the caller then closes the channel."""
     with contextlib.suppress(asyncssh.Error, OSError):  # the channel may already be gone
-        process.send_signal("KILL")
+        process.send_signal("TERM")

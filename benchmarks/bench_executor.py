@@ -35,8 +35,8 @@ from agent.remote import REMOTE_PATH, remote_command
 from tests.sshd import SshFleet
 
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "10,50,200").split(",")]
-ONE_HOST_ROUNDS = int(os.environ.get("BENCH_ROUNDS", "40"))
-FANOUT_ROUNDS = 7
+ONE_HOST_ROUNDS = int(os.environ.get("BENCH_ROUNDS", "30"))
+FANOUT_ROUNDS = 5
 COLD_ROUNDS = 3
 
 SCRIPT = """#!/usr/bin/env bash
