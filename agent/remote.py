@@ -20,7 +20,8 @@ only the script's own process is signalled).
 
 Cost on the host, against a plain ``bash -s``: one exec of ``env`` before the script (the clean environment;
 the wrapper itself runs in the login shell sshd already started, so it costs no exec), one ``sleep`` started
-beside the script (off the critical path), and one ``grep`` over ``/proc/*/environ`` after it (the sweep).
+beside the script (off the critical path), and after it, normally two ``grep`` scans of ``/proc/*/environ`` (the
+sweep stops after two empty scans in a row).
 A process that clears its own environment (``env -i cmd &``) is not found by the sweep: approved runbooks are
 reviewed, and that is what review is for.
 """
@@ -44,7 +45,8 @@ _RUN_ID = re.compile(r"[0-9a-f]{16,64}")
 
 # Positional words after the wrapper: $1 run id, $2 limit, $3 grace, $4 sweep (1/0), then the interpreter argv.
 # f SIGNAL PATTERN [all]: the sweep (signal every process of this user whose environment holds PATTERN; with
-# "all", look again until none is left).
+# "all", look again until two scans in a row find none: a process in the middle of execve shows an empty
+# environment for an instant, so one empty scan could miss it).
 # d SECONDS: the watchdog (pid w), a subshell that signals USR1 to the wrapper when its `sleep` ends; that sets t
 # and makes `wait` return early (TERM/HUP/INT set t too: stop now). TERM to the watchdog kills its sleep: the
 # trap runs between commands, so either before the sleep is started or after $! names it.
@@ -59,12 +61,12 @@ WRAPPER = (
     "shift 4\n"
     "m=" + MARKER_NAME + "=$r\n"
     "f(){\n"
-    " n=0\n"
+    " n=0 e=0\n"
     " while [ $n -lt " + str(SWEEP_ROUNDS) + " ];do\n"
     '  p=$(grep -lsaF -e "$2" /proc/[0-9]*/environ 4>&- 5>&-)\n'
-    '  [ -n "$p" ]||return 0\n'
-    '  for q in $p;do q=${q#/proc/};kill -s "$1" "${q%/environ}" 2>/dev/null;done\n'
-    '  [ "$3" = all ]||return 0\n'
+    '  if [ -n "$p" ];then e=0;for q in $p;do q=${q#/proc/};kill -s "$1" "${q%/environ}" 2>/dev/null;done\n'
+    "  else e=$((e+1));fi\n"
+    '  [ "$3" = all ]&&[ $e -lt 2 ]||return 0\n'
     "  n=$((n+1))\n"
     " done\n"
     "}\n"
