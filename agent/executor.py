@@ -6,10 +6,14 @@ down or slow fails only its own row.
 
 What it guarantees, per host:
 
-* the host key is checked against the configured known_hosts file (never ``~/.ssh``, never skipped);
+* only what the agent's config says is used to connect: the host key is checked against the configured
+  known_hosts file (never skipped), the configured key is the only identity; nothing of the agent user's OpenSSH
+  client setup is read (no ``~/.ssh/config``, ``~/.ssh/known_hosts``, default identities, ssh-agent or
+  ``SSH_AUTH_SOCK``; see :func:`_connection_options`);
 * the script's bytes are hashed again right before they are sent, and refused if they differ from the lock;
-* the script goes to ``bash -s -- ARG…`` on stdin (see :func:`agent.plan.remote_command`), under coreutils
-  ``timeout`` on the host and the agent's own deadline here; on expiry the channel is signalled and closed;
+* the script goes to ``bash -s -- ARG…`` on stdin in a clean environment, under the host-side time limit and
+  survivor sweep of :func:`agent.remote.remote_command`, and the agent's own deadline here; on expiry the
+  channel is signalled and closed;
 * stdout and stderr are redacted and capped as they stream in; only what is kept is redacted, so memory and CPU
   stay bounded whatever the host prints;
 * runbooks that change state never run twice at once on one host: the second is refused as busy.
@@ -32,8 +36,9 @@ import asyncssh
 
 from agent.config import ExecutorConfig, InventoryConfig
 from agent.errors import ConfigError
-from agent.plan import TIMEOUT_EXIT_CODES, RunPlan, remote_command
+from agent.plan import RunPlan
 from agent.redaction import CappedRedactor, Redactor, cap_output
+from agent.remote import TIMEOUT_EXIT_CODES, new_run_id, remote_command
 from agent.results import HostResult, Outcome, RunResult
 
 logger = logging.getLogger(__name__)
@@ -64,12 +69,24 @@ class _Pooled:
 
 
 class _Client(asyncssh.SSHClient):
-    """Keeps its connection so the host key handler can answer on it."""
+    """Offers the configured key, once; keeps its connection so the host key handler can answer on it.
+
+    The key is given here rather than as ``client_keys``: asyncssh turns any ``client_keys`` into an ssh-agent
+    lookup (``agent_path=None`` becomes ``""``, which on Windows means Pageant or the OpenSSH agent pipe), and
+    only ``client_keys=None`` switches the agent off on every OS.
+    """
 
     connection: asyncssh.SSHClientConnection | None = None
 
+    def __init__(self, key: asyncssh.SSHKey) -> None:
+        self._key: asyncssh.SSHKey | None = key
+
     def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
         self.connection = conn
+
+    def public_key_auth_requested(self) -> asyncssh.SSHKey | None:
+        key, self._key = self._key, None
+        return key
 
     def answer_host_keys(self, *_keys: object) -> None:
         """Right after login, OpenSSH announces its host keys (``hostkeys-00@openssh.com``) and wants no reply.
@@ -147,28 +164,21 @@ class Executor:
         host = self.inventory.hosts[alias]
         if self._known_hosts is None:  # pragma: no cover - the config requires known_hosts with hosts
             raise _HostFailure(Outcome.REFUSED, "no known_hosts configured; host keys cannot be verified")
-        client = _Client()
-        options = asyncssh.SSHClientConnectionOptions(
-            client_factory=lambda: client,
-            server_host_keys_handler=client.answer_host_keys,
-            username=host.user or self.inventory.user,
+        client = _Client(self._client_key(alias))
+        username = host.user or self.inventory.user
+        assert username is not None  # the config refuses hosts without a user
+        options = _connection_options(
+            client,
+            username=username,
             port=host.port,
             known_hosts=self._known_hosts,
-            client_keys=[self._client_key(alias)],
-            config=[],  # never ~/.ssh/config
-            agent_path=None,  # never an ssh-agent
-            agent_forwarding=False,
-            x11_forwarding=False,
-            password_auth=False,
-            kbdint_auth=False,
-            gss_host=None,
-            preferred_auth="publickey",
             connect_timeout=self.settings.connect_timeout,
             keepalive_interval=self.settings.keepalive_interval or 0,
-            keepalive_count_max=3,
         )
         try:
-            return await asyncssh.connect(host.address, options=options)
+            # config=None here too: connect() merges its own arguments over the options, and its default,
+            # config=(), means "read ~/.ssh/config" again whatever the options said.
+            return await asyncssh.connect(host.address, config=None, options=options)
         except asyncssh.HostKeyNotVerifiable:
             raise _HostFailure(
                 Outcome.REFUSED, "host key not trusted: missing from known_hosts or different from it"
@@ -284,7 +294,14 @@ class Executor:
         if hashlib.sha256(script).hexdigest() != runbook.script_sha256:
             raise _HostFailure(Outcome.REFUSED, "the script no longer matches the lock")
         manifest = runbook.manifest
-        command = remote_command(manifest.interpreter, plan.argv, manifest.timeout, self.settings.kill_grace)
+        command = remote_command(
+            manifest.interpreter,
+            plan.argv,
+            manifest.timeout,
+            self.settings.kill_grace,
+            run_id=new_run_id(os.urandom(16)),
+            sweep=not manifest.leaves_daemon,
+        )
         # Capture up to the agent's ceiling (kept on the agent PC); the chat view is the manifest's cap of that.
         out, err = (
             CappedRedactor(redactor, self.settings.max_output),
@@ -407,6 +424,56 @@ class Executor:
         pooled.connection.close()
 
 
+def _connection_options(
+    client: _Client,
+    *,
+    username: str,
+    port: int,
+    known_hosts: asyncssh.SSHKnownHosts,
+    connect_timeout: float | None,
+    keepalive_interval: float,
+) -> asyncssh.SSHClientConnectionOptions:
+    """Options that leave asyncssh no default to take from the agent user's home or environment.
+
+    Every option asyncssh would otherwise fill from ``~/.ssh/config`` (``ProxyCommand``, ``ProxyJump``,
+    ``Hostname``, ``RequestTTY``, ``SetEnv``/``SendEnv``, ``IdentityFile``, ``IdentityAgent``, ``PKCS11Provider``,
+    canonicalisation, GSSAPI, host-based auth), from ``~/.ssh`` itself (``known_hosts``, ``id_*`` and their
+    ``.pub`` files, ``ca-bundle.crt``, ``crt/``) or from ``SSH_AUTH_SOCK`` is given explicitly.
+    """
+    return asyncssh.SSHClientConnectionOptions(
+        client_factory=lambda: client,
+        server_host_keys_handler=client.answer_host_keys,
+        config=None,  # no OpenSSH client config file at all
+        username=username,
+        port=port,
+        known_hosts=known_hosts,
+        client_keys=None,  # the key comes from _Client; None also turns the ssh-agent and PKCS#11 off
+        agent_path=None,
+        agent_identities=None,
+        agent_forwarding=False,
+        pkcs11_provider=None,
+        x509_trusted_certs=None,
+        x509_trusted_cert_paths=[],
+        proxy_command=None,
+        canonicalize_hostname=False,
+        host_based_auth=False,
+        password_auth=False,
+        kbdint_auth=False,
+        public_key_auth=True,
+        gss_host=None,
+        gss_kex=False,
+        gss_auth=False,
+        preferred_auth="publickey",
+        request_pty=False,
+        env={},
+        send_env=None,
+        x11_forwarding=False,
+        connect_timeout=connect_timeout,
+        keepalive_interval=keepalive_interval,
+        keepalive_count_max=3,
+    )
+
+
 def _digest(stdout: str, stderr: str) -> str:
     digest = hashlib.sha256(stdout.encode())
     digest.update(b"\0")
@@ -420,7 +487,8 @@ async def _pump(reader: asyncssh.SSHReader[bytes], stream: CappedRedactor) -> No
 
 
 def _abandon(process: asyncssh.SSHClientProcess[bytes]) -> None:
-    """The agent's deadline passed: ask sshd to kill the script, then close the channel (the host's own
-    ``timeout`` has already been told to KILL the whole process group)."""
+    """The agent's deadline passed (the host's own limit, grace and sweep should have ended the run already):
+    ask sshd to send TERM to the wrapper, which then stops the run and sweeps as at its own limit (a KILL would
+    end the wrapper before its sweep); the caller then closes the channel."""
     with contextlib.suppress(asyncssh.Error, OSError):  # the channel may already be gone
-        process.send_signal("KILL")
+        process.send_signal("TERM")

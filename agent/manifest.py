@@ -266,6 +266,10 @@ class Manifest(BaseModel):
     max_output: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
     #: True: the runbook changes the host; at most one run of it per host at a time.
     changes_state: bool = False
+    #: True: the runbook starts a process meant to outlive it (a daemon), so nothing it started is killed when it
+    #: ends (at its time limit only the script itself is stopped). False: every process the run started is gone
+    #: when it ends, including those that left its process group or session.
+    leaves_daemon: bool = False
     #: Host aliases or group names of the inventory this runbook may target.
     targets: Annotated[list[Target], Field(min_length=1)]
     #: Chat rooms that may trigger it; empty: only the command line on the agent PC.

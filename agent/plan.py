@@ -1,14 +1,12 @@
 """Planning a run: from a request to exactly what will execute where. Pure, no I/O.
 
 :func:`plan_run` checks a request against the runbook's manifest and the inventory (room, hosts, arguments) and
-returns a :class:`RunPlan`; :func:`remote_command` builds the command line the host's sshd will run. Nothing of a
-request is ever interpreted by a shell: every argv element is quoted by :func:`shlex.join`.
+returns a :class:`RunPlan`; :func:`agent.remote.remote_command` builds the command line the host's sshd will run.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +15,6 @@ from agent.catalog import VerifiedRunbook
 from agent.config import InventoryConfig
 from agent.errors import HostNotAllowed, InvalidArguments, RoomNotAllowed, UnknownHost
 from agent.manifest import TARGET_PATTERN, build_argv
-
-#: PATH of the clean environment the script runs in on the host.
-REMOTE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#: Exit status of coreutils ``timeout`` when the limit was hit (and 128 + 9 when it had to KILL).
-TIMEOUT_EXIT_CODES = frozenset({124, 137})
 
 
 @dataclass(frozen=True)
@@ -82,18 +75,3 @@ def plan_run(
     if not isinstance(args, Mapping):
         raise InvalidArguments([("args", "must be an object of parameter names to values")])
     return RunPlan(runbook=runbook, argv=build_argv(manifest, args), hosts=resolved)
-
-
-def remote_command(interpreter: str, argv: Sequence[str], time_limit: float, kill_grace: float) -> str:
-    """The command line for the host: a clean environment, a hard time limit, the script read from stdin.
-
-    ``exec env -i PATH=… LC_ALL=C.UTF-8 LANG=C.UTF-8 timeout -k GRACE LIMIT bash -s -- ARG…``: coreutils
-    ``timeout`` leads its own process group and signals the whole group, so children and grandchildren die with
-    the script, and it keeps running if the SSH connection drops.
-    """
-    words = [
-        "exec", "env", "-i", f"PATH={REMOTE_PATH}", "LC_ALL=C.UTF-8", "LANG=C.UTF-8",
-        "timeout", "-k", f"{kill_grace:g}", f"{time_limit:g}",
-        interpreter, "-s", "--", *argv,
-    ]  # fmt: skip
-    return shlex.join(words)

@@ -1,13 +1,17 @@
-"""The executor on N = 1, 10, 50, 100 real sshd hosts on loopback, against baselines measured in the same run.
+"""The executor on real sshd hosts on loopback (distinct 127.0.x.y addresses), against bare asyncssh in the same run.
 
-Each run is the same ~40-line runbook with two arguments. Measured, median of several trials:
+Every comparison is measured in interleaved rounds (agent, bare, agent, bare, … with the order flipped every round,
+so load from the other users of the machine hits both alike); each line prints the median and the spread (min–max)
+and every run's output is checked (exit 0 and the script's last line on every host).
 
-* agent warm: ``Executor.run`` on pooled connections;  agent cold: a new Executor (new connections) per run;
-* bare asyncssh: ``conn.run("bash -s -- a b", input=script)`` over all hosts with asyncio.gather, warm and cold;
-* the OpenSSH client: ``ssh … 'bash -s -- a b' < script``, one process per host, all in parallel (cold).
-
-Goals: warm N=100 within 1.25x bare asyncssh; agent overhead on one warm host <= 3 ms over bare; cold N=100 within
-1.2x bare asyncssh and >= 2x faster than the OpenSSH client.
+1. Per-host cost on one warm connection: ``Executor.run`` against bare asyncssh running plain ``bash -s -- / sshd``
+   (goal: <= +3 ms), and what the host itself pays for the agent's command line, exec by exec: ``env -i`` (the clean
+   environment), the wrapper's watchdog (a ``sleep`` beside the script) and the survivor sweep (one ``grep`` over
+   ``/proc/*/environ`` after it).
+2. Fan-out, warm, at N = 10, 50, 200 hosts (``BENCH_SIZES``): wall time ratio to bare asyncssh (goal at 200:
+   <= 1.25x) and the agent's CPU per host (goal: flat from 10 to 200), bare asyncssh's CPU per host beside it.
+3. Memory per pooled connection: the process's RSS growth from opening the pool, divided by the hosts.
+4. Cold (new connections) at N = 10: agent, bare asyncssh and the OpenSSH client.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ import asyncssh
 from agent.catalog import Catalog
 from agent.config import load_config
 from agent.executor import Executor
-from agent.plan import plan_run, remote_command
+from agent.plan import RunPlan, plan_run
+from agent.remote import REMOTE_PATH, remote_command
 from tests.sshd import SshFleet
 
-SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1,10,50,100").split(",")]
-WARM_TRIALS = 7
-COLD_TRIALS = 3
+SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "10,50,200").split(",")]
+ONE_HOST_ROUNDS = int(os.environ.get("BENCH_ROUNDS", "30"))
+FANOUT_ROUNDS = 5
+COLD_ROUNDS = 3
 
 SCRIPT = """#!/usr/bin/env bash
 # Benchmark runbook: a small health summary of one mount and one process name.
@@ -83,10 +89,38 @@ type = "string"
 name = "name"
 type = "identifier"
 """
+PLAIN = "bash -s -- / sshd"
+RUN_ID = "0123456789abcdef0123456789abcdef"
 
 
-async def median(trials: int, once: Callable[[], Awaitable[float]]) -> float:
-    return statistics.median([await once() for _ in range(trials)])
+def spread(values: list[float], scale: float = 1000.0, unit: str = "ms") -> str:
+    """``median [min–max] unit`` of ``values`` (seconds, shown in ``unit``)."""
+    return f"{statistics.median(values) * scale:7.1f} [{min(values) * scale:.1f}–{max(values) * scale:.1f}] {unit}"
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0  # pragma: no cover - Linux only
+
+
+async def interleaved(
+    rounds: int, contenders: list[Callable[[], Awaitable[None]]]
+) -> list[tuple[list[float], list[float]]]:
+    """Run each contender once per round, order rotated every round; (wall times, CPU times) per contender."""
+    results: list[tuple[list[float], list[float]]] = [([], []) for _ in contenders]
+    for r in range(rounds):
+        order = list(range(len(contenders)))
+        order = order[r % len(order) :] + order[: r % len(order)]
+        if r % 2:
+            order.reverse()
+        for i in order:
+            cpu, wall = time.process_time(), time.perf_counter()
+            await contenders[i]()
+            results[i][0].append(time.perf_counter() - wall)
+            results[i][1].append(time.process_time() - cpu)
+    return results
 
 
 class Bench:
@@ -99,14 +133,14 @@ class Bench:
         catalog.relock()
         aliases = [f"h{i:03d}" for i in range(len(fleet.endpoints))]
         (home / "agent.toml").write_text(
-            fleet.inventory_toml(aliases) + "[executor]\nmax_concurrency = 128\n"
+            fleet.inventory_toml(aliases) + "[executor]\nmax_concurrency = 256\n"
         )
         self.config = load_config(home / "agent.toml")
         self.catalog = catalog
         self.aliases = aliases
         self.redactor = self.config.redactor(environ={})
 
-    def plan(self, n: int):  # type: ignore[no-untyped-def]
+    def plan(self, n: int) -> RunPlan:
         return plan_run(
             self.catalog.load("bench"),
             self.config.inventory,
@@ -118,173 +152,151 @@ class Bench:
     def executor(self) -> Executor:
         return Executor(self.config.inventory, self.config.executor, self.config.base_dir)
 
-    async def agent_warm(self, n: int) -> float:
-        executor = self.executor()
-        plan = self.plan(n)
-        assert (await executor.run(plan, self.redactor)).ok
-
-        async def once() -> float:
-            started = time.perf_counter()
-            result = await executor.run(self.plan(n), self.redactor)
-            elapsed = time.perf_counter() - started
-            assert result.ok, result
-            return elapsed
-
-        try:
-            return await median(WARM_TRIALS, once)
-        finally:
-            await executor.close()
-
-    async def agent_cold(self, n: int) -> float:
-        async def once() -> float:
-            executor = self.executor()
-            started = time.perf_counter()
-            result = await executor.run(self.plan(n), self.redactor)
-            elapsed = time.perf_counter() - started
-            await executor.close()
-            assert result.ok, result
-            return elapsed
-
-        return await median(COLD_TRIALS, once)
+    async def agent_run(self, executor: Executor, n: int) -> None:
+        result = await executor.run(self.plan(n), self.redactor)
+        assert result.ok and all(h.stdout.endswith("== done\n") for h in result.hosts), result
 
     async def bare_connect(self, i: int) -> asyncssh.SSHClientConnection:
         e = self.fleet.endpoints[i]
         return await asyncssh.connect(
             e.address, e.port, username=self.fleet.user, client_keys=[str(self.fleet.client_key)],
-            known_hosts=str(self.fleet.known_hosts), config=[], agent_path=None,
+            known_hosts=str(self.fleet.known_hosts), config=None, agent_path=None,
         )  # fmt: skip
 
-    async def bare_run(self, conn: asyncssh.SSHClientConnection) -> None:
-        result = await conn.run("bash -s -- / sshd", input=SCRIPT, check=True)
-        assert "== done" in str(result.stdout)
+    @staticmethod
+    async def bare_run(conn: asyncssh.SSHClientConnection, command: str = PLAIN) -> None:
+        result = await conn.run(command, input=SCRIPT, check=True)
+        assert str(result.stdout).endswith("== done\n"), result
 
-    async def bare_warm(self, n: int) -> float:
-        conns = await asyncio.gather(*(self.bare_connect(i) for i in range(n)))
-        await asyncio.gather(*(self.bare_run(c) for c in conns))
-
-        async def once() -> float:
-            started = time.perf_counter()
-            await asyncio.gather(*(self.bare_run(c) for c in conns))
-            return time.perf_counter() - started
-
+    async def one_host(self) -> None:
+        """Per-host cost on a warm connection, and the host's share of it exec by exec."""
+        executor = self.executor()
+        conn = await self.bare_connect(0)
+        await self.agent_run(executor, 1)
+        await self.bare_run(conn)
+        quoted = "'" + REMOTE_PATH + "'"
+        env_only = f"exec env -i PATH={quoted} LC_ALL=C.UTF-8 LANG=C.UTF-8 GUARDIA_RUN={RUN_ID} {PLAIN}"
+        no_sweep = remote_command("bash", ["/", "sshd"], 30, 5, RUN_ID, sweep=False)
+        full = remote_command("bash", ["/", "sshd"], 30, 5, RUN_ID, sweep=True)
+        old = f"exec env -i PATH={quoted} LC_ALL=C.UTF-8 LANG=C.UTF-8 timeout -k 5 30 {PLAIN}"  # the command line before the survivor sweep (for comparison)
+        lines = [PLAIN, env_only, no_sweep, full, old]
+        contenders: list[Callable[[], Awaitable[None]]] = [lambda: self.agent_run(executor, 1)]
+        contenders += [lambda line=line: self.bare_run(conn, line) for line in lines]  # type: ignore[misc]
         try:
-            return await median(WARM_TRIALS, once)
+            res = await interleaved(ONE_HOST_ROUNDS, contenders)
+        finally:
+            conn.close()
+            await executor.close()
+        agent, plain, env_only_t, no_sweep_t, full_t, old_t = (r[0] for r in res)
+        med = statistics.median
+
+        def diff(a: list[float], b: list[float]) -> str:
+            deltas = [x - y for x, y in zip(a, b, strict=True)]  # same round: paired differences
+            return f"{med(deltas) * 1000:+6.1f} ms (paired, IQR {_iqr(deltas) * 1000:.1f} ms)"
+
+        print(f"   one warm host, {ONE_HOST_ROUNDS} interleaved rounds, wall per run: median [min–max]")
+        print(f"     bare asyncssh, plain `bash -s`       {spread(plain)}")
+        print(f"     agent (Executor.run, every guarantee) {spread(agent)}")
+        print(f"   agent over bare: {diff(agent, plain)}   (goal <= +3 ms)")
+        print("   of which the host runs (bare asyncssh sending each command line, minus plain `bash -s`):")
+        print(f"     exec env -i (clean environment)        {diff(env_only_t, plain)}")
+        print(f"     + wrapper and watchdog sleep            {diff(no_sweep_t, env_only_t)}")
+        print(f"     + survivor sweep (grep /proc/*/environ) {diff(full_t, no_sweep_t)}")
+        print(f"     = the agent's command line              {diff(full_t, plain)}")
+        print(f"     (before: env -i + timeout -k, no sweep  {diff(old_t, plain)})")
+        print(f"   client CPU per run: agent {spread(res[0][1])}, bare asyncssh {spread(res[1][1])}")
+
+    async def fanout(self) -> None:
+        executor = self.executor()
+        conns: list[asyncssh.SSHClientConnection] = []
+        print(
+            f"   fan-out, warm, {FANOUT_ROUNDS} interleaved rounds: wall median [min–max]; client CPU per host (median)"
+        )
+        try:
+            for n in SIZES:
+                before, pooled_before = rss_kib(), len(executor._pool)
+                await self.agent_run(executor, n)  # opens the pool for the hosts not in it yet
+                pooled_kib = (rss_kib() - before) / max(1, len(executor._pool) - pooled_before)
+                conns += await asyncio.gather(*(self.bare_connect(i) for i in range(len(conns), n)))
+
+                async def bare(hosts: list[asyncssh.SSHClientConnection] = conns[:n]) -> None:
+                    await asyncio.gather(*(self.bare_run(c) for c in hosts))
+
+                async def agent(n: int = n) -> None:
+                    await self.agent_run(executor, n)
+
+                (aw, ac), (bw, bc) = await interleaved(FANOUT_ROUNDS, [agent, bare])
+                ratios = [a / b for a, b in zip(aw, bw, strict=True)]
+                print(
+                    f"     N={n:>3}: agent {spread(aw, 1, 's')}  bare {spread(bw, 1, 's')}  ratio "
+                    f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}–{max(ratios):.2f}]  CPU/host agent "
+                    f"{statistics.median(ac) / n * 1000:.2f} ms, bare {statistics.median(bc) / n * 1000:.2f} ms"
+                    f"  (RSS +{pooled_kib:.0f} KiB per newly pooled host)",
+                    flush=True,
+                )
         finally:
             for c in conns:
                 c.close()
-
-    async def bare_cold(self, n: int) -> float:
-        async def one(i: int) -> asyncssh.SSHClientConnection:
-            conn = await self.bare_connect(i)
-            await self.bare_run(conn)
-            return conn
-
-        async def once() -> float:
-            started = time.perf_counter()
-            conns = await asyncio.gather(*(one(i) for i in range(n)))
-            elapsed = time.perf_counter() - started
-            for c in conns:
-                c.close()
-            return elapsed
-
-        return await median(COLD_TRIALS, once)
-
-    async def openssh(self, n: int) -> float:
-        ssh = shutil.which("ssh")
-        assert ssh, "the OpenSSH client is needed for the baseline"
-
-        async def one(i: int) -> None:
-            e = self.fleet.endpoints[i]
-            proc = await asyncio.create_subprocess_exec(
-                ssh, "-F", "/dev/null", "-i", str(self.fleet.client_key), "-p", str(e.port),
-                "-o", f"UserKnownHostsFile={self.fleet.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", f"{self.fleet.user}@{e.address}",
-                "bash -s -- / sshd",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
-            out, err = await proc.communicate(SCRIPT.encode())
-            assert proc.returncode == 0 and b"== done" in out, err
-
-        async def once() -> float:
-            started = time.perf_counter()
-            await asyncio.gather(*(one(i) for i in range(n)))
-            return time.perf_counter() - started
-
-        return await median(COLD_TRIALS, once)
-
-    async def hardened_command_cost(self) -> float:
-        """Bare asyncssh running the agent's exact command line, minus plain ``bash -s``, on a warm host, in ms."""
-        conn = await self.bare_connect(0)
-        command = remote_command("bash", ["/", "sshd"], 30, 5)
-        medians = []
-        for line in ("bash -s -- / sshd", command):
-            times = []
-            for _ in range(40):
-                started = time.perf_counter()
-                await conn.run(line, input=SCRIPT, check=True)
-                times.append(time.perf_counter() - started)
-            medians.append(statistics.median(times[5:]))
-        conn.close()
-        return (medians[1] - medians[0]) * 1000
-
-    async def first_run_on_new_connection(self) -> tuple[float, float]:
-        """Bare asyncssh and the agent: the first run on a fresh connection minus a warm run, in ms."""
-        bare = []
-        for _ in range(3):
-            conn = await self.bare_connect(0)
-            started = time.perf_counter()
-            await self.bare_run(conn)
-            first = time.perf_counter() - started
-            started = time.perf_counter()
-            await self.bare_run(conn)
-            bare.append(first - (time.perf_counter() - started))
-            conn.close()
-        agent = []
-        for _ in range(3):
-            executor = self.executor()
-            await executor._acquire(self.aliases[0])  # connect only
-            started = time.perf_counter()
-            await executor.run(self.plan(1), self.redactor)
-            first = time.perf_counter() - started
-            started = time.perf_counter()
-            await executor.run(self.plan(1), self.redactor)
-            agent.append(first - (time.perf_counter() - started))
             await executor.close()
-        return statistics.median(bare) * 1000, statistics.median(agent) * 1000
+
+    async def cold(self, n: int = 10) -> None:
+        n = min(n, len(self.fleet.endpoints))
+        ssh = shutil.which("ssh")
+
+        async def agent() -> None:
+            executor = self.executor()
+            try:
+                await self.agent_run(executor, n)
+            finally:
+                await executor.close()
+
+        async def bare() -> None:
+            async def one(i: int) -> None:
+                conn = await self.bare_connect(i)
+                try:
+                    await self.bare_run(conn)
+                finally:
+                    conn.close()
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+
+        async def openssh() -> None:
+            assert ssh, "the OpenSSH client is needed for the baseline"
+
+            async def one(i: int) -> None:
+                e = self.fleet.endpoints[i]
+                proc = await asyncio.create_subprocess_exec(
+                    ssh, "-F", "/dev/null", "-i", str(self.fleet.client_key), "-p", str(e.port),
+                    "-o", f"UserKnownHostsFile={self.fleet.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                    "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", f"{self.fleet.user}@{e.address}", PLAIN,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                out, err = await proc.communicate(SCRIPT.encode())
+                assert proc.returncode == 0 and out.endswith(b"== done\n"), err
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+
+        (aw, _), (bw, _), (ow, _) = await interleaved(COLD_ROUNDS, [agent, bare, openssh])
+        print(
+            f"   cold N={n} ({COLD_ROUNDS} interleaved rounds): agent {spread(aw, 1, 's')}, bare asyncssh "
+            f"{spread(bw, 1, 's')} ({statistics.median(aw) / statistics.median(bw):.2f}x), OpenSSH client "
+            f"{spread(ow, 1, 's')} ({statistics.median(ow) / statistics.median(aw):.1f}x slower than the agent)"
+        )
+
+
+def _iqr(values: list[float]) -> float:
+    q = statistics.quantiles(values, n=4)
+    return q[2] - q[0]
 
 
 async def measure(bench: Bench) -> None:
     print(
-        f"   {'N':>4} | {'agent warm':>10} {'bare warm':>10} {'ratio':>6} | {'agent cold':>10} {'bare cold':>10}"
-        f" {'ratio':>6} {'openssh':>8} {'speedup':>7}"
+        f"   load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machine: noisy)"
     )
-    rows = {}
-    for n in SIZES:
-        aw, bw = await bench.agent_warm(n), await bench.bare_warm(n)
-        ac, bc, os_ = await bench.agent_cold(n), await bench.bare_cold(n), await bench.openssh(n)
-        rows[n] = (aw, bw, ac, bc, os_)
-        print(
-            f"   {n:>4} | {aw:>9.3f}s {bw:>9.3f}s {aw / bw:>5.2f}x | {ac:>9.3f}s {bc:>9.3f}s {ac / bc:>5.2f}x"
-            f" {os_:>7.3f}s {os_ / ac:>6.1f}x",
-            flush=True,
-        )
-    aw1, bw1 = rows[SIZES[0]][0], rows[SIZES[0]][1]
-    aw, bw, ac, bc, os_ = rows[SIZES[-1]]
-    bare_first, agent_first = await bench.first_run_on_new_connection()
-    hardened = await bench.hardened_command_cost()
-    print(
-        f"   agent overhead on one warm host: {(aw1 - bw1) * 1000:+.1f} ms over bare asyncssh (goal <= 3 ms); of that,"
-        f" the hardened command line (env -i, timeout) costs {hardened:+.1f} ms on the host itself"
-    )
-    n = SIZES[-1]
-    print(f"   warm N={n}: {aw / bw:.2f}x bare asyncssh (goal <= 1.25x)")
-    print(
-        f"   cold N={n}: {ac / bc:.2f}x bare asyncssh (goal <= 1.2x), {os_ / ac:.1f}x faster than OpenSSH (goal >= 2x)"
-    )
-    print(
-        f"   first run on a new connection, extra over a warm run: bare asyncssh {bare_first:.1f} ms, "
-        f"agent {agent_first:.1f} ms"
-    )
+    await bench.one_host()
+    await bench.fanout()
+    await bench.cold()
+    print(f"   load average at end: {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:

@@ -105,7 +105,7 @@ async def test_script_runs_in_a_clean_environment(agent: Agent) -> None:
     [host] = (await agent.run("echo_args", ["h1"], value="x")).hosts
     assert "path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin lc_all=C.UTF-8" in host.stdout
     names = set(host.stderr.split())
-    assert names <= {"PATH", "LC_ALL", "LANG", "PWD", "SHLVL", "_", "OLDPWD"}, (
+    assert names <= {"PATH", "LC_ALL", "LANG", "PWD", "SHLVL", "_", "OLDPWD", "GUARDIA_RUN"}, (
         names
     )  # no SSH_CONNECTION, HOME…
 
