@@ -8,11 +8,13 @@ with every problem listed (:class:`~agent.errors.ConfigError`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -173,6 +175,8 @@ class RelayConfig(_Section):
     open_timeout: float = Field(default=10.0, gt=0)
     #: Longest wait between reconnection attempts, in seconds.
     max_backoff: float = Field(default=60.0, ge=1)
+    #: Allow a plain ws:// URL to a relay that is not on loopback (the token then travels in clear text).
+    allow_insecure: bool = False
 
 
 class StateConfig(_Section):
@@ -394,6 +398,14 @@ class AgentConfig(_Section):
             raise ConfigError("relay", [f"no relay URL: set ${RELAY_URL_ENV} or relay.url"])
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError("relay", [f"${RELAY_URL_ENV} must start with ws:// or wss://"])
+        if url.startswith("ws://") and not self.relay.allow_insecure and not _is_loopback_url(url):
+            raise ConfigError(
+                "relay",
+                [
+                    "a plain ws:// URL is allowed for a loopback relay only (the token would travel in clear "
+                    "text): use wss://, or set [relay] allow_insecure = true"
+                ],
+            )
         return url
 
     def relay_token(self, environ: Mapping[str, str] | None = None) -> str | None:
@@ -503,3 +515,17 @@ def load_config(path: Path | str | None = None) -> AgentConfig:
         return AgentConfig.model_validate({**raw, "base_dir": path.resolve().parent})
     except ValidationError as exc:
         raise ConfigError(str(path), format_validation_error(exc)) from None
+
+
+def _is_loopback_url(url: str) -> bool:
+    """True when the URL's host is localhost or a loopback address (127.0.0.0/8, ::1)."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
