@@ -95,7 +95,8 @@ def configure_logging(
         handler.addFilter(redacting)
         root.addHandler(handler)
     root.setLevel(level)
-    debug = logging.getLevelName(level) == "DEBUG" if isinstance(level, str) else level <= logging.DEBUG
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    debug = isinstance(numeric, int) and numeric <= logging.DEBUG
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
 
