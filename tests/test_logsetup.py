@@ -87,3 +87,46 @@ def test_start_up_line_names_version_agent_catalog_and_relay_host(
     assert f"catalog {report.lock.catalog_sha256[:16]} (8 of 8 runbooks runnable)" in line
     assert line.endswith("relay wss://relay.example.org/agent")
     assert "s3cret" not in line and "t0k3n" not in line
+
+
+async def test_agent_run_logs_its_start_up_line_first_and_no_library_info(tmp_path: Path) -> None:
+    """The real `agent run`, dialling a loopback port nobody listens on: the start-up line comes first, the scheduler
+    starts, the link retries, and not one INFO line of a library is among them."""
+    import asyncio
+    import os
+    import shutil
+    import signal
+    import sys
+
+    from tests.sshd import free_port
+
+    shutil.copytree(ROOT / "runbooks", tmp_path / "runbooks")
+    shutil.copy2(ROOT / "runbooks.lock", tmp_path / "runbooks.lock")
+    (tmp_path / "agent.toml").write_text('agent_id = "agent-42"\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "EXTERNAL_WS_URL"))}
+    env["EXTERNAL_WS_URL"] = f"ws://agent:pw-77d1@127.0.0.1:{free_port()}/agent"
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "agent"), "-c", str(tmp_path / "agent.toml"), "run",
+        stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    assert process.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while not any("reconnecting in" in line for line in lines):
+                raw = await process.stderr.readline()
+                assert raw, "agent run ended early:\n" + "\n".join(lines)
+                lines.append(raw.decode().rstrip())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            await process.wait()
+    assert "INFO    agent.logsetup: starting guardia-agent" in lines[0], lines
+    # the relay host as the log shows it: through the redaction filter, which masks a loopback/internal address
+    assert "agent agent-42" in lines[0] and "relay ws://[IP]:" in lines[0]
+    assert not any("pw-77d1" in line for line in lines)
+    assert any("relay connection failed" in line for line in lines)
+    library_info = [
+        line for line in lines if " INFO " in line and (" asyncssh" in line or " apscheduler" in line)
+    ]
+    assert library_info == []
