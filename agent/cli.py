@@ -853,6 +853,8 @@ def service_install(
         start=not no_start,
     )
     problems = svcinstall.check_spec(spec)
+    if platform == "linux" and root is None and not dry_run:
+        problems += svcinstall.check_linux_host(spec)
     if problems:
         _error("cannot install the service:", EXIT_USAGE, False, problems)
         sys.exit(EXIT_USAGE)

@@ -478,6 +478,23 @@ def check_spec(spec: ServiceSpec) -> list[str]:
     return problems
 
 
+def check_linux_host(spec: ServiceSpec) -> list[str]:
+    """What stops a real (not ``--root``) Linux install: not root, or the service user missing."""
+    problems: list[str] = []
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        problems.append("installing a systemd unit needs root (sudo)")
+    user = spec.account or "guardia"
+    try:
+        import pwd
+
+        pwd.getpwnam(user)
+    except (ImportError, KeyError):
+        problems.append(
+            f"user {user} does not exist: useradd --system --home-dir {spec.app_dir} --shell /usr/sbin/nologin {user}"
+        )
+    return problems
+
+
 def find_nssm(explicit: str | None) -> str:
     """Raises: ServiceError when nssm is neither given nor on PATH."""
     found = explicit or shutil.which("nssm")

@@ -294,7 +294,7 @@ def test_status_and_uninstall(site: Path) -> None:
     assert again.returncode == 1 and "no service named guardia-agent" in again.stderr
 
 
-def test_dry_run_prints_the_argument_lists_and_calls_nothing_but_status(site: Path) -> None:
+def test_dry_run_prints_the_argument_lists_and_calls_nothing(site: Path) -> None:
     done = install(site, "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "nssm set guardia-agent AppRestartDelay 5000" in done.stdout
@@ -353,6 +353,23 @@ def test_linux_install_and_uninstall_with_systemctl_root(tmp_path: Path) -> None
     removed = agent("service", "uninstall", "--platform", "linux", "--root", str(root))
     assert removed.returncode == 0, removed.stderr
     assert not unit.exists() and not env.exists()
+
+
+def test_linux_install_without_its_user_says_how_to_make_it(tmp_path: Path) -> None:
+    secrets = _write_env(tmp_path)
+    (tmp_path / "agent.toml").write_text('agent_id = "a"\n')
+    done = agent(
+        "-c", str(tmp_path / "agent.toml"), "service", "install", "--platform", "linux",
+        "--account", "nosuchuser7", "--env", str(secrets),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "user nosuchuser7 does not exist: useradd --system" in done.stderr
+
+
+def _write_env(folder: Path) -> Path:
+    path = folder / "secrets.env"
+    path.write_text("EXTERNAL_WS_URL=wss://relay.example.org/agent\n", encoding="utf-8")
+    return path
 
 
 def test_the_unit_in_deploy_is_the_one_the_agent_writes() -> None:
