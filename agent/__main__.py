@@ -1,5 +1,5 @@
 """``python -m agent``: the same as the ``agent`` command."""
 
-from agent.cli import main
+from agent.cli import entry
 
-main()
+entry()

@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from agent.errors import CatalogError, InvalidLock, InvalidManifest, RunbookNotRunnable
+from agent.lint import Finding
 from agent.lockfile import Lock, LockEntry, LockSignature, make_lock, parse_lock, render_lock, sha256_hex
 from agent.manifest import NAME_PATTERN, Manifest, parse_manifest
 from agent.signing import ApproverKey, check_signatures
@@ -317,6 +318,22 @@ class Catalog:
         if previous is not None and previous.catalog_sha256 == lock.catalog_sha256:
             lock = make_lock(entries, list(previous.signatures))
         return lock, []
+
+    def lint(self) -> list[Finding]:
+        """ShellCheck findings for every script that has a valid manifest (its interpreter picks the shell).
+
+        Raises:
+            LintError: shellcheck is missing or fails.
+        """
+        from agent.lint import find_shellcheck, lint_script
+
+        scanned, _ = self.scan()
+        shellcheck = find_shellcheck()
+        findings: list[Finding] = []
+        for name, found in sorted(scanned.items()):
+            if found.script_bytes is not None and found.manifest is not None:
+                findings.extend(lint_script(name, found.script_bytes, found.manifest.interpreter, shellcheck))
+        return findings
 
     def relock(self) -> Lock:
         """Build and write the lock for the folder as it is (for tools, tests and the demo).

@@ -1,7 +1,8 @@
 """The ``agent`` command line.
 
-Exit codes: 0 success; 1 the thing checked is not right (a runbook fails verification, a host failed);
-2 usage or configuration error.
+Exit codes: 0 success; 1 the thing checked is not right (a runbook fails verification, a host failed), or an
+unexpected internal error; 2 usage or configuration error (a bad option, a missing file or folder, a busy port).
+Bad input never ends in a traceback: :func:`entry` turns every error into one line (a JSON object for ``--json``).
 """
 
 from __future__ import annotations
@@ -37,8 +38,29 @@ PASSPHRASE_ENV = "AGENT_SIGNING_PASSPHRASE"  # noqa: S105 - the name of a variab
 OPERATOR_TOKEN_ENV = "AGENT_OPERATOR_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+DEBUG_ENV = "AGENT_DEBUG"  # set to 1: an unexpected error shows its traceback
+
+
+def _wants_json() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("as_json"))
+
+
+def _error(message: str, code: int, as_json: bool, problems: list[str] | None = None) -> None:
+    """Print one error: ``error: …`` on stderr (problems indented below), or one JSON object on stdout."""
+    if as_json:
+        answer: dict[str, object] = {"error": message, "exit_code": code}
+        if problems:
+            answer["problems"] = problems
+        click.echo(json.dumps(answer, ensure_ascii=False))
+        return
     click.echo(f"error: {message}", err=True)
+    for problem in problems or []:
+        click.echo(f"  - {problem}", err=True)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    _error(message, code, _wants_json())
     sys.exit(code)
 
 
@@ -48,9 +70,7 @@ def _config(ctx: click.Context) -> AgentConfig:
         try:
             state["config"] = load_config(state.get("config_path"))
         except ConfigError as exc:
-            click.echo(f"error: configuration {exc.source} is not valid:", err=True)
-            for problem in exc.problems:
-                click.echo(f"  - {problem}", err=True)
+            _error(f"configuration {exc.source} is not valid:", EXIT_USAGE, _wants_json(), exc.problems)
             sys.exit(EXIT_USAGE)
     config: AgentConfig = state["config"]
     return config
@@ -128,8 +148,15 @@ def _print_json(data: object) -> None:
     envvar=CONFIG_ENV,
     help=f"Agent config (TOML). Default: ${CONFIG_ENV}, else built-in defaults relative to the working directory.",
 )
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="AGENT_ENV_FILE",
+    help="Read environment variables (KEY=VALUE lines: relay URL, DB_*, tokens) from this file first; "
+    "its values win over the inherited environment. The Windows service uses it.",
+)
 @click.pass_context
-def main(ctx: click.Context, config_path: Path | None) -> None:
+def main(ctx: click.Context, config_path: Path | None, env_file: Path | None) -> None:
     """GUARDiA agent: a sandboxed runbook executor for locked-down internal networks.
 
     It runs only hash-locked, approved scripts from runbooks/ on hosts of its inventory, on command from a chat
@@ -138,6 +165,14 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     Exit codes: 0 success, 1 a check failed (verification, a run), 2 usage or configuration error.
     """
     ctx.ensure_object(dict)["config_path"] = config_path
+    if env_file is not None:
+        from agent.envfile import InvalidEnvFile, read_env_file
+
+        try:
+            os.environ.update(read_env_file(env_file))
+        except InvalidEnvFile as exc:
+            _error(f"environment file {env_file} is not valid:", EXIT_USAGE, False, exc.problems)
+            sys.exit(EXIT_USAGE)
 
 
 # -- agent runbooks ---------------------------------------------------------------------------------------
@@ -215,6 +250,8 @@ def lock(ctx: click.Context, key_file: Path | None) -> None:
         click.echo("not locked: fix these first:", err=True)
         _print_problems(problems)
         sys.exit(EXIT_FAILED)
+    if not _lint_gate(catalog):
+        sys.exit(EXIT_FAILED)
     if key_file is not None:
         try:
             new_lock = _sign_lock(new_lock, key_file)
@@ -226,6 +263,59 @@ def lock(ctx: click.Context, key_file: Path | None) -> None:
         f"wrote {catalog.lock_path}: {len(new_lock.runbooks)} runbooks, "
         f"catalog {new_lock.catalog_sha256[:16]}…{signed}"
     )
+
+
+def _lint_gate(catalog: Catalog) -> bool:
+    """Print shellcheck's findings; False (and nothing locked) when any is an error."""
+    from agent.lint import LintError
+
+    try:
+        findings = catalog.lint()
+    except LintError as exc:
+        _fail(str(exc))
+    for finding in findings:
+        click.echo(f"  {finding}", err=True)
+    blocking = [f for f in findings if f.blocking]
+    if blocking:
+        click.echo(f"not locked: shellcheck found {len(blocking)} error(s); fix them first", err=True)
+        return False
+    if findings:
+        click.echo(f"warning: shellcheck: {len(findings)} warning(s) above; locking anyway", err=True)
+    return True
+
+
+@runbooks.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_context
+def lint(ctx: click.Context, as_json: bool) -> None:
+    """Run ShellCheck on every runbook script (as its manifest's interpreter).
+
+    Exit 0 when no script has an error-level finding (warnings are printed), 1 when any has, 2 when shellcheck
+    cannot run. `agent runbooks lock` runs the same check and refuses to lock on errors.
+    """
+    from agent.lint import LintError
+
+    catalog = _catalog(ctx)
+    if not catalog.directory.is_dir():
+        _fail(f"the runbook folder {catalog.directory} does not exist")
+    try:
+        findings = catalog.lint()
+    except LintError as exc:
+        _fail(str(exc))
+    errors = sum(f.blocking for f in findings)
+    if as_json:
+        _print_json(
+            [
+                {"runbook": f.runbook, "line": f.line, "column": f.column, "level": f.level,
+                 "code": f"SC{f.code}", "message": f.message}
+                for f in findings
+            ]
+        )  # fmt: skip
+    else:
+        for finding in findings:
+            click.echo(str(finding))
+        click.echo(f"shellcheck: {errors} error(s), {len(findings) - errors} other finding(s)")
+    sys.exit(EXIT_FAILED if errors else EXIT_OK)
 
 
 @runbooks.command("sign")
@@ -457,7 +547,7 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
     'agent config check' lists; exits 1 if the relay link ever stops by itself.
     """
     from agent.app import App, install_signal_handlers
-    from agent.logsetup import configure_logging
+    from agent.logsetup import configure_logging, log_startup
 
     config = _config(ctx)
     _prepared(config)
@@ -468,6 +558,7 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
         except ConfigError as exc:
             _fail(str(exc))
         configure_logging(app.redactor, log_level, log_json, log_file)
+        log_startup(app.config, app.catalog.verify())
         install_signal_handlers(app.stopping)
         return await app.run()
 
@@ -476,7 +567,9 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
 
 @main.command("relay")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free one).")
+@click.option(
+    "--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one)."
+)
 @click.option(
     "--config", "relay_config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The relay's TOML config: [agents.ID] rooms, offline_wait, notices (docs/protocol.md).",
@@ -700,6 +793,9 @@ def generate(path: Path, comment: str, passphrase: bool) -> None:
     """
     from agent.signing import generate_key_pair
 
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        _fail(f"folder {folder} does not exist; create it first (mkdir {folder})")
     secret: bytes | None = None
     if passphrase:
         text = os.environ.get(PASSPHRASE_ENV) or click.prompt(
@@ -778,3 +874,266 @@ def check(ctx: click.Context) -> None:
         f"OK: agent {config.agent_id}, {hosts} host(s), {runnable} runnable runbook(s), "
         f"{len(config.checks)} check(s), {len(config.schedules)} schedule(s)"
     )
+
+
+# -- agent service ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def service() -> None:
+    """Install the agent as a service: NSSM on Windows, a hardened systemd unit on Linux."""
+
+
+_PLATFORM = click.option(
+    "--platform",
+    "target",
+    type=click.Choice(["auto", "windows", "linux"]),
+    default="auto",
+    show_default=True,
+    help="Which service manager (auto: this machine's). For dry runs and tests.",
+)
+_NAME = click.option("--name", default="guardia-agent", show_default=True, help="Service name.")
+_NSSM = click.option("--nssm", help="Path of nssm.exe (default: nssm on PATH). Windows.")
+_ROOT = click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Linux: write under this folder instead of / (systemctl --root; nothing is started).",
+)
+_DRY_RUN = click.option(
+    "--dry-run", is_flag=True, help="Print every step (exact argument lists); change nothing."
+)
+
+
+def _target(target: str) -> str:
+    if target != "auto":
+        return target
+    return "windows" if sys.platform == "win32" else "linux"
+
+
+def _carry_out(steps: list[Any], dry_run: bool, title: str) -> None:
+    from agent.svcinstall import ServiceError, carry_out
+
+    if dry_run:
+        click.echo(f"{title} (dry run; nothing changed):")
+        for step in steps:
+            click.echo(f"  {step.what}" + (f"\n    {step.show()}" if step.argv else ""))
+        return
+    click.echo(f"{title}:")
+    try:
+        carry_out(steps, echo=click.echo)
+    except ServiceError as exc:
+        _fail(str(exc), EXIT_FAILED)
+
+
+@service.command("install")
+@click.option(
+    "--env",
+    "env_source",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="KEY=VALUE file with EXTERNAL_WS_URL, AGENT_RELAY_TOKEN, DB_*… (copied where only the service reads it).",
+)
+@click.option(
+    "--account",
+    help="Windows: run as this account (DOMAIN\\user; password from $AGENT_SERVICE_PASSWORD or a prompt) "
+    "instead of the virtual account NT SERVICE\\NAME. Linux: the user (default guardia).",
+)
+@click.option("--no-start", is_flag=True, help="Install and enable, but do not start it now.")
+@_NAME
+@_PLATFORM
+@_NSSM
+@_ROOT
+@_DRY_RUN
+@click.pass_context
+def service_install(
+    ctx: click.Context,
+    env_source: Path,
+    account: str | None,
+    no_start: bool,
+    name: str,
+    target: str,
+    nssm: str | None,
+    root: Path | None,
+    dry_run: bool,
+) -> None:
+    """Install and start the agent as a service, with the config given by -c and the secrets in --env.
+
+    The config is checked with those secrets first; a failed step undoes the steps before it and says what, if
+    anything, is left to do by hand. Exit 0 installed, 1 a step failed, 2 bad input.
+
+        agent -c C:\\guardia\\agent.toml service install --env C:\\guardia\\secrets.env
+    """
+    from agent import svcinstall
+
+    config_path = ctx.ensure_object(dict).get("config_path")
+    if config_path is None:
+        _fail("give the agent's config: agent -c PATH service install …")
+    password = None
+    platform = _target(target)
+    if platform == "windows" and account and account not in ("LocalService", "NT AUTHORITY\\LocalService"):
+        password = os.environ.get("AGENT_SERVICE_PASSWORD")
+        if password is None and not dry_run:
+            if not sys.stdin.isatty():
+                _fail(f"the password of {account}: set $AGENT_SERVICE_PASSWORD (no terminal to ask on)")
+            password = click.prompt(f"Password of {account}", hide_input=True)
+    # The console script beside this Python: Scripts\\agent.exe on Windows (bin/agent for a dry run elsewhere).
+    scripts = Path(sys.executable).absolute().parent
+    names = ("agent.exe", "agent") if platform == "windows" else ("agent",)
+    agent_exe = next((scripts / n for n in names if (scripts / n).is_file()), scripts / names[0])
+    spec = svcinstall.ServiceSpec(
+        agent_exe=agent_exe,
+        config=config_path.absolute(),
+        env_source=env_source.absolute(),
+        name=name,
+        account=account,
+        password=password,
+        start=not no_start,
+    )
+    problems = svcinstall.check_spec(spec)
+    if platform == "linux" and root is None and not dry_run:
+        problems += svcinstall.check_linux_host(spec)
+    if problems:
+        _error("cannot install the service:", EXIT_USAGE, False, problems)
+        sys.exit(EXIT_USAGE)
+    try:
+        if platform == "windows":
+            exe = svcinstall.find_nssm(nssm)
+            if not dry_run and svcinstall.windows_status(name, exe) is not None:
+                _fail(
+                    f"service {name} already exists: 'agent service uninstall --name {name}' first",
+                    EXIT_FAILED,
+                )
+            steps = svcinstall.windows_install_steps(spec, exe)
+        else:
+            steps = svcinstall.linux_install_steps(spec, root)
+    except svcinstall.ServiceError as exc:
+        _fail(str(exc))
+    _carry_out(steps, dry_run, f"installing service {name} ({platform})")
+    if not dry_run:
+        click.echo(f"installed {name}; check it with 'agent service status --name {name}'")
+
+
+@service.command("uninstall")
+@click.option("--keep-env", is_flag=True, help="Keep the service's environment file (the secrets).")
+@_NAME
+@_PLATFORM
+@_NSSM
+@_ROOT
+@_DRY_RUN
+@click.pass_context
+def service_uninstall(
+    ctx: click.Context,
+    keep_env: bool,
+    name: str,
+    target: str,
+    nssm: str | None,
+    root: Path | None,
+    dry_run: bool,
+) -> None:
+    """Stop and remove the service, and delete its environment file (the agent's folder and var/ stay).
+
+    Exit 0 removed, 1 not installed or a step failed, 2 bad input.
+    """
+    from agent import svcinstall
+
+    platform = _target(target)
+    if not svcinstall.NAME_PATTERN.fullmatch(name):
+        _fail(f"service name {name!r}: letters, digits, _ and -, starting with a letter")
+    try:
+        if platform == "windows":
+            exe = svcinstall.find_nssm(nssm)
+            if not dry_run and svcinstall.windows_status(name, exe) is None:
+                _fail(f"no service named {name}", EXIT_FAILED)
+            config_path = ctx.ensure_object(dict).get("config_path")
+            env_path = None
+            if not keep_env and config_path is not None:
+                env_path = config_path.absolute().parent / f"{name}.env"
+            steps = svcinstall.windows_uninstall_steps(name, exe, env_path)
+        else:
+            steps = svcinstall.linux_uninstall_steps(name, root)
+            if keep_env:
+                steps = [s for s in steps if not s.what.endswith(".env")]
+    except svcinstall.ServiceError as exc:
+        _fail(str(exc))
+    _carry_out(steps, dry_run, f"removing service {name} ({platform})")
+
+
+@service.command("status")
+@_NAME
+@_PLATFORM
+@_NSSM
+def service_status(name: str, target: str, nssm: str | None) -> None:
+    """Print the service's state. Exit 0 when it is running, 1 when it is not (or not installed)."""
+    from agent import svcinstall
+
+    if not svcinstall.NAME_PATTERN.fullmatch(name):
+        _fail(f"service name {name!r}: letters, digits, _ and -, starting with a letter")
+    try:
+        if _target(target) == "windows":
+            state = svcinstall.windows_status(name, svcinstall.find_nssm(nssm))
+            running = state == "SERVICE_RUNNING"
+        else:
+            state = svcinstall.linux_status(name)
+            running = state == "active"
+    except svcinstall.ServiceError as exc:
+        _fail(str(exc))
+    click.echo(f"{name}: {state or 'not installed'}")
+    sys.exit(EXIT_OK if running else EXIT_FAILED)
+
+
+# -- the entry point: no traceback, ever ------------------------------------------------------------------
+
+
+def _describe_os_error(exc: OSError) -> str:
+    import socket
+
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror or exc})"
+    text = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        text += f": {exc.filename}"
+    return text
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit code; every error becomes one line (JSON with --json).
+
+    Exit 2 for usage and input errors (a click usage error, a missing file or folder, a busy port, an unknown
+    host), 1 for an unexpected error (``AGENT_DEBUG=1`` prints its traceback), 130 for Ctrl-C.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
+    try:
+        code = main.main(args=args, prog_name="agent", standalone_mode=False)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FAILED)
+        if not isinstance(exc.code, int | None):
+            click.echo(str(exc.code), err=True)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        hint = ""
+        if exc.__class__ is not click.ClickException and getattr(exc, "ctx", None) is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"  # type: ignore[attr-defined]
+        _error(exc.format_message() + hint, exc.exit_code, as_json)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except OSError as exc:
+        _error(_describe_os_error(exc), EXIT_USAGE, as_json)
+        return EXIT_USAGE
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        _error(
+            f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for details)", EXIT_FAILED, as_json
+        )
+        return EXIT_FAILED
+    return code if isinstance(code, int) else EXIT_OK
+
+
+def entry() -> NoReturn:
+    """The ``agent`` console script."""
+    sys.exit(run_cli())

@@ -8,11 +8,13 @@ with every problem listed (:class:`~agent.errors.ConfigError`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -184,7 +186,6 @@ class RedactionConfig(_Section):
 
 def ws_url_problems(url: str) -> list[str]:
     """What is wrong with a relay URL (scheme, host, port), without echoing it (it may carry credentials)."""
-    from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(url)
@@ -230,6 +231,9 @@ class RelayConfig(_Section):
         if url is not None and (problems := ws_url_problems(url)):
             raise ValueError("; ".join(problems))
         return url
+
+    #: Allow a plain ws:// URL to a relay that is not on loopback (the token then travels in clear text).
+    allow_insecure: bool = False
 
 
 class StateConfig(_Section):
@@ -472,6 +476,14 @@ class AgentConfig(_Section):
         if problems:
             source = f"${RELAY_URL_ENV}" if env.get(RELAY_URL_ENV) else "relay.url"
             raise ConfigError("relay", [f"{source}: {p}" for p in problems])
+        if url.startswith("ws://") and not self.relay.allow_insecure and not _is_loopback_url(url):
+            raise ConfigError(
+                "relay",
+                [
+                    "a plain ws:// URL is allowed for a loopback relay only (the token would travel in clear "
+                    "text): use wss://, or set [relay] allow_insecure = true"
+                ],
+            )
         return url
 
     def relay_token(self, environ: Mapping[str, str] | None = None) -> str | None:
@@ -581,3 +593,17 @@ def load_config(path: Path | str | None = None) -> AgentConfig:
         return AgentConfig.model_validate({**raw, "base_dir": path.resolve().parent})
     except ValidationError as exc:
         raise ConfigError(str(path), format_validation_error(exc)) from None
+
+
+def _is_loopback_url(url: str) -> bool:
+    """True when the URL's host is localhost or a loopback address (127.0.0.0/8, ::1)."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,7 +1,8 @@
 """Logging for the agent: one redacting filter on every handler, text or JSON lines, optional rotating file.
 
 Levels: ERROR a bug or a refused lock; WARNING a host down, a retry; INFO connect, reconnect, task accepted and
-finished; DEBUG frames. Every record passes :class:`RedactingFilter` on its way to any handler, so a log line can
+finished; DEBUG frames. Third-party libraries (asyncssh, APScheduler, websockets) log at WARNING and above unless the
+level is DEBUG: their INFO lines would otherwise drown the agent's own. Every record passes :class:`RedactingFilter` on its way to any handler, so a log line can
 never carry what a chat answer may not.
 """
 
@@ -12,8 +13,19 @@ import logging
 import logging.handlers
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
+from agent import __version__
 from agent.redaction import Redactor
+
+if TYPE_CHECKING:
+    from agent.catalog import VerifyReport
+    from agent.config import AgentConfig
+
+#: Libraries whose INFO is noise to an operator (every SSH channel, every scheduler tick, every handshake).
+QUIET_LIBRARIES = ("asyncssh", "apscheduler", "websockets")
+logger = logging.getLogger(__name__)
 
 
 class RedactingFilter(logging.Filter):
@@ -83,3 +95,38 @@ def configure_logging(
         handler.addFilter(redacting)
         root.addHandler(handler)
     root.setLevel(level)
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    debug = isinstance(numeric, int) and numeric <= logging.DEBUG
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
+
+
+def relay_display(url: str) -> str:
+    """The relay URL as a log may show it: scheme, host, port and path; never credentials or a query."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unparsable URL)"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def log_startup(config: AgentConfig, report: VerifyReport) -> None:
+    """One INFO line saying what is starting: version, agent id, catalog digest and state, relay host."""
+    try:
+        relay = relay_display(config.relay_url())
+    except ValueError:
+        relay = "(not set)"
+    digest = report.lock.catalog_sha256[:16] if report.lock else "none"
+    logger.info(
+        "starting guardia-agent %s: agent %s, catalog %s (%d of %d runbooks runnable), relay %s",
+        __version__,
+        config.agent_id,
+        digest,
+        len(report.runnable),
+        len(report.runbooks),
+        relay,
+    )

@@ -16,6 +16,16 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv 2>/dev/null || { apt_install python3-venv && "$PYTHON" -m venv .venv; }
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${EXTRAS:-}]" 2>&1 | grep -v '^WARNING' || true
-.venv/bin/python -c 'import agent' || { echo "installing the project into .venv failed" >&2; exit 2; }
+# pip 23.2 (what a Python 3.11 venv brings) refuses an empty extras list ".[]": name extras only when there are some.
+SPEC="."; [ -z "${EXTRAS:-}" ] || SPEC=".[$EXTRAS]"
+_pip_log="$(mktemp)"
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e "$SPEC" >"$_pip_log" 2>&1; then
+  grep -v '^WARNING: Location' "$_pip_log" >&2; rm -f "$_pip_log"
+  echo "installing the project into .venv failed (pip install -e \"$SPEC\")" >&2; exit 2
+fi
+rm -f "$_pip_log"
+# Check what the README's commands use: the console script, run from outside the checkout (so that `import agent`
+# cannot succeed just because the source folder is the working directory).
+(cd / && "$OLDPWD/.venv/bin/agent" --version >/dev/null) \
+  || { echo "the console script .venv/bin/agent is missing or does not run; the install failed" >&2; exit 2; }
 export PATH="$PWD/.venv/bin:$PATH"

@@ -1,0 +1,398 @@
+"""`agent service install|uninstall|status`: the exact nssm and icacls calls (a recording fake of each, since the
+Windows service manager cannot run here), a failure at every step undone and said, and the systemd unit checked by
+systemd's own `systemd-analyze verify`.
+
+The agent runs as a real subprocess (its console script), so what is tested is what an administrator types.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.svcinstall import ServiceError, ServiceSpec, carry_out, systemd_unit, windows_install_steps
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT = Path(sys.executable).parent / "agent"
+
+#: A fake of nssm.exe and icacls.exe (bash, so that two dozen calls cost little): records its argv ($FAKE_LOG, one
+#: call a line, arguments joined by TAB), keeps which services exist ($FAKE_STATE, one name a line), fails the Nth call
+#: over both programs (1-based, $FAKE_FAIL_AT) with exit 5, or every call whose argv starts with $FAKE_FAIL_PREFIX
+#: (space-joined), with a message as the real ones give. nssm status answers in UTF-16, as the real one does when
+#: its output is not a console.
+FAKE = r"""#!/usr/bin/env bash
+prog="$(basename "$0")"
+line="$prog"; for a in "$@"; do line+=$'\t'"$a"; done
+printf '%s\n' "$line" >> "$FAKE_LOG"
+calls="$(wc -l < "$FAKE_LOG")"
+touch "$FAKE_STATE"
+if [ "$calls" = "${FAKE_FAIL_AT:-}" ] || { [ -n "${FAKE_FAIL_PREFIX:-}" ] && [[ "$prog $*" == "$FAKE_FAIL_PREFIX"* ]]; }; then
+  echo "$prog: simulated failure of call $calls" >&2; exit 5
+fi
+[ "$prog" = nssm ] || exit 0
+verb="$1"; name="$2"
+known() { grep -qx "$name" "$FAKE_STATE"; }
+case "$verb" in
+  install) echo "$name" >> "$FAKE_STATE" ;;
+  remove) known || { echo "Can't open service!" >&2; exit 3; }; REMOVE_HOOK
+          grep -vx "$name" "$FAKE_STATE" > "$FAKE_STATE.new"; mv "$FAKE_STATE.new" "$FAKE_STATE" ;;
+  status) known || { echo "Can't open service!" >&2; exit 3; }; printf 'S\0E\0R\0V\0I\0C\0E\0_\0S\0T\0O\0P\0P\0E\0D\0\r\0\n\0' ;;
+  *) known || { echo "Can't open service!" >&2; exit 3; } ;;
+esac
+"""
+
+
+def write_fakes(bin_dir: Path, remove_hook: str = "") -> None:
+    for prog in ("nssm", "icacls"):
+        fake = bin_dir / prog
+        fake.write_text(FAKE.replace("REMOVE_HOOK", remove_hook or ":"), encoding="utf-8")
+        fake.chmod(0o755)
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An agent folder (with a space in its path, as C:\\Program Files would have), a secrets file, and the fakes
+    first on PATH. Returns the folder."""
+    app = tmp_path / "guardia agent"
+    app.mkdir()
+    shutil.copytree(ROOT / "runbooks", app / "runbooks")
+    shutil.copy2(ROOT / "runbooks.lock", app / "runbooks.lock")
+    (app / "agent.toml").write_text('agent_id = "agent-07"\n', encoding="utf-8")
+    (tmp_path / "secrets.env").write_text(
+        "EXTERNAL_WS_URL=wss://relay.example.org/agent\nAGENT_RELAY_TOKEN=tok-3f9a1c77e2\nDB_PASSWORD='p w'\n",
+        encoding="utf-8",
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    write_fakes(bin_dir)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls.log"))
+    monkeypatch.setenv("FAKE_STATE", str(tmp_path / "services.txt"))
+    for name in ("FAKE_FAIL_AT", "FAKE_FAIL_PREFIX", "EXTERNAL_WS_URL", "AGENT_RELAY_TOKEN", "AGENT_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    return app
+
+
+def agent(*args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(AGENT), *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
+    assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    return done
+
+
+def calls(site: Path) -> list[list[str]]:
+    log = site.parent / "calls.log"
+    return [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def services(site: Path) -> list[str]:
+    state = site.parent / "services.txt"
+    return sorted(state.read_text().split()) if state.exists() else []
+
+
+def install(site: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return agent(
+        "-c", str(site / "agent.toml"), "service", "install", "--platform", "windows",
+        "--env", str(site.parent / "secrets.env"), *extra,
+    )  # fmt: skip
+
+
+def expected_windows_calls(
+    site: Path, account: str = "NT SERVICE\\guardia-agent", agent_exe: Path = AGENT
+) -> list[list[str]]:
+    exe, cfg, env = str(agent_exe), str(site / "agent.toml"), str(site / "guardia-agent.env")
+    logs, var = site / "logs", site / "var"
+    name = "guardia-agent"
+    return [
+        ["nssm", "status", name],
+        ["nssm", "install", name, exe],
+        # one argument for nssm, quoted by Windows rules: the folder has a space
+        ["nssm", "set", name, "AppParameters", f'-c "{cfg}" --env-file "{env}" run --log-json'],
+        ["nssm", "set", name, "AppDirectory", str(site)],
+        ["nssm", "set", name, "DisplayName", "GUARDiA agent"],
+        ["nssm", "set", name, "Description", "GUARDiA agent: sandboxed runbook executor"],
+        ["nssm", "set", name, "Start", "SERVICE_DELAYED_AUTO_START"],
+        ["nssm", "set", name, "ObjectName", account],
+        ["nssm", "set", name, "AppExit", "Default", "Restart"],
+        ["nssm", "set", name, "AppRestartDelay", "5000"],
+        ["nssm", "set", name, "AppStopMethodSkip", "6"],
+        ["nssm", "set", name, "AppStopMethodConsole", "60000"],
+        ["nssm", "set", name, "AppStdout", str(logs / f"{name}.out.log")],
+        ["nssm", "set", name, "AppStderr", str(logs / f"{name}.log")],
+        ["nssm", "set", name, "AppStdoutCreationDisposition", "4"],
+        ["nssm", "set", name, "AppStderrCreationDisposition", "4"],
+        ["nssm", "set", name, "AppRotateFiles", "1"],
+        ["nssm", "set", name, "AppRotateOnline", "1"],
+        ["nssm", "set", name, "AppRotateSeconds", "86400"],
+        ["nssm", "set", name, "AppRotateBytes", str(10 * 1024 * 1024)],
+        ["icacls", env, "/inheritance:r", "/grant:r", "*S-1-5-32-544:(F)", "/grant:r", "*S-1-5-18:(F)",
+         "/grant:r", f"{account}:(R)"],
+        ["icacls", str(var), "/grant:r", f"{account}:(OI)(CI)M"],
+        ["icacls", str(logs), "/grant:r", f"{account}:(OI)(CI)M"],
+        ["nssm", "start", name],
+    ]  # fmt: skip
+
+
+def test_windows_install_asks_nssm_and_icacls_exactly_this(site: Path) -> None:
+    done = install(site)
+    assert done.returncode == 0, done.stderr
+    assert calls(site) == expected_windows_calls(site)
+    assert services(site) == ["guardia-agent"]
+    env = site / "guardia-agent.env"
+    assert env.read_bytes() == (site.parent / "secrets.env").read_bytes()
+    assert (site / "var").is_dir() and (site / "logs").is_dir()
+    assert "tok-3f9a1c77e2" not in done.stdout + done.stderr
+
+
+def test_windows_install_with_a_dedicated_account_passes_its_password_to_nssm_only(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENT_SERVICE_PASSWORD", "svc-pw-81c2")
+    done = install(site, "--account", "CORP\\svc-guardia", "--no-start")
+    assert done.returncode == 0, done.stderr
+    recorded = calls(site)
+    assert ["nssm", "set", "guardia-agent", "ObjectName", "CORP\\svc-guardia", "svc-pw-81c2"] in recorded
+    assert ["nssm", "start", "guardia-agent"] not in recorded
+    assert "svc-pw-81c2" not in done.stdout + done.stderr
+
+
+def test_windows_install_refuses_an_account_without_a_password_when_nobody_can_be_asked(site: Path) -> None:
+    done = install(site, "--account", "CORP\\svc-guardia")
+    assert done.returncode == 2
+    assert "AGENT_SERVICE_PASSWORD" in done.stderr
+    assert calls(site) == []
+
+
+def spec_for(site: Path, agent_exe: Path = AGENT) -> ServiceSpec:
+    return ServiceSpec(
+        agent_exe=agent_exe, config=site / "agent.toml", env_source=site.parent / "secrets.env"
+    )
+
+
+# Every call of the install, failing in turn: 2 = nssm install, ..., the last = nssm start (1 is the status check
+# the command makes before it plans the install).
+STEPS = len(expected_windows_calls(Path("/x")))
+
+
+@pytest.mark.parametrize("fail_at", range(1, STEPS))
+def test_a_failing_step_is_named_undone_and_leaves_no_service_or_secrets_behind(
+    site: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int
+) -> None:
+    """In-process, with a stand-in for the config check (the real one is tested through the command below)."""
+    monkeypatch.setenv("FAKE_FAIL_AT", str(fail_at))
+    checker = site.parent / "bin" / "agent"
+    checker.write_text("#!/bin/sh\nexit 0\n")
+    checker.chmod(0o755)
+    steps = windows_install_steps(spec_for(site, checker), "nssm")
+    with pytest.raises(ServiceError) as caught:
+        carry_out(steps, echo=lambda _: None)
+    message = str(caught.value)
+    failed = expected_windows_calls(site, agent_exe=checker)[fail_at]
+    assert calls(site)[fail_at - 1] == failed
+    assert f"{failed[0]} exited 5: {failed[0]}: simulated failure" in message
+    assert "\n" not in message
+    if fail_at == 1:  # nssm install itself failed: nothing to undo
+        assert message.endswith("; nothing had been changed")
+    else:
+        undone = message.split("; undone: ")[1]
+        assert undone.endswith("remove service guardia-agent")
+        assert calls(site)[-1] == ["nssm", "remove", "guardia-agent", "confirm"]
+        assert ("guardia-agent.env" in undone) == (
+            fail_at >= 20
+        )  # the env file exists from the icacls step on
+    assert "NOT undone" not in message
+    assert services(site) == []
+    assert not (site / "guardia-agent.env").exists()
+
+
+@pytest.mark.parametrize("fail_at", [2, 10, STEPS])
+def test_the_command_answers_a_failed_step_in_one_line_with_exit_1(
+    site: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int
+) -> None:
+    monkeypatch.setenv("FAKE_FAIL_AT", str(fail_at))
+    done = install(site)
+    assert done.returncode == 1
+    error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, done.stderr
+    assert "exited 5" in error[0]
+    assert services(site) == []
+    assert not (site / "guardia-agent.env").exists()
+
+
+def test_an_undo_that_fails_too_is_said_with_the_command_to_finish_by_hand(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_FAIL_PREFIX", "nssm set guardia-agent AppRestartDelay")
+    write_fakes(site.parent / "bin", remove_hook="exit 7")
+    done = install(site)
+    assert done.returncode == 1
+    nssm = site.parent / "bin" / "nssm"
+    assert f"NOT undone, do it by hand: {nssm} remove guardia-agent confirm" in done.stderr
+    assert services(site) == ["guardia-agent"]  # the fake's service is indeed left, as the message says
+
+
+def test_install_checks_the_config_first_and_touches_nothing_when_it_is_bad(site: Path) -> None:
+    (site / "agent.toml").write_text('agent_id = "agent-07"\nbogus = 1\n', encoding="utf-8")
+    done = install(site)
+    assert done.returncode == 1
+    assert "check the config" in done.stderr and "nothing had been changed" in done.stderr
+    assert calls(site) == [["nssm", "status", "guardia-agent"]]
+
+
+def test_install_refuses_plain_ws_to_a_remote_relay_before_anything(site: Path) -> None:
+    (site.parent / "secrets.env").write_text(
+        "EXTERNAL_WS_URL=ws://relay.example.org/agent\n", encoding="utf-8"
+    )
+    done = install(site)
+    assert done.returncode == 1
+    assert "allow_insecure" in done.stderr
+    assert services(site) == []
+
+
+@pytest.mark.parametrize(
+    ("env_text", "message"),
+    [
+        ("AGENT_RELAY_TOKEN=x\n", "sets no EXTERNAL_WS_URL"),
+        ("EXTERNAL_WS_URL wss://relay.example.org/agent\n", "line 1: expected KEY=VALUE"),
+    ],
+)
+def test_a_bad_environment_file_is_refused_before_any_call(site: Path, env_text: str, message: str) -> None:
+    (site.parent / "secrets.env").write_text(env_text, encoding="utf-8")
+    done = install(site)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert calls(site) == []
+
+
+def test_install_over_an_existing_service_is_refused(site: Path) -> None:
+    assert install(site).returncode == 0
+    done = install(site)
+    assert done.returncode == 1
+    assert "already exists" in done.stderr
+
+
+def test_status_and_uninstall(site: Path) -> None:
+    status = agent("service", "status", "--platform", "windows")
+    assert (status.returncode, status.stdout.strip()) == (1, "guardia-agent: not installed")
+    assert install(site).returncode == 0
+    status = agent("service", "status", "--platform", "windows")
+    assert (status.returncode, status.stdout.strip()) == (1, "guardia-agent: SERVICE_STOPPED")
+    done = agent("-c", str(site / "agent.toml"), "service", "uninstall", "--platform", "windows")
+    assert done.returncode == 0, done.stderr
+    assert calls(site)[-2:] == [
+        ["nssm", "stop", "guardia-agent"],
+        ["nssm", "remove", "guardia-agent", "confirm"],
+    ]
+    assert services(site) == [] and not (site / "guardia-agent.env").exists()
+    again = agent("service", "uninstall", "--platform", "windows")
+    assert again.returncode == 1 and "no service named guardia-agent" in again.stderr
+
+
+def test_dry_run_prints_the_argument_lists_and_calls_nothing(site: Path) -> None:
+    done = install(site, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "nssm set guardia-agent AppRestartDelay 5000" in done.stdout
+    assert calls(site) == []
+
+
+def test_without_nssm_the_answer_says_where_to_put_it(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (site.parent / "bin" / "nssm").unlink()
+    monkeypatch.setenv("PATH", str(site.parent / "bin"))
+    done = install(site)
+    assert done.returncode == 2
+    assert "nssm not found" in done.stderr
+
+
+# -- Linux ---------------------------------------------------------------------------------------------------
+
+
+def test_linux_install_refuses_a_path_a_unit_line_would_split(site: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    done = agent(
+        "-c", str(site / "agent.toml"), "service", "install", "--platform", "linux", "--root", str(root),
+        "--env", str(site.parent / "secrets.env"),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "guardia agent" in done.stderr and "quoted" in done.stderr
+    assert not root.exists()
+
+
+def test_linux_install_and_uninstall_with_systemctl_root(tmp_path: Path) -> None:
+    app = tmp_path / "opt-guardia"
+    app.mkdir()
+    shutil.copytree(ROOT / "runbooks", app / "runbooks")
+    shutil.copy2(ROOT / "runbooks.lock", app / "runbooks.lock")
+    (app / "agent.toml").write_text('agent_id = "agent-07"\n', encoding="utf-8")
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("EXTERNAL_WS_URL=wss://relay.example.org/agent\n", encoding="utf-8")
+    root = tmp_path / "root"
+    done = agent(
+        "-c", str(app / "agent.toml"), "service", "install", "--platform", "linux", "--root", str(root),
+        "--env", str(secrets),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    unit = root / "etc/systemd/system/guardia-agent.service"
+    env = root / "etc/guardia-agent.env"
+    assert env.stat().st_mode & 0o777 == 0o600 and env.read_bytes() == secrets.read_bytes()
+    assert (root / "etc/systemd/system/multi-user.target.wants/guardia-agent.service").is_symlink()
+    text = unit.read_text()
+    assert f"ExecStart={AGENT} -c {app / 'agent.toml'} run --log-json" in text
+    assert f"ReadWritePaths={app / 'var'}" in text
+    assert "EnvironmentFile=/etc/guardia-agent.env" in text
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert verify.returncode == 0 and not verify.stdout + verify.stderr, verify.stdout + verify.stderr
+
+    removed = agent("service", "uninstall", "--platform", "linux", "--root", str(root))
+    assert removed.returncode == 0, removed.stderr
+    assert not unit.exists() and not env.exists()
+
+
+def test_linux_install_without_its_user_says_how_to_make_it(tmp_path: Path) -> None:
+    secrets = _write_env(tmp_path)
+    (tmp_path / "agent.toml").write_text('agent_id = "a"\n')
+    done = agent(
+        "-c", str(tmp_path / "agent.toml"), "service", "install", "--platform", "linux",
+        "--account", "nosuchuser7", "--env", str(secrets),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "user nosuchuser7 does not exist: useradd --system" in done.stderr
+
+
+def _write_env(folder: Path) -> Path:
+    path = folder / "secrets.env"
+    path.write_text("EXTERNAL_WS_URL=wss://relay.example.org/agent\n", encoding="utf-8")
+    return path
+
+
+def test_the_unit_in_deploy_is_the_one_the_agent_writes() -> None:
+    spec = ServiceSpec(
+        agent_exe=Path("/opt/guardia/.venv/bin/agent"),
+        config=Path("/opt/guardia/agent.toml"),
+        env_source=Path("/dev/null"),
+    )
+    assert (ROOT / "deploy/guardia-agent.service").read_text() == systemd_unit(
+        spec, Path("/etc/guardia-agent.env")
+    )
+
+
+def test_systemd_analyze_finds_fault_with_a_broken_unit(tmp_path: Path) -> None:
+    """The check above can fail: the same verify on a unit with a typo'd key and a missing program does."""
+    spec = ServiceSpec(agent_exe=AGENT, config=tmp_path / "agent.toml", env_source=Path("/dev/null"))
+    broken = systemd_unit(spec, Path("/etc/guardia-agent.env")).replace(
+        "UMask=0077", "UMask=0077\nProtectSytem=yes"
+    )
+    unit = tmp_path / "broken.service"
+    unit.write_text(broken.replace(str(AGENT), "/nonexistent/agent"))
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert verify.returncode != 0
+    assert "ProtectSytem" in verify.stdout + verify.stderr
