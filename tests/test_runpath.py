@@ -203,3 +203,30 @@ async def test_link_failures_are_logged_at_error_with_their_cause(
     failure = next(r for r in caplog.records if "relay connection failed" in r.getMessage())
     assert failure.levelname == "ERROR"
     assert "refused" in failure.getMessage().lower() or "errno" in failure.getMessage().lower()
+
+
+async def test_kept_output_is_read_only_in_the_room_where_the_task_ran(
+    agent_home: Path, relay: Relay, operator: Operator
+) -> None:
+    app = RunningApp(App(load_config(agent_home / "agent.toml"), environ=agent_environ(relay)))
+    try:
+        await asyncio.wait_for(relay.agent_connected.wait(), 10)
+        await operator.send({"action": "RUN_RUNBOOK", "task_id": "o-1", "room_id": "ops",
+                             "params": {"runbook": "echo_args", "hosts": ["h1"], "args": {"value": "x"}}})  # fmt: skip
+        assert (await operator.finished("o-1"))["payload"]["status"] == "SUCCESS"
+
+        async def read(task: str, room: str, about: str) -> dict[str, Any]:
+            await operator.send({"action": "GET_OUTPUT", "task_id": task, "room_id": room,
+                                 "params": {"task_id": about, "host": "h1"}})  # fmt: skip
+            payload: dict[str, Any] = (await operator.finished(task))["payload"]
+            return payload
+
+        here = await read("o-2", "ops", "o-1")
+        assert here["status"] == "SUCCESS" and "argc=" in json.dumps(here["data"])
+        elsewhere = await read("o-3", "lobby", "o-1")
+        unknown = await read("o-4", "lobby", "no-such-task")
+        # Another room learns nothing: the same refusal as for a task that never existed, and no output.
+        assert elsewhere["error"] == unknown["error"] and elsewhere["error"]["code"] == "NOT_AVAILABLE"
+        assert "argc" not in json.dumps(elsewhere) and "h1" not in json.dumps(elsewhere.get("data", {}))
+    finally:
+        await app.stop()
