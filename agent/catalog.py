@@ -15,11 +15,14 @@ import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.errors import CatalogError, InvalidLock, InvalidManifest, RunbookNotRunnable
-from agent.lint import Finding
 from agent.lockfile import Lock, LockEntry, LockSignature, make_lock, parse_lock, render_lock, sha256_hex
 from agent.manifest import NAME_PATTERN, Manifest, parse_manifest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.lint import Finding
 from agent.signing import ApproverKey, check_signatures
 
 MANIFEST_SUFFIX = ".toml"

@@ -109,12 +109,12 @@ def _gate(config: AgentConfig, catalog: Catalog, redactor: Redactor) -> RunGate:
     return RunGate(config, catalog, executor, audit_log, redactor, outputs)
 
 
-def _prepared(config: AgentConfig) -> Prepared:
-    """Run the prepare step; print warnings; on errors print every one and exit 2."""
+def _prepared(config: AgentConfig, print_warnings: bool = True) -> Prepared:
+    """Run the prepare step; print warnings (unless the caller logs them); on errors print every one and exit 2."""
     from agent.prepare import prepare
 
     found = prepare(config)
-    for warning in found.warnings:
+    for warning in found.warnings if print_warnings else []:
         click.echo(f"warning: {warning}", err=True)
     if found.errors:
         click.echo(f"error: configuration is not usable ({len(found.errors)} problem(s)):", err=True)
@@ -550,7 +550,7 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
     from agent.logsetup import configure_logging, log_startup
 
     config = _config(ctx)
-    _prepared(config)
+    prepared = _prepared(config, print_warnings=False)
 
     async def serve() -> int:
         try:
@@ -559,6 +559,8 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
             _fail(str(exc))
         configure_logging(app.redactor, log_level, log_json, log_file)
         log_startup(app.config, app.catalog.verify())
+        for warning in prepared.warnings:
+            logging.getLogger("agent").warning("config: %s", warning)
         install_signal_handlers(app.stopping)
         return await app.run()
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.catalog import VerifiedRunbook
 from agent.config import InventoryConfig
 from agent.errors import HostNotAllowed, InvalidArguments, RoomNotAllowed, UnknownHost
 from agent.manifest import TARGET_PATTERN, build_argv
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.catalog import VerifiedRunbook
 
 
 @dataclass(frozen=True)

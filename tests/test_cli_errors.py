@@ -44,7 +44,8 @@ def _write(path: Path, text: str) -> Path:
 
 def cases(w: Path, busy_port: int) -> dict[str, Case]:
     """w: a folder with the bundled catalog; busy_port: a loopback port something already listens on."""
-    ok = str(_write(w / "ok.toml", 'agent_id = "a1"\n'))
+    # Its own folder: the other cases run from w, and their refused runs are audited into w/var.
+    quiet = str(_write(w / "quiet" / "agent.toml", 'agent_id = "a1"\n'))
     unknown_key = str(_write(w / "bad.toml", 'agent_id = "a1"\nbogus = 1\n'))
     remote_ws = str(_write(w / "ws.toml", '[relay]\nurl = "ws://192.0.2.10:8765/agent"\n'))
     remote_ws_ok = str(
@@ -86,7 +87,7 @@ def cases(w: Path, busy_port: int) -> dict[str, Case]:
         "lint, json, missing catalog": Case(("-c", no_catalog, "runbooks", "lint", "--json"), 2, "does not exist",
                                             json=True),
         "audit a missing file": Case(("audit", "verify", "--file", f"{missing}/audit.jsonl"), 2, "does not exist"),
-        "audit with no log": Case(("-c", ok, "audit", "verify"), 2, "no audit log"),
+        "audit with no log": Case(("-c", quiet, "audit", "verify"), 2, "no audit log"),
         "audit a folder": Case(("audit", "verify", "--file", str(w)), 2, "is a directory"),
         "unknown check": Case(("checks", "run", "nope"), 2, "no check named"),
         "unknown check, json": Case(("checks", "run", "nope", "--json"), 2, "no check named", json=True),
