@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from agent.errors import ConfigError, SigningError
+from agent.i18n import DEFAULT_TIMEZONE, Chat
 from agent.manifest import TARGET_PATTERN, RedactRuleModel, format_validation_error
 from agent.redaction import Redactor
 from agent.signing import ApproverKey
@@ -205,6 +207,27 @@ class RelayConfig(_Section):
         return url
 
 
+class ChatConfig(_Section):
+    """How the agent speaks in chat rooms: language of every text, timezone of every time shown."""
+
+    #: "ko" (Korean, the default) or "en". Error codes, logs and JSON keys stay English either way.
+    language: Literal["ko", "en"] = "ko"
+    #: An IANA zone name (zoneinfo; the tzdata package provides the database on Windows).
+    timezone: str = DEFAULT_TIMEZONE
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_known(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {name[:64]!r} (an IANA name such as Asia/Seoul)") from None
+        return name
+
+    def chat(self) -> Chat:
+        return Chat(self.language, self.timezone)
+
+
 class StateConfig(_Section):
     #: Folder for the outbox (outbox.sqlite3), the audit log (audit.jsonl) and kept output (outputs/).
     dir: Path = Path("var")
@@ -380,6 +403,7 @@ class AgentConfig(_Section):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     relay: RelayConfig = Field(default_factory=RelayConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
