@@ -256,6 +256,12 @@ MES_QC_SQL = (
     "SELECT work_date, prc_code, err_msg, reg_date FROM tb_mes_wrk_prc_i "
     "WHERE work_date = %(date)s ORDER BY reg_date DESC LIMIT 10"
 )
+#: A count_sql stops counting here (the room reads "at least 10,000"), so a huge day costs a bounded scan.
+COUNT_LIMIT = 10_000
+#: How many rows FETCH_MES_QC's day has in all, so the room reads "10 shown (15 in all)".
+MES_QC_COUNT_SQL = (
+    "SELECT count(*) FROM (SELECT 1 FROM tb_mes_wrk_prc_i WHERE work_date = %(date)s LIMIT 10001) AS matched"
+)
 
 
 class HttpCheck(_Section):
@@ -317,6 +323,9 @@ class DbQuery(_Section):
         default_factory=dict
     )
     description: str = ""
+    #: Optional fixed SQL (same parameters) whose one value is how many rows match in all, so a cut list can say
+    #: "10 shown (15 in all)"; bound it (``LIMIT 10001`` in a subquery: more is shown as "at least 10,000").
+    count_sql: Annotated[str, StringConstraints(min_length=1)] | None = None
 
 
 class DbConfig(_Section):
@@ -332,7 +341,10 @@ class DbConfig(_Section):
             return self.queries[name]
         if name == "mes_qc":
             return DbQuery(
-                sql=MES_QC_SQL, params={"date": "date"}, description="newest MES QC errors of a day"
+                sql=MES_QC_SQL,
+                params={"date": "date"},
+                description="newest MES QC errors of a day",
+                count_sql=MES_QC_COUNT_SQL,
             )
         return None
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.command_auth import verify as verify_signature
+from agent.i18n import Msg
 from agent.ledger import Approval, Ledger, TaskState
 from agent.protocol import (
     Ack,
@@ -230,9 +231,11 @@ class AgentCore:
 
     def _interrupted(self, task_id: str, room_id: str | None, started: bool) -> list[Effect]:
         why = (
-            "the agent stopped while this task was running; it may have run in part: check before you run it again"
+            Msg(
+                "the agent stopped while this task was running; it may have run in part: check before you run it again"
+            )
             if started
-            else "the agent stopped before this task started; run it again"
+            else Msg("the agent stopped before this task started; run it again")
         )
         return [
             Audit("interrupted", {"task_id": task_id}),
@@ -274,7 +277,7 @@ class AgentCore:
                               "action": command.action.value, "user_id": command.user, "params": command.params})
         ]  # fmt: skip
         if self.closing:
-            error = (ErrorCode.SHUTTING_DOWN, "the agent is shutting down; send it again later")
+            error = (ErrorCode.SHUTTING_DOWN, Msg("the agent is shutting down; send it again later"))
             effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error)))
             return effects
         if not self.ledger.begin_task(command.task_id, command.room_id, json.dumps(command.raw)):
@@ -313,7 +316,9 @@ class AgentCore:
         if answer.release is not None:
             effects += self._release(answer.release, command.user)
         if answer.rejected is not None:
-            effects += self._close(answer.rejected, ErrorCode.REJECTED, f"rejected by {command.user}")
+            effects += self._close(
+                answer.rejected, ErrorCode.REJECTED, Msg("rejected by {user}", user=command.user)
+            )
         if answer.error is not None:
             effects.append(Audit("decision", {"task_id": command.task_id, "decision": "refused",
                                               "reason": answer.error[1]}))  # fmt: skip
@@ -333,7 +338,7 @@ class AgentCore:
         self.ledger.add_approval(approval)
         self.ledger.set_task_state(command.task_id, TaskState.PENDING)
         payload = {"code": approval.code, **summary, "requested_by": command.user,
-                   "expires_in": round(self.approval_window)}  # fmt: skip
+                   "expires_in": round(self.approval_window), "expires_at": round(approval.expires)}  # fmt: skip
         return [
             Audit("approval_requested", {"task_id": command.task_id, "requester": command.user,
                                          "request": summary}),
@@ -344,7 +349,7 @@ class AgentCore:
     def _release(self, approval: Approval, approver: str | None) -> list[Effect]:
         original = _command_of(approval.command)
         if original is None:
-            return self._close(approval, ErrorCode.INTERNAL, "the held request could not be read back")
+            return self._close(approval, ErrorCode.INTERNAL, Msg("the held request could not be read back"))
         self.ledger.set_task_state(approval.task_id, TaskState.QUEUED, approved_by=approver)
         return [CancelTimer(approval_timer(approval.code)), StartRun(original, approved_by=approver)]
 
@@ -367,7 +372,7 @@ class AgentCore:
         return [
             Audit("approval_expired", {"task_id": approval.task_id, "requester": approval.requester}),
             *self._close(approval, ErrorCode.APPROVAL_EXPIRED,
-                         f"nobody approved it within {minutes:g} min; request it again"),
+                         Msg("nobody approved it within {minutes:g} min; request it again", minutes=minutes)),
         ]  # fmt: skip
 
 

@@ -73,8 +73,9 @@ def _fill(template: str, values: Mapping[str, Any]) -> str | None:
 class Msg(str):
     """A chat text not yet translated: its English text (the ``str`` value), template (msgid) and values.
 
-    Values are strings, numbers, None or other :class:`Msg` (translated in turn). Never raises: values that do not
-    fit the template give the template followed by the values.
+    Values are strings, numbers, None, other :class:`Msg` (translated in turn), aware datetimes (shown with
+    :meth:`Chat.when`; UTC in the English text) or lists of these (joined with ``"; "``). Never raises: values
+    that do not fit the template give the template followed by the values.
     """
 
     id: str
@@ -88,7 +89,7 @@ class Msg(str):
     @classmethod
     def _make(cls, id: str, plural: str | None, n: int | None, args: dict[str, Any]) -> Msg:
         template = plural if plural is not None and n != 1 else id
-        english = _fill(template, {k: str(v) if isinstance(v, Msg) else v for k, v in args.items()})
+        english = _fill(template, {k: _english(v) for k, v in args.items()})
         if english is None:
             english = template + " " + repr(args)
         self = super().__new__(cls, english)
@@ -99,11 +100,46 @@ class Msg(str):
         """``{"id": template, "args": {...}}`` (plus ``plural`` and ``n``): what :meth:`Chat.text` reads back."""
         data: dict[str, Any] = {
             "id": self.id,
-            "args": {k: v.to_json() if isinstance(v, Msg) else v for k, v in self.args.items()},
+            "args": {k: _value_json(v) for k, v in self.args.items()},
         }
         if self.plural is not None:
             data["plural"], data["n"] = self.plural, self.n
         return data
+
+
+#: How a list value is joined (InvalidArguments' problems).
+LIST_SEPARATOR = "; "
+
+
+def _english(value: Any) -> Any:
+    if isinstance(value, Msg):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return _utc(value).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, list | tuple):
+        return LIST_SEPARATOR.join(str(_english(v)) for v in value)
+    return value
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+
+
+def _value_json(value: Any) -> Any:
+    """A value as JSON: a Msg as its JSON, a time as ``{"when": unix seconds}``, a list item by item."""
+    if isinstance(value, Msg):
+        return value.to_json()
+    if isinstance(value, dt.datetime):
+        return {"when": _utc(value).timestamp()}
+    if isinstance(value, list | tuple):
+        return [_value_json(v) for v in value]
+    return value
+
+
+def message_of(exc: BaseException) -> str:
+    """An exception's message, as the :class:`Msg` it was raised with when it was (``str(exc)`` loses it)."""
+    first = exc.args[0] if len(exc.args) == 1 else None
+    return first if isinstance(first, Msg) else str(exc)
 
 
 def nmsg(singular: str, plural: str, n: int, /, **args: Any) -> Msg:
@@ -146,10 +182,7 @@ class Chat:
         if not isinstance(message, Mapping) or not isinstance(message.get("id"), str):
             return fallback if fallback is not None else ("" if message is None else str(message))
         args = message.get("args")
-        values = {
-            str(k): self.text(v) if isinstance(v, Mapping) else v
-            for k, v in (args.items() if isinstance(args, Mapping) else ())
-        }
+        values = {str(k): self._value(v) for k, v in (args.items() if isinstance(args, Mapping) else ())}
         plural, n = message.get("plural"), message.get("n")
         if isinstance(plural, str) and isinstance(n, int):
             template = self._t.ngettext(message["id"], plural, n)
@@ -161,6 +194,18 @@ class Chat:
         if filled is None:
             return fallback if fallback is not None else message["id"]
         return filled
+
+    def _value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return LIST_SEPARATOR.join(str(self._value(v)) for v in value)
+        if isinstance(value, Mapping) and set(value) == {"when"} and isinstance(value["when"], int | float):
+            try:
+                return self.when(float(value["when"]))
+            except (OverflowError, OSError, ValueError):
+                return str(value["when"])
+        if isinstance(value, Mapping):
+            return self.text(value)
+        return value
 
     def when(self, moment: dt.datetime | float) -> str:
         """``2026-11-28 14:05 KST``: minutes, the zone's abbreviation, no microseconds.

@@ -11,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+from agent.i18n import Msg, nmsg
 from agent.results import RunResult
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
@@ -50,18 +51,18 @@ class OutputStore:
             and isinstance(host, str)
             and _SAFE.fullmatch(host)
         ):
-            raise OutputNotFound("no stored output for that task and host")
+            raise OutputNotFound(Msg("no stored output for that task and host"))
         if stream not in ("stdout", "stderr"):
-            raise ValueError("stream must be stdout or stderr")
+            raise ValueError(Msg("stream must be stdout or stderr"))
         if not isinstance(page, int) or isinstance(page, bool) or page < 0:
-            raise ValueError("page must be a whole number from 0")
+            raise ValueError(Msg("page must be a whole number from 0"))
         path = self.folder / task_id / f"{host}.{stream}"
         if not path.is_file():
-            raise OutputNotFound("no stored output for that task and host (expired or never kept)")
+            raise OutputNotFound(Msg("no stored output for that task and host (expired or never kept)"))
         lines = path.read_text(encoding="utf-8").splitlines()
         pages = max(1, -(-len(lines) // self.page_lines))
         if page >= pages:
-            raise ValueError(f"there are {pages} page(s)")
+            raise ValueError(nmsg("there is {n} page", "there are {n} pages", pages))
         chunk = lines[page * self.page_lines : (page + 1) * self.page_lines]
         return "\n".join(chunk), page, pages
 

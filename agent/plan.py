@@ -16,6 +16,7 @@ from typing import Any
 from agent.catalog import VerifiedRunbook
 from agent.config import InventoryConfig
 from agent.errors import HostNotAllowed, InvalidArguments, RoomNotAllowed, UnknownHost
+from agent.i18n import Msg
 from agent.manifest import TARGET_PATTERN, build_argv
 
 #: PATH of the clean environment the script runs in on the host.
@@ -80,7 +81,7 @@ def plan_run(
     if outside:
         raise HostNotAllowed(runbook.name, outside)
     if not isinstance(args, Mapping):
-        raise InvalidArguments([("args", "must be an object of parameter names to values")])
+        raise InvalidArguments([("args", Msg("must be an object of parameter names to values"))])
     return RunPlan(runbook=runbook, argv=build_argv(manifest, args), hosts=resolved)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from agent.errors import AgentError
+from agent.i18n import Msg, i18n_json
 
 PROTOCOL_VERSION = 1
 #: The largest frame the agent accepts, in bytes; larger ones close the connection with 1009.
@@ -154,33 +155,36 @@ def parse_frame(frame: str | bytes) -> Command | Ack:
             room ids when they could be read, so the FAIL answer can be addressed.
     """
     if isinstance(frame, bytes):
-        raise InvalidPacket(ErrorCode.MALFORMED, "binary frames are not accepted; send JSON text")
+        raise InvalidPacket(ErrorCode.MALFORMED, Msg("binary frames are not accepted; send JSON text"))
     try:
         raw = json.loads(frame, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
-        raise InvalidPacket(ErrorCode.MALFORMED, "not valid JSON") from None
+        raise InvalidPacket(ErrorCode.MALFORMED, Msg("not valid JSON")) from None
     if not isinstance(raw, dict):
-        raise InvalidPacket(ErrorCode.MALFORMED, "a packet must be a JSON object")
+        raise InvalidPacket(ErrorCode.MALFORMED, Msg("a packet must be a JSON object"))
     task_id, room_id = _salvage(raw, "task_id", _TASK_ID), _salvage(raw, "room_id", _ROOM_ID)
     if not _encodable(frame) or not _encodable(json.dumps(raw, ensure_ascii=False)):
         # JSON escapes can smuggle in lone surrogates, which no UTF-8 store or frame can carry.
-        raise InvalidPacket(ErrorCode.MALFORMED, "invalid Unicode (lone surrogate)", task_id, room_id)
+        raise InvalidPacket(ErrorCode.MALFORMED, Msg("invalid Unicode (lone surrogate)"), task_id, room_id)
     if raw.get("event") == Event.ACK:
         try:
             return Ack.model_validate(raw)
         except ValidationError:
-            raise InvalidPacket(ErrorCode.MALFORMED, "an ACK needs a valid msg_id") from None
+            raise InvalidPacket(ErrorCode.MALFORMED, Msg("an ACK needs a valid msg_id")) from None
     action = raw.get("action")
     if not isinstance(action, str):
-        raise InvalidPacket(ErrorCode.MALFORMED, "missing 'action'", task_id, room_id)
+        raise InvalidPacket(ErrorCode.MALFORMED, Msg("missing 'action'"), task_id, room_id)
     if action not in Action.__members__:
-        raise InvalidPacket(ErrorCode.ACTION_NOT_ALLOWED, "action not allowed", task_id, room_id)
+        raise InvalidPacket(ErrorCode.ACTION_NOT_ALLOWED, Msg("action not allowed"), task_id, room_id)
     try:
         command = Command.model_validate(raw)
     except ValidationError as exc:
         fields = sorted({str(e["loc"][0]) for e in exc.errors(include_input=False) if e["loc"]})
         raise InvalidPacket(
-            ErrorCode.MALFORMED, "invalid or missing: " + ", ".join(fields or ["packet"]), task_id, room_id
+            ErrorCode.MALFORMED,
+            Msg("invalid or missing: {fields}", fields=", ".join(fields or ["packet"])),
+            task_id,
+            room_id,
         ) from None
     command._raw = raw
     return command
@@ -239,7 +243,11 @@ def finished_message(
 ) -> dict[str, Any]:
     payload: dict[str, Any] = {"status": status.value, "data": data or {}}
     if error is not None:
-        payload["error"] = {"code": error[0].value, "message": error[1]}
+        payload["error"] = {"code": error[0].value, "message": str(error[1])}
+        if (i18n := i18n_json(error[1])) is not None:
+            payload["error"]["i18n"] = (
+                i18n  # the message's template and values: payload.text is rendered from it
+            )
     return {
         "event": Event.TASK_FINISHED.value,
         "room_id": room_id,

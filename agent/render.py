@@ -1,22 +1,59 @@
-"""Chat-ready text for answers and reports. Pure, no I/O.
+"""Chat-ready text for answers and reports, in the room's language. Pure, no I/O.
 
-A relay can post ``payload.text`` as is: per host a status mark, exit code and duration, the last lines of output in a
-code block, a note when output was cut and where the rest is kept. Whatever came from a host or a user is neutralised
-for messengers first: mentions (``@all``), links and code fences cannot trigger anything. The text is rendered from
-already redacted data (see :meth:`agent.service.AgentService.outbound`), since neutralising inserts zero-width spaces
-that would otherwise hide secrets from the redaction patterns.
+A relay can post ``payload.text`` as is: per host a status mark and word, exit code and duration, the last lines of
+output in a code block, an honest note when output or a list was cut (what was left out, and how to get the rest).
+Every ``render_*`` takes the room's :class:`~agent.i18n.Chat` (language, timezone): texts come from the message
+catalog, times are shown in the configured zone (``2026-11-28 14:05 KST``), and a message that travels as a
+:class:`~agent.i18n.Msg` (``"message"`` + ``"i18n"`` in the JSON: errors, check results, reports, host messages) is
+translated from its template and values. Error codes stay English, in parentheses.
+
+Whatever came from a host or a user is neutralised for messengers: mentions (``@all``), links and code fences cannot
+trigger anything. The text is rendered from already redacted data (see :meth:`agent.runtime.AgentRuntime.outbound`),
+since neutralising inserts zero-width spaces that would otherwise hide secrets from the redaction patterns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from agent.i18n import N_, Chat
 
 ZWSP = "\u200b"
 MARKS = {"SUCCESS": "✅", "OK": "✅", "FAIL": "❌", "DOWN": "🔴", "ERROR": "⚠️", "WARN": "🟡", "TIMEOUT": "⏱️",
          "UNREACHABLE": "📵", "REFUSED": "⛔"}  # fmt: skip
+#: The word a person reads for each wire status (the status itself stays in the JSON).
+STATUS_WORDS = {
+    "SUCCESS": N_("succeeded"),
+    "FAIL": N_("failed"),
+    "TIMEOUT": N_("timed out"),
+    "UNREACHABLE": N_("unreachable"),
+    "REFUSED": N_("refused"),
+    "ERROR": N_("error"),
+    "OK": N_("OK"),
+    "WARN": N_("warning"),
+    "DOWN": N_("down"),
+}
+#: What ``agent runbooks verify`` found, in words (catalog.ProblemKind values).
+PROBLEM_WORDS = {
+    "modified_script": N_("script changed since it was locked"),
+    "modified_manifest": N_("manifest changed since it was locked"),
+    "missing_file": N_("a file is missing"),
+    "not_in_lock": N_("not in the lock"),
+    "stale_lock_entry": N_("locked but no longer present"),
+    "invalid_manifest": N_("invalid manifest"),
+    "invalid_name": N_("invalid name"),
+    "lock_missing": N_("no lock file"),
+    "lock_invalid": N_("the lock file does not parse"),
+    "lock_edited": N_("the lock file was edited by hand"),
+}
 #: Lines of output shown per host in chat.
 TAIL_LINES = 12
 TAIL_CHARS = 1500
+#: Rows of a query result shown in chat.
+MAX_ROWS_SHOWN = 10
+#: Catalog problems listed in a report.
+MAX_PROBLEMS_SHOWN = 20
 
 
 def neutralize(text: str) -> str:
@@ -29,106 +66,184 @@ def neutralize(text: str) -> str:
     )
 
 
-def _tail(output: str) -> str:
-    lines = output.rstrip("\n").splitlines()[-TAIL_LINES:]
-    text = "\n".join(lines)
-    return text[-TAIL_CHARS:] if len(text) > TAIL_CHARS else text
+def _n(value: Any) -> str:
+    return neutralize(str(value))
+
+
+def _mark(status: Any) -> str:
+    return MARKS.get(str(status), "•")
+
+
+def _word(chat: Chat, status: Any) -> str:
+    word = STATUS_WORDS.get(str(status))
+    return chat._(word) if word else _n(status)
+
+
+def _message(chat: Chat, item: Mapping[str, Any]) -> str:
+    """An object's ``message``, translated from its ``i18n`` when it has one, neutralised."""
+    return _n(chat.text(item.get("i18n"), fallback=str(item.get("message") or "")))
+
+
+def _tail(output: str) -> tuple[str, int, int]:
+    """The last lines of ``output``: (text, lines shown, lines in all)."""
+    lines = output.rstrip("\n").splitlines()
+    shown = lines[-TAIL_LINES:]
+    text = "\n".join(shown)
+    if len(text) > TAIL_CHARS:
+        text = text[-TAIL_CHARS:]
+    return text, len(shown), len(lines)
 
 
 def _code(text: str) -> str:
     return "```\n" + neutralize(text) + "\n```"
 
 
-def render_run(data: dict[str, Any], output_ref: str | None = None) -> str:
-    """A RUN_RUNBOOK result: one block per host."""
-    name = neutralize(str(data.get("runbook", "?")))
+def render_error(chat: Chat, error: Mapping[str, Any]) -> str:
+    """A refusal or failure: ``❌ <translated message> (CODE)``."""
+    return f"❌ {_message(chat, error)} ({_n(error.get('code'))})"
+
+
+def render_run(chat: Chat, data: Mapping[str, Any], output_ref: str | None = None) -> str:
+    """A RUN_RUNBOOK result: a summary line, then one block per host."""
+    name = _n(data.get("runbook", "?"))
     hosts = data.get("hosts") or []
     ok = sum(1 for h in hosts if h.get("status") == "SUCCESS")
-    lines = [f"{MARKS.get(str(data.get('status')), '•')} {name}: {ok} of {len(hosts)} host(s) succeeded"]
+    summary = chat.ngettext(
+        "{runbook}: {ok} of {total} host succeeded", "{runbook}: {ok} of {total} hosts succeeded", len(hosts)
+    ).format(runbook=name, ok=ok, total=len(hosts))
+    lines = [f"{_mark(data.get('status'))} {summary}"]
     for host in hosts:
-        status = str(host.get("status"))
+        status = host.get("status")
         code = "-" if host.get("exit_code") is None else host.get("exit_code")
-        head = f"{MARKS.get(status, '•')} {neutralize(str(host.get('host')))} {status} exit={code} {host.get('duration', 0):.2f}s"
+        head = chat._("{host} {status} (exit code {code}, {duration})").format(
+            host=_n(host.get("host")), status=_word(chat, status), code=code,
+            duration=chat.duration(float(host.get("duration") or 0)),
+        )  # fmt: skip
         if host.get("message"):
-            head += f" — {neutralize(str(host['message']))}"
-        lines.append(head)
-        shown = _tail(str(host.get("stdout") or "")) or _tail(str(host.get("stderr") or ""))
+            head += " — " + _message(chat, host)
+        lines.append(f"{_mark(status)} {head}")
+        stream = "stdout" if host.get("stdout") else "stderr"
+        shown, count, total = _tail(str(host.get(stream) or ""))
         if shown:
             lines.append(_code(shown))
+            if count < total:
+                lines.append(chat._("(last {shown} of {total} lines of {stream})").format(
+                    shown=count, total=total, stream=stream))  # fmt: skip
         if host.get("truncated"):
-            lines.append(
-                "(output truncated" + (f"; full output: GET_OUTPUT {output_ref}" if output_ref else "") + ")"
-            )
+            cut = int(host.get("stdout_cut") or 0) + int(host.get("stderr_cut") or 0)
+            note = chat._("output cut: {size} left out in the middle").format(size=chat.size(cut))
+            if output_ref:
+                note += "; " + chat._("the whole output: GET_OUTPUT task_id={ref} host={host}").format(
+                    ref=_n(output_ref), host=_n(host.get("host")))  # fmt: skip
+            lines.append(f"({note})")
     return "\n".join(lines)
 
 
-def render_checks(data: dict[str, Any]) -> str:
-    lines = [f"{MARKS.get(str(data.get('status')), '•')} checks: {data.get('status')}"]
+def render_checks(chat: Chat, data: Mapping[str, Any]) -> str:
+    """Check results (CHECK_INTERNAL_WAS_STATUS, CHECK_DISK_SPACE, RUN_CHECK): overall, then one line each."""
+    lines = [f"{_mark(data.get('status'))} " + chat._("checks: {status}").format(
+        status=_word(chat, data.get("status")))]  # fmt: skip
     for name, result in (data.get("checks") or {}).items():
-        status = str(result.get("status"))
-        lines.append(
-            f"{MARKS.get(status, '•')} {neutralize(str(name))} {status} — {neutralize(str(result.get('message', '')))}"
-        )
+        status = result.get("status")
+        lines.append(f"{_mark(status)} {_n(name)} {_word(chat, status)} — {_message(chat, result)}")
     return "\n".join(lines)
 
 
-def render_finished(payload: dict[str, Any]) -> str:
-    """TASK_FINISHED: the run, the checks, a list, or the refusal."""
+def render_rows(chat: Chat, data: Mapping[str, Any]) -> str:
+    """Query rows (FETCH_MES_QC): an honest count, then at most :data:`MAX_ROWS_SHOWN` rows in a code block.
+
+    ``total`` (when the query counted the matches) and ``truncated``/``total_at_least`` say how many matched.
+    """
+    rows = list(data.get("rows") or [])
+    shown = rows[:MAX_ROWS_SHOWN]
+    total = data.get("total")
+    at_least = bool(data.get("total_at_least"))
+    if not isinstance(total, int):
+        total, at_least = len(rows), bool(data.get("truncated"))
+    count = chat.count(len(shown), total, at_least=at_least)
+    head = chat._("MES QC {date}: {count}").format(date=_n(data.get("date") or ""), count=count)
+    if not rows:
+        head = chat._("MES QC {date}: no rows").format(date=_n(data.get("date") or ""))
+    body = "\n".join(" | ".join(str(v) for v in row.values()) for row in shown)
+    return f"✅ {head}" + (f"\n{_code(body)}" if body else "")
+
+
+def render_finished(chat: Chat, payload: Mapping[str, Any]) -> str:
+    """TASK_FINISHED: the run, the checks, a list, rows, a page, or the refusal."""
     data = payload.get("data") or {}
     error = payload.get("error")
     if error:
-        return f"❌ {neutralize(str(error.get('message', '')))} ({error.get('code')})"
+        return render_error(chat, error)
     if "hosts" in data and "runbook" in data:
-        return render_run(data, data.get("output_ref"))
+        return render_run(chat, data, data.get("output_ref"))
     if "checks" in data:
-        return render_checks(data)
+        return render_checks(chat, data)
     if "runbooks" in data:
-        names = [
-            neutralize(str(r.get("name"))) + " — " + neutralize(str(r.get("description", "")))
-            for r in data["runbooks"]
-        ]
-        return "📋 runbooks you can run here:\n" + ("\n".join(f"• {n}" for n in names) if names else "(none)")
+        names = [f"• {_n(r.get('name'))} — {_n(r.get('description', ''))}" for r in data["runbooks"]]
+        body = "\n".join(names) if names else chat._("(none)")
+        return "📋 " + chat._("runbooks you can run here:") + "\n" + body
     if "rows" in data:
-        rows = data["rows"]
-        body = "\n".join(" | ".join(str(v) for v in row.values()) for row in rows[:10])
-        return f"✅ {data.get('row_count', len(rows))} row(s)" + (f"\n{_code(body)}" if body else "")
+        return render_rows(chat, data)
     if "lines" in data:
-        return f"📄 page {data.get('page', 0) + 1} of {data.get('pages', 1)}\n{_code(str(data['lines']))}"
-    return f"{MARKS.get(str(payload.get('status')), '•')} {payload.get('status')}"
+        page = chat._("page {page} of {pages}").format(page=int(data.get("page", 0)) + 1,
+                                                        pages=data.get("pages", 1))  # fmt: skip
+        return f"📄 {page}\n{_code(str(data['lines']))}"
+    if "approved" in data or "rejected" in data:
+        which = "approved" if "approved" in data else "rejected"
+        text = (chat._("approved: {runbook} (task {task}) runs now") if which == "approved"
+                else chat._("rejected: {runbook} (task {task}) will not run"))  # fmt: skip
+        return ("✅ " if which == "approved" else "🚫 ") + text.format(
+            runbook=_n(data.get("runbook")), task=_n(data.get(which)))  # fmt: skip
+    return f"{_mark(payload.get('status'))} {_word(chat, payload.get('status'))}"
 
 
-def render_report(payload: dict[str, Any]) -> str:
+def _at(chat: Chat, payload: Mapping[str, Any]) -> str:
+    at = payload.get("at")
+    return f" ({chat.when(float(at))})" if isinstance(at, int | float) and not isinstance(at, bool) else ""
+
+
+def render_report(chat: Chat, payload: Mapping[str, Any]) -> str:
+    """REPORT: a scheduled check, a daily summary, missed runs or catalog problems, with the time it was made."""
     kind = payload.get("kind")
-    mark = MARKS.get(str(payload.get("status")), "•")
-    if payload.get("recovered"):
-        mark = "✅"
-    message = neutralize(str(payload.get("message", "")))
+    mark = "✅" if payload.get("recovered") else _mark(payload.get("status"))
+    message = _message(chat, payload)
     if kind == "summary":
-        lines = [f"{mark} daily summary: {message}"]
+        lines = [f"{mark} " + chat._("daily summary: {message}").format(message=message) + _at(chat, payload)]
         for name, check in (payload.get("checks") or {}).items():
-            lines.append(f"{MARKS.get(str(check.get('status')), '•')} {neutralize(str(name))} {check.get('status')} "
-                         f"(not OK {check.get('not_ok', 0)} of {check.get('runs', 0)} runs)")  # fmt: skip
+            tally = chat._("not OK in {not_ok} of {runs} runs").format(
+                not_ok=check.get("not_ok", 0), runs=check.get("runs", 0))  # fmt: skip
+            lines.append(
+                f"{_mark(check.get('status'))} {_n(name)} {_word(chat, check.get('status'))} ({tally})"
+            )
         return "\n".join(lines)
     if kind == "catalog":
         problems = payload.get("problems") or []
-        details = "\n".join(
-            f"• {neutralize(str(p.get('runbook') or '(lock)'))}: {p.get('kind')}" for p in problems[:20]
-        )
-        return f"{mark} {message}" + (f"\n{details}" if details else "")
-    return f"{mark} {message}"
+        details = [
+            f"• {_n(p.get('runbook') or '(lock)')}: "
+            + (chat._(PROBLEM_WORDS[p.get("kind")]) if p.get("kind") in PROBLEM_WORDS else _n(p.get("kind")))
+            for p in problems[:MAX_PROBLEMS_SHOWN]
+        ]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            details.append(chat.count(MAX_PROBLEMS_SHOWN, len(problems)))
+        return f"{mark} {message}{_at(chat, payload)}" + ("\n" + "\n".join(details) if details else "")
+    return f"{mark} {message}{_at(chat, payload)}"
 
 
-def render_pending(payload: dict[str, Any]) -> str:
-    """TASK_PENDING_APPROVAL: what would run, who asked, and how an approver releases it."""
-    args = " ".join(
-        f"{neutralize(str(k))}={neutralize(str(v))}" for k, v in (payload.get("args") or {}).items()
-    )
-    hosts = ", ".join(neutralize(str(h)) for h in payload.get("hosts") or [])
-    minutes = round((payload.get("expires_in") or 0) / 60)
-    code = payload.get("code")
+def render_pending(chat: Chat, payload: Mapping[str, Any]) -> str:
+    """TASK_PENDING_APPROVAL: what would run, who asked, and how and until when an approver releases it."""
+    args = " ".join(f"{_n(k)}={_n(v)}" for k, v in (payload.get("args") or {}).items())
+    hosts = ", ".join(_n(h) for h in payload.get("hosts") or [])
+    code = _n(payload.get("code"))
+    expires = payload.get("expires_at")
+    until = (chat._(" (until {time})").format(time=chat.when(float(expires)))
+             if isinstance(expires, int | float) and not isinstance(expires, bool) else "")  # fmt: skip
     return (
-        f"🔐 approval needed: {neutralize(str(payload.get('runbook')))} on {hosts}"
+        "🔐 " + chat._("approval needed: {runbook} on {hosts}").format(
+            runbook=_n(payload.get("runbook")), hosts=hosts)
         + (f" ({args})" if args else "")
-        + f", requested by {neutralize(str(payload.get('requested_by')))}.\n"
-        + f"Another approver: approve {code} (or reject {code}) within {minutes} min."
-    )
+        + chat._(", requested by {user}.").format(user=_n(payload.get("requested_by")))
+        + "\n"
+        + chat._("Another approver: approve {code} (or reject {code}) within {minutes} min").format(
+            code=code, minutes=round((payload.get("expires_in") or 0) / 60))
+        + until + "."
+    )  # fmt: skip

@@ -35,6 +35,7 @@ from agent.core import (
     TimerFired,
 )
 from agent.dispatch import Parts, TaskContext, dispatch
+from agent.i18n import Msg, i18n_json, nmsg
 from agent.outbox import Outbox, TaskState
 from agent.protocol import (
     Command,
@@ -64,6 +65,8 @@ class AgentRuntime:
         self.outbox = outbox
         self.audit: AuditLog = parts.audit
         self.redactor = redactor
+        #: How the agent speaks to rooms (``[chat]``): every payload.text is rendered with it.
+        self.chat = self.config.chat.chat()
         self.core = AgentCore(
             outbox,
             changes_state=self._changes_state,
@@ -146,11 +149,11 @@ class AgentRuntime:
         if isinstance(payload, dict):
             event = redacted.get("event")
             if event == Wire.TASK_FINISHED.value:
-                payload["text"] = render_finished(payload)
+                payload["text"] = render_finished(self.chat, payload)
             elif event == Wire.REPORT.value:
-                payload["text"] = render_report(payload)
+                payload["text"] = render_report(self.chat, payload)
             elif event == Wire.TASK_PENDING_APPROVAL.value:
-                payload["text"] = render_pending(payload)
+                payload["text"] = render_pending(self.chat, payload)
         return redacted
 
     def send(self, message: dict[str, Any], task_id: str | None = None) -> None:
@@ -184,6 +187,11 @@ class AgentRuntime:
         report = self.catalog.verify()
         self.outbox.purge()
         if not report.ok:
+            message = nmsg(
+                "{n} catalog problem; {runnable} of {total} runbooks runnable",
+                "{n} catalog problems; {runnable} of {total} runbooks runnable",
+                len(report.problems), runnable=len(report.runnable), total=len(report.runbooks),
+            )  # fmt: skip
             for problem in report.problems:
                 logger.error("catalog: %s", problem)
             self.report(
@@ -191,8 +199,9 @@ class AgentRuntime:
                 {
                     "kind": "catalog",
                     "status": "ERROR",
-                    "message": f"{len(report.problems)} catalog problem(s); "
-                    f"{len(report.runnable)} of {len(report.runbooks)} runbooks runnable",
+                    "message": message,
+                    "i18n": i18n_json(message),
+                    "at": time.time(),
                     "problems": [
                         {"runbook": p.runbook, "kind": p.kind.value, "detail": p.detail}
                         for p in report.problems
@@ -226,7 +235,7 @@ class AgentRuntime:
                 except Exception:
                     logger.exception("task %s (%s) failed", command.task_id, command.action.value)
                     answer = Answer.fail(
-                        ErrorCode.INTERNAL, "internal error; the agent's log has the details"
+                        ErrorCode.INTERNAL, Msg("internal error; the agent's log has the details")
                     )
         except asyncio.CancelledError:
             self.feed(TaskEnded(command, None, time.time()))

