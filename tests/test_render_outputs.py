@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.i18n import Chat
 from agent.render import ZWSP, neutralize, render_finished, render_report
 from agent.runtime import AgentRuntime
 from tests.conftest import Operator, RunningApp
@@ -26,28 +27,35 @@ def test_rendered_run_shows_marks_exit_codes_tails_and_truncation() -> None:
         "hosts": [
             {"host": "was01", "status": "SUCCESS", "exit_code": 0, "duration": 0.21, "stdout": "line\n" * 40 + HOSTILE},
             {"host": "was02", "status": "TIMEOUT", "exit_code": None, "duration": 30.0, "stdout": "",
-             "stderr": "partial", "message": "killed at the 30 s time limit", "truncated": True},
+             "stderr": "partial", "message": "killed at the 30 s time limit", "truncated": True,
+             "stdout_cut": 2048, "stderr_cut": 0},
         ],
         "output_ref": "t-1",
     }  # fmt: skip
-    text = render_finished({"status": "FAIL", "data": data})
-    assert text.startswith("⏱️ disk_usage: 1 of 2 host(s) succeeded")
-    assert "✅ was01 SUCCESS exit=0 0.21s" in text and "⏱️ was02 TIMEOUT exit=- 30.00s — killed at" in text
+    text = render_finished(Chat("en"), {"status": "FAIL", "data": data})
+    assert text.startswith("⏱️ disk_usage: 1 of 2 hosts succeeded")
+    assert "✅ was01 succeeded (exit code 0, 0.2 s)" in text
+    assert "⏱️ was02 timed out (exit code -, 30.0 s) — killed at" in text
     assert text.count("```") == 4 and "@all" not in text and "https://" not in text
-    assert "(output truncated; full output: GET_OUTPUT t-1)" in text
-    assert text.count("line") <= 12  # the last lines only
+    assert "(last 12 of 43 lines of stdout)" in text  # the tail says what it left out
+    assert (
+        "output cut: 2.0 KiB left out in the middle; the whole output: GET_OUTPUT task_id=t-1 host=was02"
+        in text
+    )
+    assert text.count("line") <= 13  # the last lines only (and the note)
 
 
 def test_rendered_refusal_and_report() -> None:
     refusal = render_finished(
-        {"status": "FAIL", "error": {"code": "ROOM_NOT_ALLOWED", "message": "no @here"}}
+        Chat("en"), {"status": "FAIL", "error": {"code": "ROOM_NOT_ALLOWED", "message": "no @here"}}
     )
     assert refusal == f"❌ no @{ZWSP}here (ROOM_NOT_ALLOWED)"
     assert (
-        render_report({"kind": "check", "status": "DOWN", "message": "was: HTTP 503"}) == "🔴 was: HTTP 503"
+        render_report(Chat("en"), {"kind": "check", "status": "DOWN", "message": "was: HTTP 503"})
+        == "🔴 was: HTTP 503"
     )
     assert render_report(
-        {"kind": "check", "status": "OK", "recovered": True, "message": "was recovered"}
+        Chat("en"), {"kind": "check", "status": "OK", "recovered": True, "message": "was recovered"}
     ).startswith("✅")
 
 
@@ -79,7 +87,7 @@ async def test_get_output_pages_through_a_large_stored_output(
     finished = (await operator.finished("big-1"))["payload"]
     host = finished["data"]["hosts"][0]
     assert host["truncated"] and len(host["stdout"].encode()) <= 65536 + 64
-    assert finished["data"]["output_ref"] == "big-1" and "GET_OUTPUT big-1" in finished["text"]
+    assert finished["data"]["output_ref"] == "big-1" and "GET_OUTPUT task_id=big-1" in finished["text"]
     pages, page, collected = None, 0, []
     while pages is None or page < pages:
         await get_output(operator, f"page-{page}", {"task_id": "big-1", "host": "h1", "page": page})
