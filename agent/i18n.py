@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gettext
+import math
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -221,6 +222,8 @@ class Chat:
 
     def duration(self, seconds: float) -> str:
         """Human units: ``0.4초``/``0.4 s``, ``1분 5초``/``1 min 5 s``, ``2시간 3분``/``2 h 3 min``."""
+        if not math.isfinite(seconds) or seconds < 0:
+            seconds = 0.0
         if seconds < 60:
             return self._("{s:.1f} s").format(s=seconds)
         minutes, secs = divmod(round(seconds), 60)

@@ -14,6 +14,7 @@ since neutralising inserts zero-width spaces that would otherwise hide secrets f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,6 +71,31 @@ def _n(value: Any) -> str:
     return neutralize(str(value))
 
 
+def _map(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is an object, else empty: the renderers never raise on an odd payload."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _maps(value: Any) -> list[Mapping[str, Any]]:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def _number(value: Any, default: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return default
+    return float(value)
+
+
+def _when(chat: Chat, value: Any) -> str | None:
+    """A Unix time in the room's zone, or None when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return chat.when(float(value))
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def _mark(status: Any) -> str:
     return MARKS.get(str(status), "•")
 
@@ -79,8 +105,9 @@ def _word(chat: Chat, status: Any) -> str:
     return chat._(word) if word else _n(status)
 
 
-def _message(chat: Chat, item: Mapping[str, Any]) -> str:
+def _message(chat: Chat, item: Any) -> str:
     """An object's ``message``, translated from its ``i18n`` when it has one, neutralised."""
+    item = _map(item)
     return _n(chat.text(item.get("i18n"), fallback=str(item.get("message") or "")))
 
 
@@ -98,15 +125,16 @@ def _code(text: str) -> str:
     return "```\n" + neutralize(text) + "\n```"
 
 
-def render_error(chat: Chat, error: Mapping[str, Any]) -> str:
+def render_error(chat: Chat, error: Any) -> str:
     """A refusal or failure: ``❌ <translated message> (CODE)``."""
+    error = _map(error)
     return f"❌ {_message(chat, error)} ({_n(error.get('code'))})"
 
 
 def render_run(chat: Chat, data: Mapping[str, Any], output_ref: str | None = None) -> str:
     """A RUN_RUNBOOK result: a summary line, then one block per host."""
     name = _n(data.get("runbook", "?"))
-    hosts = data.get("hosts") or []
+    hosts = _maps(data.get("hosts"))
     ok = sum(1 for h in hosts if h.get("status") == "SUCCESS")
     summary = chat.ngettext(
         "{runbook}: {ok} of {total} host succeeded", "{runbook}: {ok} of {total} hosts succeeded", len(hosts)
@@ -117,7 +145,7 @@ def render_run(chat: Chat, data: Mapping[str, Any], output_ref: str | None = Non
         code = "-" if host.get("exit_code") is None else host.get("exit_code")
         head = chat._("{host} {status} (exit code {code}, {duration})").format(
             host=_n(host.get("host")), status=_word(chat, status), code=code,
-            duration=chat.duration(float(host.get("duration") or 0)),
+            duration=chat.duration(_number(host.get("duration"))),
         )  # fmt: skip
         if host.get("message"):
             head += " — " + _message(chat, host)
@@ -130,7 +158,7 @@ def render_run(chat: Chat, data: Mapping[str, Any], output_ref: str | None = Non
                 lines.append(chat._("(last {shown} of {total} lines of {stream})").format(
                     shown=count, total=total, stream=stream))  # fmt: skip
         if host.get("truncated"):
-            cut = int(host.get("stdout_cut") or 0) + int(host.get("stderr_cut") or 0)
+            cut = int(_number(host.get("stdout_cut")) + _number(host.get("stderr_cut")))
             note = chat._("output cut: {size} left out in the middle").format(size=chat.size(cut))
             if output_ref:
                 note += "; " + chat._("the whole output: GET_OUTPUT task_id={ref} host={host}").format(
@@ -143,8 +171,8 @@ def render_checks(chat: Chat, data: Mapping[str, Any]) -> str:
     """Check results (CHECK_INTERNAL_WAS_STATUS, CHECK_DISK_SPACE, RUN_CHECK): overall, then one line each."""
     lines = [f"{_mark(data.get('status'))} " + chat._("checks: {status}").format(
         status=_word(chat, data.get("status")))]  # fmt: skip
-    for name, result in (data.get("checks") or {}).items():
-        status = result.get("status")
+    for name, result in _map(data.get("checks")).items():
+        status = _map(result).get("status")
         lines.append(f"{_mark(status)} {_n(name)} {_word(chat, status)} — {_message(chat, result)}")
     return "\n".join(lines)
 
@@ -154,11 +182,11 @@ def render_rows(chat: Chat, data: Mapping[str, Any]) -> str:
 
     ``total`` (when the query counted the matches) and ``truncated``/``total_at_least`` say how many matched.
     """
-    rows = list(data.get("rows") or [])
+    rows = _maps(data.get("rows"))
     shown = rows[:MAX_ROWS_SHOWN]
     total = data.get("total")
-    at_least = bool(data.get("total_at_least"))
-    if not isinstance(total, int):
+    at_least = data.get("total_at_least") is True
+    if not isinstance(total, int) or isinstance(total, bool):
         total, at_least = len(rows), bool(data.get("truncated"))
     count = chat.count(len(shown), total, at_least=at_least)
     head = chat._("MES QC {date}: {count}").format(date=_n(data.get("date") or ""), count=count)
@@ -170,23 +198,23 @@ def render_rows(chat: Chat, data: Mapping[str, Any]) -> str:
 
 def render_finished(chat: Chat, payload: Mapping[str, Any]) -> str:
     """TASK_FINISHED: the run, the checks, a list, rows, a page, or the refusal."""
-    data = payload.get("data") or {}
+    data = _map(payload.get("data"))
     error = payload.get("error")
-    if error:
+    if isinstance(error, Mapping) and error:
         return render_error(chat, error)
     if "hosts" in data and "runbook" in data:
         return render_run(chat, data, data.get("output_ref"))
     if "checks" in data:
         return render_checks(chat, data)
     if "runbooks" in data:
-        names = [f"• {_n(r.get('name'))} — {_n(r.get('description', ''))}" for r in data["runbooks"]]
+        names = [f"• {_n(r.get('name'))} — {_n(r.get('description', ''))}" for r in _maps(data["runbooks"])]
         body = "\n".join(names) if names else chat._("(none)")
         return "📋 " + chat._("runbooks you can run here:") + "\n" + body
     if "rows" in data:
         return render_rows(chat, data)
     if "lines" in data:
-        page = chat._("page {page} of {pages}").format(page=int(data.get("page", 0)) + 1,
-                                                        pages=data.get("pages", 1))  # fmt: skip
+        page = chat._("page {page} of {pages}").format(page=int(_number(data.get("page"))) + 1,
+                                                        pages=int(_number(data.get("pages"), 1)))  # fmt: skip
         return f"📄 {page}\n{_code(str(data['lines']))}"
     if "approved" in data or "rejected" in data:
         which = "approved" if "approved" in data else "rejected"
@@ -198,8 +226,8 @@ def render_finished(chat: Chat, payload: Mapping[str, Any]) -> str:
 
 
 def _at(chat: Chat, payload: Mapping[str, Any]) -> str:
-    at = payload.get("at")
-    return f" ({chat.when(float(at))})" if isinstance(at, int | float) and not isinstance(at, bool) else ""
+    at = _when(chat, payload.get("at"))
+    return f" ({at})" if at else ""
 
 
 def render_report(chat: Chat, payload: Mapping[str, Any]) -> str:
@@ -209,7 +237,8 @@ def render_report(chat: Chat, payload: Mapping[str, Any]) -> str:
     message = _message(chat, payload)
     if kind == "summary":
         lines = [f"{mark} " + chat._("daily summary: {message}").format(message=message) + _at(chat, payload)]
-        for name, check in (payload.get("checks") or {}).items():
+        for name, check in _map(payload.get("checks")).items():
+            check = _map(check)
             tally = chat._("not OK in {not_ok} of {runs} runs").format(
                 not_ok=check.get("not_ok", 0), runs=check.get("runs", 0))  # fmt: skip
             lines.append(
@@ -217,10 +246,14 @@ def render_report(chat: Chat, payload: Mapping[str, Any]) -> str:
             )
         return "\n".join(lines)
     if kind == "catalog":
-        problems = payload.get("problems") or []
+        problems = _maps(payload.get("problems"))
         details = [
             f"• {_n(p.get('runbook') or '(lock)')}: "
-            + (chat._(PROBLEM_WORDS[p.get("kind")]) if p.get("kind") in PROBLEM_WORDS else _n(p.get("kind")))
+            + (
+                chat._(PROBLEM_WORDS[str(p.get("kind"))])
+                if str(p.get("kind")) in PROBLEM_WORDS
+                else _n(p.get("kind"))
+            )
             for p in problems[:MAX_PROBLEMS_SHOWN]
         ]
         if len(problems) > MAX_PROBLEMS_SHOWN:
@@ -231,12 +264,12 @@ def render_report(chat: Chat, payload: Mapping[str, Any]) -> str:
 
 def render_pending(chat: Chat, payload: Mapping[str, Any]) -> str:
     """TASK_PENDING_APPROVAL: what would run, who asked, and how and until when an approver releases it."""
-    args = " ".join(f"{_n(k)}={_n(v)}" for k, v in (payload.get("args") or {}).items())
-    hosts = ", ".join(_n(h) for h in payload.get("hosts") or [])
+    args = " ".join(f"{_n(k)}={_n(v)}" for k, v in _map(payload.get("args")).items())
+    hosts = payload.get("hosts")
+    hosts = ", ".join(_n(h) for h in hosts) if isinstance(hosts, list) else ""
     code = _n(payload.get("code"))
-    expires = payload.get("expires_at")
-    until = (chat._(" (until {time})").format(time=chat.when(float(expires)))
-             if isinstance(expires, int | float) and not isinstance(expires, bool) else "")  # fmt: skip
+    expires = _when(chat, payload.get("expires_at"))
+    until = chat._(" (until {time})").format(time=expires) if expires else ""
     return (
         "🔐 " + chat._("approval needed: {runbook} on {hosts}").format(
             runbook=_n(payload.get("runbook")), hosts=hosts)
@@ -244,6 +277,6 @@ def render_pending(chat: Chat, payload: Mapping[str, Any]) -> str:
         + chat._(", requested by {user}.").format(user=_n(payload.get("requested_by")))
         + "\n"
         + chat._("Another approver: approve {code} (or reject {code}) within {minutes} min").format(
-            code=code, minutes=round((payload.get("expires_in") or 0) / 60))
+            code=code, minutes=round(_number(payload.get("expires_in")) / 60))
         + until + "."
     )  # fmt: skip

@@ -52,6 +52,13 @@ from agent.render import render_finished, render_pending, render_report
 
 logger = logging.getLogger(__name__)
 
+#: The messages that carry a chat-ready ``payload.text``, and how it is rendered.
+_RENDERERS = {
+    Wire.TASK_FINISHED.value: render_finished,
+    Wire.REPORT.value: render_report,
+    Wire.TASK_PENDING_APPROVAL.value: render_pending,
+}
+
 
 class AgentRuntime:
     """Runs the core: one instance per agent, built inside the event loop that runs it."""
@@ -146,14 +153,13 @@ class AgentRuntime:
         """
         redacted: dict[str, Any] = self.redactor.redact_json(message)
         payload = redacted.get("payload")
-        if isinstance(payload, dict):
-            event = redacted.get("event")
-            if event == Wire.TASK_FINISHED.value:
-                payload["text"] = render_finished(self.chat, payload)
-            elif event == Wire.REPORT.value:
-                payload["text"] = render_report(self.chat, payload)
-            elif event == Wire.TASK_PENDING_APPROVAL.value:
-                payload["text"] = render_pending(self.chat, payload)
+        render = _RENDERERS.get(str(redacted.get("event")))
+        if isinstance(payload, dict) and render is not None:
+            try:
+                payload["text"] = render(self.chat, payload)
+            except Exception:  # a rendering bug must never cost the message itself
+                logger.exception("could not render the chat text of a %s", redacted.get("event"))
+                payload["text"] = f"{payload.get('status', '')} {payload.get('message', '')}".strip()
         return redacted
 
     def send(self, message: dict[str, Any], task_id: str | None = None) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.checks import CheckResult, CheckStatus
 from agent.config import COUNT_LIMIT, MES_QC_COUNT_SQL
@@ -242,3 +244,21 @@ timeout = 0.3
         assert ("실제 있는 날짜" in bad["text"]) == (language == "ko")
     finally:
         await app.stop()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+keys = st.sampled_from(["status", "data", "error", "hosts", "runbook", "checks", "rows", "total", "lines", "page",
+                        "pages", "runbooks", "message", "i18n", "at", "kind", "problems", "args", "expires_at",
+                        "expires_in", "code", "approved", "truncated", "stdout_cut", "duration", "exit_code"])  # fmt: skip
+payloads = st.dictionaries(keys, json_values | st.dictionaries(keys, json_values, max_size=6), max_size=8)
+
+
+@given(payload=payloads)
+def test_renderers_never_raise_on_odd_payloads(payload: dict[str, Any]) -> None:
+    for chat in (KO, EN):
+        for render in (render_finished, render_report, render_pending):
+            assert isinstance(render(chat, payload), str)

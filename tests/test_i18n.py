@@ -183,3 +183,20 @@ def test_chat_config_defaults_to_korean_kst_and_refuses_unknown_zones_and_langua
         with pytest.raises(ConfigError) as refused:
             load_config(path)
         assert "chat." in str(refused.value), bad
+
+
+def test_every_template_survives_redaction() -> None:
+    """The runtime translates from the redacted JSON: a template the redactor changed would not be found."""
+    from agent.redaction import Redactor
+
+    redactor = Redactor()
+    changed = [msgid for msgid in used_in_code() if redactor.redact(msgid) != msgid]
+    assert not changed
+
+
+def test_the_wheel_ships_the_compiled_catalogs() -> None:
+    import tomllib
+
+    project = tomllib.loads((AGENT.parent / "pyproject.toml").read_text())
+    assert "locale/*/LC_MESSAGES/*.mo" in project["tool"]["setuptools"]["package-data"]["agent"]
+    assert any(dep.startswith("tzdata") for dep in project["project"]["dependencies"])  # zoneinfo on Windows
