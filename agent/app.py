@@ -14,7 +14,9 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
+from agent import protocol_v0
 from agent.audit import AuditLog
 from agent.catalog import Catalog
 from agent.checks.runner import CheckRunner
@@ -26,7 +28,9 @@ from agent.outbox import Outbox
 from agent.outputs import OutputStore
 from agent.runpath import RunGate
 from agent.runtime import AgentRuntime
-from agent.scheduler import CheckScheduler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.scheduler import CheckScheduler
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +56,13 @@ class App:
         )
         self.executor = Executor(config.inventory, config.executor, config.base_dir, environ)
         state = config.path(config.state.dir)
-        self.outbox = Outbox(state / "outbox.sqlite3", task_retention=config.tasks.retention_days * 86400)
+        self.outbox = Outbox(
+            state / "outbox.sqlite3",
+            task_retention=config.tasks.retention_days * 86400,
+            max_bytes=config.state.max_outbox_bytes,
+            synchronous=config.state.synchronous,
+            redact=self.redactor.redact_json,
+        )
         self.audit = AuditLog(state / "audit.jsonl", redact=self.redactor.redact_json)
         self.outputs = OutputStore(
             state / "outputs", config.outputs.retention_days, config.outputs.page_lines
@@ -62,12 +72,18 @@ class App:
         parts = Parts(config, self.catalog, self.gate, self.checks, self.outputs, self.outbox, self.audit)
         env = os.environ if environ is None else environ
         self.runtime = AgentRuntime(parts, self.outbox, self.redactor, env.get(COMMAND_KEY_ENV) or None)
-        self.scheduler = CheckScheduler(config, self.checks, self.outbox, self.runtime.report)
+        self.gate.on_evicted = self.runtime.outputs_evicted
+        #: Only with schedules configured: an agent without them never loads APScheduler.
+        self.scheduler: CheckScheduler | None = None
+        if config.schedules:
+            from agent.scheduler import CheckScheduler
+
+            self.scheduler = CheckScheduler(config, self.checks, self.outbox, self.runtime.report)
         self.link = Link(
             config.relay_url(environ),
             self.outbox,
             on_frame=self.runtime.receive,
-            hello=self.runtime.hello,
+            hello=None if self.runtime.v0 else self.runtime.hello,
             queued=self.runtime.queued,
             acked=self.runtime.acked,
             token=config.relay_token(environ),
@@ -76,6 +92,7 @@ class App:
             ping_interval=config.relay.ping_interval,
             open_timeout=config.relay.open_timeout,
             max_backoff=config.relay.max_backoff,
+            wire=protocol_v0.wire if self.runtime.v0 else None,
         )
         self.stopping = asyncio.Event()
 
@@ -88,7 +105,8 @@ class App:
         link_stop = asyncio.Event()
         status = 0
         self.runtime.start()
-        self.scheduler.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
         link_task = asyncio.create_task(self.link.run(link_stop), name="link")
         stopper = asyncio.create_task(self.stopping.wait(), name="stopping")
         try:
@@ -99,17 +117,22 @@ class App:
                              f"{type(exc).__name__}: {exc}" if exc else "no error")  # fmt: skip
                 status = 1
             logger.info("stopping: no new tasks")
-            self.scheduler.shutdown()
+            if self.scheduler is not None:
+                self.scheduler.shutdown()
             await self.runtime.drain(self.config.tasks.shutdown_grace)
+            self.runtime.notice("stopping")
+            self.runtime.flush_writes()  # what the drain and the notice queued is on disk before the flush below
             if self.link.connected.is_set() and not await self.link.flush(FLUSH_TIMEOUT):
                 logger.warning("%d message(s) not yet acknowledged; they are sent after the next start",
                                self.outbox.count())  # fmt: skip
         finally:
             stopper.cancel()
-            self.scheduler.shutdown()
+            if self.scheduler is not None:
+                self.scheduler.shutdown()
             link_stop.set()
             await asyncio.gather(link_task, return_exceptions=True)
             await self.executor.close()
+            self.runtime.flush_writes()
             self.outbox.close()
             logger.info("stopped")
         return status

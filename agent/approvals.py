@@ -1,6 +1,6 @@
 """Four eyes: deciding a held request (APPROVE / REJECT). The holding, releasing and expiring are the core's.
 
-A held request is stored with its packet and expiry (:class:`agent.outbox.Approval`), announced with
+A held request is stored as a redacted view, a digest and its expiry (:class:`agent.ledger.HeldRequest`), announced with
 TASK_PENDING_APPROVAL and a one-time code, and decided here exactly once, by a different user with the approver
 role, before it expires. The answer tells the core what to do: run the released request as the approver's, or
 answer it as rejected.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from agent.console import decision_data
 from agent.core import APPROVAL_CODE, Answer
 from agent.i18n import Msg
 from agent.protocol import Command, ErrorCode, Status
@@ -26,7 +27,7 @@ def decide(command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now
         return Answer.fail(
             ErrorCode.INVALID_ARGUMENTS, Msg("params.code must be the 6-character approval code")
         )
-    approval = ledger.approval(code.upper())
+    approval = ledger.held_request(code.upper())
     if approval is None:
         return Answer.fail(
             ErrorCode.APPROVAL_UNKNOWN, Msg("no request waits for that code (unknown, expired or decided)")
@@ -38,13 +39,13 @@ def decide(command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now
         )
     if approval.expires < now:
         return Answer.fail(ErrorCode.APPROVAL_EXPIRED, Msg("that request has expired"))
-    claimed = ledger.claim_approval(approval.code)
+    claimed = ledger.claim(approval.code)
     if claimed is None:
         return Answer.fail(ErrorCode.APPROVAL_UNKNOWN, Msg("that request was already decided"))
     decision = "approved" if approve else "rejected"
     audit.append("approval_decided", task_id=claimed.task_id, requester=claimed.requester,
                  approver=decider, decision=decision)  # fmt: skip
-    data = {decision: claimed.task_id, "runbook": claimed.summary.get("runbook")}
+    data = decision_data(decision, claimed)
     if approve:
         return Answer(Status.SUCCESS, data, release=claimed)
     return Answer(Status.SUCCESS, data, rejected=claimed)

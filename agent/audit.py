@@ -4,7 +4,7 @@ Every entry has ``seq`` (1, 2, 3, …), ``ts``, ``kind``, its own fields, ``prev
 64 zeros) and ``hash``: the sha256 of the entry's canonical JSON without ``hash``. :func:`verify_chain` finds any
 edited, removed, inserted or reordered entry. Removing entries from the *end* leaves a valid shorter chain: record
 the head (``agent audit verify`` prints it) somewhere else to detect that too. Entries are redacted before they are
-written, like everything else the agent emits.
+written, like everything else the agent emits. The file is 0600 in a 0700 folder whatever the umask.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agent.state_files import open_private, private_dir
 
 GENESIS = "0" * 64
 
@@ -34,7 +36,7 @@ class AuditLog:
     """Appends chained entries to a JSON-lines file; continues the chain of an existing file."""
 
     def __init__(self, path: Path, redact: Callable[[Any], Any] = lambda value: value) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self.path = path
         self._redact = redact
         self._lock = threading.Lock()
@@ -51,8 +53,13 @@ class AuditLog:
             entry = {"seq": self.seq + 1, "ts": round(time.time(), 3), "kind": kind, **self._redact(fields)}
             entry["prev"] = self.head
             entry["hash"] = entry_hash(entry)
-            with open(self.path, "ab") as handle:
-                handle.write(_canonical(entry) + b"\n")
+            fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
+            try:
+                line = memoryview(_canonical(entry) + b"\n")
+                while line:
+                    line = line[os.write(fd, line) :]
+            finally:
+                os.close(fd)
             self.seq, self.head = entry["seq"], entry["hash"]
             return entry
 

@@ -17,22 +17,19 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from agent import __version__
-from agent.app import App, install_signal_handlers
-from agent.audit import verify_chain
-from agent.catalog import Catalog, Problem
-from agent.checks import CheckResult, CheckStatus
-from agent.checks.runner import CheckRunner
 from agent.config import COMMAND_KEY_ENV, CONFIG_ENV, RELAY_TOKEN_ENV, AgentConfig, load_config
 from agent.errors import ConfigError, InvalidArguments, RequestRefused, RunbookNotRunnable, SigningError
-from agent.lockfile import Lock
-from agent.logsetup import configure_logging
-from agent.plan import RunPlan
-from agent.redaction import Redactor
-from agent.results import HostResult, Outcome, RunResult
-from agent.signing import generate_key_pair, load_private_key, sign
 
+# Each command imports what it uses, inside its function: `agent runbooks verify` never loads asyncssh, and no
+# command but `agent run` loads websockets, APScheduler, requests or psycopg2 (benchmarks/bench_process.py).
 if TYPE_CHECKING:  # pragma: no cover
+    from agent.catalog import Catalog, Problem
+    from agent.checks import CheckResult
+    from agent.lockfile import Lock
+    from agent.plan import RunPlan
     from agent.prepare import Prepared
+    from agent.redaction import Redactor
+    from agent.results import HostResult, RunResult
     from agent.runpath import RunGate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -60,6 +57,8 @@ def _config(ctx: click.Context) -> AgentConfig:
 
 
 def _catalog(ctx: click.Context) -> Catalog:
+    from agent.catalog import Catalog
+
     config = _config(ctx)
     return Catalog(
         config.path(config.catalog.dir),
@@ -83,7 +82,10 @@ def _gate(config: AgentConfig, catalog: Catalog, redactor: Redactor) -> RunGate:
     state = config.path(config.state.dir)
     executor = Executor(config.inventory, config.executor, config.base_dir)
     audit_log = AuditLog(state / "audit.jsonl", redact=redactor.redact_json)
-    outputs = OutputStore(state / "outputs", config.outputs.retention_days, config.outputs.page_lines)
+    outputs = OutputStore(
+        state / "outputs", config.outputs.retention_days, config.outputs.page_lines,
+        max_bytes=config.outputs.max_bytes, max_runs=config.outputs.max_runs,
+    )  # fmt: skip
     return RunGate(config, catalog, executor, audit_log, redactor, outputs)
 
 
@@ -177,6 +179,9 @@ def verify(ctx: click.Context, as_json: bool) -> None:
 
 
 def _sign_lock(lock: Lock, key_file: Path) -> Lock:
+    from agent.catalog import Catalog
+    from agent.signing import load_private_key, sign
+
     passphrase_text = os.environ.get(PASSPHRASE_ENV)
     passphrase = passphrase_text.encode() if passphrase_text else None
     try:
@@ -346,6 +351,8 @@ def _parse_args(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _print_run(result: RunResult) -> None:
+    from agent.results import Outcome
+
     for host in result.hosts:
         code = "-" if host.exit_code is None else str(host.exit_code)
         note = f"  {host.message}" if host.message else ""
@@ -449,6 +456,9 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
     Every log line passes the same redaction as chat answers. Refuses to start (exit 2) on any problem that
     'agent config check' lists; exits 1 if the relay link ever stops by itself.
     """
+    from agent.app import App, install_signal_handlers
+    from agent.logsetup import configure_logging
+
     config = _config(ctx)
     _prepared(config)
 
@@ -467,21 +477,31 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
 @main.command("relay")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free one).")
-def relay_command(host: str, port: int) -> None:
+@click.option(
+    "--config", "relay_config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The relay's TOML config: [agents.ID] rooms, offline_wait, notices (docs/protocol.md).",
+)  # fmt: skip
+def relay_command(host: str, port: int, relay_config: Path | None) -> None:
     """Run the reference relay: agents on /agent, operators on /operator (see docs/protocol.md).
 
     Tokens: $AGENT_RELAY_TOKEN for agents, $AGENT_OPERATOR_TOKEN for operators (unset: not checked).
     With $AGENT_COMMAND_KEY it signs every command before forwarding it (the agent must have the same key).
     """
-    from agent.reference.relay import AGENT_PATH, OPERATOR_PATH, Relay
+    from agent.app import install_signal_handlers
+    from agent.reference.relay import AGENT_PATH, OPERATOR_PATH, Relay, RelayConfigError, load_relay_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        settings = load_relay_settings(relay_config) if relay_config else None
+    except RelayConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
 
     async def serve() -> None:
         relay = Relay(
-            os.environ.get(RELAY_TOKEN_ENV),
-            os.environ.get(OPERATOR_TOKEN_ENV),
+            os.environ.get(RELAY_TOKEN_ENV) or None,
+            os.environ.get(OPERATOR_TOKEN_ENV) or None,
             command_key=os.environ.get(COMMAND_KEY_ENV) or None,
+            settings=settings,
         )
         bound = await relay.start(host, port)
         click.echo(
@@ -493,6 +513,51 @@ def relay_command(host: str, port: int) -> None:
         await relay.stop()
 
     asyncio.run(serve())
+
+
+@main.command("chat")
+@click.option(
+    "--relay", "relay_url", required=True, help="The relay's operator URL (ws://HOST:PORT/operator)."
+)
+@click.option("--room", required=True, help="The chat room to speak in.")
+@click.option("--user", required=True, help="Who you are in the room (the relay's user_id).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for an answer.")
+@click.argument("line", nargs=-1)
+def chat_command(relay_url: str, room: str, user: str, timeout: float, line: tuple[str, ...]) -> None:
+    """Speak in a room through the relay, as a chat bridge would: one LINE, or an interactive prompt.
+
+    The token comes from $AGENT_OPERATOR_TOKEN. Example: agent chat --relay ws://127.0.0.1:8765/operator
+    --room ops --user kim help tail_log. Exit status: 0 when the answer succeeded, 1 when it failed.
+    """
+    import shlex
+
+    from agent.reference.chat import ChatSession
+    from agent.reference.operator_client import OperatorClient
+
+    async def talk() -> int:
+        try:
+            client = await OperatorClient.connect(relay_url, token=os.environ.get(OPERATOR_TOKEN_ENV) or None)
+        except (OSError, TimeoutError, ValueError) as exc:
+            _fail(f"cannot reach the relay at {relay_url}: {exc}", EXIT_USAGE)
+        except Exception as exc:  # websockets' handshake errors (HTTP 401 and the like)
+            _fail(f"the relay refused the connection: {exc}", EXIT_USAGE)
+        session = ChatSession(client, room, user, sys.stdout)
+        try:
+            if not line:
+                await session.interactive()
+                return 0
+            try:
+                typed = line[0] if len(line) == 1 else shlex.join(line)  # one quoted LINE, or its words
+                answer = await session.ask(typed, timeout=timeout, echo=False)
+            except ValueError as exc:
+                _fail(str(exc), EXIT_USAGE)
+            except TimeoutError:
+                _fail(f"no answer within {timeout:g} s", 1)
+            return 0 if answer.get("payload", {}).get("status") == "SUCCESS" else 1
+        finally:
+            await client.close()
+
+    sys.exit(asyncio.run(talk()))
 
 
 @main.group()
@@ -509,6 +574,8 @@ def audit_verify(ctx: click.Context, path: Path | None) -> None:
 
     Record the printed head hash elsewhere: entries cut from the end can only be detected against it.
     """
+    from agent.audit import verify_chain
+
     if path is None:
         config = _config(ctx)
         path = config.path(config.state.dir) / "audit.jsonl"
@@ -586,6 +653,8 @@ def checks_run(ctx: click.Context, name: str, as_json: bool) -> None:
     config = _config(ctx)
     if name not in config.checks:
         _fail(f"no check named {name!r} (see 'agent checks list')")
+    from agent.checks import CheckStatus
+    from agent.checks.runner import CheckRunner
     from agent.runpath import Via
 
     catalog = _catalog(ctx)
@@ -633,6 +702,8 @@ def generate(path: Path, comment: str, passphrase: bool) -> None:
 
     Put the line in PATH.pub into the agent config's catalog.approver_keys.
     """
+    from agent.signing import generate_key_pair
+
     secret: bytes | None = None
     if passphrase:
         text = os.environ.get(PASSPHRASE_ENV) or click.prompt(

@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -161,6 +162,27 @@ class RedactionConfig(_Section):
     secret_files: list[Path] = Field(default_factory=list)
     rules: list[RedactRuleModel] = Field(default_factory=list)
 
+    @field_validator("rules", mode="wrap")
+    @classmethod
+    def _rules_quiet(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> list[RedactRuleModel]:
+        """A bad rule is named by its position, never shown: its pattern may spell out the secret it is for.
+
+        (RE2's own error text quotes the pattern, so it is replaced here by a fixed one.)
+        """
+        try:
+            return cast(list[RedactRuleModel], handler(value))
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors(include_input=False, include_url=False):
+                where = ".".join(str(part) for part in error["loc"])
+                message = error["msg"].removeprefix("Value error, ")
+                if "does not compile" in message:
+                    message = message.split("pattern does not compile", 1)[0] + (
+                        "pattern is not valid RE2 syntax (not shown: a pattern may hold a secret)"
+                    )
+                problems.append(f"rule {where}: {message}" if where else message)
+            raise ValueError("; ".join(problems)) from None
+
 
 def ws_url_problems(url: str) -> list[str]:
     """What is wrong with a relay URL (scheme, host, port), without echoing it (it may carry credentials)."""
@@ -198,6 +220,11 @@ class RelayConfig(_Section):
     open_timeout: float = Field(default=10.0, gt=0)
     #: Longest wait between reconnection attempts, in seconds.
     max_backoff: float = Field(default=60.0, ge=1)
+    #: "v1": the current protocol (HELLO, ACK, msg_id); "v0": the original one (one TASK_FINISHED per command and
+    #: nothing else; docs/protocol.md, "The original protocol (v0)").
+    protocol: Literal["v1", "v0"] = "v1"
+    #: v0 only: push REPORTs too, as TASK_FINISHED frames with task_id "report-<id>" (off: v0 sends no reports).
+    v0_reports: bool = False
 
     @field_validator("url")
     @classmethod
@@ -231,6 +258,12 @@ class ChatConfig(_Section):
 class StateConfig(_Section):
     #: Folder for the outbox (outbox.sqlite3), the audit log (audit.jsonl) and kept output (outputs/).
     dir: Path = Path("var")
+    #: Cap on the unacknowledged messages kept for the relay, in bytes; over it the oldest REPORT and TASK_ACCEPTED
+    #: messages are dropped (and that is reported); a TASK_FINISHED never is.
+    max_outbox_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    #: ``FULL``: a result is on disk before it is sent (survives a power cut). ``NORMAL``: survives a killed process
+    #: only, a little faster (see benchmarks/bench_link.py).
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
 
 class OutputsConfig(_Section):
@@ -238,6 +271,10 @@ class OutputsConfig(_Section):
     retention_days: float = Field(default=7.0, gt=0)
     #: Lines per GET_OUTPUT page.
     page_lines: int = Field(default=200, ge=10, le=5000)
+    #: Caps on the kept output: total bytes and number of runs. Over either, the oldest runs are removed first (and
+    #: that is reported); the newest run is always kept.
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    max_runs: int = Field(default=10_000, ge=1)
 
 
 class TasksConfig(_Section):
@@ -247,6 +284,8 @@ class TasksConfig(_Section):
     retention_days: float = Field(default=30.0, gt=0)
     #: On SIGTERM/SIGINT, how long running tasks may finish before they are recorded as interrupted, in seconds.
     shutdown_grace: float = Field(default=30.0, ge=0)
+    #: A runbook run still going after this many seconds posts progress lines (TASK_PROGRESS); None: never.
+    progress_after: float | None = Field(default=10.0, gt=0)
 
 
 CheckName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
@@ -254,7 +293,7 @@ ParamType = Literal["date", "integer", "string"]
 #: FETCH_MES_QC's query unless the config defines its own ``db.queries.mes_qc``.
 MES_QC_SQL = (
     "SELECT work_date, prc_code, err_msg, reg_date FROM tb_mes_wrk_prc_i "
-    "WHERE work_date = %(date)s ORDER BY reg_date DESC LIMIT 10"
+    "WHERE work_date = %(date)s ORDER BY reg_date DESC NULLS LAST LIMIT 10"
 )
 #: A count_sql stops counting here (the room reads "at least 10,000"), so a huge day costs a bounded scan.
 COUNT_LIMIT = 10_000
@@ -349,6 +388,9 @@ class DbConfig(_Section):
         return None
 
 
+QUIET_HOURS = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
 class Schedule(_Section):
     name: CheckName
     #: "checks": run ``checks`` and report per ``notify``; "summary": sum up every check.
@@ -362,6 +404,10 @@ class Schedule(_Section):
     notify: Literal["always", "on_change", "on_failure"] = "on_change"
     #: A run later than this is reported as missed rather than run late, in seconds.
     misfire_grace: float = Field(default=60.0, gt=0)
+    #: A check still failing is reported again once this many seconds passed since it was last reported.
+    remind_after: float | None = Field(default=None, gt=0)
+    #: "22:00-07:00" in the chat timezone: only failures go out; the rest is collected into one message after.
+    quiet_hours: Annotated[str, StringConstraints(pattern=QUIET_HOURS)] | None = None
 
     @model_validator(mode="after")
     def _one_trigger(self) -> Schedule:

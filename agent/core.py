@@ -29,7 +29,7 @@ from typing import Any
 
 from agent.command_auth import verify as verify_signature
 from agent.i18n import Msg
-from agent.ledger import Approval, Ledger, TaskState
+from agent.ledger import HeldRequest, Ledger, TaskState
 from agent.protocol import (
     Ack,
     Action,
@@ -91,6 +91,10 @@ class Send:
 
     message: dict[str, Any]
     task_id: str | None = None
+    #: The command's action as sent (protocol v0 shapes a final answer by it; None when unknown).
+    action: str | None = None
+    #: A stored final sent again (already redacted and in the wire's shape).
+    stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,9 +146,11 @@ class Answer:
     #: Set instead of a final answer when the request waits for approval: what will run (redacted view).
     pending: dict[str, Any] | None = None
     #: An approver released this held request: run it (the core does, as the approver's).
-    release: Approval | None = None
+    release: HeldRequest | None = None
     #: An approver rejected this held request: answer it as rejected.
-    rejected: Approval | None = None
+    rejected: HeldRequest | None = None
+    #: The requester withdrew this held request: answer it as cancelled.
+    cancelled: HeldRequest | None = None
 
     @classmethod
     def fail(cls, code: ErrorCode, message: str, data: dict[str, Any] | None = None) -> Answer:
@@ -175,6 +181,8 @@ class AgentCore:
         clock_skew: float = 300.0,
         approval_window: float = 600.0,
         new_code: Callable[[], str] = new_approval_code,
+        redact: Callable[[Any], Any] = lambda value: value,
+        holds_approvals: bool = True,
     ) -> None:
         self.ledger = ledger
         #: Whether the named runbook changes state on its hosts (from the verified catalog).
@@ -183,6 +191,13 @@ class AgentCore:
         self.clock_skew = clock_skew
         self.approval_window = approval_window
         self.new_code = new_code
+        #: What the agent sends (and keeps on disk) instead of a value: nothing raw is written to disk when
+        #: redaction would change it.
+        self.redact = redact
+        #: Held requests' original packets, by code, in memory only (they may carry a typed secret).
+        self._held_packets: dict[str, Command] = {}
+        #: False (protocol v0, which cannot show an approval code): a four-eyes request is refused, not held.
+        self.holds_approvals = holds_approvals
         self.closing = False
 
     def handle(self, event: Event) -> list[Effect]:
@@ -204,8 +219,8 @@ class AgentCore:
         effects: list[Effect] = []
         for record in self.ledger.unfinished_tasks():
             command = _command_of(record.command)
-            if command is None:
-                effects += self._interrupted(record.task_id, record.room_id, started=True)
+            if command is None:  # not kept on disk: it carried a value that redaction masks
+                effects += self._interrupted(record.task_id, record.room_id, started=None)
                 continue
             started = record.state is TaskState.RUNNING
             if started and self._may_change_state(command):
@@ -218,8 +233,8 @@ class AgentCore:
                                                  "running it now"))  # fmt: skip
                 effects.append(Audit("resumed", {"task_id": record.task_id, "state": record.state.value}))
                 effects.append(StartRun(command, record.approved_by))
-        for approval in self.ledger.approvals():
-            effects.append(ArmTimer(approval_timer(approval.code), max(0.0, approval.expires - event.now)))
+        for held in self.ledger.held():
+            effects.append(ArmTimer(approval_timer(held.code), max(0.0, held.expires - event.now)))
         return effects
 
     def _may_change_state(self, command: Command) -> bool:
@@ -229,14 +244,16 @@ class AgentCore:
         # Unknown now (removed, tampered): assume the worst.
         return not isinstance(name, str) or self.changes_state(name)
 
-    def _interrupted(self, task_id: str, room_id: str | None, started: bool) -> list[Effect]:
-        why = (
-            Msg(
+    def _interrupted(self, task_id: str, room_id: str | None, started: bool | None) -> list[Effect]:
+        if started is None:
+            why = Msg("the agent restarted, and this request carried a value it never keeps on disk (a masked "
+                      "argument); if it had started it may have run in part: check, then send it again")  # fmt: skip
+        elif started:
+            why = Msg(
                 "the agent stopped while this task was running; it may have run in part: check before you run it again"
             )
-            if started
-            else Msg("the agent stopped before this task started; run it again")
-        )
+        else:
+            why = Msg("the agent stopped before this task started; run it again")
         return [
             Audit("interrupted", {"task_id": task_id}),
             Send(
@@ -268,7 +285,10 @@ class AgentCore:
         return [
             Log(logging.WARNING, f"refused a packet: {exc.message}"),
             Audit("refused", {"task_id": exc.task_id, "reason": exc.code.value}),
-            Send(finished_message(exc.task_id, exc.room_id, Status.FAIL, error=(exc.code, exc.message))),
+            Send(
+                finished_message(exc.task_id, exc.room_id, Status.FAIL, error=(exc.code, exc.message)),
+                action=exc.action,
+            ),
         ]
 
     def _command(self, command: Command) -> list[Effect]:
@@ -278,11 +298,16 @@ class AgentCore:
         ]  # fmt: skip
         if self.closing:
             error = (ErrorCode.SHUTTING_DOWN, Msg("the agent is shutting down; send it again later"))
-            effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error)))
+            effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error),
+                                action=command.action.value))  # fmt: skip
             return effects
-        if not self.ledger.begin_task(command.task_id, command.room_id, json.dumps(command.raw)):
+        if not self.ledger.begin_task(command.task_id, command.room_id, self._keepable(command.raw)):
             return effects + self._repeat(command)
         return [*effects, StartRun(command)]
+
+    def _keepable(self, packet: dict[str, Any]) -> str | None:
+        """The packet as JSON to keep on disk, or None when redaction would change it (a secret in it)."""
+        return json.dumps(packet) if self.redact(packet) == packet else None
 
     def _repeat(self, command: Command) -> list[Effect]:
         """A task_id seen before: never run it again; resend its result, or say it is still running."""
@@ -295,7 +320,7 @@ class AgentCore:
         elif record is not None and record.state is TaskState.FINISHED and record.result is not None:
             again = dict(record.result, msg_id=new_msg_id())
             again["payload"] = {**again.get("payload", {}), "duplicate": True}
-            effects.append(Send(again))
+            effects.append(Send(again, stored=True))
         else:
             effects.append(Send(accepted_message(command, {"duplicate": True, "in_progress": True})))
         return effects
@@ -310,6 +335,9 @@ class AgentCore:
                 return self._interrupted(command.task_id, command.room_id, started=True)
             # Safe to run again: leave it in the ledger as queued; the next start runs it.
             return [Audit("deferred", {"task_id": command.task_id})]
+        if answer.pending is not None and not self.holds_approvals:
+            answer = Answer.fail(ErrorCode.NOT_AVAILABLE, Msg("this runbook needs four-eyes approval, which "
+                                 "protocol v0 cannot carry; run it through a protocol-1 relay"))  # fmt: skip
         if answer.pending is not None:
             return self._hold(command, answer.pending, event.now)
         effects: list[Effect] = []
@@ -319,59 +347,69 @@ class AgentCore:
             effects += self._close(
                 answer.rejected, ErrorCode.REJECTED, Msg("rejected by {user}", user=command.user)
             )
+        if answer.cancelled is not None:
+            effects += self._close(
+                answer.cancelled, ErrorCode.CANCELLED, Msg("cancelled by {user}", user=command.user)
+            )
         if answer.error is not None:
             effects.append(Audit("decision", {"task_id": command.task_id, "decision": "refused",
                                               "reason": answer.error[1]}))  # fmt: skip
         final = finished_message(command.task_id, command.room_id, answer.status, answer.data, answer.error)
-        effects.append(Send(final, command.task_id))
+        effects.append(Send(final, command.task_id, action=command.action.value))
         effects.append(Audit("finished", {"task_id": command.task_id, "status": answer.status.value}))
         return effects
 
     # -- four eyes ------------------------------------------------------------------------------------------
 
     def _hold(self, command: Command, summary: dict[str, Any], now: float) -> list[Effect]:
-        """Keep a request until a second person approves it; tell the room what would run and the code."""
-        approval = Approval(
-            code=self.new_code(), task_id=command.task_id, room_id=command.room_id, requester=command.user,
-            command=json.dumps(command.raw), summary=summary, expires=now + self.approval_window,
-        )  # fmt: skip
-        self.ledger.add_approval(approval)
+        """Keep a request until a second person approves it; tell the room what would run and the code.
+
+        On disk: a redacted view and a digest (:class:`HeldRequest`); the packet itself stays in memory.
+        """
+        held = HeldRequest.of(self.new_code(), command.raw, summary, now + self.approval_window, self.redact,
+                              requester=command.user)  # fmt: skip
+        self.ledger.hold(held)
+        self._held_packets[held.code] = command
         self.ledger.set_task_state(command.task_id, TaskState.PENDING)
-        payload = {"code": approval.code, **summary, "requested_by": command.user,
-                   "expires_in": round(self.approval_window), "expires_at": round(approval.expires)}  # fmt: skip
+        payload = {"code": held.code, **summary, "requested_by": command.user,
+                   "expires_in": round(self.approval_window), "expires_at": round(held.expires)}  # fmt: skip
         return [
             Audit("approval_requested", {"task_id": command.task_id, "requester": command.user,
-                                         "request": summary}),
+                                         "request": held.summary}),
             Send(pending_message(command, payload)),
-            ArmTimer(approval_timer(approval.code), self.approval_window),
+            ArmTimer(approval_timer(held.code), self.approval_window),
         ]  # fmt: skip
 
-    def _release(self, approval: Approval, approver: str | None) -> list[Effect]:
-        original = _command_of(approval.command)
-        if original is None:
-            return self._close(approval, ErrorCode.INTERNAL, Msg("the held request could not be read back"))
-        self.ledger.set_task_state(approval.task_id, TaskState.QUEUED, approved_by=approver)
-        return [CancelTimer(approval_timer(approval.code)), StartRun(original, approved_by=approver)]
+    def _release(self, held: HeldRequest, approver: str | None) -> list[Effect]:
+        original = self._held_packets.pop(held.code, None)
+        if (
+            original is None
+        ):  # the agent restarted since: the stored view runs only if nothing was masked in it
+            original = _command_of(json.dumps(held.replayable())) if held.replayable() is not None else None
+        if original is None or not held.matches(original.raw):
+            return self._close(held, ErrorCode.INTERRUPTED, Msg("the agent restarted since this request was made, "
+                               "and it carried a masked value the agent does not keep; request it again"))  # fmt: skip
+        self.ledger.set_task_state(held.task_id, TaskState.QUEUED, approved_by=approver)
+        return [CancelTimer(approval_timer(held.code)), StartRun(original, approved_by=approver)]
 
-    def _close(self, approval: Approval, code: ErrorCode, message: str) -> list[Effect]:
+    def _close(self, held: HeldRequest, code: ErrorCode, message: str) -> list[Effect]:
         """The held request's one TASK_FINISHED, when it will not run."""
-        data = {"runbook": approval.summary.get("runbook")}
-        final = finished_message(
-            approval.task_id, approval.room_id, Status.FAIL, data=data, error=(code, message)
-        )
-        return [CancelTimer(approval_timer(approval.code)), Send(final, approval.task_id)]
+        self._held_packets.pop(held.code, None)
+        data = {"runbook": held.summary.get("runbook")}
+        final = finished_message(held.task_id, held.room_id, Status.FAIL, data=data, error=(code, message))
+        return [CancelTimer(approval_timer(held.code)), Send(final, held.task_id)]
 
     def _timer(self, event: TimerFired) -> list[Effect]:
         kind, _, code = event.key.partition(":")
         if kind != "approval":
             return [Log(logging.WARNING, f"unknown timer {event.key!r}")]
-        approval = self.ledger.claim_approval(code)
-        if approval is None:
+        held = self.ledger.claim(code)
+        if held is None:
             return []
         minutes = self.approval_window / 60
         return [
-            Audit("approval_expired", {"task_id": approval.task_id, "requester": approval.requester}),
-            *self._close(approval, ErrorCode.APPROVAL_EXPIRED,
+            Audit("approval_expired", {"task_id": held.task_id, "requester": held.requester}),
+            *self._close(held, ErrorCode.APPROVAL_EXPIRED,
                          Msg("nobody approved it within {minutes:g} min; request it again", minutes=minutes)),
         ]  # fmt: skip
 

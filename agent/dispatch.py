@@ -10,14 +10,18 @@ turns into a FAIL with a code and a short message that echoes no raw input. Runb
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
-from agent import approvals
-from agent.checks import CheckResult, CheckStatus, db, worst
+from agent import approvals, console
+from agent.checks import CheckResult, CheckStatus, db, disk, worst
 from agent.config import DiskCheck
 from agent.core import Answer
 from agent.errors import (
@@ -28,9 +32,10 @@ from agent.errors import (
     RunbookNotRunnable,
     UnknownHost,
 )
-from agent.i18n import Msg, message_of
+from agent.i18n import DEFAULT_TIMEZONE, Msg, message_of
 from agent.outputs import OutputNotFound
 from agent.protocol import Action, Command, ErrorCode, Status
+from agent.results import HostResult
 from agent.runpath import Held, RunRequest, Via
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from agent.config import AgentConfig
     from agent.outbox import Outbox
     from agent.outputs import OutputStore
+    from agent.plan import RunPlan
     from agent.runpath import RunGate
 
 __all__ = ["ACTION_ROLES", "HANDLERS", "Answer", "Parts", "TaskContext", "dispatch"]
@@ -68,6 +74,12 @@ class TaskContext:
     #: The approver who released this request (four eyes), if it needed one.
     approved_by: str | None = None
     accepted: bool = field(default=False)
+    #: Sends a TASK_PROGRESS line about this command (None: progress is not reported).
+    on_progress: Callable[[dict[str, Any]], None] | None = None
+
+    def progress(self, payload: dict[str, Any]) -> None:
+        if self.on_progress is not None:
+            self.on_progress(payload)
 
     def accept(self, payload: dict[str, Any] | None = None) -> None:
         if not self.accepted:
@@ -88,8 +100,16 @@ async def run_runbook(ctx: TaskContext) -> Answer:
         user=command.user, room=command.room_id, task_id=command.task_id, approved_by=ctx.approved_by,
     )  # fmt: skip
     extra = {"approved_by": ctx.approved_by} if ctx.approved_by else {}
-    result = await gate.run(request, on_accept=lambda plan: ctx.accept({"runbook": plan.name, "hosts": plan.hosts,
-                                                                         **extra}))  # fmt: skip
+    progress = _Progress(ctx, ctx.parts.config.tasks.progress_after)
+
+    def accepted(plan: RunPlan) -> None:
+        ctx.accept({"runbook": plan.name, "hosts": plan.hosts, **extra})
+        progress.start(plan)
+
+    try:
+        result = await gate.run(request, on_accept=accepted, on_host=progress.host_done)
+    finally:
+        progress.stop()
     if isinstance(result, Held):
         if not any("approver" in roles for roles in ctx.parts.config.access.users.values()):
             return Answer.fail(
@@ -99,9 +119,54 @@ async def run_runbook(ctx: TaskContext) -> Answer:
         return Answer(
             Status.FAIL, pending={"runbook": result.runbook, "hosts": result.hosts, "args": result.args}
         )
-    return Answer(
-        Status.SUCCESS if result.ok else Status.FAIL, {**result.to_json(), "output_ref": command.task_id}
-    )
+    data = result.to_json()
+    for row, host in zip(data["hosts"], result.hosts, strict=True):
+        # How long each kept stream is, so the chat view can say how many lines it left out and which page.
+        row["stdout_lines"] = _line_count(host.stdout_full or host.stdout)
+        row["stderr_lines"] = _line_count(host.stderr_full or host.stderr)
+    data.update(output_ref=command.task_id, page_lines=ctx.parts.outputs.page_lines)
+    return Answer(Status.SUCCESS if result.ok else Status.FAIL, data)
+
+
+def _line_count(text: str) -> int:
+    return len(text.splitlines())
+
+
+class _Progress:
+    """Progress of a long run: once it has run ``after`` seconds, one line then, and one per host as it ends."""
+
+    def __init__(self, ctx: TaskContext, after: float | None) -> None:
+        self.ctx = ctx
+        self.after = after
+        self.late = False
+        self.done: list[HostResult] = []
+        self.plan: RunPlan | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, plan: RunPlan) -> None:
+        self.plan = plan
+        if self.after is not None:
+            self._timer = asyncio.get_running_loop().call_later(self.after, self._still_running)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _base(self) -> dict[str, Any]:
+        assert self.plan is not None
+        return {"runbook": self.plan.name, "done": len(self.done), "total": len(self.plan.hosts)}
+
+    def _still_running(self) -> None:
+        self.late = True
+        self.ctx.progress({**self._base(), "kind": "running", "elapsed": self.after,
+                           "finished": [h.host for h in self.done]})  # fmt: skip
+
+    def host_done(self, host: HostResult) -> None:
+        self.done.append(host)
+        # The last host's line would say what the final answer says a moment later.
+        if self.late and self.plan is not None and len(self.done) < len(self.plan.hosts):
+            self.ctx.progress({**self._base(), "kind": "host", "host": host.host, "status": host.status.value,
+                               "exit_code": host.exit_code, "duration": round(host.duration, 3)})  # fmt: skip
 
 
 async def get_output(ctx: TaskContext) -> Answer:
@@ -189,8 +254,29 @@ async def check_disk_space(ctx: TaskContext) -> Answer:
     if names is None:
         names = [n for n, c in config.checks.items() if isinstance(c, DiskCheck)]
     if not names:
-        return Answer.fail(ErrorCode.NOT_AVAILABLE, Msg("no disk checks are configured"))
+        # None configured: the agent PC's own system drive (C:\ on Windows, / elsewhere).
+        ctx.accept({"checks": [SYSTEM_DRIVE]})
+        spec = DiskCheck(kind="disk", path=system_drive())
+        return _check_answer({SYSTEM_DRIVE: await disk.run(spec)})
     return await _run_checks(ctx, names)
+
+
+#: The name CHECK_DISK_SPACE gives the system drive when no disk check is configured.
+SYSTEM_DRIVE = "system_drive"
+
+
+def system_drive() -> Path:
+    """The drive the OS runs from: ``%SystemDrive%\\`` on Windows, ``/`` elsewhere."""
+    if os.name == "nt":  # pragma: no cover - Windows
+        return Path(os.environ.get("SYSTEMDRIVE", "C:") + "\\")
+    return Path("/")
+
+
+def agent_today(config: AgentConfig) -> dt.date:
+    """Today's date in the agent's timezone (``[chat] timezone``, default Asia/Seoul): what ``today`` means."""
+    chat = getattr(config, "chat", None)
+    name = getattr(chat, "timezone", None) or DEFAULT_TIMEZONE
+    return dt.datetime.now(ZoneInfo(name)).date()
 
 
 async def fetch_mes_qc(ctx: TaskContext) -> Answer:
@@ -200,14 +286,17 @@ async def fetch_mes_qc(ctx: TaskContext) -> Answer:
     if query is None:
         return Answer.fail(ErrorCode.NOT_AVAILABLE, Msg("the MES QC query is not configured"))
     params = ctx.command.params
-    bound = db.bind(query, {"date": params.get("date")})  # InvalidArguments before any connection is made
-    ctx.accept({"date": params.get("date")})
+    # No date: today, in the agent's timezone. InvalidArguments before any connection is made.
+    bound = db.bind(query, {"date": params.get("date") or "today"}, today=agent_today(config))
+    day = bound.get("date")
+    day = day.isoformat() if isinstance(day, dt.date) else params.get("date")
+    ctx.accept({"date": day})
     try:
         result = await db.query(query, bound, config.db, ctx.parts.checks.environ)
     except db.QueryFailed as exc:
         return Answer.fail(ErrorCode.CHECK_FAILED, exc.message)
     # Honest counts: "total" from the query's bounded count_sql (the built-in mes_qc has one), else unknown.
-    return Answer(Status.SUCCESS, {"date": params.get("date"), "rows": result.rows, "row_count": len(result.rows),
+    return Answer(Status.SUCCESS, {"date": day, "rows": result.rows, "row_count": len(result.rows),
                                    "truncated": result.truncated, "total": result.total,
                                    "total_at_least": result.total_at_least})  # fmt: skip
 
@@ -220,6 +309,26 @@ async def approve(ctx: TaskContext) -> Answer:
 async def reject(ctx: TaskContext) -> Answer:
     """``params``: ``code``. A different user with the approver role cancels the request."""
     return approvals.decide(ctx.command, ctx.parts.ledger, ctx.parts.audit, approve=False, now=time.time())
+
+
+async def help_command(ctx: TaskContext) -> Answer:
+    """``params``: ``runbook`` (optional). The runbooks this room may run, or how to call one."""
+    return console.help_answer(ctx.parts.catalog.report, ctx.command.room_id, ctx.command.params)
+
+
+async def history(ctx: TaskContext) -> Answer:
+    """``params``: ``runbook`` (optional), ``limit``. This room's runs from the audit log, newest first."""
+    return console.history_answer(ctx.parts.audit.path, ctx.command.room_id, ctx.command.params)
+
+
+async def pending(ctx: TaskContext) -> Answer:
+    """This room's requests waiting for an approver."""
+    return console.pending_answer(ctx.parts.ledger, ctx.command.room_id, time.time())
+
+
+async def cancel(ctx: TaskContext) -> Answer:
+    """``params``: ``code``. The requester withdraws their own held request."""
+    return console.cancel_answer(ctx.command, ctx.parts.ledger, ctx.parts.audit)
 
 
 ANYONE = frozenset({"viewer", "operator", "approver"})
@@ -235,6 +344,10 @@ ACTION_ROLES: Mapping[Action, frozenset[str]] = MappingProxyType(
         Action.GET_OUTPUT: ANYONE,
         Action.APPROVE: frozenset({"approver"}),
         Action.REJECT: frozenset({"approver"}),
+        Action.HELP: ANYONE,
+        Action.HISTORY: ANYONE,
+        Action.PENDING: ANYONE,
+        Action.CANCEL: ANYONE,
     }
 )
 
@@ -250,6 +363,10 @@ HANDLERS: Mapping[Action, Handler] = MappingProxyType(
         Action.GET_OUTPUT: get_output,
         Action.APPROVE: approve,
         Action.REJECT: reject,
+        Action.HELP: help_command,
+        Action.HISTORY: history,
+        Action.PENDING: pending,
+        Action.CANCEL: cancel,
     }
 )
 

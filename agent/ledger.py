@@ -5,9 +5,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
+
+
+def packet_digest(packet: dict[str, Any]) -> str:
+    """sha256 of a packet's canonical JSON (keys sorted, no whitespace, UTF-8): what a held request records."""
+    canonical = json.dumps(packet, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class TaskState(StrEnum):
@@ -21,15 +30,55 @@ class TaskState(StrEnum):
 
 
 @dataclass(frozen=True)
-class Approval:
+class HeldRequest:
+    """A request waiting for approval, as kept on disk: a redacted view and a digest, never the raw packet.
+
+    The raw packet (which may carry a secret typed as an argument) lives only in the memory of the process that
+    received it. After a restart, :meth:`replayable` gives the stored view back when redaction left it unchanged
+    (its digest is the original's); otherwise the request cannot run again and should be answered as such.
+    """
+
     code: str
     task_id: str
     room_id: str | None
     requester: str | None
-    #: The original command packet (JSON), run as is once approved.
-    command: str
+    #: The command packet as redaction left it.
+    request: dict[str, Any]
+    #: sha256 of the original packet (:func:`packet_digest`).
+    packet_sha256: str
+    #: What would run (runbook, hosts, args), redacted.
     summary: dict[str, Any]
     expires: float
+
+    @classmethod
+    def of(
+        cls,
+        code: str,
+        packet: dict[str, Any],
+        summary: dict[str, Any],
+        expires: float,
+        redact: Callable[[Any], Any],
+        requester: str | None = None,
+    ) -> HeldRequest:
+        """Build one from the raw packet: digest it, keep only ``redact(packet)`` and ``redact(summary)``."""
+        return cls(
+            code=code,
+            task_id=str(packet.get("task_id")),
+            room_id=packet.get("room_id") if isinstance(packet.get("room_id"), str) else None,
+            requester=requester,
+            request=redact(packet),
+            packet_sha256=packet_digest(packet),
+            summary=redact(summary),
+            expires=expires,
+        )
+
+    def matches(self, packet: dict[str, Any]) -> bool:
+        """True when ``packet`` is the original this request was made from."""
+        return packet_digest(packet) == self.packet_sha256
+
+    def replayable(self) -> dict[str, Any] | None:
+        """The original packet when the stored view is it (nothing was redacted), else None."""
+        return self.request if self.matches(self.request) else None
 
 
 @dataclass(frozen=True)
@@ -52,6 +101,6 @@ class Ledger(Protocol):
     def set_task_state(self, task_id: str, state: TaskState, approved_by: str | None = None) -> None: ...
     def unfinished_tasks(self) -> list[TaskRecord]: ...
     def nonce_used(self, nonce: str, now: float, keep: float) -> bool: ...
-    def add_approval(self, approval: Approval) -> None: ...
-    def approvals(self) -> list[Approval]: ...
-    def claim_approval(self, code: str) -> Approval | None: ...
+    def hold(self, request: HeldRequest) -> None: ...
+    def held(self) -> list[HeldRequest]: ...
+    def claim(self, code: str) -> HeldRequest | None: ...

@@ -4,8 +4,8 @@ The only module that imports websockets. On every connect it sends AGENT_HELLO, 
 of the outbox in order, then new ones as they are queued; frames from the relay go to the ``on_frame`` callback.
 Every failure is logged at ERROR with its cause and retried, whatever it is: with jittered exponential backoff
 (:func:`backoff`); a connection that stayed up a while is retried at once (with a little jitter), so a relay
-restart costs well under two seconds; an authentication refusal or an untrusted certificate is retried at the
-longest delay, never in a tight loop. The link never returns before ``stop`` is set: if it did, the agent would be
+restart costs well under two seconds; an authentication refusal, an untrusted certificate or a relay that refuses
+a second agent with the same agent_id (close 4409) is retried at the longest delay, never in a tight loop. The link never returns before ``stop`` is set: if it did, the agent would be
 headless, so :class:`agent.app.App` treats that as fatal.
 """
 
@@ -35,6 +35,10 @@ STABLE_AFTER = 5.0
 RETRY_AFTER_STABLE = 0.2
 #: WebSocket close code the agent uses when it stops (1001: going away).
 CLOSE_GOING_AWAY = 1001
+#: Close code of a relay that refuses this connection because an agent with the same agent_id is connected
+#: (docs/protocol.md). Retried at the longest backoff, never in a tight loop: two agents sharing an id must not
+#: knock each other off.
+CLOSE_DUPLICATE_AGENT = 4409
 
 
 def backoff(
@@ -59,7 +63,7 @@ class Link:
         url: str,
         outbox: Outbox,
         on_frame: Callable[[str | bytes], None],
-        hello: Callable[[], dict[str, Any]],
+        hello: Callable[[], dict[str, Any]] | None,
         queued: asyncio.Event,
         acked: asyncio.Event,
         token: str | None = None,
@@ -69,6 +73,7 @@ class Link:
         open_timeout: float = 10.0,
         max_backoff: float = 60.0,
         max_frame: int = MAX_FRAME,
+        wire: Callable[[str], str] | None = None,
     ) -> None:
         self.url = url
         self.outbox = outbox
@@ -83,6 +88,9 @@ class Link:
         self._open_timeout = open_timeout
         self._max_backoff = max_backoff
         self._max_frame = max_frame
+        #: Protocol v0 (``hello`` None, ``wire`` set): no HELLO; each stored message goes out as ``wire(body)``; a
+        #: relay that cannot ACK, so what was sent counts as delivered once a ping sent after it is answered.
+        self._wire = wire
         self._wakeup = queued
         self._acked = acked
         #: Set while a connection is open (for tests, the benchmark and shutdown).
@@ -117,7 +125,7 @@ class Link:
                         "the relay refused the agent's credentials (HTTP %d); check AGENT_RELAY_TOKEN", status
                     )
                     delay = self._max_backoff
-                else:
+                else:  # 503 and every other status: a relay that is not ready; the normal backoff
                     logger.error("the relay answered HTTP %d to the handshake", status)
             except ssl.SSLCertVerificationError as exc:
                 logger.error(
@@ -129,6 +137,17 @@ class Link:
                     logger.error(
                         "the relay sent a frame over %d bytes; connection closed (1009)", self._max_frame
                     )
+                elif exc.rcvd is not None and refused_by_policy(exc.rcvd.code):
+                    hint = (
+                        "; another agent with the same agent_id is connected: give each agent its own agent_id"
+                        if exc.rcvd.code == CLOSE_DUPLICATE_AGENT
+                        else ""
+                    )
+                    logger.error(
+                        "the relay refused this connection (close code %d: %s)%s; retrying in %.0f s",
+                        exc.rcvd.code, exc.rcvd.reason[:200] or "no reason given", hint, self._max_backoff,
+                    )  # fmt: skip
+                    delay = self._max_backoff
                 else:
                     logger.error("relay connection lost: %s", _cause(exc))
             except (OSError, TimeoutError, InvalidHandshake) as exc:
@@ -148,7 +167,8 @@ class Link:
                 await asyncio.wait_for(stop.wait(), timeout=wait)
 
     async def _serve(self, ws: ClientConnection, stop: asyncio.Event) -> None:
-        await ws.send(encode(self._hello()))
+        if self._hello is not None:
+            await ws.send(encode(self._hello()))
         self.connected.set()
         writer = asyncio.create_task(self._write(ws))
         stopper = asyncio.create_task(stop.wait())
@@ -176,11 +196,19 @@ class Link:
         last = 0
         while True:
             self._wakeup.clear()
+            sent = last
             for seq, body in self.outbox.pending(after=last):
+                frame = body if self._wire is None else self._wire(body)
                 if logger.isEnabledFor(logging.DEBUG):
-                    logger.debug("> %s", body[:2000])
-                await ws.send(body)
+                    logger.debug("> %s", frame[:2000])
+                await ws.send(frame)
                 last = seq
+            if self._wire is not None and last > sent:
+                # v0: the relay's pong to a ping sent after these frames shows it has read them (in order).
+                await (await ws.ping())
+                if self.outbox.ack_through(last):
+                    self._acked.set()
+                continue
             await self._wakeup.wait()
 
     async def flush(self, timeout: float) -> bool:
@@ -191,6 +219,12 @@ class Link:
                     self._acked.clear()
                     await self._acked.wait()
         return self.outbox.count() == 0
+
+
+def refused_by_policy(code: int) -> bool:
+    """A close that says "not you, not now" (1008, or an application code 4000-4999, such as a second connection
+    with the same agent_id): retried at the longest backoff, like a refused token, never in a tight loop."""
+    return code == 1008 or 4000 <= code <= 4999
 
 
 def _cause(exc: BaseException) -> str:

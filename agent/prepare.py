@@ -44,13 +44,14 @@ def prepare(
     the catalog and inventory as its schedule would run it (runbook, room, hosts, arguments, approval).
     ``executor``: also load the SSH keys and known_hosts as the executor would.
     """
-    from agent.scheduler import schedule_problems
-
     found = Prepared()
     errors, warnings = config.runtime_problems(environ)
     found.errors += errors
     found.warnings += warnings
-    found.errors += schedule_problems(config)
+    if config.schedules:
+        from agent.scheduler import schedule_problems
+
+        found.errors += schedule_problems(config)
     try:
         config.redactor(environ=environ)
     except ConfigError as exc:

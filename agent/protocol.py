@@ -11,9 +11,9 @@ import json
 import re
 import uuid
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from agent.errors import AgentError
 from agent.i18n import Msg, i18n_json
@@ -21,9 +21,45 @@ from agent.i18n import Msg, i18n_json
 PROTOCOL_VERSION = 1
 #: The largest frame the agent accepts, in bytes; larger ones close the connection with 1009.
 MAX_FRAME = 1024 * 1024
-_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
-_ROOM_ID = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
-_MSG_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+# -- identifiers ------------------------------------------------------------------------------------------------
+# Every identifier a relay sends is checked as a whole value (``fullmatch``; a pydantic ``pattern`` only searches)
+# with a bounded length, at parse time, before anything runs. They are data: nothing on disk is ever named after one
+# (the output store keys by a digest). The patterns are documented in docs/protocol.md, "Identifiers".
+
+#: ``task_id`` (also ``params.task_id`` of GET_OUTPUT): 1–128 characters, a letter or digit first.
+TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+#: ``room_id`` and ``user_id``: 1–128 characters, none a control character (C0, DEL, C1) or a line/paragraph
+#: separator; chat systems name rooms and users in any script, so no narrower alphabet.
+ROOM_ID = USER_ID = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,128}")
+#: ``msg_id`` of an ACK.
+MSG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+#: ``auth.nonce`` of a signed command.
+NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+#: ``params.code`` of APPROVE and REJECT (case-insensitive; the agent hands out upper case).
+APPROVAL_CODE = re.compile(r"[A-Za-z2-9]{6}")
+#: ``params.host`` of GET_OUTPUT: a host alias of the inventory.
+HOST_ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def _whole(pattern: re.Pattern[str]) -> AfterValidator:
+    def check(value: str) -> str:
+        if pattern.fullmatch(value) is None:
+            raise ValueError("not a valid identifier")
+        return value
+
+    return AfterValidator(check)
+
+
+def valid_identifier(value: object, pattern: re.Pattern[str]) -> bool:
+    """True when ``value`` is a string that ``pattern`` matches as a whole (and UTF-8 can carry)."""
+    return isinstance(value, str) and pattern.fullmatch(value) is not None and _encodable(value)
+
+
+TaskId = Annotated[str, _whole(TASK_ID)]
+RoomId = Annotated[str, _whole(ROOM_ID)]
+UserId = Annotated[str, _whole(USER_ID)]
+MsgId = Annotated[str, _whole(MSG_ID)]
 
 
 class Action(StrEnum):
@@ -38,12 +74,17 @@ class Action(StrEnum):
     GET_OUTPUT = "GET_OUTPUT"
     APPROVE = "APPROVE"
     REJECT = "REJECT"
+    HELP = "HELP"
+    HISTORY = "HISTORY"
+    PENDING = "PENDING"
+    CANCEL = "CANCEL"
 
 
 class Event(StrEnum):
     AGENT_HELLO = "AGENT_HELLO"
     TASK_ACCEPTED = "TASK_ACCEPTED"
     TASK_PENDING_APPROVAL = "TASK_PENDING_APPROVAL"
+    TASK_PROGRESS = "TASK_PROGRESS"
     TASK_FINISHED = "TASK_FINISHED"
     REPORT = "REPORT"
     ACK = "ACK"
@@ -75,6 +116,7 @@ class ErrorCode(StrEnum):
     APPROVAL_UNKNOWN = "APPROVAL_UNKNOWN"
     APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
     REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
     UNSIGNED = "UNSIGNED"
     BAD_SIGNATURE = "BAD_SIGNATURE"
     STALE = "STALE"
@@ -85,13 +127,23 @@ class InvalidPacket(AgentError, ValueError):
     """A frame that is not a valid command. Carries what could be salvaged to address the FAIL answer."""
 
     def __init__(
-        self, code: ErrorCode, message: str, task_id: str | None = None, room_id: str | None = None
+        self,
+        code: ErrorCode,
+        message: str,
+        task_id: str | None = None,
+        room_id: str | None = None,
+        field: str | None = None,
+        action: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
+        #: The refused action as sent (ACTION_NOT_ALLOWED), for protocol v0's answer, which names it.
+        self.action = action
         self.message = message
         self.task_id = task_id
         self.room_id = room_id
+        #: The field at fault when one identifier was refused (``task_id``, ``params.code``, ``auth.nonce``, …).
+        self.field = field
 
 
 class Command(BaseModel):
@@ -100,11 +152,11 @@ class Command(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     action: Action
-    task_id: str = Field(pattern=_TASK_ID.pattern)
-    room_id: str = Field(pattern=_ROOM_ID.pattern)
+    task_id: TaskId
+    room_id: RoomId
     params: dict[str, Any] = Field(default_factory=dict)
     #: The chat user who typed it, as the relay authenticated them (top level only).
-    user_id: str | None = Field(default=None, max_length=128)
+    user_id: UserId | None = None
     #: The packet as it arrived (for the signature check).
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -124,7 +176,7 @@ class Ack(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     event: Event
-    msg_id: str = Field(pattern=_MSG_ID.pattern)
+    msg_id: MsgId
 
 
 def _reject_constant(name: str) -> Any:
@@ -162,7 +214,7 @@ def parse_frame(frame: str | bytes) -> Command | Ack:
         raise InvalidPacket(ErrorCode.MALFORMED, Msg("not valid JSON")) from None
     if not isinstance(raw, dict):
         raise InvalidPacket(ErrorCode.MALFORMED, Msg("a packet must be a JSON object"))
-    task_id, room_id = _salvage(raw, "task_id", _TASK_ID), _salvage(raw, "room_id", _ROOM_ID)
+    task_id, room_id = _salvage(raw, "task_id", TASK_ID), _salvage(raw, "room_id", ROOM_ID)
     if not _encodable(frame) or not _encodable(json.dumps(raw, ensure_ascii=False)):
         # JSON escapes can smuggle in lone surrogates, which no UTF-8 store or frame can carry.
         raise InvalidPacket(ErrorCode.MALFORMED, Msg("invalid Unicode (lone surrogate)"), task_id, room_id)
@@ -170,12 +222,16 @@ def parse_frame(frame: str | bytes) -> Command | Ack:
         try:
             return Ack.model_validate(raw)
         except ValidationError:
-            raise InvalidPacket(ErrorCode.MALFORMED, Msg("an ACK needs a valid msg_id")) from None
+            raise InvalidPacket(
+                ErrorCode.MALFORMED, Msg("an ACK needs a valid msg_id"), field="msg_id"
+            ) from None
     action = raw.get("action")
     if not isinstance(action, str):
         raise InvalidPacket(ErrorCode.MALFORMED, Msg("missing 'action'"), task_id, room_id)
     if action not in Action.__members__:
-        raise InvalidPacket(ErrorCode.ACTION_NOT_ALLOWED, Msg("action not allowed"), task_id, room_id)
+        raise InvalidPacket(
+            ErrorCode.ACTION_NOT_ALLOWED, Msg("action not allowed"), task_id, room_id, action=action
+        )
     try:
         command = Command.model_validate(raw)
     except ValidationError as exc:
@@ -185,9 +241,40 @@ def parse_frame(frame: str | bytes) -> Command | Ack:
             Msg("invalid or missing: {fields}", fields=", ".join(fields or ["packet"])),
             task_id,
             room_id,
+            field=fields[0] if len(fields) == 1 else None,
         ) from None
+    _check_nested_identifiers(command, raw, task_id, room_id)
     command._raw = raw
     return command
+
+
+#: Identifiers inside ``params``, per action: ``(key, pattern, required)``. Checked at parse time like the top-level
+#: ones, so a hostile value is refused naming the field before any handler sees it.
+_PARAM_IDENTIFIERS: dict[Action, tuple[tuple[str, re.Pattern[str], bool], ...]] = {
+    Action.GET_OUTPUT: (("task_id", TASK_ID, True), ("host", HOST_ALIAS, True)),
+    Action.APPROVE: (("code", APPROVAL_CODE, True),),
+    Action.REJECT: (("code", APPROVAL_CODE, True),),
+}
+
+
+def _check_nested_identifiers(
+    command: Command, raw: dict[str, Any], task_id: str | None, room_id: str | None
+) -> None:
+    for key, pattern, required in _PARAM_IDENTIFIERS.get(command.action, ()):
+        value = command.params.get(key)
+        if (value is not None or required) and not valid_identifier(value, pattern):
+            raise InvalidPacket(
+                ErrorCode.INVALID_ARGUMENTS,
+                Msg("params.{key}: missing or not a valid identifier", key=key),
+                task_id,
+                room_id,
+                field=f"params.{key}",
+            )
+    auth = raw.get("auth")
+    if isinstance(auth, dict) and "nonce" in auth and not valid_identifier(auth["nonce"], NONCE):
+        raise InvalidPacket(
+            ErrorCode.BAD_SIGNATURE, Msg("invalid: auth.nonce"), task_id, room_id, field="auth.nonce"
+        )
 
 
 # -- outbound ---------------------------------------------------------------------------------------------------
@@ -198,8 +285,13 @@ def new_msg_id() -> str:
 
 
 def hello_message(
-    agent_id: str, version: str, catalog_sha256: str | None, runbooks: list[str]
+    agent_id: str,
+    version: str,
+    catalog_sha256: str | None,
+    runbooks: list[str],
+    approver_keys: list[str] | None = None,
 ) -> dict[str, Any]:
+    """``approver_keys``: fingerprints of the catalog approvers' public keys (the relay watches them change)."""
     return {
         "event": Event.AGENT_HELLO.value,
         "msg_id": new_msg_id(),
@@ -209,6 +301,7 @@ def hello_message(
             "protocol": PROTOCOL_VERSION,
             "catalog_sha256": catalog_sha256,
             "runbooks": runbooks,
+            "approver_keys": sorted(approver_keys or []),
             "actions": [a.value for a in Action],
         },
     }
@@ -231,6 +324,17 @@ def accepted_message(command: Command, payload: dict[str, Any] | None = None) ->
         "task_id": command.task_id,
         "msg_id": new_msg_id(),
         "payload": {"action": command.action.value, **(payload or {})},
+    }
+
+
+def progress_message(command: Command, payload: dict[str, Any]) -> dict[str, Any]:
+    """TASK_PROGRESS: a line about a run that is still going (not kept as the task's answer)."""
+    return {
+        "event": Event.TASK_PROGRESS.value,
+        "room_id": command.room_id,
+        "task_id": command.task_id,
+        "msg_id": new_msg_id(),
+        "payload": payload,
     }
 
 

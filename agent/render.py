@@ -1,7 +1,8 @@
 """Chat-ready text for answers and reports, in the room's language. Pure, no I/O.
 
-A relay can post ``payload.text`` as is: per host a status mark and word, exit code and duration, the last lines of
-output in a code block, an honest note when output or a list was cut (what was left out, and how to get the rest).
+A relay can post ``payload.text`` as is: per host a status mark and word, exit code and duration, the head and tail
+of its output in a code block (:func:`agent.render_console.output_block`: what was left out, and the command that
+pages the rest), an honest count when a list was cut.
 Every ``render_*`` takes the room's :class:`~agent.i18n.Chat` (language, timezone): texts come from the message
 catalog, times are shown in the configured zone (``2026-11-28 14:05 KST``), and a message that travels as a
 :class:`~agent.i18n.Msg` (``"message"`` + ``"i18n"`` in the JSON: errors, check results, reports, host messages) is
@@ -19,22 +20,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.i18n import N_, Chat
+from agent.markup import MARKS, STATUS_WORDS, ZWSP, neutralize, status_word
+from agent.render_console import output_block
 
-ZWSP = "\u200b"
-MARKS = {"SUCCESS": "✅", "OK": "✅", "FAIL": "❌", "DOWN": "🔴", "ERROR": "⚠️", "WARN": "🟡", "TIMEOUT": "⏱️",
-         "UNREACHABLE": "📵", "REFUSED": "⛔"}  # fmt: skip
-#: The word a person reads for each wire status (the status itself stays in the JSON).
-STATUS_WORDS = {
-    "SUCCESS": N_("succeeded"),
-    "FAIL": N_("failed"),
-    "TIMEOUT": N_("timed out"),
-    "UNREACHABLE": N_("unreachable"),
-    "REFUSED": N_("refused"),
-    "ERROR": N_("error"),
-    "OK": N_("OK"),
-    "WARN": N_("warning"),
-    "DOWN": N_("down"),
-}
+__all__ = [
+    "MARKS",
+    "STATUS_WORDS",
+    "ZWSP",
+    "neutralize",
+    "render_error",
+    "render_finished",
+    "render_pending",
+    "render_report",
+    "render_run",
+]
+
 #: What ``agent runbooks verify`` found, in words (catalog.ProblemKind values).
 PROBLEM_WORDS = {
     "modified_script": N_("script changed since it was locked"),
@@ -48,23 +48,10 @@ PROBLEM_WORDS = {
     "lock_invalid": N_("the lock file does not parse"),
     "lock_edited": N_("the lock file was edited by hand"),
 }
-#: Lines of output shown per host in chat.
-TAIL_LINES = 12
-TAIL_CHARS = 1500
 #: Rows of a query result shown in chat.
 MAX_ROWS_SHOWN = 10
 #: Catalog problems listed in a report.
 MAX_PROBLEMS_SHOWN = 20
-
-
-def neutralize(text: str) -> str:
-    """Break mentions, links and markup so a messenger shows them as plain text."""
-    return (
-        text.replace("```", "``" + ZWSP + "`")
-        .replace("@", "@" + ZWSP)
-        .replace("://", ":" + ZWSP + "//")
-        .replace("<", "<" + ZWSP)
-    )
 
 
 def _n(value: Any) -> str:
@@ -101,24 +88,13 @@ def _mark(status: Any) -> str:
 
 
 def _word(chat: Chat, status: Any) -> str:
-    word = STATUS_WORDS.get(str(status))
-    return chat._(word) if word else _n(status)
+    return status_word(chat, status)
 
 
 def _message(chat: Chat, item: Any) -> str:
     """An object's ``message``, translated from its ``i18n`` when it has one, neutralised."""
     item = _map(item)
     return _n(chat.text(item.get("i18n"), fallback=str(item.get("message") or "")))
-
-
-def _tail(output: str) -> tuple[str, int, int]:
-    """The last lines of ``output``: (text, lines shown, lines in all)."""
-    lines = output.rstrip("\n").splitlines()
-    shown = lines[-TAIL_LINES:]
-    text = "\n".join(shown)
-    if len(text) > TAIL_CHARS:
-        text = text[-TAIL_CHARS:]
-    return text, len(shown), len(lines)
 
 
 def _code(text: str) -> str:
@@ -150,20 +126,10 @@ def render_run(chat: Chat, data: Mapping[str, Any], output_ref: str | None = Non
         if host.get("message"):
             head += " — " + _message(chat, host)
         lines.append(f"{_mark(status)} {head}")
-        stream = "stdout" if host.get("stdout") else "stderr"
-        shown, count, total = _tail(str(host.get(stream) or ""))
-        if shown:
-            lines.append(_code(shown))
-            if count < total:
-                lines.append(chat._("(last {shown} of {total} lines of {stream})").format(
-                    shown=count, total=total, stream=stream))  # fmt: skip
-        if host.get("truncated"):
-            cut = int(_number(host.get("stdout_cut")) + _number(host.get("stderr_cut")))
-            note = chat._("output cut: {size} left out in the middle").format(size=chat.size(cut))
-            if output_ref:
-                note += "; " + chat._("the whole output: GET_OUTPUT task_id={ref} host={host}").format(
-                    ref=_n(output_ref), host=_n(host.get("host")))  # fmt: skip
-            lines.append(f"({note})")
+        # Head and tail of each stream, what was left out, and the exact command that pages the kept copy.
+        failed = status != "SUCCESS"
+        page_lines = int(_number(data.get("page_lines"), 200)) or 200
+        lines.extend(output_block(dict(host), output_ref, page_lines, failed, chat))
     return "\n".join(lines)
 
 

@@ -117,6 +117,7 @@ class RunGate:
         audit: AuditLog,
         redactor: Redactor,
         outputs: OutputStore | None = None,
+        on_evicted: Callable[[list[Any]], None] | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -124,6 +125,8 @@ class RunGate:
         self.audit = audit
         self.redactor = redactor
         self.outputs = outputs
+        #: Told which kept outputs the store's caps removed (the runtime reports them).
+        self.on_evicted = on_evicted
         self._redactors: dict[tuple[str, tuple[RedactRuleModel, ...]], Redactor] = {}
 
     async def close(self) -> None:
@@ -167,12 +170,15 @@ class RunGate:
         redactor = self.redactor_for(planned.name, manifest.redact)
         result = await self._executor.run(planned, redactor, on_host=on_host)
         if request.task_id is not None and self.outputs is not None:
-            self.outputs.save(request.task_id, result)
+            evicted = self.outputs.save(request.task_id, result)
+            if evicted and self.on_evicted is not None:
+                self.on_evicted(evicted)
         self._audit(
             "run",
             request,
             script_sha256=planned.runbook.script_sha256,
             argv_count=len(planned.argv),
+            args=dict(request.args),
             hosts=[
                 {"host": h.host, "status": h.status.value, "exit_code": h.exit_code,
                  "duration": round(h.duration, 3), "output_sha256": h.output_sha256}

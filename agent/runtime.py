@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from agent import __version__
+from agent import __version__, protocol_v0
 from agent.audit import AuditLog
 from agent.catalog import Catalog
 from agent.core import (
@@ -36,12 +36,13 @@ from agent.core import (
 )
 from agent.dispatch import Parts, TaskContext, dispatch
 from agent.i18n import Msg, i18n_json, nmsg
-from agent.outbox import Outbox, TaskState
+from agent.outbox import GroupCommit, Outbox, TaskState
 from agent.protocol import (
     Command,
     ErrorCode,
     accepted_message,
     hello_message,
+    progress_message,
     report_message,
 )
 from agent.protocol import (
@@ -49,6 +50,7 @@ from agent.protocol import (
 )
 from agent.redaction import Redactor
 from agent.render import render_finished, render_pending, render_report
+from agent.render_console import render_console
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +82,14 @@ class AgentRuntime:
             command_key=command_key,
             clock_skew=self.config.access.clock_skew,
             approval_window=self.config.access.approval_window,
+            redact=redactor.redact_json,
+            holds_approvals=self.config.relay.protocol != "v0",
         )
+        #: Writes made within one loop iteration share one durable commit (one fsync); the link is woken only
+        #: once a message is on disk, so nothing is sent that a power cut could take back.
+        self._group = GroupCommit(outbox)
+        #: Protocol v0: every message is reshaped by :func:`agent.protocol_v0.adapt` (or not sent at all).
+        self.v0 = self.config.relay.protocol == "v0"
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(self.config.tasks.max_tasks)
@@ -116,7 +125,7 @@ class AgentRuntime:
 
     def _perform(self, effect: Effect) -> None:
         if isinstance(effect, Send):
-            self.send(effect.message, effect.task_id)
+            self.send(effect.message, effect.task_id, effect.action, effect.stored)
         elif isinstance(effect, Acked):
             if self.outbox.ack(effect.msg_id):
                 self.acked.set()
@@ -153,29 +162,95 @@ class AgentRuntime:
         """
         redacted: dict[str, Any] = self.redactor.redact_json(message)
         payload = redacted.get("payload")
-        render = _RENDERERS.get(str(redacted.get("event")))
-        if isinstance(payload, dict) and render is not None:
+        if isinstance(payload, dict):
+            event = redacted.get("event")
             try:
-                payload["text"] = render(self.chat, payload)
+                text = render_console(str(event), payload, self.chat)
+                if text is None and (render := _RENDERERS.get(str(event))) is not None:
+                    text = render(self.chat, payload)
             except Exception:  # a rendering bug must never cost the message itself
-                logger.exception("could not render the chat text of a %s", redacted.get("event"))
-                payload["text"] = f"{payload.get('status', '')} {payload.get('message', '')}".strip()
+                logger.exception("could not render the chat text of a %s", event)
+                text = f"{payload.get('status', '')} {payload.get('message', '')}".strip()
+            if text is not None:
+                payload["text"] = text
         return redacted
 
-    def send(self, message: dict[str, Any], task_id: str | None = None) -> None:
-        """Queue a message for the relay (durably); ``task_id``: it is that task's final answer."""
-        redacted = self.outbound(message)
+    def send(
+        self,
+        message: dict[str, Any],
+        task_id: str | None = None,
+        action: str | None = None,
+        stored: bool = False,
+    ) -> None:
+        """Queue a message for the relay, durably; ``task_id``: it is that task's final answer (kept for repeats).
+
+        The write joins this loop iteration's group commit; the link sends it once that commit is done.
+        ``action``: the command's action as sent (v0 shapes answers by it); ``stored``: a final kept from before,
+        already redacted and shaped for the wire, sent again.
+        """
+        redacted = message if stored and self.v0 else self.outbound(message)
+        if self.v0 and not stored:
+            # --- protocol v0: one TASK_FINISHED per command, nothing else (agent/protocol_v0.py) ---
+            frame = protocol_v0.adapt(redacted, action, self.config.relay.v0_reports)
+            if frame is None:
+                self._not_in_v0(redacted, task_id)
+                return
+            redacted = self.redactor.redact_json(frame)  # the echoed action too
         if task_id is not None:
-            self.outbox.finish_task(task_id, redacted)
+            done = self._group.submit(lambda box: box.finish_task(task_id, redacted))
         else:
-            self.outbox.put(redacted)
+            done = self._group.submit(lambda box: box.put(redacted))
+        done.add_done_callback(self._stored)
         if redacted.get("event") == Wire.REPORT.value:
             payload = redacted.get("payload", {})
             self.audit.append(
                 "report", room_id=redacted.get("room_id"), msg_id=redacted["msg_id"],
                 report_kind=payload.get("kind"), status=payload.get("status"),
             )  # fmt: skip
+
+    def _stored(self, done: asyncio.Future[int]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            logger.error("a message could not be stored in the outbox: %s", done.exception())
+            return
         self.queued.set()
+        dropped = self.outbox.take_dropped()
+        if dropped:
+            logger.warning(
+                "the outbox cap dropped %d old report(s)/acceptance(s) while the relay was away", dropped
+            )
+            self.report(
+                self.config.operations_room,
+                {"kind": "outbox_cap", "status": "WARN", "dropped": dropped,
+                 "message": f"the relay was away long: {dropped} older report(s) or acceptance notice(s) were dropped "
+                            "to stay under state.max_outbox_bytes; no result was dropped"},
+            )  # fmt: skip
+
+    def outputs_evicted(self, evicted: list[Any]) -> None:
+        """Kept outputs removed to stay under [outputs] caps: say so in the operations room."""
+        if not evicted:
+            return
+        self.report(
+            self.config.operations_room,
+            {"kind": "outputs_cap", "status": "WARN", "evicted": [e.task_id for e in evicted],
+             "message": f"{len(evicted)} oldest kept output(s) removed to stay under [outputs] max_bytes/max_runs"},
+        )  # fmt: skip
+
+    def flush_writes(self) -> None:
+        """Commit what is queued now (before closing the outbox)."""
+        self._group.flush()
+
+    def _not_in_v0(self, message: dict[str, Any], task_id: str | None) -> None:
+        """Protocol v0 has no such message (HELLO, ACCEPTED, PENDING, REPORT, or an answer without ids)."""
+        event, about = message.get("event"), message.get("task_id")
+        if event == Wire.TASK_FINISHED.value and (about is None or message.get("room_id") is None):
+            logger.warning("protocol v0: a refusal without a readable task_id or room_id cannot be answered")
+        elif event == Wire.REPORT.value:
+            logger.info("protocol v0 sends no reports (relay.v0_reports is off): %s report not sent",
+                        message.get("payload", {}).get("kind"))  # fmt: skip
+        else:
+            logger.debug("protocol v0 has no %s; not sent (task %s)", event, about)
+        if task_id is not None and event == Wire.TASK_FINISHED.value:
+            self.outbox.set_task_state(task_id, TaskState.FINISHED)
 
     def report(self, room_id: str, payload: dict[str, Any]) -> None:
         """Push an unprompted REPORT to a room (through the outbox, like everything else)."""
@@ -184,7 +259,19 @@ class AgentRuntime:
     def hello(self) -> dict[str, Any]:
         report = self.catalog.report
         digest = report.lock.catalog_sha256 if report.lock else None
-        return self.outbound(hello_message(self.config.agent_id, __version__, digest, report.runnable))
+        keys = [key.fingerprint for key in self.catalog.approvers]
+        return self.outbound(hello_message(self.config.agent_id, __version__, digest, report.runnable, keys))
+
+    def notice(self, state: str) -> None:
+        """Tell the operations room the agent started (version, short catalog digest) or is stopping."""
+        report = self.catalog.report
+        digest = report.lock.catalog_sha256[:12] if report.lock and report.lock.catalog_sha256 else None
+        self.report(
+            self.config.operations_room,
+            {"kind": "agent", "state": state, "status": "OK" if state == "started" else "WARN",
+             "agent_id": self.config.agent_id, "version": __version__, "catalog": digest,
+             "runnable": len(report.runnable)},
+        )  # fmt: skip
 
     # -- start ----------------------------------------------------------------------------------------------
 
@@ -220,6 +307,7 @@ class AgentRuntime:
             )
         self.feed(Started(time.time()))
         self.audit.append("start", runnable=report.runnable, problems=len(report.problems))
+        self.notice("started")
 
     # -- tasks ----------------------------------------------------------------------------------------------
 
@@ -234,8 +322,9 @@ class AgentRuntime:
             async with self._slots:
                 self.outbox.set_task_state(command.task_id, TaskState.RUNNING)
                 ctx = TaskContext(
-                    command, self.parts, lambda payload: self._accept(command, payload), approved_by
-                )
+                    command, self.parts, lambda payload: self._accept(command, payload), approved_by,
+                    on_progress=lambda payload: self.send(progress_message(command, payload)),
+                )  # fmt: skip
                 try:
                     answer = await dispatch(ctx)
                 except Exception:

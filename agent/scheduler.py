@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
@@ -39,6 +42,27 @@ logger = logging.getLogger(__name__)
 Report = Callable[[str, dict[str, Any]], None]
 #: At most this many missed runs are counted when the agent comes back after a long time down.
 MAX_COUNTED_MISSES = 10_000
+
+
+#: Statuses that go out even in quiet hours.
+FAILURES = frozenset({CheckStatus.DOWN.value, CheckStatus.ERROR.value})
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def in_quiet_hours(spec: str, now: float, timezone: str) -> bool:
+    """Whether ``now`` falls in ``"22:00-07:00"`` (start inclusive, end exclusive; may span midnight) there."""
+    start, end = ((int(p[:2]) * 60 + int(p[3:])) for p in spec.split("-"))
+    local = dt.datetime.fromtimestamp(now, ZoneInfo(timezone))
+    minute = local.hour * 60 + local.minute
+    if start <= end:
+        return start <= minute < end
+    return minute >= start or minute < end
 
 
 def make_trigger(schedule: Schedule) -> BaseTrigger:
@@ -80,6 +104,8 @@ class CheckScheduler:
         self.triggers = {s.name: make_trigger(s) for s in config.schedules}
         #: Per check since the last summary: [runs, runs that were not OK].
         self.tally: dict[str, list[int]] = {}
+        #: Quiet hours are read in the chat's timezone (KST by default).
+        self.timezone = config.chat.timezone
         self._scheduler: AsyncIOScheduler | None = None
 
     def start(self) -> None:
@@ -116,10 +142,22 @@ class CheckScheduler:
             return
         room = self._room(schedule)
         results = await asyncio.gather(*(self.runner.run(check, room=room) for check in schedule.checks))
+        now = time.time()
+        items = []
         for check, result in zip(schedule.checks, results, strict=True):
-            self._record(schedule, check, result)
+            item = self._record(schedule, check, result, now)
+            if item is not None:
+                items.append(item)
+        self._send_grouped(schedule, items, now)
 
-    def _record(self, schedule: Schedule, check: str, result: CheckResult) -> None:
+    def _record(
+        self, schedule: Schedule, check: str, result: CheckResult, now: float
+    ) -> dict[str, Any] | None:
+        """Remember the check's status; return what the room should hear about it this run (None: nothing).
+
+        Besides what the schedule's ``notify`` mode decides, a check that is still not OK is mentioned again once
+        ``remind_after`` seconds have passed since it was last mentioned.
+        """
         key = f"status:{schedule.name}:{check}"
         stored = self.state.get_state(key)
         previous = CheckStatus(stored) if stored else None
@@ -127,25 +165,59 @@ class CheckScheduler:
         tally = self.tally.setdefault(check, [0, 0])
         tally[0] += 1
         tally[1] += result.status is not CheckStatus.OK
+        since_key = f"failing_since:{schedule.name}:{check}"
+        if result.status is CheckStatus.OK:
+            self.state.set_state(since_key, "")
+        elif not self.state.get_state(since_key):
+            self.state.set_state(since_key, repr(now))
         decision = notify_decision(schedule.notify, previous, result.status)
+        told_key = f"reported:{schedule.name}:{check}"
+        reminder = False
+        if decision is None and schedule.remind_after is not None and result.status is not CheckStatus.OK:
+            told = _float(self.state.get_state(told_key))
+            reminder = told is not None and now - told >= schedule.remind_after
         logger.info("check %s: %s (%s)%s", check, result.status.value, result.message,
-                    f" -> {decision}" if decision else "")  # fmt: skip
-        if decision is None:
-            return
+                    f" -> {decision or ('reminder' if reminder else '')}" if decision or reminder else "")  # fmt: skip
+        if decision is None and not reminder:
+            return None
+        self.state.set_state(told_key, repr(now))
         message = (
             Msg("{check} recovered: {message}", check=check, message=result.message)
             if decision == "recovery"
             else Msg("{check}: {message}", check=check, message=result.message)
         )
-        self.report(
-            self._room(schedule),
-            {
-                "kind": "check", "schedule": schedule.name, "check": check, "status": result.status.value,
-                "previous": previous.value if previous else None, "recovered": decision == "recovery",
-                "message": message, "i18n": i18n_json(message), "at": _now(), "data": result.data,
-                "duration": round(result.duration, 3),
-            },
-        )  # fmt: skip
+        return {
+            "check": check, "status": result.status.value, "previous": previous.value if previous else None,
+            "recovered": decision == "recovery", "reminder": reminder,
+            "failing_since": _float(self.state.get_state(since_key)), "at": now,
+            "message": message, "i18n": i18n_json(message), "data": result.data,
+            "duration": round(result.duration, 3),
+        }  # fmt: skip
+
+    def _send_grouped(self, schedule: Schedule, items: list[dict[str, Any]], now: float) -> None:
+        """One message per schedule run, titled with the schedule's name and the time.
+
+        In the schedule's quiet hours only failures go out; the rest is kept (durably) and goes out with the first
+        run after the quiet hours.
+        """
+        quiet_key = f"quiet:{schedule.name}"
+        held: list[dict[str, Any]] = json.loads(self.state.get_state(quiet_key) or "[]")
+        if schedule.quiet_hours is not None and in_quiet_hours(schedule.quiet_hours, now, self.timezone):
+            later = [i for i in items if i["status"] not in FAILURES]
+            items = [i for i in items if i["status"] in FAILURES]
+            if later:
+                self.state.set_state(quiet_key, json.dumps(held + later))
+            held = []
+        elif held:
+            self.state.set_state(quiet_key, "[]")
+        if not items and not held:
+            return
+        statuses = [CheckStatus(i["status"]) for i in items if not i["recovered"]]
+        overall = worst(statuses) if statuses else CheckStatus.OK
+        self.report(self._room(schedule), {
+            "kind": "schedule", "schedule": schedule.name, "at": now, "status": overall.value,
+            "message": "; ".join(i["message"] for i in items + held), "checks": items, "quiet_collected": held,
+        })  # fmt: skip
 
     async def _summary(self, schedule: Schedule) -> None:
         names = self.runner.names

@@ -115,10 +115,10 @@ async def test_four_eyes_release_exactly_once_by_another_approver(
         await send(operator, "f2", "APPROVE", "choi", code=code)  # the requester, though an approver
         assert (await operator.finished("f2"))["payload"]["error"]["code"] == "UNAUTHORIZED"
         await send(operator, "f3", "APPROVE", "lee", code=code.lower())
-        assert (await operator.finished("f3"))["payload"]["data"] == {
-            "approved": "f1",
-            "runbook": "approved_change",
-        }
+        released = (await operator.finished("f3"))["payload"]
+        assert released["data"] == {"approved": "f1", "runbook": "approved_change", "hosts": ["h1"],
+                                    "args": {"note": "v2"}, "requested_by": "choi"}  # fmt: skip
+        assert "approved_change @ h1 (note=v2)" in released["text"] and "f1" in released["text"]
         result = await operator.finished("f1")
         assert (
             result["payload"]["status"] == "SUCCESS"

@@ -70,7 +70,7 @@ def test_inventory_resolves_groups_and_the_all_group(tmp_path: Path) -> None:
         ),
         (
             ('pattern = "MBR[0-9]{8}"', 'pattern = "(?<=x)"'),
-            "redaction.rules.0: Value error, redaction rule 'member'",
+            "redaction.rules: rule 0: redaction rule 'member': pattern is not valid RE2 syntax",
         ),
         (('secret_env = ["EXTRA_TOKEN"]', 'secret_env = ["NOT-A-NAME"]'), "redaction.secret_env.0"),
     ],

@@ -28,7 +28,7 @@ from agent.core import (
     TimerFired,
     approval_timer,
 )
-from agent.ledger import Approval, TaskRecord, TaskState
+from agent.ledger import HeldRequest, TaskRecord, TaskState
 from agent.protocol import Command, Status, parse_frame
 
 NOW = 1_800_000_000.0
@@ -39,7 +39,7 @@ class MemoryLedger:
 
     def __init__(self) -> None:
         self.tasks: dict[str, TaskRecord] = {}
-        self.held: dict[str, Approval] = {}
+        self.kept: dict[str, HeldRequest] = {}
         self.nonces: set[str] = set()
 
     def begin_task(self, task_id: str, room_id: str | None, command: str | None = None) -> bool:
@@ -63,14 +63,14 @@ class MemoryLedger:
         self.nonces.add(nonce)
         return seen
 
-    def add_approval(self, approval: Approval) -> None:
-        self.held[approval.code] = approval
+    def hold(self, request: HeldRequest) -> None:
+        self.kept[request.code] = request
 
-    def approvals(self) -> list[Approval]:
-        return list(self.held.values())
+    def held(self) -> list[HeldRequest]:
+        return list(self.kept.values())
 
-    def claim_approval(self, code: str) -> Approval | None:
-        return self.held.pop(code, None)
+    def claim(self, code: str) -> HeldRequest | None:
+        return self.kept.pop(code, None)
 
     def finish(self, task_id: str, message: dict[str, Any]) -> None:
         """What the runtime does for a Send with a task id."""
@@ -92,7 +92,11 @@ def make_core(ledger: MemoryLedger | None = None, **kwargs: Any) -> tuple[AgentC
 def packet(
     task_id: str = "t-1", action: str = "RUN_RUNBOOK", runbook: str = "disk_usage", **extra: Any
 ) -> str:
-    params = {"runbook": runbook, "hosts": ["was01"], "args": {}} if action == "RUN_RUNBOOK" else {}
+    params: dict[str, Any] = (
+        {"runbook": runbook, "hosts": ["was01"], "args": {}} if action == "RUN_RUNBOOK" else {}
+    )
+    if action in ("APPROVE", "REJECT"):
+        params = {"code": "ABCDEF"}
     return json.dumps({"action": action, "task_id": task_id, "room_id": "ops", "user_id": "kim", "params": params,
                        **extra})  # fmt: skip
 
@@ -128,8 +132,12 @@ def sent(effects: list[Effect]) -> list[dict[str, Any]]:
             json.dumps({"action": "RUN_RUNBOOK", "task_id": "", "room_id": "ops"}),
             ["Log", "Audit:refused", "Send"],
         ),
+        (
+            json.dumps({"action": "RUN_RUNBOOK", "task_id": "../../etc", "room_id": "ops"}),
+            ["Log", "Audit:refused", "Send"],
+        ),
     ],
-    ids=["command", "ack", "garbage", "unknown-action", "empty-task-id"],
+    ids=["command", "ack", "garbage", "unknown-action", "empty-task-id", "task-id-as-path"],
 )
 def test_a_frame_becomes_exactly_these_effects(frame: str, expected: list[str]) -> None:
     core, _ = make_core()
@@ -197,9 +205,7 @@ def test_held_request_is_released_once_as_the_approvers_and_its_timer_cancelled(
     assert sent(held)[0]["event"] == "TASK_PENDING_APPROVAL" and sent(held)[0]["payload"]["code"] == "ABCDEF"
     assert ArmTimer(approval_timer("ABCDEF"), 600) in held and ledger.tasks["t-10"].state is TaskState.PENDING
     approve = command(packet("t-11", action="APPROVE"))
-    released = core.handle(
-        TaskEnded(approve, Answer(Status.SUCCESS, release=ledger.claim_approval("ABCDEF")), NOW)
-    )
+    released = core.handle(TaskEnded(approve, Answer(Status.SUCCESS, release=ledger.claim("ABCDEF")), NOW))
     assert CancelTimer(approval_timer("ABCDEF")) in released
     (start,) = [e for e in released if isinstance(e, StartRun)]
     assert start.command.task_id == "t-10" and start.approved_by == "kim"
@@ -254,7 +260,9 @@ def test_restart_runs_what_is_safe_and_answers_the_rest_interrupted(
 
 def test_restart_rearms_the_timers_of_held_requests() -> None:
     ledger = MemoryLedger()
-    ledger.add_approval(Approval("ABCDEF", "t-30", "ops", "kim", packet("t-30"), {}, NOW + 100))
+    ledger.hold(
+        HeldRequest.of("ABCDEF", json.loads(packet("t-30")), {}, NOW + 100, lambda v: v, requester="kim")
+    )
     core, _ = make_core(ledger)
     assert core.handle(Started(NOW)) == [ArmTimer(approval_timer("ABCDEF"), 100)]
 
@@ -282,3 +290,35 @@ def test_any_frame_gives_effects_and_every_command_is_answered_or_run(frame: str
     effects = core.handle(FrameReceived(frame, NOW))
     assert effects
     assert any(isinstance(e, Send | StartRun | Acked) for e in effects)
+
+
+def mask(value: Any) -> Any:
+    """A stand-in for the agent's redaction: masks one secret wherever it appears."""
+    return json.loads(json.dumps(value).replace("s3cret", "[MASKED]"))
+
+
+def test_a_typed_secret_is_never_kept_and_a_restart_asks_for_the_request_again() -> None:
+    ledger = MemoryLedger()
+    core, _ = make_core(ledger, redact=mask)
+    raw = json.loads(packet("t-50", runbook="service_restart"))
+    raw["params"]["args"] = {"password": "s3cret"}
+    core.handle(FrameReceived(json.dumps(raw), NOW))
+    assert ledger.tasks["t-50"].command is None  # the packet with the secret is not on disk
+    held = core.handle(
+        TaskEnded(command(json.dumps(raw)), Answer(Status.FAIL, pending={"runbook": "x"}), NOW)
+    )
+    assert "s3cret" not in json.dumps(ledger.kept["ABCDEF"].request) and held
+    # Released by the same process: runs with the original arguments.
+    release = core.handle(TaskEnded(command(packet("t-51", action="APPROVE")),
+                                    Answer(Status.SUCCESS, release=ledger.claim("ABCDEF")), NOW))  # fmt: skip
+    (start,) = [e for e in release if isinstance(e, StartRun)]
+    assert start.command.params["args"] == {"password": "s3cret"}
+    # After a restart the original is gone: a second such request is answered, not run with the masked value.
+    core.handle(FrameReceived(json.dumps({**raw, "task_id": "t-52"}), NOW))
+    core.handle(TaskEnded(command(json.dumps({**raw, "task_id": "t-52"})),
+                          Answer(Status.FAIL, pending={"runbook": "x"}), NOW))  # fmt: skip
+    restarted, _ = make_core(ledger, redact=mask)
+    after = restarted.handle(TaskEnded(command(packet("t-53", action="APPROVE")),
+                                       Answer(Status.SUCCESS, release=ledger.claim("GHJKLM")), NOW))  # fmt: skip
+    assert not any(isinstance(e, StartRun) for e in after)
+    assert sent(after)[0]["payload"]["error"]["code"] == "INTERRUPTED"

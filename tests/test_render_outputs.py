@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from agent.i18n import Chat
+from agent.outputs import key_of
 from agent.render import ZWSP, neutralize, render_finished, render_report
 from agent.runtime import AgentRuntime
 from tests.conftest import Operator, RunningApp
@@ -21,11 +20,13 @@ def test_neutralize_breaks_mentions_links_and_fences() -> None:
     assert text.replace(ZWSP, "") == HOSTILE  # nothing is lost, only broken up
 
 
-def test_rendered_run_shows_marks_exit_codes_tails_and_truncation() -> None:
+def test_rendered_run_shows_head_tail_what_was_left_out_and_the_paging_command() -> None:
     data = {
-        "runbook": "disk_usage", "status": "TIMEOUT",
+        "runbook": "disk_usage", "status": "TIMEOUT", "page_lines": 200,
         "hosts": [
-            {"host": "was01", "status": "SUCCESS", "exit_code": 0, "duration": 0.21, "stdout": "line\n" * 40 + HOSTILE},
+            {"host": "was01", "status": "SUCCESS", "exit_code": 0, "duration": 0.21,
+             "stdout": "".join(f"line {i}\n" for i in range(1, 261)) + HOSTILE, "stdout_lines": 263,
+             "stderr": "a warning nobody needs on success"},
             {"host": "was02", "status": "TIMEOUT", "exit_code": None, "duration": 30.0, "stdout": "",
              "stderr": "partial", "message": "killed at the 30 s time limit", "truncated": True,
              "stdout_cut": 2048, "stderr_cut": 0},
@@ -36,13 +37,23 @@ def test_rendered_run_shows_marks_exit_codes_tails_and_truncation() -> None:
     assert text.startswith("⏱️ disk_usage: 1 of 2 hosts succeeded")
     assert "✅ was01 succeeded (exit code 0, 0.2 s)" in text
     assert "⏱️ was02 timed out (exit code -, 30.0 s) — killed at" in text
-    assert text.count("```") == 4 and "@all" not in text and "https://" not in text
-    assert "(last 12 of 43 lines of stdout)" in text  # the tail says what it left out
-    assert (
-        "output cut: 2.0 KiB left out in the middle; the whole output: GET_OUTPUT task_id=t-1 host=was02"
-        in text
+    assert "@all" not in text and "https://" not in text
+    shown = [n for n in range(1, 261) if f"line {n}\n" in text]
+    assert shown == [1, 2, 3, 4, 5, 254, 255, 256, 257, 258, 259, 260]  # head 5, tail 10 (3 of them hostile)
+    left_out = next(line for line in text.splitlines() if "248" in line)  # the line saying what was left out
+    assert "6–253" in left_out and "output t-1 was01 1" in text  # …and the exact command that pages the rest
+    assert "a warning nobody needs" not in text  # stderr of a success with stdout stays out
+    assert "partial" in text  # stderr of the failed host with empty stdout is shown
+    korean = render_finished(Chat(), {"status": "FAIL", "data": data})
+    assert "248줄 생략 (6–253번째 줄)" in korean and "전체 출력 보기: output t-1 was01 1" in korean
+
+
+def test_stderr_is_shown_when_the_run_failed_even_with_stdout() -> None:
+    host = {"host": "h", "status": "FAIL", "exit_code": 2, "stdout": "some output", "stderr": "the reason"}
+    text = render_finished(
+        Chat("en"), {"status": "FAIL", "data": {"runbook": "x", "status": "FAIL", "hosts": [host]}}
     )
-    assert text.count("line") <= 13  # the last lines only (and the note)
+    assert "some output" in text and "the reason" in text
 
 
 def test_rendered_refusal_and_report() -> None:
@@ -87,7 +98,9 @@ async def test_get_output_pages_through_a_large_stored_output(
     finished = (await operator.finished("big-1"))["payload"]
     host = finished["data"]["hosts"][0]
     assert host["truncated"] and len(host["stdout"].encode()) <= 65536 + 64
-    assert finished["data"]["output_ref"] == "big-1" and "GET_OUTPUT task_id=big-1" in finished["text"]
+    assert finished["data"]["output_ref"] == "big-1" and "output big-1 h1 1" in finished["text"]
+    left_out = host["stdout_lines"] - 5 - 10  # what the head (5) and the tail (10) did not show
+    assert f"… {left_out}" in finished["text"] and f"6–{5 + left_out}" in finished["text"]
     pages, page, collected = None, 0, []
     while pages is None or page < pages:
         await get_output(operator, f"page-{page}", {"task_id": "big-1", "host": "h1", "page": page})
@@ -101,11 +114,10 @@ async def test_get_output_pages_through_a_large_stored_output(
     for task, params, code in [
         ("bad-1", {"task_id": "big-1", "host": "h1", "page": 10_000}, "INVALID_ARGUMENTS"),
         ("bad-2", {"task_id": "nope", "host": "h1"}, "NOT_AVAILABLE"),
-        ("bad-3", {"task_id": "big-1", "host": "../../etc/passwd"}, "NOT_AVAILABLE"),
+        ("bad-3", {"task_id": "big-1", "host": "../../etc/passwd"}, "INVALID_ARGUMENTS"),
         ("bad-4", {"task_id": "big-1", "host": "h1", "stream": "/etc/shadow"}, "INVALID_ARGUMENTS"),
     ]:
         await get_output(operator, task, params)
         assert (await operator.finished(task))["payload"]["error"]["code"] == code
-    assert Path(
-        running_agent.app.config.path(running_agent.app.config.state.dir) / "outputs" / "big-1"
-    ).is_dir()
+    kept = running_agent.app.config.path(running_agent.app.config.state.dir) / "outputs"
+    assert (kept / key_of("big-1")).is_dir() and not (kept / "big-1").exists()  # named by digest, not by id

@@ -17,16 +17,15 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import psycopg2
-import psycopg2.errors
-import psycopg2.extensions
+from typing import TYPE_CHECKING, Any
 
 from agent.checks import CheckResult, CheckStatus
 from agent.config import COUNT_LIMIT, DbCheck, DbConfig, DbQuery
 from agent.errors import InvalidArguments
 from agent.i18n import Msg, nmsg
+
+if TYPE_CHECKING:  # pragma: no cover
+    import psycopg2
 
 DB_ENV = ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME")
 
@@ -111,6 +110,8 @@ class QueryFailed(Exception):
 
 
 def _classify(exc: psycopg2.Error, settings: DbConfig) -> QueryFailed:
+    import psycopg2.errors
+
     if isinstance(exc, psycopg2.errors.QueryCanceled):
         return QueryFailed(
             CheckStatus.DOWN,
@@ -138,6 +139,10 @@ def _classify(exc: psycopg2.Error, settings: DbConfig) -> QueryFailed:
 def _execute(
     query: DbQuery, params: dict[str, Any], settings: DbConfig, env: Mapping[str, str]
 ) -> QueryResult:
+    # Imported on first use: an agent without DB checks never loads libpq (about 10 MiB).
+    import psycopg2
+    import psycopg2.extensions
+
     try:
         connection = psycopg2.connect(
             host=env.get("DB_HOST") or "127.0.0.1",

@@ -11,33 +11,15 @@ import asyncio
 import time
 from typing import Any
 
-import requests
-
 from agent.checks import CheckResult, CheckStatus
 from agent.config import HttpCheck
 from agent.i18n import Msg
 
 
-def _refused(exc: BaseException) -> bool:
-    """Whether a requests error was a refused connection: ConnectionRefusedError somewhere in its chain.
-
-    requests wraps urllib3's NewConnectionError (raised ``from`` the OSError) in a MaxRetryError's ``reason``;
-    the text check is the fallback for a chain that lost its cause.
-    """
-    seen: set[int] = set()
-    todo: list[object] = [exc]
-    while todo:
-        item = todo.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, ConnectionRefusedError):
-            return True
-        todo.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
-    return "refused" in str(exc).lower()
-
-
 def _get(spec: HttpCheck) -> CheckResult:
+    # Imported on first use: an agent without HTTP checks never loads requests (about 15 MiB).
+    import requests
+
     started = time.monotonic()
     session = requests.Session()
     session.trust_env = False  # no proxy or netrc from the environment for internal health URLs
@@ -77,6 +59,7 @@ def _get(spec: HttpCheck) -> CheckResult:
         except ValueError:
             health = None
     if isinstance(health, dict):
+        data["body"] = health_body(health)
         data["health"] = {"status": health.get("status")}
         components = health.get("components")
         if isinstance(components, dict):
@@ -93,6 +76,44 @@ def _get(spec: HttpCheck) -> CheckResult:
     message = (Msg("HTTP {code}, UP", code=response.status_code) if reported
                else Msg("HTTP {code}", code=response.status_code))  # fmt: skip
     return CheckResult(CheckStatus.OK, message, data, duration)
+
+
+#: Keys of a health answer that name where something is (dropped from ``body``; redaction masks the rest).
+ADDRESS_KEYS = frozenset(
+    {"url", "jdbcurl", "host", "hostname", "address", "ip", "location", "endpoint", "server"}
+)
+#: ``body`` keeps at most this many levels and keys per object.
+MAX_DEPTH, MAX_KEYS = 6, 100
+
+
+def health_body(value: Any, depth: int = 0) -> Any:
+    """The WAS's health JSON as it said it (status, components, details), without address-like keys, bounded."""
+    if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            return {}
+        kept = [(str(k), v) for k, v in value.items() if str(k).lower().replace("_", "") not in ADDRESS_KEYS]
+        return {k: health_body(v, depth + 1) for k, v in kept[:MAX_KEYS]}
+    if isinstance(value, list):
+        return [health_body(v, depth + 1) for v in value[:MAX_KEYS]] if depth < MAX_DEPTH else []
+    return value
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the connection was refused (ECONNREFUSED, found in the chain of causes, not in the message text)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        for arg in current.args:
+            if isinstance(arg, BaseException) and _refused(arg):
+                return True
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException) and reason is not current and _refused(reason):
+            return True
+        current = current.__cause__ or current.__context__
+    return "refused" in str(exc).lower()
 
 
 async def run(spec: HttpCheck) -> CheckResult:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import secrets
-import shlex
 import shutil
 import socket
 import sys
@@ -28,8 +27,10 @@ from agent.errors import CatalogError
 from agent.i18n import N_, Chat, Msg, message_of
 from agent.logsetup import configure_logging
 from agent.redaction import Redactor
+from agent.reference import chat as chat_grammar
+from agent.reference.chat import ChatSession
 from agent.reference.demo_host import DemoHost
-from agent.reference.operator_client import OperatorClient, Predicate, finished
+from agent.reference.operator_client import OperatorClient, Predicate
 from agent.reference.relay import Relay
 
 SLOW_SCRIPT = (
@@ -38,9 +39,6 @@ SLOW_SCRIPT = (
 SLOW_MANIFEST = 'description = "Demo only: waits for a lock that never comes"\ntargets = ["all"]\nrooms = ["ops"]\ntimeout = 2\n'
 USER = "kim"
 ROOM = "ops"
-USAGE = Msg(
-    "commands: list | run NAME host=H [KEY=VALUE …] | check NAME | was | disk | output TASK HOST [PAGE]"
-)
 
 
 class DemoError(RuntimeError):
@@ -56,42 +54,8 @@ def find_runbooks() -> Path:
 
 
 def parse_chat(line: str, task_id: str, room: str = ROOM) -> dict[str, Any]:
-    """What a chat bridge would turn a typed line into.
-
-    ``list`` · ``run NAME host=H [host=H2] [KEY=VALUE …]`` · ``check NAME`` · ``was`` · ``disk``
-    · ``output TASK_ID HOST [PAGE]``. Raises ValueError (with a :class:`Msg`) with a usage hint for anything else.
-    """
-    try:
-        words = shlex.split(line)
-    except ValueError:
-        raise ValueError(Msg("unbalanced quotes")) from None
-    if not words:
-        raise ValueError(Msg("type a command; 'help' lists them"))
-    verb, rest = words[0].lower(), words[1:]
-    base = {"task_id": task_id, "room_id": room, "user_id": USER}
-    if verb == "list" and not rest:
-        return {**base, "action": "LIST_RUNBOOKS"}
-    if verb == "was" and not rest:
-        return {**base, "action": "CHECK_INTERNAL_WAS_STATUS"}
-    if verb == "disk" and not rest:
-        return {**base, "action": "CHECK_DISK_SPACE"}
-    if verb == "check" and len(rest) == 1:
-        return {**base, "action": "RUN_CHECK", "params": {"check": rest[0]}}
-    if verb == "output" and len(rest) in (2, 3):
-        page = int(rest[2]) if len(rest) == 3 and rest[2].isdigit() else 0
-        return {**base, "action": "GET_OUTPUT", "params": {"task_id": rest[0], "host": rest[1], "page": page}}
-    if verb == "run" and rest:
-        hosts, args = [], {}
-        for word in rest[1:]:
-            key, sep, value = word.partition("=")
-            if not sep:
-                raise ValueError(Msg("expected KEY=VALUE, got {word!r}", word=word[:20]))
-            if key == "host":
-                hosts.append(value)
-            else:
-                args[key] = value
-        return {**base, "action": "RUN_RUNBOOK", "params": {"runbook": rest[0], "hosts": hosts, "args": args}}
-    raise ValueError(USAGE)
+    """What a chat bridge would turn a typed line into, as the demo's user (see :mod:`agent.reference.chat`)."""
+    return chat_grammar.parse_chat(line, task_id, room, USER)
 
 
 def _free_port() -> int:
@@ -163,6 +127,7 @@ max_backoff = 2.0
 
 [tasks]
 shutdown_grace = 2.0
+progress_after = 1.0
 
 [checks.was01_health]
 kind = "http"
@@ -181,10 +146,6 @@ was_status_check = "was01_health"
 
     # -- the conversation ---------------------------------------------------------------------------------------
 
-    def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "REPORT" and self.interactive:
-            self.agent_says(event["payload"].get("text", ""), self.scheduled)
-
     async def _wait(
         self, client: OperatorClient, predicate: Predicate, timeout: float, what: str
     ) -> dict[str, Any]:
@@ -197,20 +158,29 @@ was_status_check = "was01_health"
 
     async def ask(self, client: OperatorClient, line: str, timeout: float = 30) -> dict[str, Any]:
         self._counter += 1
-        task_id = f"demo-{self._counter}"
-        self.say(f"👤 {USER}> {line}")
-        await client.send(parse_chat(line, task_id))
-        answer = await self._wait(client, finished(task_id), timeout, repr(line))
-        self.agent_says(answer["payload"].get("text", ""))
+        number = self._counter
+        session = ChatSession(
+            client, ROOM, USER, self.out, new_task_id=lambda: f"demo-{number}", chat=self.lang
+        )
+        try:
+            answer = await session.ask(line, timeout)
+        except TimeoutError:
+            raise DemoError(
+                Msg("no answer to {line!r} within {timeout:g} s", line=line, timeout=timeout)
+            ) from None
         return dict(answer["payload"])
 
     def scene(self, number: int, title: str) -> None:
         self.say(("\n" if number > 1 else "") + f"── {number}. " + self._(title))
 
     async def scenes(self, ws: OperatorClient, home: Path) -> None:
-        self.scene(1, N_("What may this room run?"))
-        listed = await self.ask(ws, "list")
-        expect(listed["status"] == "SUCCESS", "listing runbooks")
+        self.scene(1, N_("What may this room run, and how do I call a runbook?"))
+        listed = await self.ask(ws, "help")
+        expect(listed["status"] == "SUCCESS", "help")
+        usage = await self.ask(ws, "help tail_log")
+        expect(
+            "run tail_log host=H dir=app|was|web" in usage.get("text", ""), "help tail_log shows its usage"
+        )
         self.scene(
             2, N_("A runbook that succeeds (the locked script, streamed to bash on the host, argv-only)")
         )
@@ -231,11 +201,19 @@ was_status_check = "was01_health"
             tampered.get("error", {}).get("code") == "RUNBOOK_NOT_RUNNABLE",
             "a tampered script must be refused",
         )
-        self.scene(5, N_("A runbook that runs past its 2 s limit: killed on the host, partial output kept"))
+        self.scene(5, N_("A runbook that runs past its 2 s limit: a progress line, then killed on the host"))
         slow = await self.ask(ws, "run demo_slow host=was01")
         expect(slow.get("data", {}).get("status") == "TIMEOUT", "demo_slow must time out")
-        self.scene(6, N_("Nobody asked: a scheduled health check tells the room on its own"))
-        report = await self._wait(ws, lambda e: e.get("event") == "REPORT", 15, "the scheduled check")
+        expect(any(e.get("event") == "TASK_PROGRESS" for e in ws.events), "a progress line for the long run")
+        self.scene(6, N_("Who ran what here? (from the agent's audit log, this room's runs only)"))
+        past = await self.ask(ws, "history 5")
+        runs = [run.get("runbook") for run in past.get("data", {}).get("history", [])]
+        expect(runs == ["demo_slow", "disk_usage"], "history lists the room's runs, newest first")
+        self.scene(7, N_("Nobody asked: a scheduled health check tells the room on its own"))
+        report = await self._wait(
+            ws, lambda e: e.get("event") == "REPORT" and e["payload"].get("kind") == "schedule", 15,
+            "the scheduled check",
+        )  # fmt: skip
         self.agent_says(report["payload"].get("text", ""), self.scheduled)
         expect(report["payload"].get("status") == "DOWN", "the WAS health check should report DOWN")
 
@@ -244,35 +222,8 @@ was_status_check = "was01_health"
         return "guardia (" + self._("scheduled") + ")"
 
     async def chat(self, ws: OperatorClient) -> None:
-        self.say(
-            self._(
-                "Type commands as in the chat room ('help', 'quit'). e.g.: run disk_usage host=was01 mount=/"
-            )
-        )
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                line = await loop.run_in_executor(None, input, f"{USER}> ")
-            except EOFError:
-                return
-            if line.strip() in ("quit", "exit"):
-                return
-            if line.strip() in ("", "help"):
-                self.say(self.lang.text(USAGE))
-                continue
-            try:
-                self._counter += 1
-                packet = parse_chat(line, f"demo-{self._counter}")
-            except ValueError as exc:
-                self.say(f"  ({self.lang.text(message_of(exc))})")
-                continue
-            await ws.send(packet)
-            try:
-                answer = await self._wait(ws, finished(packet["task_id"]), 60, line)
-            except DemoError as exc:
-                self.say(f"  ({self.lang.text(message_of(exc))})")
-                continue
-            self.agent_says(answer["payload"].get("text", ""))
+        self.say(self._("e.g.: help · help disk_usage · run disk_usage host=was01 mount=/ · history"))
+        await ChatSession(ws, ROOM, USER, self.out, prefix="demo", chat=self.lang).interactive()
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -298,7 +249,7 @@ was_status_check = "was01_health"
                                            "runbooks in a temp copy").format(url=f"ws://127.0.0.1:{port}",
                                                                              n=len(app.catalog.report.runnable))
                              + "\n")  # fmt: skip
-                    ws = await OperatorClient.connect(f"ws://127.0.0.1:{port}/operator", self._on_event)
+                    ws = await OperatorClient.connect(f"ws://127.0.0.1:{port}/operator")
                     try:
                         await (self.chat(ws) if self.interactive else self.scenes(ws, home))
                     finally:

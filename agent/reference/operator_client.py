@@ -35,9 +35,11 @@ class OperatorClient:
 
     @classmethod
     async def connect(
-        cls, url: str, on_event: Callable[[dict[str, Any]], None] | None = None
+        cls, url: str, on_event: Callable[[dict[str, Any]], None] | None = None, token: str | None = None
     ) -> OperatorClient:
-        return cls(await connect(url, max_size=None), on_event)
+        """Connect to the relay's operator side; ``token`` is sent as ``Authorization: Bearer``."""
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        return cls(await connect(url, max_size=None, additional_headers=headers), on_event)
 
     async def _read(self) -> None:
         with contextlib.suppress(Exception):
@@ -60,6 +62,12 @@ class OperatorClient:
                         return event
                 self._arrived.clear()
                 await self._arrived.wait()
+
+    async def wait_beyond(self, count: int) -> None:
+        """Wait until more than ``count`` events have arrived."""
+        while len(self.events) <= count:
+            self._arrived.clear()
+            await self._arrived.wait()
 
     async def finished(self, task_id: str, timeout: float = 20.0) -> dict[str, Any]:
         return await self.wait_for(finished(task_id), timeout)

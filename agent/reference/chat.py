@@ -1,0 +1,219 @@
+"""The chat grammar of the room, and ``agent chat``: an operator's console on the relay's operator side.
+
+:func:`parse_chat` is what a chat bridge turns a typed line into (the demo and ``agent chat`` use it);
+:class:`ChatSession` sends lines as one user in one room and prints the room's answers as the demo does: progress
+lines, approval prompts, the relay's notices and the final answer of each command, and, while it waits, the
+scheduled reports and notices addressed to the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shlex
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from agent.i18n import Chat, Msg, message_of
+from agent.reference.operator_client import OperatorClient
+
+GRAMMAR = (
+    "help [RUNBOOK] | run NAME host=H [KEY=VALUE …] | output TASK HOST [stderr] [PAGE] | history [RUNBOOK] [N]"
+    " | pending | approve CODE | reject CODE | cancel CODE | list | check NAME | was | disk"
+)
+#: Events that belong to a command and are printed with it.
+_TASK_EVENTS = ("TASK_PENDING_APPROVAL", "TASK_PROGRESS", "RELAY_NOTICE", "TASK_FINISHED")
+
+
+def _page(word: str) -> int:
+    if not word.isdigit() or int(word) < 1:
+        raise ValueError(Msg("PAGE is a page number from 1"))
+    return int(word) - 1
+
+
+def parse_chat(line: str, task_id: str, room: str = "ops", user: str | None = "kim") -> dict[str, Any]:
+    """What a chat bridge would turn a typed line into (a command packet for the relay).
+
+    Grammar: see :data:`GRAMMAR`. ``output`` pages count from 1, as the answers show them.
+
+    Raises:
+        ValueError: with a usage hint, for anything else.
+    """
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        raise ValueError(Msg("unbalanced quotes")) from None
+    if not words:
+        raise ValueError(Msg("type a command; 'help' lists them"))
+    verb, rest = words[0].lower(), words[1:]
+    base: dict[str, Any] = {"task_id": task_id, "room_id": room}
+    if user is not None:
+        base["user_id"] = user
+    if verb == "list" and not rest:
+        return {**base, "action": "LIST_RUNBOOKS"}
+    if verb == "help" and len(rest) <= 1:
+        return {**base, "action": "HELP", "params": {"runbook": rest[0]} if rest else {}}
+    if verb == "history" and len(rest) <= 2:
+        params: dict[str, Any] = {}
+        for word in rest:
+            if word.isdigit():
+                params["limit"] = int(word)
+            elif "runbook" not in params:
+                params["runbook"] = word
+            else:
+                raise ValueError(Msg("usage: {usage}", usage="history [RUNBOOK] [N]"))
+        return {**base, "action": "HISTORY", "params": params}
+    if verb == "pending" and not rest:
+        return {**base, "action": "PENDING"}
+    if verb in ("approve", "reject", "cancel") and len(rest) == 1:
+        return {**base, "action": verb.upper(), "params": {"code": rest[0]}}
+    if verb == "was" and not rest:
+        return {**base, "action": "CHECK_INTERNAL_WAS_STATUS"}
+    if verb == "disk" and not rest:
+        return {**base, "action": "CHECK_DISK_SPACE"}
+    if verb == "check" and len(rest) == 1:
+        return {**base, "action": "RUN_CHECK", "params": {"check": rest[0]}}
+    if verb == "output" and 2 <= len(rest) <= 4:
+        stream = "stdout"
+        tail = rest[2:]
+        if tail and tail[0].lower() in ("stdout", "stderr"):
+            stream, tail = tail[0].lower(), tail[1:]
+        if len(tail) > 1:
+            raise ValueError(Msg("usage: {usage}", usage="output TASK HOST [stderr] [PAGE]"))
+        page = _page(tail[0]) if tail else 0
+        return {**base, "action": "GET_OUTPUT",
+                "params": {"task_id": rest[0], "host": rest[1], "stream": stream, "page": page}}  # fmt: skip
+    if verb == "run" and rest:
+        hosts, args = [], {}
+        for word in rest[1:]:
+            key, sep, value = word.partition("=")
+            if not sep:
+                raise ValueError(Msg("expected KEY=VALUE, got {word!r}", word=word[:20]))
+            if key == "host":
+                hosts.append(value)
+            else:
+                args[key] = value
+        return {**base, "action": "RUN_RUNBOOK", "params": {"runbook": rest[0], "hosts": hosts, "args": args}}
+    raise ValueError(Msg("commands: {grammar}", grammar=GRAMMAR))
+
+
+def text_of(event: dict[str, Any]) -> str:
+    """The chat text of an event (the agent's ``payload.text``, else its status)."""
+    payload = event.get("payload")
+    if isinstance(payload, dict):
+        return str(payload.get("text") or payload.get("status") or "")
+    return ""
+
+
+class ChatSession:
+    """One user in one room on the relay's operator side."""
+
+    def __init__(
+        self,
+        client: OperatorClient,
+        room: str,
+        user: str,
+        out: TextIO,
+        prefix: str = "chat",
+        new_task_id: Callable[[], str] | None = None,
+        chat: Chat | None = None,
+    ) -> None:
+        #: The language of this console's own lines (the agent's texts come rendered already).
+        self.chat = chat or Chat()
+        self.client = client
+        self.room = room
+        self.user = user
+        self.out = out
+        self.prefix = prefix
+        self._counter = 0
+        self._new_task_id = new_task_id
+        self._printed: set[int] = set()
+
+    def task_id(self) -> str:
+        if self._new_task_id is not None:
+            return self._new_task_id()
+        self._counter += 1
+        return f"{self.prefix}-{secrets.token_hex(3)}-{self._counter}"
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def agent_says(self, text: str, who: str = "guardia") -> None:
+        prefix = f"🤖 {who}> "
+        lines = text.splitlines() or [""]
+        self.say(prefix + lines[0])
+        for line in lines[1:]:
+            self.say(" " * 11 + line)
+
+    def print_room_events(self) -> None:
+        """Print the room's unprompted events (reports, relay notices) not printed yet."""
+        for index, event in enumerate(self.client.events):
+            if index in self._printed or event.get("room_id") != self.room or event.get("task_id"):
+                continue
+            if event.get("event") in ("REPORT", "RELAY_NOTICE"):
+                self._printed.add(index)
+                kind = (event.get("payload") or {}).get("kind")
+                scheduled = kind in ("schedule", "summary", "missed", "check")
+                who = (
+                    "relay"
+                    if event.get("event") == "RELAY_NOTICE"
+                    else "guardia (" + self.chat._("scheduled") + ")"
+                    if scheduled
+                    else "guardia"
+                )
+                self.agent_says(text_of(event), who)
+
+    async def ask(self, line: str, timeout: float = 120.0, echo: bool = True) -> dict[str, Any]:
+        """Send one typed line and print everything about it until its final answer; returns that answer.
+
+        Raises:
+            ValueError: the line is not in the grammar (nothing was sent).
+            TimeoutError: no final answer within ``timeout`` seconds.
+        """
+        packet = parse_chat(line, self.task_id(), self.room, self.user)
+        task_id = packet["task_id"]
+        if echo:
+            self.say(f"👤 {self.user}> {line}")
+        start = len(self.client.events)
+        await self.client.send(packet)
+        async with asyncio.timeout(timeout):
+            seen = start
+            while True:
+                await self.client.wait_beyond(seen)
+                for index in range(seen, len(self.client.events)):
+                    event = self.client.events[index]
+                    if event.get("task_id") != task_id or event.get("event") not in _TASK_EVENTS:
+                        continue
+                    self._printed.add(index)
+                    who = (
+                        "relay"
+                        if event.get("event") == "RELAY_NOTICE" or event.get("from_relay")
+                        else "guardia"
+                    )
+                    self.agent_says(text_of(event), who)
+                    if event.get("event") == "TASK_FINISHED":
+                        return event
+                seen = len(self.client.events)
+
+    async def interactive(self, read_line: Callable[[str], str] = input) -> None:
+        """A prompt: type lines as in the chat room; 'quit' ends."""
+        self.say(f"{self.room} / {self.user}: "
+                 + self.chat._("type commands as in the chat room ('help', 'quit')."))  # fmt: skip
+        loop = asyncio.get_running_loop()
+        while True:
+            self.print_room_events()
+            try:
+                line = await loop.run_in_executor(None, read_line, f"{self.user}> ")
+            except EOFError:
+                return
+            if line.strip() in ("quit", "exit"):
+                return
+            if not line.strip():
+                continue
+            try:
+                await self.ask(line, echo=False)
+            except ValueError as exc:
+                self.say(f"  ({self.chat.text(message_of(exc))})")
+            except TimeoutError:
+                self.say("  (" + self.chat._("no answer yet; it will show when it comes") + ")")

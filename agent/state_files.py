@@ -1,0 +1,73 @@
+"""The agent's state folder on disk: private files (0600) and folders (0700), whatever the process umask.
+
+Everything the agent keeps (the outbox database and its ``-wal``/``-shm`` companions, the audit log, kept output)
+is no looser on disk than on the wire. Files are created with an explicit mode, never by a plain ``open()``, so a
+umask of 0 cannot widen them; an existing file or folder the agent owns is narrowed when it is opened again.
+On Windows the POSIX mode bits mean little (only read-only); there the state folder's ACL (inherited from where the
+service installer puts it) is what protects it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and any missing parents) as 0700 folders; narrow ``path`` itself to 0700 if it exists.
+
+    Parents that already exist are left as they are (they may be shared folders the agent does not own).
+    """
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, DIR_MODE)
+    _narrow(path, DIR_MODE)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Make sure ``path`` exists as a 0600 file (created empty if missing; narrowed if looser)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), FILE_MODE)
+    os.close(fd)
+    _narrow(path, FILE_MODE)
+    return path
+
+
+def open_private(path: Path, flags: int) -> int:
+    """``os.open`` that creates the file 0600 (and narrows an existing looser one); returns the descriptor."""
+    fd = os.open(path, flags | os.O_CREAT | getattr(os, "O_BINARY", 0), FILE_MODE)
+    if os.name == "posix" and os.fstat(fd).st_mode & 0o777 & ~FILE_MODE:
+        os.fchmod(fd, FILE_MODE)
+    return fd
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file + rename), as a 0600 file."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = open_private(temporary, os.O_WRONLY | os.O_TRUNC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+
+
+def _narrow(path: Path, mode: int) -> None:
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        if path.stat().st_mode & 0o777 & ~mode:
+            os.chmod(path, mode)
