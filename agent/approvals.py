@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from agent.console import decision_data
 from agent.core import APPROVAL_CODE, Answer
+from agent.i18n import Msg
 from agent.protocol import Command, ErrorCode, Status
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,22 +24,24 @@ def decide(command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now
     """APPROVE or REJECT a held request: a different user, with the approver role, before it expires, once."""
     code = command.params.get("code")
     if not isinstance(code, str) or not APPROVAL_CODE.fullmatch(code):
-        return Answer.fail(ErrorCode.INVALID_ARGUMENTS, "params.code must be the 6-character approval code")
+        return Answer.fail(
+            ErrorCode.INVALID_ARGUMENTS, Msg("params.code must be the 6-character approval code")
+        )
     approval = ledger.held_request(code.upper())
     if approval is None:
         return Answer.fail(
-            ErrorCode.APPROVAL_UNKNOWN, "no request waits for that code (unknown, expired or decided)"
+            ErrorCode.APPROVAL_UNKNOWN, Msg("no request waits for that code (unknown, expired or decided)")
         )
     decider = command.user
     if decider is None or decider == approval.requester:
         return Answer.fail(
-            ErrorCode.UNAUTHORIZED, "a request must be decided by someone other than its requester"
+            ErrorCode.UNAUTHORIZED, Msg("a request must be decided by someone other than its requester")
         )
     if approval.expires < now:
-        return Answer.fail(ErrorCode.APPROVAL_EXPIRED, "that request has expired")
+        return Answer.fail(ErrorCode.APPROVAL_EXPIRED, Msg("that request has expired"))
     claimed = ledger.claim(approval.code)
     if claimed is None:
-        return Answer.fail(ErrorCode.APPROVAL_UNKNOWN, "that request was already decided")
+        return Answer.fail(ErrorCode.APPROVAL_UNKNOWN, Msg("that request was already decided"))
     decision = "approved" if approve else "rejected"
     audit.append("approval_decided", task_id=claimed.task_id, requester=claimed.requester,
                  approver=decider, decision=decision)  # fmt: skip

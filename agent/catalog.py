@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.errors import CatalogError, InvalidLock, InvalidManifest, RunbookNotRunnable
+from agent.i18n import Msg
 from agent.lockfile import Lock, LockEntry, LockSignature, make_lock, parse_lock, render_lock, sha256_hex
 from agent.manifest import NAME_PATTERN, Manifest, parse_manifest
 
@@ -384,21 +385,21 @@ class Catalog:
         report = self.report
         status = report.runbooks.get(name) if isinstance(name, str) else None
         if status is None or report.lock is None:
-            raise RunbookNotRunnable(str(name)[:64], "no such runbook")
+            raise RunbookNotRunnable(str(name)[:64], Msg("no such runbook"))
         if not status.verified:
             kinds = sorted({p.kind.value for p in report.problems_of(name)})
-            raise RunbookNotRunnable(name, "failed verification (" + ", ".join(kinds) + ")")
+            raise RunbookNotRunnable(name, Msg("failed verification ({kinds})", kinds=", ".join(kinds)))
         entry = report.lock.runbooks[name]
         try:
             manifest_bytes = (self.directory / (name + MANIFEST_SUFFIX)).read_bytes()
             script = (self.directory / (name + SCRIPT_SUFFIX)).read_bytes()
         except OSError:
-            raise RunbookNotRunnable(name, "its files can no longer be read") from None
+            raise RunbookNotRunnable(name, Msg("its files can no longer be read")) from None
         if sha256_hex(manifest_bytes) != entry.manifest_sha256:
-            raise RunbookNotRunnable(name, "its manifest changed since it was locked")
+            raise RunbookNotRunnable(name, Msg("its manifest changed since it was locked"))
         script_sha256 = sha256_hex(script)
         if script_sha256 != entry.script_sha256:
-            raise RunbookNotRunnable(name, "its script changed since it was locked")
+            raise RunbookNotRunnable(name, Msg("its script changed since it was locked"))
         manifest = status.manifest
         assert manifest is not None  # verified implies a valid manifest
         return VerifiedRunbook(name=name, manifest=manifest, script=script, script_sha256=script_sha256)

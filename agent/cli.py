@@ -694,7 +694,11 @@ def audit_verify(ctx: click.Context, path: Path | None) -> None:
     "--interactive", is_flag=True, help="Type chat commands yourself instead of the scripted scenes."
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also show the agent's own log (INFO).")
-def demo(interactive: bool, verbose: bool) -> None:
+@click.option(
+    "--language", type=click.Choice(["ko", "en"]), default="ko", show_default=True,
+    help="The chat language ([chat] language) of the demo's agent and transcript.",
+)  # fmt: skip
+def demo(interactive: bool, verbose: bool, language: str) -> None:
     """See the whole path work on this machine, in ~10 s, on loopback only.
 
     Starts the reference relay, an embedded SSH host and the agent with a temp copy of the bundled runbooks, then
@@ -703,7 +707,7 @@ def demo(interactive: bool, verbose: bool) -> None:
     """
     from agent.reference.demo import run_demo
 
-    sys.exit(run_demo(interactive=interactive, verbose=verbose))
+    sys.exit(run_demo(interactive=interactive, verbose=verbose, language=language))
 
 
 # -- agent checks -------------------------------------------------------------------------------------------

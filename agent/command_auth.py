@@ -23,6 +23,7 @@ import json
 import re
 from typing import Any
 
+from agent.i18n import Msg, message_of
 from agent.protocol import ErrorCode, InvalidPacket
 
 DOMAIN = "guardia-command/1"
@@ -32,7 +33,7 @@ _SIG = re.compile(r"[0-9a-f]{64}")
 
 def _no_floats(value: Any) -> None:
     if isinstance(value, float):
-        raise ValueError("floating-point numbers are not allowed in signed commands")
+        raise ValueError(Msg("floating-point numbers are not allowed in signed commands"))
     if isinstance(value, dict):
         for item in value.values():
             _no_floats(item)
@@ -74,25 +75,30 @@ def verify(key: str, packet: dict[str, Any], now: float, skew: float, nonce_seen
     room_id = packet.get("room_id") if isinstance(packet.get("room_id"), str) else None
     auth = packet.get("auth")
     if not isinstance(auth, dict):
-        raise InvalidPacket(ErrorCode.UNSIGNED, "this agent accepts signed commands only", task_id, room_id)
+        raise InvalidPacket(
+            ErrorCode.UNSIGNED, Msg("this agent accepts signed commands only"), task_id, room_id
+        )
     ts, nonce, sig = auth.get("ts"), auth.get("nonce"), auth.get("sig")
     if not (isinstance(ts, int) and not isinstance(ts, bool) and isinstance(nonce, str) and _NONCE.fullmatch(nonce)
             and isinstance(sig, str) and _SIG.fullmatch(sig)):  # fmt: skip
-        raise InvalidPacket(ErrorCode.BAD_SIGNATURE, "malformed signature fields", task_id, room_id)
+        raise InvalidPacket(ErrorCode.BAD_SIGNATURE, Msg("malformed signature fields"), task_id, room_id)
     try:
         expected = signature(key, packet, ts, nonce)
     except ValueError as exc:
-        raise InvalidPacket(ErrorCode.BAD_SIGNATURE, str(exc), task_id, room_id) from None
+        raise InvalidPacket(ErrorCode.BAD_SIGNATURE, message_of(exc), task_id, room_id) from None
     if not hmac.compare_digest(expected, sig):
         raise InvalidPacket(
-            ErrorCode.BAD_SIGNATURE, "the signature does not match the command", task_id, room_id
+            ErrorCode.BAD_SIGNATURE, Msg("the signature does not match the command"), task_id, room_id
         )
     if abs(now - ts) > skew:
         raise InvalidPacket(
-            ErrorCode.STALE, f"the command is older (or newer) than {skew:g} s", task_id, room_id
+            ErrorCode.STALE,
+            Msg("the command is older (or newer) than {skew:g} s", skew=skew),
+            task_id,
+            room_id,
         )
     if nonce_seen(nonce):
         raise InvalidPacket(
-            ErrorCode.REPLAYED, "this command was already received (replayed nonce)", task_id, room_id
+            ErrorCode.REPLAYED, Msg("this command was already received (replayed nonce)"), task_id, room_id
         )
     return nonce

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -28,6 +29,7 @@ from pydantic import (
 )
 
 from agent.errors import ConfigError, SigningError
+from agent.i18n import DEFAULT_TIMEZONE, Chat
 from agent.manifest import TARGET_PATTERN, RedactRuleModel, format_validation_error
 from agent.redaction import Redactor
 from agent.signing import ApproverKey
@@ -236,6 +238,27 @@ class RelayConfig(_Section):
     allow_insecure: bool = False
 
 
+class ChatConfig(_Section):
+    """How the agent speaks in chat rooms: language of every text, timezone of every time shown."""
+
+    #: "ko" (Korean, the default) or "en". Error codes, logs and JSON keys stay English either way.
+    language: Literal["ko", "en"] = "ko"
+    #: An IANA zone name (zoneinfo; the tzdata package provides the database on Windows).
+    timezone: str = DEFAULT_TIMEZONE
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_known(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {name[:64]!r} (an IANA name such as Asia/Seoul)") from None
+        return name
+
+    def chat(self) -> Chat:
+        return Chat(self.language, self.timezone)
+
+
 class StateConfig(_Section):
     #: Folder for the outbox (outbox.sqlite3), the audit log (audit.jsonl) and kept output (outputs/).
     dir: Path = Path("var")
@@ -275,6 +298,12 @@ ParamType = Literal["date", "integer", "string"]
 MES_QC_SQL = (
     "SELECT work_date, prc_code, err_msg, reg_date FROM tb_mes_wrk_prc_i "
     "WHERE work_date = %(date)s ORDER BY reg_date DESC NULLS LAST LIMIT 10"
+)
+#: A count_sql stops counting here (the room reads "at least 10,000"), so a huge day costs a bounded scan.
+COUNT_LIMIT = 10_000
+#: How many rows FETCH_MES_QC's day has in all, so the room reads "10 shown (15 in all)".
+MES_QC_COUNT_SQL = (
+    "SELECT count(*) FROM (SELECT 1 FROM tb_mes_wrk_prc_i WHERE work_date = %(date)s LIMIT 10001) AS matched"
 )
 
 
@@ -337,6 +366,9 @@ class DbQuery(_Section):
         default_factory=dict
     )
     description: str = ""
+    #: Optional fixed SQL (same parameters) whose one value is how many rows match in all, so a cut list can say
+    #: "10 shown (15 in all)"; bound it (``LIMIT 10001`` in a subquery: more is shown as "at least 10,000").
+    count_sql: Annotated[str, StringConstraints(min_length=1)] | None = None
 
 
 class DbConfig(_Section):
@@ -352,7 +384,10 @@ class DbConfig(_Section):
             return self.queries[name]
         if name == "mes_qc":
             return DbQuery(
-                sql=MES_QC_SQL, params={"date": "date"}, description="newest MES QC errors of a day"
+                sql=MES_QC_SQL,
+                params={"date": "date"},
+                description="newest MES QC errors of a day",
+                count_sql=MES_QC_COUNT_SQL,
             )
         return None
 
@@ -430,6 +465,7 @@ class AgentConfig(_Section):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     relay: RelayConfig = Field(default_factory=RelayConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)

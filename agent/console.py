@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core import APPROVAL_CODE, Answer
 from agent.errors import InvalidArguments
+from agent.i18n import Msg
 from agent.manifest import EnumParam, IntegerParam, Manifest
 from agent.protocol import ErrorCode, Status
 
@@ -90,7 +91,7 @@ def help_answer(report: VerifyReport, room: str, params: dict[str, Any]) -> Answ
             # The same answer for unknown, unverified and other rooms' runbooks: nothing leaks across rooms.
             return Answer.fail(
                 ErrorCode.RUNBOOK_NOT_RUNNABLE,
-                "no runbook by that name may run in this room; 'help' lists them",
+                Msg("no runbook by that name may run in this room; 'help' lists them"),
             )
         return Answer(Status.SUCCESS, {"help": {"runbook": runbook_help(wanted, mine[wanted])}})
     listed = [{"name": n, "description": m.description, "usage": usage_line(n, m),
@@ -164,9 +165,9 @@ def history_answer(audit_path: Path, room: str, params: dict[str, Any]) -> Answe
     runbook, limit = params.get("runbook"), params.get("limit", HISTORY_DEFAULT)
     problems = []
     if runbook is not None and not isinstance(runbook, str):
-        problems.append(("runbook", "must be a runbook name"))
+        problems.append(("runbook", Msg("must be a runbook name")))
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= HISTORY_MAX:
-        problems.append(("limit", f"must be a whole number from 1 to {HISTORY_MAX}"))
+        problems.append(("limit", Msg("must be a whole number from 1 to {max}", max=HISTORY_MAX)))
     if problems:
         raise InvalidArguments(problems)
     runs = room_history(recent_entries(audit_path), room, runbook, limit)
@@ -193,17 +194,19 @@ def cancel_answer(command: Command, ledger: Outbox, audit: AuditLog) -> Answer:
     """CANCEL. ``params``: ``code``. The requester withdraws their own held request; it is answered CANCELLED."""
     code = command.params.get("code")
     if not isinstance(code, str) or not APPROVAL_CODE.fullmatch(code):
-        return Answer.fail(ErrorCode.INVALID_ARGUMENTS, "params.code must be the 6-character approval code")
+        return Answer.fail(
+            ErrorCode.INVALID_ARGUMENTS, Msg("params.code must be the 6-character approval code")
+        )
     approval = ledger.held_request(code.upper())
     if approval is None or approval.room_id != command.room_id:
         return Answer.fail(
-            ErrorCode.APPROVAL_UNKNOWN, "no request waits for that code (unknown, expired or decided)"
+            ErrorCode.APPROVAL_UNKNOWN, Msg("no request waits for that code (unknown, expired or decided)")
         )
     if command.user is None or command.user != approval.requester:
-        return Answer.fail(ErrorCode.UNAUTHORIZED, "only the person who asked can cancel a request")
+        return Answer.fail(ErrorCode.UNAUTHORIZED, Msg("only the person who asked can cancel a request"))
     claimed = ledger.claim(approval.code)
     if claimed is None:
-        return Answer.fail(ErrorCode.APPROVAL_UNKNOWN, "that request was already decided")
+        return Answer.fail(ErrorCode.APPROVAL_UNKNOWN, Msg("that request was already decided"))
     audit.append("approval_cancelled", task_id=claimed.task_id, requester=claimed.requester)
     return Answer(Status.SUCCESS, decision_data("cancelled", claimed), cancelled=claimed)
 

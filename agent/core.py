@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.command_auth import verify as verify_signature
+from agent.i18n import Msg
 from agent.ledger import HeldRequest, Ledger, TaskState
 from agent.protocol import (
     Ack,
@@ -245,12 +246,14 @@ class AgentCore:
 
     def _interrupted(self, task_id: str, room_id: str | None, started: bool | None) -> list[Effect]:
         if started is None:
-            why = ("the agent restarted, and this request carried a value it never keeps on disk (a masked "
-                   "argument); if it had started it may have run in part: check, then send it again")  # fmt: skip
+            why = Msg("the agent restarted, and this request carried a value it never keeps on disk (a masked "
+                      "argument); if it had started it may have run in part: check, then send it again")  # fmt: skip
         elif started:
-            why = "the agent stopped while this task was running; it may have run in part: check before you run it again"
+            why = Msg(
+                "the agent stopped while this task was running; it may have run in part: check before you run it again"
+            )
         else:
-            why = "the agent stopped before this task started; run it again"
+            why = Msg("the agent stopped before this task started; run it again")
         return [
             Audit("interrupted", {"task_id": task_id}),
             Send(
@@ -294,7 +297,7 @@ class AgentCore:
                               "action": command.action.value, "user_id": command.user, "params": command.params})
         ]  # fmt: skip
         if self.closing:
-            error = (ErrorCode.SHUTTING_DOWN, "the agent is shutting down; send it again later")
+            error = (ErrorCode.SHUTTING_DOWN, Msg("the agent is shutting down; send it again later"))
             effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error),
                                 action=command.action.value))  # fmt: skip
             return effects
@@ -333,17 +336,21 @@ class AgentCore:
             # Safe to run again: leave it in the ledger as queued; the next start runs it.
             return [Audit("deferred", {"task_id": command.task_id})]
         if answer.pending is not None and not self.holds_approvals:
-            answer = Answer.fail(ErrorCode.NOT_AVAILABLE, "this runbook needs four-eyes approval, which protocol "
-                                 "v0 cannot carry; run it through a protocol-1 relay")  # fmt: skip
+            answer = Answer.fail(ErrorCode.NOT_AVAILABLE, Msg("this runbook needs four-eyes approval, which "
+                                 "protocol v0 cannot carry; run it through a protocol-1 relay"))  # fmt: skip
         if answer.pending is not None:
             return self._hold(command, answer.pending, event.now)
         effects: list[Effect] = []
         if answer.release is not None:
             effects += self._release(answer.release, command.user)
         if answer.rejected is not None:
-            effects += self._close(answer.rejected, ErrorCode.REJECTED, f"rejected by {command.user}")
+            effects += self._close(
+                answer.rejected, ErrorCode.REJECTED, Msg("rejected by {user}", user=command.user)
+            )
         if answer.cancelled is not None:
-            effects += self._close(answer.cancelled, ErrorCode.CANCELLED, f"cancelled by {command.user}")
+            effects += self._close(
+                answer.cancelled, ErrorCode.CANCELLED, Msg("cancelled by {user}", user=command.user)
+            )
         if answer.error is not None:
             effects.append(Audit("decision", {"task_id": command.task_id, "decision": "refused",
                                               "reason": answer.error[1]}))  # fmt: skip
@@ -365,7 +372,7 @@ class AgentCore:
         self._held_packets[held.code] = command
         self.ledger.set_task_state(command.task_id, TaskState.PENDING)
         payload = {"code": held.code, **summary, "requested_by": command.user,
-                   "expires_in": round(self.approval_window)}  # fmt: skip
+                   "expires_in": round(self.approval_window), "expires_at": round(held.expires)}  # fmt: skip
         return [
             Audit("approval_requested", {"task_id": command.task_id, "requester": command.user,
                                          "request": held.summary}),
@@ -380,8 +387,8 @@ class AgentCore:
         ):  # the agent restarted since: the stored view runs only if nothing was masked in it
             original = _command_of(json.dumps(held.replayable())) if held.replayable() is not None else None
         if original is None or not held.matches(original.raw):
-            return self._close(held, ErrorCode.INTERRUPTED, "the agent restarted since this request was made, and "
-                               "it carried a masked value the agent does not keep; request it again")  # fmt: skip
+            return self._close(held, ErrorCode.INTERRUPTED, Msg("the agent restarted since this request was made, "
+                               "and it carried a masked value the agent does not keep; request it again"))  # fmt: skip
         self.ledger.set_task_state(held.task_id, TaskState.QUEUED, approved_by=approver)
         return [CancelTimer(approval_timer(held.code)), StartRun(original, approved_by=approver)]
 
@@ -403,7 +410,7 @@ class AgentCore:
         return [
             Audit("approval_expired", {"task_id": held.task_id, "requester": held.requester}),
             *self._close(held, ErrorCode.APPROVAL_EXPIRED,
-                         f"nobody approved it within {minutes:g} min; request it again"),
+                         Msg("nobody approved it within {minutes:g} min; request it again", minutes=minutes)),
         ]  # fmt: skip
 
 

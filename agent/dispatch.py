@@ -32,7 +32,7 @@ from agent.errors import (
     RunbookNotRunnable,
     UnknownHost,
 )
-from agent.i18n import DEFAULT_TIMEZONE
+from agent.i18n import DEFAULT_TIMEZONE, Msg, message_of
 from agent.outputs import OutputNotFound
 from agent.protocol import Action, Command, ErrorCode, Status
 from agent.results import HostResult
@@ -113,7 +113,8 @@ async def run_runbook(ctx: TaskContext) -> Answer:
     if isinstance(result, Held):
         if not any("approver" in roles for roles in ctx.parts.config.access.users.values()):
             return Answer.fail(
-                ErrorCode.NOT_AVAILABLE, f"{result.runbook} needs an approver, and none is configured"
+                ErrorCode.NOT_AVAILABLE,
+                Msg("{runbook} needs an approver, and none is configured", runbook=result.runbook),
             )
         return Answer(
             Status.FAIL, pending={"runbook": result.runbook, "hosts": result.hosts, "args": result.args}
@@ -175,15 +176,15 @@ async def get_output(ctx: TaskContext) -> Answer:
     record = ctx.parts.ledger.task(task_id) if isinstance(task_id, str) else None
     if record is None or record.room_id != ctx.command.room_id:
         # The same answer whether the task does not exist or ran in another room: nothing leaks across rooms.
-        return Answer.fail(ErrorCode.NOT_AVAILABLE, "no kept output for that task in this room")
+        return Answer.fail(ErrorCode.NOT_AVAILABLE, Msg("no kept output for that task in this room"))
     try:
         lines, page, pages = ctx.parts.outputs.page(
             params.get("task_id"), params.get("host"), params.get("stream", "stdout"), params.get("page", 0)
         )
     except OutputNotFound as exc:
-        return Answer.fail(ErrorCode.NOT_AVAILABLE, str(exc))
+        return Answer.fail(ErrorCode.NOT_AVAILABLE, message_of(exc))
     except ValueError as exc:
-        raise InvalidArguments([("page" if "page" in str(exc) else "stream", str(exc))]) from None
+        raise InvalidArguments([("page" if "page" in str(exc) else "stream", message_of(exc))]) from None
     return Answer(Status.SUCCESS, {"task_id": params["task_id"], "host": params["host"],
                                    "stream": params.get("stream", "stdout"), "page": page, "pages": pages,
                                    "lines": lines})  # fmt: skip
@@ -234,7 +235,7 @@ async def run_check(ctx: TaskContext) -> Answer:
     """``params``: ``check`` (a check name from the config)."""
     name = ctx.command.params.get("check")
     if not isinstance(name, str) or name not in ctx.parts.config.checks:
-        raise InvalidArguments([("check", "params.check must name a configured check")])
+        raise InvalidArguments([("check", Msg("params.check must name a configured check"))])
     return await _run_checks(ctx, [name])
 
 
@@ -242,7 +243,7 @@ async def check_was_status(ctx: TaskContext) -> Answer:
     name = ctx.parts.config.actions.was_status_check
     if name is None:
         return Answer.fail(
-            ErrorCode.NOT_AVAILABLE, "no WAS health check is configured (actions.was_status_check)"
+            ErrorCode.NOT_AVAILABLE, Msg("no WAS health check is configured (actions.was_status_check)")
         )
     return await _run_checks(ctx, [name])
 
@@ -283,7 +284,7 @@ async def fetch_mes_qc(ctx: TaskContext) -> Answer:
     config = ctx.parts.config
     query = config.db.query(config.actions.mes_qc_query)
     if query is None:
-        return Answer.fail(ErrorCode.NOT_AVAILABLE, "the MES QC query is not configured")
+        return Answer.fail(ErrorCode.NOT_AVAILABLE, Msg("the MES QC query is not configured"))
     params = ctx.command.params
     # No date: today, in the agent's timezone. InvalidArguments before any connection is made.
     bound = db.bind(query, {"date": params.get("date") or "today"}, today=agent_today(config))
@@ -293,10 +294,11 @@ async def fetch_mes_qc(ctx: TaskContext) -> Answer:
     try:
         result = await db.query(query, bound, config.db, ctx.parts.checks.environ)
     except db.QueryFailed as exc:
-        return Answer.fail(ErrorCode.CHECK_FAILED,
-                           exc.message)  # fmt: skip
+        return Answer.fail(ErrorCode.CHECK_FAILED, exc.message)
+    # Honest counts: "total" from the query's bounded count_sql (the built-in mes_qc has one), else unknown.
     return Answer(Status.SUCCESS, {"date": day, "rows": result.rows, "row_count": len(result.rows),
-                                   "truncated": result.truncated})  # fmt: skip
+                                   "truncated": result.truncated, "total": result.total,
+                                   "total_at_least": result.total_at_least})  # fmt: skip
 
 
 async def approve(ctx: TaskContext) -> Answer:
@@ -384,9 +386,13 @@ async def dispatch(ctx: TaskContext) -> Answer:
     try:
         roles = ctx.parts.config.access.roles_of(ctx.command.user)
         if roles is not None and not roles & ACTION_ROLES[ctx.command.action]:
-            who = "an unknown user" if not roles else "this user's roles"
-            raise NotAuthorized(f"{ctx.command.action.value} is not allowed for {who}")
+            action = ctx.command.action.value
+            raise NotAuthorized(
+                Msg("{action} is not allowed for an unknown user", action=action)
+                if not roles
+                else Msg("{action} is not allowed for this user's roles", action=action)
+            )
         return await handler(ctx)
     except tuple(cls for cls, _ in _REFUSALS) as exc:
         code = next(code for cls, code in _REFUSALS if isinstance(exc, cls))
-        return Answer.fail(code, str(exc))
+        return Answer.fail(code, message_of(exc))

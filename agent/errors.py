@@ -15,16 +15,25 @@
     └── SigningError (ValueError)           an approver key that cannot be read or used
 
 Messages never contain the raw value that was refused: they are meant to be shown to an operator in a chat room
-outside the network.
+outside the network. The refusals are raised with a :class:`agent.i18n.Msg` (English as ``str(exc)``, translated in
+the room from ``exc.msg``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agent.i18n import Msg
+
 
 class AgentError(Exception):
     """Root of every error the agent raises on purpose."""
+
+    @property
+    def msg(self) -> str:
+        """The message as raised: a :class:`~agent.i18n.Msg` the room sees translated, when it is one."""
+        first = self.args[0] if len(self.args) == 1 else None
+        return first if isinstance(first, Msg) else str(self)
 
 
 class ConfigError(AgentError, ValueError):
@@ -59,7 +68,7 @@ class RunbookNotRunnable(CatalogError, LookupError):
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = reason
-        super().__init__(f"runbook {name!r} is not runnable: {reason}")
+        super().__init__(Msg("runbook {name!r} is not runnable: {reason}", name=name, reason=reason))
 
 
 class InvalidArguments(AgentError, ValueError):
@@ -70,7 +79,11 @@ class InvalidArguments(AgentError, ValueError):
 
     def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
         self.problems = list(problems)
-        super().__init__("; ".join(f"{param}: {reason}" for param, reason in self.problems))
+        super().__init__(
+            Msg(
+                "{problems}", problems=[Msg("{param}: {reason}", param=p, reason=r) for p, r in self.problems]
+            )
+        )
 
 
 class RequestRefused(AgentError):
@@ -80,20 +93,22 @@ class RequestRefused(AgentError):
 class UnknownHost(RequestRefused, LookupError):
     def __init__(self, names: Sequence[str]) -> None:
         self.names = list(names)
-        super().__init__("unknown host or group: " + ", ".join(self.names))
+        super().__init__(Msg("unknown host or group: {names}", names=", ".join(self.names)))
 
 
 class HostNotAllowed(RequestRefused, PermissionError):
     def __init__(self, runbook: str, hosts: Sequence[str]) -> None:
         self.runbook = runbook
         self.hosts = list(hosts)
-        super().__init__(f"runbook {runbook!r} may not run on: " + ", ".join(self.hosts))
+        super().__init__(
+            Msg("runbook {runbook!r} may not run on: {hosts}", runbook=runbook, hosts=", ".join(self.hosts))
+        )
 
 
 class RoomNotAllowed(RequestRefused, PermissionError):
     def __init__(self, runbook: str) -> None:
         self.runbook = runbook
-        super().__init__(f"runbook {runbook!r} may not be run from this room")
+        super().__init__(Msg("runbook {runbook!r} may not be run from this room", runbook=runbook))
 
 
 class NotAuthorized(RequestRefused, PermissionError):

@@ -36,6 +36,7 @@ import asyncssh
 
 from agent.config import ExecutorConfig, InventoryConfig
 from agent.errors import ConfigError
+from agent.i18n import Msg
 from agent.plan import RunPlan
 from agent.redaction import CappedRedactor, Redactor, cap_output
 from agent.remote import TIMEOUT_EXIT_CODES, new_run_id, remote_command
@@ -156,14 +157,16 @@ class Executor:
             except (OSError, asyncssh.KeyImportError) as exc:
                 logger.error("client key for %s cannot be loaded: %s", alias, exc)
                 raise _HostFailure(
-                    Outcome.ERROR, "the agent's SSH key for this host cannot be loaded"
+                    Outcome.ERROR, Msg("the agent's SSH key for this host cannot be loaded")
                 ) from None
         return self._keys[cache_key]
 
     async def _connect(self, alias: str) -> asyncssh.SSHClientConnection:
         host = self.inventory.hosts[alias]
         if self._known_hosts is None:  # pragma: no cover - the config requires known_hosts with hosts
-            raise _HostFailure(Outcome.REFUSED, "no known_hosts configured; host keys cannot be verified")
+            raise _HostFailure(
+                Outcome.REFUSED, Msg("no known_hosts configured; host keys cannot be verified")
+            )
         client = _Client(self._client_key(alias))
         username = host.user or self.inventory.user
         assert username is not None  # the config refuses hosts without a user
@@ -181,22 +184,28 @@ class Executor:
             return await asyncssh.connect(host.address, config=None, options=options)
         except asyncssh.HostKeyNotVerifiable:
             raise _HostFailure(
-                Outcome.REFUSED, "host key not trusted: missing from known_hosts or different from it"
+                Outcome.REFUSED, Msg("host key not trusted: missing from known_hosts or different from it")
             ) from None
         except asyncssh.PermissionDenied:
-            raise _HostFailure(Outcome.REFUSED, "login refused: the agent's key was not accepted") from None
+            raise _HostFailure(
+                Outcome.REFUSED, Msg("login refused: the agent's key was not accepted")
+            ) from None
         except ConnectionRefusedError:
-            raise _HostFailure(Outcome.UNREACHABLE, "connection refused") from None
+            raise _HostFailure(Outcome.UNREACHABLE, Msg("connection refused")) from None
         except TimeoutError:
-            raise _HostFailure(Outcome.UNREACHABLE, "connect timed out") from None
+            raise _HostFailure(Outcome.UNREACHABLE, Msg("connect timed out")) from None
         except socket.gaierror:
-            raise _HostFailure(Outcome.UNREACHABLE, "host name does not resolve") from None
+            raise _HostFailure(Outcome.UNREACHABLE, Msg("host name does not resolve")) from None
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise _HostFailure(Outcome.UNREACHABLE, f"cannot reach host ({reason})") from None
+            raise _HostFailure(
+                Outcome.UNREACHABLE, Msg("cannot reach host ({reason})", reason=reason)
+            ) from None
         except asyncssh.Error as exc:
             logger.warning("SSH handshake with %s failed: %s", alias, exc)
-            raise _HostFailure(Outcome.ERROR, f"SSH handshake failed ({type(exc).__name__})") from None
+            raise _HostFailure(
+                Outcome.ERROR, Msg("SSH handshake failed ({error})", error=type(exc).__name__)
+            ) from None
 
     async def _acquire(self, alias: str) -> _Pooled:
         """A live pooled connection to ``alias``, connecting (once, however many wait) when there is none."""
@@ -260,7 +269,7 @@ class Executor:
                 return HostResult(
                     alias,
                     Outcome.REFUSED,
-                    message="busy: a state-changing runbook is already running on this host",
+                    message=Msg("busy: a state-changing runbook is already running on this host"),
                 )
             self._busy.add(alias)
         try:
@@ -273,7 +282,7 @@ class Executor:
         except Exception:
             log.exception("run of %s on %s failed unexpectedly", plan.name, alias)
             result = HostResult(
-                alias, Outcome.ERROR, duration=time.monotonic() - started, message="internal error"
+                alias, Outcome.ERROR, duration=time.monotonic() - started, message=Msg("internal error")
             )
         finally:
             if changes_state:
@@ -292,7 +301,7 @@ class Executor:
         runbook = plan.runbook
         script = runbook.script
         if hashlib.sha256(script).hexdigest() != runbook.script_sha256:
-            raise _HostFailure(Outcome.REFUSED, "the script no longer matches the lock")
+            raise _HostFailure(Outcome.REFUSED, Msg("the script no longer matches the lock"))
         manifest = runbook.manifest
         command = remote_command(
             manifest.interpreter,
@@ -322,7 +331,7 @@ class Executor:
                 _abandon(process)
             except (asyncssh.Error, OSError) as exc:
                 raise _HostFailure(
-                    Outcome.ERROR, f"connection lost during the run ({type(exc).__name__})"
+                    Outcome.ERROR, Msg("connection lost during the run ({error})", error=type(exc).__name__)
                 ) from None
         stdout_full, full_out_truncated, full_out_cut = out.result()
         stderr_full, full_err_truncated, full_err_cut = err.result()
@@ -337,16 +346,20 @@ class Executor:
         hit_limit = duration >= manifest.timeout and (
             exit_code in TIMEOUT_EXIT_CODES or signal in ("KILL", "TERM")
         )
+        message: str
         if completed is None or hit_limit:
-            status, message = Outcome.TIMEOUT, f"killed at the {manifest.timeout:g} s time limit"
+            status, message = (
+                Outcome.TIMEOUT,
+                Msg("killed at the {limit:g} s time limit", limit=manifest.timeout),
+            )
         elif exit_code == 0:
             status, message = Outcome.SUCCESS, ""
         elif signal is not None:
-            status, message = Outcome.FAIL, f"killed by signal {signal}"
+            status, message = Outcome.FAIL, Msg("killed by signal {signal}", signal=signal)
         elif exit_code is None:
-            status, message = Outcome.ERROR, "the script ended without an exit status"
+            status, message = Outcome.ERROR, Msg("the script ended without an exit status")
         else:
-            status, message = Outcome.FAIL, f"exit status {exit_code}"
+            status, message = Outcome.FAIL, Msg("exit status {code}", code=exit_code)
         return HostResult(
             host=alias,
             status=status,
@@ -394,7 +407,7 @@ class Executor:
                     await asyncio.sleep(SESSION_RETRY_DELAYS[refused])
                     continue
                 raise _HostFailure(
-                    Outcome.ERROR, f"the host refused a session ({type(exc).__name__})"
+                    Outcome.ERROR, Msg("the host refused a session ({error})", error=type(exc).__name__)
                 ) from None
             try:
                 yield process

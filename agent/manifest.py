@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from agent.errors import InvalidArguments, InvalidManifest
+from agent.i18n import Msg, message_of
 from agent.redaction import ExtraRule, InvalidRule, check_rule
 
 #: Runbook and parameter names: short, lower-case identifiers (also file stems).
@@ -92,15 +93,17 @@ class _ParamModel(BaseModel):
 
 def _check_text(value: object, *, min_length: int, max_length: int) -> str:
     if not isinstance(value, str):
-        raise ValueError("must be a string")
+        raise ValueError(Msg("must be a string"))
     if _CONTROL.search(value):
-        raise ValueError("contains a control or invisible formatting character")
+        raise ValueError(Msg("contains a control or invisible formatting character"))
     if value.startswith("-"):
-        raise ValueError("must not start with '-'")
+        raise ValueError(Msg("must not start with '-'"))
     if len(value) < min_length:
-        raise ValueError("must not be empty" if min_length == 1 else f"shorter than {min_length} characters")
+        raise ValueError(
+            Msg("must not be empty") if min_length == 1 else Msg("shorter than {n} characters", n=min_length)
+        )
     if len(value) > max_length:
-        raise ValueError(f"longer than {max_length} characters")
+        raise ValueError(Msg("longer than {n} characters", n=max_length))
     return value
 
 
@@ -128,7 +131,11 @@ class StringParam(_ParamModel):
     def convert(self, value: object) -> str:
         text = _check_text(value, min_length=self.min_length, max_length=self.max_length)
         if not self._regex.fullmatch(text):
-            raise ValueError(f"must match {self.pattern}" if self.pattern else "must be printable ASCII")
+            raise ValueError(
+                Msg("must match {pattern}", pattern=self.pattern)
+                if self.pattern
+                else Msg("must be printable ASCII")
+            )
         return text
 
     def describe(self) -> str:
@@ -146,7 +153,7 @@ class IdentifierParam(_ParamModel):
     def convert(self, value: object) -> str:
         text = _check_text(value, min_length=1, max_length=self.max_length)
         if not re.fullmatch(IDENTIFIER_PATTERN, text, re.ASCII):
-            raise ValueError("must be letters, digits and . _ @ : - (starting with a letter or digit)")
+            raise ValueError(Msg("must be letters, digits and . _ @ : - (starting with a letter or digit)"))
         return text
 
     def describe(self) -> str:
@@ -167,16 +174,25 @@ class IntegerParam(_ParamModel):
 
     def convert(self, value: object) -> str:
         if isinstance(value, bool):
-            raise ValueError("must be an integer")
+            raise ValueError(Msg("must be an integer"))
         if isinstance(value, int):
             number = value
         elif isinstance(value, str) and _INTEGER.fullmatch(value):
             number = int(value)
         else:
-            raise ValueError("must be an integer")
+            raise ValueError(Msg("must be an integer"))
         if (self.min is not None and number < self.min) or (self.max is not None and number > self.max):
-            raise ValueError(f"must be an integer {self._range()}")
+            raise ValueError(self._range_msg())
         return str(number)
+
+    def _range_msg(self) -> Msg:
+        if self.min is not None and self.max is not None:
+            return Msg("must be an integer from {min} to {max}", min=self.min, max=self.max)
+        if self.min is not None:
+            return Msg("must be an integer of at least {min}", min=self.min)
+        if self.max is not None:
+            return Msg("must be an integer of at most {max}", max=self.max)
+        return Msg("must be an integer")
 
     def _range(self) -> str:
         if self.min is not None and self.max is not None:
@@ -201,7 +217,7 @@ class EnumParam(_ParamModel):
 
     def convert(self, value: object) -> str:
         if not isinstance(value, str) or value not in self.choices:
-            raise ValueError("must be one of: " + ", ".join(self.choices))
+            raise ValueError(Msg("must be one of: {choices}", choices=", ".join(self.choices)))
         return value
 
     def describe(self) -> str:
@@ -216,11 +232,11 @@ class DateParam(_ParamModel):
 
     def convert(self, value: object) -> str:
         if not isinstance(value, str) or not _DATE.fullmatch(value):
-            raise ValueError("must be a date written YYYY-MM-DD")
+            raise ValueError(Msg("must be a date written YYYY-MM-DD"))
         try:
             return dt.date.fromisoformat(value).isoformat()
         except ValueError:
-            raise ValueError("must be a real calendar date (YYYY-MM-DD)") from None
+            raise ValueError(Msg("must be a real calendar date (YYYY-MM-DD)")) from None
 
     def describe(self) -> str:
         return "date, YYYY-MM-DD"
@@ -362,18 +378,18 @@ def build_argv(manifest: Manifest, args: Mapping[str, Any]) -> list[str]:
     for key in args:
         if key not in known:
             shown = key if isinstance(key, str) and re.fullmatch(NAME_PATTERN, key) else "(invalid name)"
-            problems.append((shown, "unknown argument"))
+            problems.append((shown, Msg("unknown argument")))
     argv: list[str] = []
     for param in manifest.params:
         value = args.get(param.name, getattr(param, "default", None))
         if value is None:
             if param.is_required:
-                problems.append((param.name, "required"))
+                problems.append((param.name, Msg("required")))
             continue
         try:
             element = param.convert(value)
         except ValueError as exc:
-            problems.append((param.name, str(exc)))
+            problems.append((param.name, message_of(exc)))
             continue
         argv.extend([param.flag, element] if param.flag else [element])
     if problems:

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.i18n import Msg, nmsg
 from agent.results import RunResult
 from agent.state_files import private_dir, write_private
 
@@ -146,20 +147,22 @@ class OutputStore:
             ValueError: a bad stream or page number.
         """
         if not (isinstance(task_id, str) and isinstance(host, str)):
-            raise OutputNotFound("no stored output for that task and host")
+            raise OutputNotFound(Msg("no stored output for that task and host"))
         if stream not in STREAMS:
-            raise ValueError("stream must be stdout or stderr")
+            raise ValueError(Msg("stream must be stdout or stderr"))
         if not isinstance(page, int) or isinstance(page, bool) or page < 0:
-            raise ValueError("page must be a whole number from 0")
+            raise ValueError(Msg("page must be a whole number from 0"))
         path = self.folder / key_of(task_id) / f"{_host_key(host)}.{stream}"
         try:
             text = path.read_bytes().decode("utf-8", "replace")
         except OSError:
-            raise OutputNotFound("no stored output for that task and host (expired or never kept)") from None
+            raise OutputNotFound(
+                Msg("no stored output for that task and host (expired or never kept)")
+            ) from None
         lines = text.splitlines()
         pages = max(1, -(-len(lines) // self.page_lines))
         if page >= pages:
-            raise ValueError(f"there are {pages} page(s)")
+            raise ValueError(nmsg("there is {n} page", "there are {n} pages", pages))
         chunk = lines[page * self.page_lines : (page + 1) * self.page_lines]
         return "\n".join(chunk), page, pages
 

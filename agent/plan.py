@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config import InventoryConfig
 from agent.errors import HostNotAllowed, InvalidArguments, RoomNotAllowed, UnknownHost
+from agent.i18n import Msg
 from agent.manifest import TARGET_PATTERN, build_argv
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,5 +76,5 @@ def plan_run(
     if outside:
         raise HostNotAllowed(runbook.name, outside)
     if not isinstance(args, Mapping):
-        raise InvalidArguments([("args", "must be an object of parameter names to values")])
+        raise InvalidArguments([("args", Msg("must be an object of parameter names to values"))])
     return RunPlan(runbook=runbook, argv=build_argv(manifest, args), hosts=resolved)

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from agent.errors import AgentError
+from agent.i18n import Msg, i18n_json
 
 PROTOCOL_VERSION = 1
 #: The largest frame the agent accepts, in bytes; larger ones close the connection with 1009.
@@ -206,28 +207,30 @@ def parse_frame(frame: str | bytes) -> Command | Ack:
             room ids when they could be read, so the FAIL answer can be addressed.
     """
     if isinstance(frame, bytes):
-        raise InvalidPacket(ErrorCode.MALFORMED, "binary frames are not accepted; send JSON text")
+        raise InvalidPacket(ErrorCode.MALFORMED, Msg("binary frames are not accepted; send JSON text"))
     try:
         raw = json.loads(frame, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
-        raise InvalidPacket(ErrorCode.MALFORMED, "not valid JSON") from None
+        raise InvalidPacket(ErrorCode.MALFORMED, Msg("not valid JSON")) from None
     if not isinstance(raw, dict):
-        raise InvalidPacket(ErrorCode.MALFORMED, "a packet must be a JSON object")
+        raise InvalidPacket(ErrorCode.MALFORMED, Msg("a packet must be a JSON object"))
     task_id, room_id = _salvage(raw, "task_id", TASK_ID), _salvage(raw, "room_id", ROOM_ID)
     if not _encodable(frame) or not _encodable(json.dumps(raw, ensure_ascii=False)):
         # JSON escapes can smuggle in lone surrogates, which no UTF-8 store or frame can carry.
-        raise InvalidPacket(ErrorCode.MALFORMED, "invalid Unicode (lone surrogate)", task_id, room_id)
+        raise InvalidPacket(ErrorCode.MALFORMED, Msg("invalid Unicode (lone surrogate)"), task_id, room_id)
     if raw.get("event") == Event.ACK:
         try:
             return Ack.model_validate(raw)
         except ValidationError:
-            raise InvalidPacket(ErrorCode.MALFORMED, "an ACK needs a valid msg_id", field="msg_id") from None
+            raise InvalidPacket(
+                ErrorCode.MALFORMED, Msg("an ACK needs a valid msg_id"), field="msg_id"
+            ) from None
     action = raw.get("action")
     if not isinstance(action, str):
-        raise InvalidPacket(ErrorCode.MALFORMED, "missing 'action'", task_id, room_id)
+        raise InvalidPacket(ErrorCode.MALFORMED, Msg("missing 'action'"), task_id, room_id)
     if action not in Action.__members__:
         raise InvalidPacket(
-            ErrorCode.ACTION_NOT_ALLOWED, "action not allowed", task_id, room_id, action=action
+            ErrorCode.ACTION_NOT_ALLOWED, Msg("action not allowed"), task_id, room_id, action=action
         )
     try:
         command = Command.model_validate(raw)
@@ -235,7 +238,7 @@ def parse_frame(frame: str | bytes) -> Command | Ack:
         fields = sorted({str(e["loc"][0]) for e in exc.errors(include_input=False) if e["loc"]})
         raise InvalidPacket(
             ErrorCode.MALFORMED,
-            "invalid or missing: " + ", ".join(fields or ["packet"]),
+            Msg("invalid or missing: {fields}", fields=", ".join(fields or ["packet"])),
             task_id,
             room_id,
             field=fields[0] if len(fields) == 1 else None,
@@ -262,7 +265,7 @@ def _check_nested_identifiers(
         if (value is not None or required) and not valid_identifier(value, pattern):
             raise InvalidPacket(
                 ErrorCode.INVALID_ARGUMENTS,
-                f"params.{key}: missing or not a valid identifier",
+                Msg("params.{key}: missing or not a valid identifier", key=key),
                 task_id,
                 room_id,
                 field=f"params.{key}",
@@ -270,7 +273,7 @@ def _check_nested_identifiers(
     auth = raw.get("auth")
     if isinstance(auth, dict) and "nonce" in auth and not valid_identifier(auth["nonce"], NONCE):
         raise InvalidPacket(
-            ErrorCode.BAD_SIGNATURE, "invalid: auth.nonce", task_id, room_id, field="auth.nonce"
+            ErrorCode.BAD_SIGNATURE, Msg("invalid: auth.nonce"), task_id, room_id, field="auth.nonce"
         )
 
 
@@ -344,7 +347,11 @@ def finished_message(
 ) -> dict[str, Any]:
     payload: dict[str, Any] = {"status": status.value, "data": data or {}}
     if error is not None:
-        payload["error"] = {"code": error[0].value, "message": error[1]}
+        payload["error"] = {"code": error[0].value, "message": str(error[1])}
+        if (i18n := i18n_json(error[1])) is not None:
+            payload["error"]["i18n"] = (
+                i18n  # the message's template and values: payload.text is rendered from it
+            )
     return {
         "event": Event.TASK_FINISHED.value,
         "room_id": room_id,

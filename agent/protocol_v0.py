@@ -125,9 +125,9 @@ def was_status(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(body, dict) and "status" in body:
         return body
     reason = details.get("reason")
-    if reason == "refused":
+    if reason == "CONNECTION_REFUSED":
         return {"status": "DOWN", "error": REFUSED}
-    if reason == "timeout":
+    if reason == "TIMEOUT":
         return {"status": "DOWN", "error": TIMEOUT}
     return {"status": "DOWN", "error": str(result.get("message") or "unknown")}
 

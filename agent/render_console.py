@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent.i18n import Chat
-from agent.markup import MARKS, neutralize
+from agent.i18n import N_, Chat
+from agent.markup import MARKS, neutralize, status_word
 
 #: Lines of a stream shown from its start and from its end in a run's answer.
 HEAD_LINES = 5
@@ -20,14 +20,6 @@ TAIL_LINES = 10
 LINE_CHARS = 300
 #: The marker :func:`agent.redaction.cap_output` puts where it cut the middle of a stream.
 _CUT_MARK = re.compile(r"^… \d+ bytes cut …$")
-
-
-def chat_for(config: Any) -> Chat:
-    """The config's chat settings (``[chat] language``, ``timezone``) when it has them, else Korean/KST."""
-    section = getattr(config, "chat", None)
-    if section is None:
-        return Chat()
-    return Chat(getattr(section, "language", "ko"), getattr(section, "timezone", "Asia/Seoul"))
 
 
 def _code(text: str) -> str:
@@ -119,14 +111,14 @@ def output_block(
 # -- 2. help ------------------------------------------------------------------------------------------------------
 
 COMMANDS = [
-    ("help [RUNBOOK]", "the runbooks this room may run, or how to call one"),
-    ("run RUNBOOK host=H [KEY=VALUE …]", "run a runbook"),
-    ("output TASK HOST [stderr] [PAGE]", "page the whole kept output of a run"),
-    ("history [RUNBOOK] [N]", "this room's latest runs"),
-    ("pending", "requests waiting for an approver"),
-    ("approve CODE | reject CODE", "decide someone else's request (approvers)"),
-    ("cancel CODE", "withdraw your own waiting request"),
-    ("check NAME | was | disk", "run a configured check"),
+    ("help [RUNBOOK]", N_("the runbooks this room may run, or how to call one")),
+    ("run RUNBOOK host=H [KEY=VALUE …]", N_("run a runbook")),
+    ("output TASK HOST [stderr] [PAGE]", N_("page the whole kept output of a run")),
+    ("history [RUNBOOK] [N]", N_("this room's latest runs")),
+    ("pending", N_("requests waiting for an approver")),
+    ("approve CODE | reject CODE", N_("decide someone else's request (approvers)")),
+    ("cancel CODE", N_("withdraw your own waiting request")),
+    ("check NAME | was | disk", N_("run a configured check")),
 ]
 
 
@@ -225,9 +217,9 @@ def render_pending_list(data: dict[str, Any], chat: Chat) -> str:
 def render_decision(data: dict[str, Any], chat: Chat) -> str | None:
     """The answer to APPROVE / REJECT / CANCEL: what was released, rejected or withdrawn."""
     for key, template in (
-        ("approved", "✅ Released: {what}, asked by {user}. It runs now as task {task}."),
-        ("rejected", "⛔ Rejected: {what}, asked by {user} (task {task}). It will not run."),
-        ("cancelled", "↩️ Withdrawn: {what} (task {task}). It will not run."),
+        ("approved", N_("✅ Released: {what}, asked by {user}. It runs now as task {task}.")),
+        ("rejected", N_("⛔ Rejected: {what}, asked by {user} (task {task}). It will not run.")),
+        ("cancelled", N_("↩️ Withdrawn: {what} (task {task}). It will not run.")),
     ):
         if key in data:
             return chat._(template).format(what=_what(data), user=neutralize(str(data.get("requested_by"))),
@@ -242,13 +234,18 @@ def render_progress(payload: dict[str, Any], chat: Chat) -> str:
     name = neutralize(str(payload.get("runbook")))
     done, total = payload.get("done", 0), payload.get("total", 0)
     if payload.get("kind") == "running":
-        return chat._("⏳ {runbook} is still running after {elapsed}: {done} of {total} host(s) done").format(
+        return chat.ngettext(
+            "⏳ {runbook} is still running after {elapsed}: {done} of {total} host done",
+            "⏳ {runbook} is still running after {elapsed}: {done} of {total} hosts done",
+            int(total) if isinstance(total, int) else 0,
+        ).format(
             runbook=name, elapsed=chat.duration(float(payload.get("elapsed") or 0)), done=done, total=total
         )
     status = str(payload.get("status"))
     code = "-" if payload.get("exit_code") is None else payload.get("exit_code")
     return chat._("{mark} {runbook}: {host} {status} exit={code} in {duration} ({done} of {total})").format(
-        mark=MARKS.get(status, "•"), runbook=name, host=neutralize(str(payload.get("host"))), status=status,
+        mark=MARKS.get(status, "•"), runbook=name, host=neutralize(str(payload.get("host"))),
+        status=status_word(chat, status),
         code=code, duration=chat.duration(float(payload.get("duration") or 0)), done=done, total=total,
     )  # fmt: skip
 
@@ -274,7 +271,8 @@ def render_agent_notice(payload: dict[str, Any], chat: Chat) -> str:
 def _check_line(item: dict[str, Any], chat: Chat) -> str:
     status = str(item.get("status"))
     mark = "✅" if item.get("recovered") else MARKS.get(status, "•")
-    text = f"{mark} {neutralize(str(item.get('message', '')))} ({status})"
+    message = chat.text(item.get("i18n"), fallback=str(item.get("message") or ""))
+    text = f"{mark} {neutralize(message)} ({status_word(chat, status)})"
     if item.get("reminder") and not item.get("recovered"):
         since = item.get("failing_since")
         text += " " + chat._("(still failing since {when})").format(

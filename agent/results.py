@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from agent.i18n import i18n_json
+
 
 class Outcome(StrEnum):
     """How a run ended on one host; the values are the wire names (docs/protocol.md)."""
@@ -34,7 +36,7 @@ class HostResult:
     truncated: bool = False
     stdout_cut: int = 0
     stderr_cut: int = 0
-    #: Short reason for anything but SUCCESS, safe for the room.
+    #: Short reason for anything but SUCCESS, safe for the room (a :class:`agent.i18n.Msg`: ``i18n`` in the JSON).
     message: str = ""
     #: sha256 of the kept output (``stdout_full + NUL + stderr_full``, UTF-8): what the audit log records.
     output_sha256: str = ""
@@ -47,6 +49,9 @@ class HostResult:
         del data["stdout_full"], data["stderr_full"]
         data["status"] = self.status.value
         data["duration"] = round(self.duration, 3)
+        data["message"] = str(self.message)
+        if (i18n := i18n_json(self.message)) is not None:
+            data["i18n"] = i18n
         return data
 
 

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import InvalidArguments, NotAuthorized, RequestRefused, RunbookNotRunnable
+from agent.i18n import Msg
 from agent.plan import RunPlan, plan_run
 from agent.results import HostResult, RunResult
 
@@ -81,18 +82,26 @@ def authorize(config: AgentConfig, catalog: Catalog, request: RunRequest) -> Run
         RunbookNotRunnable, RequestRefused, InvalidArguments: the documented refusals (not audited here).
     """
     if not isinstance(request.runbook, str) or not request.runbook:
-        raise InvalidArguments([("runbook", "params.runbook must name a runbook")])
+        raise InvalidArguments([("runbook", Msg("params.runbook must name a runbook"))])
     runbook = catalog.load(request.runbook)
     manifest = runbook.manifest
     if request.via in (Via.CHAT, Via.CHECK):
         roles = config.access.roles_of(request.user)
         if roles is not None and not roles & set(manifest.roles):
-            raise NotAuthorized(f"runbook {runbook.name!r} needs the role " + " or ".join(manifest.roles))
+            raise NotAuthorized(
+                Msg(
+                    "runbook {name!r} needs the role {roles}",
+                    name=runbook.name,
+                    roles=" or ".join(manifest.roles),
+                )
+            )
     room = request.room if request.via is not Via.CLI else None
     plan = plan_run(runbook, config.inventory, request.hosts, request.args, room=room)
     if manifest.requires_approval and request.approved_by is None:
         if request.via in (Via.CHECK, Via.SCHEDULE):
-            raise NotAuthorized(f"runbook {runbook.name!r} needs an approver; a check cannot run it")
+            raise NotAuthorized(
+                Msg("runbook {name!r} needs an approver; a check cannot run it", name=runbook.name)
+            )
         return Held(plan.name, plan.hosts, dict(request.args))
     return plan
 

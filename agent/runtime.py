@@ -35,6 +35,7 @@ from agent.core import (
     TimerFired,
 )
 from agent.dispatch import Parts, TaskContext, dispatch
+from agent.i18n import Msg, i18n_json, nmsg
 from agent.outbox import GroupCommit, Outbox, TaskState
 from agent.protocol import (
     Command,
@@ -49,9 +50,16 @@ from agent.protocol import (
 )
 from agent.redaction import Redactor
 from agent.render import render_finished, render_pending, render_report
-from agent.render_console import chat_for, render_console
+from agent.render_console import render_console
 
 logger = logging.getLogger(__name__)
+
+#: The messages that carry a chat-ready ``payload.text``, and how it is rendered.
+_RENDERERS = {
+    Wire.TASK_FINISHED.value: render_finished,
+    Wire.REPORT.value: render_report,
+    Wire.TASK_PENDING_APPROVAL.value: render_pending,
+}
 
 
 class AgentRuntime:
@@ -66,6 +74,8 @@ class AgentRuntime:
         self.outbox = outbox
         self.audit: AuditLog = parts.audit
         self.redactor = redactor
+        #: How the agent speaks to rooms (``[chat]``): every payload.text is rendered with it.
+        self.chat = self.config.chat.chat()
         self.core = AgentCore(
             outbox,
             changes_state=self._changes_state,
@@ -83,7 +93,6 @@ class AgentRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(self.config.tasks.max_tasks)
-        self.chat = chat_for(self.config)
         #: Set when a message was queued (the link's writer waits on it).
         self.queued = asyncio.Event()
         #: Set when an ACK removed a message from the outbox (the link's flush waits on it).
@@ -155,15 +164,15 @@ class AgentRuntime:
         payload = redacted.get("payload")
         if isinstance(payload, dict):
             event = redacted.get("event")
-            console = render_console(event, payload, self.chat)
-            if console is not None:
-                payload["text"] = console
-            elif event == Wire.TASK_FINISHED.value:
-                payload["text"] = render_finished(payload)
-            elif event == Wire.REPORT.value:
-                payload["text"] = render_report(payload)
-            elif event == Wire.TASK_PENDING_APPROVAL.value:
-                payload["text"] = render_pending(payload)
+            try:
+                text = render_console(str(event), payload, self.chat)
+                if text is None and (render := _RENDERERS.get(str(event))) is not None:
+                    text = render(self.chat, payload)
+            except Exception:  # a rendering bug must never cost the message itself
+                logger.exception("could not render the chat text of a %s", event)
+                text = f"{payload.get('status', '')} {payload.get('message', '')}".strip()
+            if text is not None:
+                payload["text"] = text
         return redacted
 
     def send(
@@ -271,6 +280,11 @@ class AgentRuntime:
         report = self.catalog.verify()
         self.outbox.purge()
         if not report.ok:
+            message = nmsg(
+                "{n} catalog problem; {runnable} of {total} runbooks runnable",
+                "{n} catalog problems; {runnable} of {total} runbooks runnable",
+                len(report.problems), runnable=len(report.runnable), total=len(report.runbooks),
+            )  # fmt: skip
             for problem in report.problems:
                 logger.error("catalog: %s", problem)
             self.report(
@@ -278,8 +292,9 @@ class AgentRuntime:
                 {
                     "kind": "catalog",
                     "status": "ERROR",
-                    "message": f"{len(report.problems)} catalog problem(s); "
-                    f"{len(report.runnable)} of {len(report.runbooks)} runbooks runnable",
+                    "message": message,
+                    "i18n": i18n_json(message),
+                    "at": time.time(),
                     "problems": [
                         {"runbook": p.runbook, "kind": p.kind.value, "detail": p.detail}
                         for p in report.problems
@@ -315,7 +330,7 @@ class AgentRuntime:
                 except Exception:
                     logger.exception("task %s (%s) failed", command.task_id, command.action.value)
                     answer = Answer.fail(
-                        ErrorCode.INTERNAL, "internal error; the agent's log has the details"
+                        ErrorCode.INTERNAL, Msg("internal error; the agent's log has the details")
                     )
         except asyncio.CancelledError:
             self.feed(TaskEnded(command, None, time.time()))

@@ -34,8 +34,8 @@ from agent.checks import CheckResult, CheckStatus, notify_decision, worst
 from agent.checks.runner import CheckRunner
 from agent.config import AgentConfig, Schedule
 from agent.errors import ConfigError
+from agent.i18n import Msg, i18n_json, nmsg
 from agent.outbox import Outbox
-from agent.render_console import chat_for
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,11 @@ def schedule_problems(config: AgentConfig) -> list[str]:
     return problems
 
 
+def _now() -> float:
+    """When a report was made (Unix time; the room reads it in its timezone, ``2026-11-28 14:05 KST``)."""
+    return round(dt.datetime.now(dt.UTC).timestamp(), 3)
+
+
 class CheckScheduler:
     def __init__(self, config: AgentConfig, runner: CheckRunner, state: Outbox, report: Report) -> None:
         self.config = config
@@ -100,7 +105,7 @@ class CheckScheduler:
         #: Per check since the last summary: [runs, runs that were not OK].
         self.tally: dict[str, list[int]] = {}
         #: Quiet hours are read in the chat's timezone (KST by default).
-        self.timezone = chat_for(config).timezone
+        self.timezone = config.chat.timezone
         self._scheduler: AsyncIOScheduler | None = None
 
     def start(self) -> None:
@@ -177,13 +182,16 @@ class CheckScheduler:
             return None
         self.state.set_state(told_key, repr(now))
         message = (
-            f"{check} recovered: {result.message}" if decision == "recovery" else f"{check}: {result.message}"
+            Msg("{check} recovered: {message}", check=check, message=result.message)
+            if decision == "recovery"
+            else Msg("{check}: {message}", check=check, message=result.message)
         )
         return {
             "check": check, "status": result.status.value, "previous": previous.value if previous else None,
             "recovered": decision == "recovery", "reminder": reminder,
             "failing_since": _float(self.state.get_state(since_key)), "at": now,
-            "message": message, "data": result.data, "duration": round(result.duration, 3),
+            "message": message, "i18n": i18n_json(message), "data": result.data,
+            "duration": round(result.duration, 3),
         }  # fmt: skip
 
     def _send_grouped(self, schedule: Schedule, items: list[dict[str, Any]], now: float) -> None:
@@ -221,6 +229,7 @@ class CheckScheduler:
             checks[check] = {
                 "status": result.status.value,
                 "message": result.message,
+                "i18n": i18n_json(result.message),
                 "runs": runs,
                 "not_ok": not_ok,
             }
@@ -228,10 +237,13 @@ class CheckScheduler:
         overall = worst([r.status for r in results])
         bad = [c for c, r in zip(names, results, strict=True) if r.status is not CheckStatus.OK]
         message = (
-            f"{len(names)} checks, all OK" if not bad else f"{len(names)} checks, not OK: {', '.join(bad)}"
+            nmsg("{n} check, all OK", "{n} checks, all OK", len(names))
+            if not bad
+            else nmsg("{n} check, not OK: {bad}", "{n} checks, not OK: {bad}", len(names), bad=", ".join(bad))
         )
         self.report(self._room(schedule), {"kind": "summary", "schedule": schedule.name, "status": overall.value,
-                                           "message": message, "checks": checks})  # fmt: skip
+                                           "message": message, "i18n": i18n_json(message), "at": _now(),
+                                           "checks": checks})  # fmt: skip
 
     # -- missed runs ---------------------------------------------------------------------------------------------
 
@@ -241,11 +253,25 @@ class CheckScheduler:
             return
         busy = event.code == EVENT_JOB_MAX_INSTANCES
         when = getattr(event, "scheduled_run_time", None) or (event.scheduled_run_times or [None])[0]
-        at = when.astimezone(dt.UTC).strftime("%H:%M:%S UTC") if when else "?"
-        reason = "the previous run was still going" if busy else "the agent was busy past the grace time"
-        logger.warning("schedule %s: run at %s missed (%s)", schedule.name, at, reason)
+        at = when.astimezone(dt.UTC) if isinstance(when, dt.datetime) else None
+        reason = (
+            Msg("the previous run was still going") if busy else Msg("the agent was busy past the grace time")
+        )
+        logger.warning(
+            "schedule %s: run at %s missed (%s)", schedule.name, at.isoformat() if at else "?", reason
+        )
+        message = (
+            Msg(
+                "{schedule}: the run at {at} was missed ({reason})",
+                schedule=schedule.name,
+                at=at,
+                reason=reason,
+            )
+            if at
+            else Msg("{schedule}: a run was missed ({reason})", schedule=schedule.name, reason=reason)
+        )
         self.report(self._room(schedule), {"kind": "missed", "schedule": schedule.name, "status": "WARN",
-                                           "message": f"{schedule.name}: the run at {at} was missed ({reason})"})  # fmt: skip
+                                           "message": message, "i18n": i18n_json(message), "at": _now()})  # fmt: skip
 
     def _report_downtime(self) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -269,9 +295,13 @@ class CheckScheduler:
                     first = first or fire
                     fire = trigger.get_next_fire_time(fire, fire + dt.timedelta(microseconds=1))
             if missed:
-                since = first.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if first else "?"
                 logger.warning("schedule %s: %d run(s) missed while the agent was not running", name, missed)
+                message = nmsg(
+                    "{schedule}: {n} run missed while the agent was not running (since {since})",
+                    "{schedule}: {n} runs missed while the agent was not running (since {since})",
+                    missed, schedule=name, since=(first or last).astimezone(dt.UTC),
+                )  # fmt: skip
                 self.report(self._room(schedule), {
                     "kind": "missed", "schedule": name, "status": "WARN", "missed": missed,
-                    "message": f"{name}: {missed} run(s) missed while the agent was not running (since {since})",
+                    "message": message, "i18n": i18n_json(message), "at": _now(),
                 })  # fmt: skip

@@ -149,10 +149,12 @@ async def test_reject_and_expiry(agent_home: Path, relay: Relay, operator: Opera
         code = (await pending(operator, "r1"))["payload"]["code"]
         await send(operator, "r2", "REJECT", "lee", code=code)
         assert (await operator.finished("r2"))["payload"]["data"]["rejected"] == "r1"
-        assert (await operator.finished("r1"))["payload"]["error"] == {
+        rejected = (await operator.finished("r1"))["payload"]
+        assert {k: rejected["error"][k] for k in ("code", "message")} == {
             "code": "REJECTED",
             "message": "rejected by lee",
         }
+        assert "lee님이 거절함" in rejected["text"]  # the room reads Korean by default
 
         await send(
             operator, "e1", "RUN_RUNBOOK", "kim", runbook="approved_change", hosts=["h1"], args={"note": "b"}

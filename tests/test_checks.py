@@ -97,7 +97,7 @@ url = "{health.url("/text")}"
     summary = {name: (r.status, r.message) for name, r in results.items()}
     assert summary == {
         "up": (OK, "HTTP 200, UP"), "down": (DOWN, "HTTP 503, status DOWN"), "unavailable": (DOWN, "HTTP 503"),
-        "slow": (DOWN, "no answer within 0.5 s"), "refused": (DOWN, "connection refused"), "plain": (OK, "HTTP 200"),
+        "slow": (DOWN, "timeout (no answer within 0.5 s)"), "refused": (DOWN, "connection refused"), "plain": (OK, "HTTP 200"),
     }  # fmt: skip
     assert results["up"].data["health"] == {"status": "UP", "components": {"db": "UP", "disk": "UP"}}
     assert all("127.0.0.1" not in r.message for r in results.values())

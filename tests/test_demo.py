@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,29 +18,45 @@ from agent.reference.demo import parse_chat
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_demo_plays_every_scene_and_exits_0(tmp_path: Path) -> None:
+def run_demo(tmp_path: Path, *args: str) -> str:
     before = set(Path("/tmp").glob("guardia-demo-*"))
     env = {**os.environ, "HOME": str(tmp_path)}  # nothing of the user's is read or written
     for name in ("EXTERNAL_WS_URL", "AGENT_RELAY_TOKEN", "AGENT_CONFIG"):
         env.pop(name, None)
-    done = subprocess.run([sys.executable, "-m", "agent", "demo"], cwd=ROOT, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "agent", "demo", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
+    assert "127.0.0.1:" not in out.split("\n", 2)[2]  # past the banner, no address reaches the room
+    assert set(Path("/tmp").glob("guardia-demo-*")) == before
+    return out
+
+
+def test_demo_plays_every_scene_in_korean_and_exits_0(tmp_path: Path) -> None:
+    out = run_demo(tmp_path)
     for scene in [
         "👤 kim> help", "🤖 guardia> 📋", "• tail_log — ", "👤 kim> help tail_log",
         "run tail_log host=H dir=app|was|web file=NAME [lines=1..2000]",
-        "👤 kim> run disk_usage host=was01", "✅ disk_usage: 1 of 1 host(s) succeeded",
+        "👤 kim> run disk_usage host=was01", "✅ disk_usage: 호스트 1대 중 1대 성공", "✅ was01 성공 (종료 코드 0,",
         "file=../../etc/shadow", "(INVALID_ARGUMENTS)",
-        "its script changed since it was locked (RUNBOOK_NOT_RUNNABLE)",
-        "🤖 guardia> ⏳ demo_slow", "⏱️ was01 TIMEOUT", "killed at the 2 s time limit",
-        "waiting for the batch lock...", "👤 kim> history", "kim: demo_slow → was01",
-        "🤖 guardia (scheduled)> 🔴 [was01-every-second]", "🔴 was01_health: connection refused (DOWN)",
-        "nothing was left behind",
+        "잠금 이후 스크립트가 바뀜 (RUNBOOK_NOT_RUNNABLE)",
+        "🤖 guardia> ⏳ demo_slow", "⏱️ was01 시간 초과", "제한 시간 2초에 강제 종료됨", "waiting for the batch lock...",
+        "👤 kim> history", "kim: demo_slow → was01",
+        "🤖 guardia (예약 점검)> 🔴 [was01-every-second]", "🔴 was01_health: 연결 거부 (장애)",
+        "남긴 것은 없습니다",
     ]:  # fmt: skip
         assert scene in out, scene
-    assert "127.0.0.1:" not in out.split("\n", 2)[2]  # past the banner, no address reaches the room
-    assert set(Path("/tmp").glob("guardia-demo-*")) == before
+    assert re.search(
+        r"\[was01-every-second\] \d{4}-\d{2}-\d{2} \d{2}:\d{2} KST", out
+    )  # the report's time, in KST
+
+
+def test_demo_speaks_english_on_request(tmp_path: Path) -> None:
+    out = run_demo(tmp_path, "--language", "en")
+    for scene in ["✅ disk_usage: 1 of 1 host succeeded", "its script changed since it was locked (RUNBOOK_NOT_RUNNABLE)",
+                  "🔴 was01_health: connection refused (down)", "nothing was left behind"]:  # fmt: skip
+        assert scene in out, scene
+    assert "성공" not in out
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.i18n import Chat
 from agent.outputs import key_of
 from agent.render import ZWSP, neutralize, render_finished, render_report
 from agent.runtime import AgentRuntime
@@ -27,13 +28,15 @@ def test_rendered_run_shows_head_tail_what_was_left_out_and_the_paging_command()
              "stdout": "".join(f"line {i}\n" for i in range(1, 261)) + HOSTILE, "stdout_lines": 263,
              "stderr": "a warning nobody needs on success"},
             {"host": "was02", "status": "TIMEOUT", "exit_code": None, "duration": 30.0, "stdout": "",
-             "stderr": "partial", "message": "killed at the 30 s time limit", "truncated": True},
+             "stderr": "partial", "message": "killed at the 30 s time limit", "truncated": True,
+             "stdout_cut": 2048, "stderr_cut": 0},
         ],
         "output_ref": "t-1",
     }  # fmt: skip
-    text = render_finished({"status": "FAIL", "data": data})
-    assert text.startswith("⏱️ disk_usage: 1 of 2 host(s) succeeded")
-    assert "✅ was01 SUCCESS exit=0 0.21s" in text and "⏱️ was02 TIMEOUT exit=- 30.00s — killed at" in text
+    text = render_finished(Chat("en"), {"status": "FAIL", "data": data})
+    assert text.startswith("⏱️ disk_usage: 1 of 2 hosts succeeded")
+    assert "✅ was01 succeeded (exit code 0, 0.2 s)" in text
+    assert "⏱️ was02 timed out (exit code -, 30.0 s) — killed at" in text
     assert "@all" not in text and "https://" not in text
     shown = [n for n in range(1, 261) if f"line {n}\n" in text]
     assert shown == [1, 2, 3, 4, 5, 254, 255, 256, 257, 258, 259, 260]  # head 5, tail 10 (3 of them hostile)
@@ -41,24 +44,29 @@ def test_rendered_run_shows_head_tail_what_was_left_out_and_the_paging_command()
     assert "6–253" in left_out and "output t-1 was01 1" in text  # …and the exact command that pages the rest
     assert "a warning nobody needs" not in text  # stderr of a success with stdout stays out
     assert "partial" in text  # stderr of the failed host with empty stdout is shown
+    korean = render_finished(Chat(), {"status": "FAIL", "data": data})
+    assert "248줄 생략 (6–253번째 줄)" in korean and "전체 출력 보기: output t-1 was01 1" in korean
 
 
 def test_stderr_is_shown_when_the_run_failed_even_with_stdout() -> None:
     host = {"host": "h", "status": "FAIL", "exit_code": 2, "stdout": "some output", "stderr": "the reason"}
-    text = render_finished({"status": "FAIL", "data": {"runbook": "x", "status": "FAIL", "hosts": [host]}})
+    text = render_finished(
+        Chat("en"), {"status": "FAIL", "data": {"runbook": "x", "status": "FAIL", "hosts": [host]}}
+    )
     assert "some output" in text and "the reason" in text
 
 
 def test_rendered_refusal_and_report() -> None:
     refusal = render_finished(
-        {"status": "FAIL", "error": {"code": "ROOM_NOT_ALLOWED", "message": "no @here"}}
+        Chat("en"), {"status": "FAIL", "error": {"code": "ROOM_NOT_ALLOWED", "message": "no @here"}}
     )
     assert refusal == f"❌ no @{ZWSP}here (ROOM_NOT_ALLOWED)"
     assert (
-        render_report({"kind": "check", "status": "DOWN", "message": "was: HTTP 503"}) == "🔴 was: HTTP 503"
+        render_report(Chat("en"), {"kind": "check", "status": "DOWN", "message": "was: HTTP 503"})
+        == "🔴 was: HTTP 503"
     )
     assert render_report(
-        {"kind": "check", "status": "OK", "recovered": True, "message": "was recovered"}
+        Chat("en"), {"kind": "check", "status": "OK", "recovered": True, "message": "was recovered"}
     ).startswith("✅")
 
 

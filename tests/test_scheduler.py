@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -201,9 +202,10 @@ misfire_grace = 60
     )
     try:
         [missed] = await wait_reports(operator, 1, kind="missed")
-        assert missed["missed"] == 5 and "5 run(s) missed while the agent was not running" in str(
+        assert missed["missed"] == 5 and "5 runs missed while the agent was not running" in str(
             missed["message"]
         )
+        assert re.search(r"실행 5회를 건너뜀 \(\d{4}-\d{2}-\d{2} \d{2}:\d{2} KST부터\)", missed["text"])
     finally:
         await app.stop()
 
@@ -241,10 +243,16 @@ cron = "0 9 * * *"
         await scheduler.fire("daily")
         [summary] = await wait_reports(operator, 1, kind="summary")
         assert summary["status"] == "DOWN" and summary["message"] == "2 checks, not OK: broken"
-        assert summary["checks"] == {
+        assert {
+            name: {k: v for k, v in check.items() if k != "i18n"} for name, check in summary["checks"].items()
+        } == {
             "was": {"status": "OK", "message": "HTTP 200, UP", "runs": 2, "not_ok": 0},
             "broken": {"status": "DOWN", "message": "HTTP 503, status DOWN", "runs": 2, "not_ok": 2},
         }
+        assert (
+            "일일 요약: 점검 2개 중 비정상: broken" in summary["text"]
+            and "실행 2회 중 비정상 2회" in summary["text"]
+        )
     finally:
         await app.stop()
 

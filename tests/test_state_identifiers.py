@@ -161,7 +161,9 @@ async def test_hostile_ids_through_the_relay_are_refused_naming_the_field_and_to
         assert answer["status"] == "FAIL" and answer["error"] == {
             "code": "MALFORMED",
             "message": "invalid or missing: task_id",
+            "i18n": {"id": "invalid or missing: {fields}", "args": {"fields": "task_id"}},
         }
+        assert answer["text"] == "❌ 잘못되었거나 빠진 항목: task_id (MALFORMED)"
     await operator.send({"action": "GET_OUTPUT", "task_id": "g-1", "room_id": "ops",
                          "params": {"task_id": "../audit.jsonl", "host": "h1"}})  # fmt: skip
     error = (await operator.finished("g-1"))["payload"]["error"]

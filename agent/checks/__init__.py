@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from agent.i18n import i18n_json
+
 
 class CheckStatus(StrEnum):
     OK = "OK"
@@ -29,14 +31,17 @@ def worst(statuses: list[CheckStatus]) -> CheckStatus:
 @dataclass(frozen=True)
 class CheckResult:
     status: CheckStatus
-    #: Short, address-free, for the room.
+    #: Short, address-free, for the room: a :class:`agent.i18n.Msg` (English; ``i18n`` in the JSON).
     message: str
     data: dict[str, Any] = field(default_factory=dict)
     duration: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status.value, "message": self.message, "data": self.data,
+        data = {"status": self.status.value, "message": str(self.message), "data": self.data,
                 "duration": round(self.duration, 3)}  # fmt: skip
+        if (i18n := i18n_json(self.message)) is not None:
+            data["i18n"] = i18n
+        return data
 
 
 NotifyMode = Literal["always", "on_change", "on_failure"]

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.checks import CheckResult, CheckStatus
-from agent.config import DbCheck, DbConfig, DbQuery
+from agent.config import COUNT_LIMIT, DbCheck, DbConfig, DbQuery
 from agent.errors import InvalidArguments
+from agent.i18n import Msg, nmsg
 
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg2
@@ -40,11 +41,11 @@ def bind(query: DbQuery, values: Mapping[str, Any], today: dt.date | None = None
     for name in values:
         if name not in query.params:
             problems.append((name if re.fullmatch(r"[a-z][a-z0-9_]{0,31}", str(name)) else "(invalid name)",
-                             "unknown parameter"))  # fmt: skip
+                             Msg("unknown parameter")))  # fmt: skip
     for name, kind in query.params.items():
         value = values.get(name)
         if value is None:
-            problems.append((name, "required"))
+            problems.append((name, Msg("required")))
         elif kind == "date":
             day = today or dt.date.today()
             if value in ("today", "yesterday"):
@@ -53,20 +54,20 @@ def bind(query: DbQuery, values: Mapping[str, Any], today: dt.date | None = None
                 try:
                     bound[name] = dt.date.fromisoformat(value)
                 except ValueError:
-                    problems.append((name, "must be a real calendar date (YYYY-MM-DD)"))
+                    problems.append((name, Msg("must be a real calendar date (YYYY-MM-DD)")))
             else:
-                problems.append((name, "must be a date written YYYY-MM-DD"))
+                problems.append((name, Msg("must be a date written YYYY-MM-DD")))
         elif kind == "integer":
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63:
                 bound[name] = value
             elif isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value):
                 bound[name] = int(value)
             else:
-                problems.append((name, "must be an integer"))
+                problems.append((name, Msg("must be an integer")))
         elif isinstance(value, str) and len(value) <= 256 and "\x00" not in value:
             bound[name] = value
         else:
-            problems.append((name, "must be a string of at most 256 characters"))
+            problems.append((name, Msg("must be a string of at most 256 characters")))
     if problems:
         raise InvalidArguments(problems)
     return bound
@@ -94,7 +95,11 @@ def _json(value: Any) -> Any:
 class QueryResult:
     columns: list[str]
     rows: list[dict[str, Any]]
+    #: More rows matched than ``rows`` holds (the query's own LIMIT aside: see ``total``).
     truncated: bool
+    #: How many rows match in all, when the query has a ``count_sql`` (capped at COUNT_LIMIT: ``total_at_least``).
+    total: int | None = None
+    total_at_least: bool = False
 
 
 class QueryFailed(Exception):
@@ -109,25 +114,26 @@ def _classify(exc: psycopg2.Error, settings: DbConfig) -> QueryFailed:
 
     if isinstance(exc, psycopg2.errors.QueryCanceled):
         return QueryFailed(
-            CheckStatus.DOWN, f"the query exceeded the {settings.statement_timeout:g} s statement timeout"
+            CheckStatus.DOWN,
+            Msg("the query exceeded the {timeout:g} s statement timeout", timeout=settings.statement_timeout),
         )
     if isinstance(exc, psycopg2.errors.ReadOnlySqlTransaction):
-        return QueryFailed(CheckStatus.ERROR, "the query tried to write; DB checks are read-only")
+        return QueryFailed(CheckStatus.ERROR, Msg("the query tried to write; DB checks are read-only"))
     if isinstance(exc, psycopg2.OperationalError) and exc.pgcode is None:
         text = str(exc).lower()
         if "timeout expired" in text:
-            return QueryFailed(CheckStatus.DOWN, "connect timed out")
+            return QueryFailed(CheckStatus.DOWN, Msg("connect timed out"))
         if "refused" in text:
-            return QueryFailed(CheckStatus.DOWN, "connection refused")
+            return QueryFailed(CheckStatus.DOWN, Msg("connection refused"))
         if "password authentication failed" in text or "no pg_hba.conf entry" in text:
-            return QueryFailed(CheckStatus.ERROR, "login refused (check DB_USER and DB_PASSWORD)")
+            return QueryFailed(CheckStatus.ERROR, Msg("login refused (check DB_USER and DB_PASSWORD)"))
         if "does not exist" in text:
             return QueryFailed(
-                CheckStatus.ERROR, "the database or user does not exist (check DB_NAME, DB_USER)"
+                CheckStatus.ERROR, Msg("the database or user does not exist (check DB_NAME, DB_USER)")
             )
-        return QueryFailed(CheckStatus.DOWN, "database unreachable")
+        return QueryFailed(CheckStatus.DOWN, Msg("database unreachable"))
     code = exc.pgcode or type(exc).__name__
-    return QueryFailed(CheckStatus.ERROR, f"the query failed (SQLSTATE {code})")
+    return QueryFailed(CheckStatus.ERROR, Msg("the query failed (SQLSTATE {code})", code=code))
 
 
 def _execute(
@@ -157,13 +163,25 @@ def _execute(
             cursor.execute(query.sql, params)
             columns = [c.name for c in cursor.description or []]
             fetched = cursor.fetchmany(settings.max_rows + 1) if cursor.description else []
+            total = None
+            if query.count_sql is not None:
+                cursor.execute(query.count_sql, params)
+                counted = cursor.fetchone()
+                total = int(counted[0]) if counted and isinstance(counted[0], int) else None
         connection.rollback()
     except psycopg2.Error as exc:
         raise _classify(exc, settings) from None
     finally:
         connection.close()
     rows = [dict(zip(columns, (_json(v) for v in row), strict=True)) for row in fetched[: settings.max_rows]]
-    return QueryResult(columns, rows, truncated=len(fetched) > settings.max_rows)
+    truncated = len(fetched) > settings.max_rows
+    at_least = total is not None and total > COUNT_LIMIT
+    if total is not None:
+        total = max(
+            min(total, COUNT_LIMIT), len(fetched)
+        )  # what was fetched did match, whatever the count said
+        truncated = truncated or total > len(rows)
+    return QueryResult(columns, rows, truncated, total, at_least)
 
 
 async def query(
@@ -182,30 +200,47 @@ async def run(spec: DbCheck, settings: DbConfig, env: Mapping[str, str]) -> Chec
         result = await query(definition, bind(definition, spec.args), settings, env)
     except InvalidArguments as exc:
         return CheckResult(
-            CheckStatus.ERROR, f"bad check arguments: {exc}", duration=time.monotonic() - started
+            CheckStatus.ERROR,
+            Msg("bad check arguments: {problems}", problems=exc.msg),
+            duration=time.monotonic() - started,
         )
     except QueryFailed as exc:
         return CheckResult(exc.status, exc.message, duration=time.monotonic() - started)
     duration = time.monotonic() - started
     count = len(result.rows)
     data: dict[str, Any] = {"row_count": count, "truncated": result.truncated, "rows": result.rows}
-    status, message = CheckStatus.OK, f"{count}{'+' if result.truncated else ''} row(s)"
+    message: str = (
+        nmsg("at least {n} row", "at least {n} rows", count)
+        if result.truncated
+        else nmsg("{n} row", "{n} rows", count)
+    )
+    status = CheckStatus.OK
     if spec.value_column is not None:
         value = result.rows[0].get(spec.value_column) if result.rows else None
         try:
             number = float(value) if value is not None else None
         except (TypeError, ValueError):
             return CheckResult(
-                CheckStatus.ERROR, f"column {spec.value_column!r} is not a number", data, duration
+                CheckStatus.ERROR,
+                Msg("column {column!r} is not a number", column=spec.value_column),
+                data,
+                duration,
             )
         data["value"] = number
-        message = f"{spec.value_column} = {value}"
+        shown = {"column": spec.value_column, "value": str(value)}
+        message = Msg("{column} = {value}", **shown)
         if number is not None and spec.critical_above is not None and number > spec.critical_above:
-            status, message = CheckStatus.DOWN, f"{message}, over the critical {spec.critical_above:g}"
+            status = CheckStatus.DOWN
+            message = Msg(
+                "{column} = {value}, over the critical {limit:g}", limit=spec.critical_above, **shown
+            )
         elif number is not None and spec.warn_above is not None and number > spec.warn_above:
-            status, message = CheckStatus.WARN, f"{message}, over the warning {spec.warn_above:g}"
+            status = CheckStatus.WARN
+            message = Msg("{column} = {value}, over the warning {limit:g}", limit=spec.warn_above, **shown)
     if spec.critical_rows is not None and count >= spec.critical_rows:
-        status, message = CheckStatus.DOWN, f"{count} row(s), at or over the critical {spec.critical_rows}"
+        status = CheckStatus.DOWN
+        message = Msg("{n} row(s), at or over the critical {limit}", n=count, limit=spec.critical_rows)
     elif spec.warn_rows is not None and count >= spec.warn_rows and status is CheckStatus.OK:
-        status, message = CheckStatus.WARN, f"{count} row(s), at or over the warning {spec.warn_rows}"
+        status = CheckStatus.WARN
+        message = Msg("{n} row(s), at or over the warning {limit}", n=count, limit=spec.warn_rows)
     return CheckResult(status, message, data, duration)

@@ -7,6 +7,7 @@ import time
 
 from agent.checks import CheckResult, CheckStatus
 from agent.config import DiskCheck
+from agent.i18n import Msg
 
 
 async def run(spec: DiskCheck) -> CheckResult:
@@ -14,17 +15,20 @@ async def run(spec: DiskCheck) -> CheckResult:
     try:
         usage = shutil.disk_usage(spec.path)
     except OSError as exc:
-        return CheckResult(CheckStatus.ERROR, f"cannot read the disk usage ({exc.strerror})")
+        return CheckResult(CheckStatus.ERROR, Msg("cannot read the disk usage ({error})", error=exc.strerror))
     used = 100.0 * usage.used / usage.total if usage.total else 0.0
     data = {"path": str(spec.path), "used_percent": round(used, 1), "free_bytes": usage.free,
             "total_bytes": usage.total, "warn_percent": spec.warn_percent, "critical_percent": spec.critical_percent}  # fmt: skip
     free_gib = usage.free / 1024**3
+    values = {"used": used, "free": free_gib}
     if used >= spec.critical_percent:
         status = CheckStatus.DOWN
-        message = f"{used:.1f}% used, over the critical {spec.critical_percent:g}% ({free_gib:.1f} GiB free)"
+        message = Msg("used {used:.1f}%, over the critical {limit:g}% ({free:.1f} GiB free)",
+                      limit=spec.critical_percent, **values)  # fmt: skip
     elif used >= spec.warn_percent:
         status = CheckStatus.WARN
-        message = f"{used:.1f}% used, over the warning {spec.warn_percent:g}% ({free_gib:.1f} GiB free)"
+        message = Msg("used {used:.1f}%, over the warning {limit:g}% ({free:.1f} GiB free)",
+                      limit=spec.warn_percent, **values)  # fmt: skip
     else:
-        status, message = CheckStatus.OK, f"{used:.1f}% used ({free_gib:.1f} GiB free)"
+        status, message = CheckStatus.OK, Msg("used {used:.1f}% ({free:.1f} GiB free)", **values)
     return CheckResult(status, message, data, time.monotonic() - started)

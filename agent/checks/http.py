@@ -1,4 +1,9 @@
-"""``http`` checks: GET a health URL with requests in a worker thread; the address never reaches the message."""
+"""``http`` checks: GET a health URL with requests in a worker thread; the address never reaches the message.
+
+A health endpoint that does not answer is DOWN with ``data["reason"]`` saying why, in the words the original agent
+used in chat: ``CONNECTION_REFUSED`` (연결 거부: nothing listens, the host said so at once) apart from ``TIMEOUT``
+(타임아웃: no connection, or no answer, within the timeout), and ``CONNECT_FAILED``/``TLS_FAILED`` for the rest.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 
 from agent.checks import CheckResult, CheckStatus
 from agent.config import HttpCheck
+from agent.i18n import Msg
 
 
 def _get(spec: HttpCheck) -> CheckResult:
@@ -22,20 +28,25 @@ def _get(spec: HttpCheck) -> CheckResult:
                                if not isinstance(spec.verify_tls, bool) else spec.verify_tls,
                                allow_redirects=False)  # fmt: skip
     except requests.exceptions.ConnectTimeout:
-        return CheckResult(CheckStatus.DOWN, "connect timed out", {"reason": "timeout"},
-                           time.monotonic() - started)  # fmt: skip
+        return CheckResult(CheckStatus.DOWN, Msg("timeout (no connection within {timeout:g} s)", timeout=spec.timeout),
+                           {"reason": "TIMEOUT"}, time.monotonic() - started)  # fmt: skip
     except requests.exceptions.ReadTimeout:
-        return CheckResult(CheckStatus.DOWN, f"no answer within {spec.timeout:g} s", {"reason": "timeout"},
-                           time.monotonic() - started)  # fmt: skip
+        return CheckResult(CheckStatus.DOWN, Msg("timeout (no answer within {timeout:g} s)", timeout=spec.timeout),
+                           {"reason": "TIMEOUT"}, time.monotonic() - started)  # fmt: skip
     except requests.exceptions.SSLError:
-        return CheckResult(CheckStatus.DOWN, "TLS handshake failed (certificate?)", {"reason": "tls"},
+        return CheckResult(CheckStatus.DOWN, Msg("TLS handshake failed (certificate?)"), {"reason": "TLS_FAILED"},
                            time.monotonic() - started)  # fmt: skip
     except requests.exceptions.ConnectionError as exc:
-        refused = _refused(exc)
-        return CheckResult(CheckStatus.DOWN, "connection refused" if refused else "cannot connect",
-                           {"reason": "refused" if refused else "unreachable"}, time.monotonic() - started)  # fmt: skip
+        if _refused(exc):
+            return CheckResult(CheckStatus.DOWN, Msg("connection refused"), {"reason": "CONNECTION_REFUSED"},
+                               time.monotonic() - started)  # fmt: skip
+        if isinstance(exc.args[0] if exc.args else None, TimeoutError) or "timed out" in str(exc).lower():
+            return CheckResult(CheckStatus.DOWN, Msg("timeout (no answer within {timeout:g} s)", timeout=spec.timeout),
+                               {"reason": "TIMEOUT"}, time.monotonic() - started)  # fmt: skip
+        return CheckResult(CheckStatus.DOWN, Msg("cannot connect"), {"reason": "CONNECT_FAILED"},
+                           time.monotonic() - started)  # fmt: skip
     except requests.exceptions.RequestException as exc:
-        return CheckResult(CheckStatus.ERROR, f"request failed ({type(exc).__name__})",
+        return CheckResult(CheckStatus.ERROR, Msg("request failed ({error})", error=type(exc).__name__),
                            duration=time.monotonic() - started)  # fmt: skip
     finally:
         session.close()
@@ -57,13 +68,14 @@ def _get(spec: HttpCheck) -> CheckResult:
             }
     reported = data.get("health", {}).get("status")
     if response.status_code >= 400:
-        return CheckResult(CheckStatus.DOWN, f"HTTP {response.status_code}" + (f", status {reported}" if reported else ""),
-                           data, duration)  # fmt: skip
+        message = (Msg("HTTP {code}, status {status}", code=response.status_code, status=str(reported)) if reported
+                   else Msg("HTTP {code}", code=response.status_code))  # fmt: skip
+        return CheckResult(CheckStatus.DOWN, message, data, duration)
     if reported is not None and reported != "UP":
-        return CheckResult(CheckStatus.DOWN, f"status {reported}", data, duration)
-    return CheckResult(
-        CheckStatus.OK, f"HTTP {response.status_code}" + (", UP" if reported else ""), data, duration
-    )
+        return CheckResult(CheckStatus.DOWN, Msg("status {status}", status=str(reported)), data, duration)
+    message = (Msg("HTTP {code}, UP", code=response.status_code) if reported
+               else Msg("HTTP {code}", code=response.status_code))  # fmt: skip
+    return CheckResult(CheckStatus.OK, message, data, duration)
 
 
 #: Keys of a health answer that name where something is (dropped from ``body``; redaction masks the rest).

@@ -12,6 +12,7 @@ from typing import Any
 from agent.checks import CheckResult, CheckStatus, worst
 from agent.config import RunbookCheck
 from agent.errors import InvalidArguments, RequestRefused, RunbookNotRunnable
+from agent.i18n import Msg
 from agent.results import Outcome
 from agent.runpath import Held, RunGate, RunRequest, Via
 
@@ -39,16 +40,16 @@ async def run(
     try:
         result = await gate.run(request)
     except (RunbookNotRunnable, RequestRefused, InvalidArguments) as exc:
-        return CheckResult(CheckStatus.ERROR, str(exc), duration=time.monotonic() - started)
+        return CheckResult(CheckStatus.ERROR, exc.msg, duration=time.monotonic() - started)
     if isinstance(result, Held):  # pragma: no cover - the gate refuses approval runbooks for checks
-        return CheckResult(CheckStatus.ERROR, "needs approval", duration=time.monotonic() - started)
+        return CheckResult(CheckStatus.ERROR, Msg("needs approval"), duration=time.monotonic() - started)
     statuses = [_status(h.status, h.exit_code) for h in result.hosts]
     status = worst(statuses)
     data: dict[str, Any] = {"runbook": spec.runbook, "hosts": [h.to_json() for h in result.hosts]}
     bad = [
-        f"{h.host}: {h.status.value}"
+        Msg("{host}: {status}", host=h.host, status=h.status.value)
         for h, s in zip(result.hosts, statuses, strict=True)
         if s is not CheckStatus.OK
     ]
-    message = "all hosts OK" if not bad else "; ".join(bad)
+    message = Msg("all hosts OK") if not bad else Msg("{problems}", problems=bad)
     return CheckResult(status, message, data, time.monotonic() - started)

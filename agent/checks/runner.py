@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from agent.checks import CheckResult, CheckStatus, db, disk, http, runbook, tcp
 from agent.config import AgentConfig, DbCheck, DiskCheck, HttpCheck, RunbookCheck, TcpCheck
+from agent.i18n import Msg
 from agent.runpath import RunGate, Via
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class CheckRunner:
         """
         spec = self.config.checks.get(name)
         if spec is None:
-            return CheckResult(CheckStatus.ERROR, "no such check")
+            return CheckResult(CheckStatus.ERROR, Msg("no such check"))
         started = time.monotonic()
         try:
             if isinstance(spec, HttpCheck):
@@ -54,5 +55,5 @@ class CheckRunner:
                 return await runbook.run(spec, self.gate, via, room, user)
         except Exception:
             logger.exception("check %s failed", name)
-        return CheckResult(CheckStatus.ERROR, "the check failed; the agent's log has the details",
+        return CheckResult(CheckStatus.ERROR, Msg("the check failed; the agent's log has the details"),
                            duration=time.monotonic() - started)  # fmt: skip

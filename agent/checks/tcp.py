@@ -8,6 +8,7 @@ import time
 
 from agent.checks import CheckResult, CheckStatus
 from agent.config import TcpCheck
+from agent.i18n import Msg
 
 
 async def run(spec: TcpCheck) -> CheckResult:
@@ -17,17 +18,21 @@ async def run(spec: TcpCheck) -> CheckResult:
             _, writer = await asyncio.open_connection(spec.host, spec.port)
     except TimeoutError:
         return CheckResult(
-            CheckStatus.DOWN, f"no answer within {spec.timeout:g} s", duration=time.monotonic() - started
+            CheckStatus.DOWN,
+            Msg("timeout (no answer within {timeout:g} s)", timeout=spec.timeout),
+            {"reason": "TIMEOUT"},
+            time.monotonic() - started,
         )
     except ConnectionRefusedError:
-        return CheckResult(CheckStatus.DOWN, "connection refused", duration=time.monotonic() - started)
+        return CheckResult(CheckStatus.DOWN, Msg("connection refused"), {"reason": "CONNECTION_REFUSED"},
+                           time.monotonic() - started)  # fmt: skip
     except OSError as exc:
-        return CheckResult(CheckStatus.DOWN, f"cannot connect ({exc.strerror or type(exc).__name__})",
-                           duration=time.monotonic() - started)  # fmt: skip
+        return CheckResult(CheckStatus.DOWN, Msg("cannot connect ({error})", error=exc.strerror or type(exc).__name__),
+                           {"reason": "CONNECT_FAILED"}, time.monotonic() - started)  # fmt: skip
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     duration = time.monotonic() - started
     return CheckResult(
-        CheckStatus.OK, f"port answers ({duration * 1000:.0f} ms)", {"port": spec.port}, duration
+        CheckStatus.OK, Msg("port answers ({ms:.0f} ms)", ms=duration * 1000), {"port": spec.port}, duration
     )

@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from agent.i18n import Chat, Msg, message_of
 from agent.reference.operator_client import OperatorClient
 
 GRAMMAR = (
@@ -26,7 +27,7 @@ _TASK_EVENTS = ("TASK_PENDING_APPROVAL", "TASK_PROGRESS", "RELAY_NOTICE", "TASK_
 
 def _page(word: str) -> int:
     if not word.isdigit() or int(word) < 1:
-        raise ValueError("PAGE is a page number from 1")
+        raise ValueError(Msg("PAGE is a page number from 1"))
     return int(word) - 1
 
 
@@ -41,9 +42,9 @@ def parse_chat(line: str, task_id: str, room: str = "ops", user: str | None = "k
     try:
         words = shlex.split(line)
     except ValueError:
-        raise ValueError("unbalanced quotes") from None
+        raise ValueError(Msg("unbalanced quotes")) from None
     if not words:
-        raise ValueError("type a command; 'help' lists them")
+        raise ValueError(Msg("type a command; 'help' lists them"))
     verb, rest = words[0].lower(), words[1:]
     base: dict[str, Any] = {"task_id": task_id, "room_id": room}
     if user is not None:
@@ -60,7 +61,7 @@ def parse_chat(line: str, task_id: str, room: str = "ops", user: str | None = "k
             elif "runbook" not in params:
                 params["runbook"] = word
             else:
-                raise ValueError("usage: history [RUNBOOK] [N]")
+                raise ValueError(Msg("usage: {usage}", usage="history [RUNBOOK] [N]"))
         return {**base, "action": "HISTORY", "params": params}
     if verb == "pending" and not rest:
         return {**base, "action": "PENDING"}
@@ -78,7 +79,7 @@ def parse_chat(line: str, task_id: str, room: str = "ops", user: str | None = "k
         if tail and tail[0].lower() in ("stdout", "stderr"):
             stream, tail = tail[0].lower(), tail[1:]
         if len(tail) > 1:
-            raise ValueError("usage: output TASK HOST [stderr] [PAGE]")
+            raise ValueError(Msg("usage: {usage}", usage="output TASK HOST [stderr] [PAGE]"))
         page = _page(tail[0]) if tail else 0
         return {**base, "action": "GET_OUTPUT",
                 "params": {"task_id": rest[0], "host": rest[1], "stream": stream, "page": page}}  # fmt: skip
@@ -87,13 +88,13 @@ def parse_chat(line: str, task_id: str, room: str = "ops", user: str | None = "k
         for word in rest[1:]:
             key, sep, value = word.partition("=")
             if not sep:
-                raise ValueError(f"expected KEY=VALUE, got {word[:20]!r}")
+                raise ValueError(Msg("expected KEY=VALUE, got {word!r}", word=word[:20]))
             if key == "host":
                 hosts.append(value)
             else:
                 args[key] = value
         return {**base, "action": "RUN_RUNBOOK", "params": {"runbook": rest[0], "hosts": hosts, "args": args}}
-    raise ValueError("commands: " + GRAMMAR)
+    raise ValueError(Msg("commands: {grammar}", grammar=GRAMMAR))
 
 
 def text_of(event: dict[str, Any]) -> str:
@@ -115,7 +116,10 @@ class ChatSession:
         out: TextIO,
         prefix: str = "chat",
         new_task_id: Callable[[], str] | None = None,
+        chat: Chat | None = None,
     ) -> None:
+        #: The language of this console's own lines (the agent's texts come rendered already).
+        self.chat = chat or Chat()
         self.client = client
         self.room = room
         self.user = user
@@ -154,7 +158,7 @@ class ChatSession:
                 who = (
                     "relay"
                     if event.get("event") == "RELAY_NOTICE"
-                    else "guardia (scheduled)"
+                    else "guardia (" + self.chat._("scheduled") + ")"
                     if scheduled
                     else "guardia"
                 )
@@ -194,7 +198,8 @@ class ChatSession:
 
     async def interactive(self, read_line: Callable[[str], str] = input) -> None:
         """A prompt: type lines as in the chat room; 'quit' ends."""
-        self.say(f"{self.room} / {self.user}: type commands as in the chat room ('help', 'quit').")
+        self.say(f"{self.room} / {self.user}: "
+                 + self.chat._("type commands as in the chat room ('help', 'quit')."))  # fmt: skip
         loop = asyncio.get_running_loop()
         while True:
             self.print_room_events()
@@ -209,6 +214,6 @@ class ChatSession:
             try:
                 await self.ask(line, echo=False)
             except ValueError as exc:
-                self.say(f"  ({exc})")
+                self.say(f"  ({self.chat.text(message_of(exc))})")
             except TimeoutError:
-                self.say("  (no answer yet; it will show when it comes)")
+                self.say("  (" + self.chat._("no answer yet; it will show when it comes") + ")")

