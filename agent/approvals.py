@@ -28,7 +28,9 @@ def decide(command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now
             ErrorCode.INVALID_ARGUMENTS, Msg("params.code must be the 6-character approval code")
         )
     approval = ledger.held_request(code.upper())
-    if approval is None:
+    # A request is decided in the room where it was asked, nowhere else: another room gets the answer an unknown
+    # code gets, so it learns nothing of the request.
+    if approval is None or approval.room_id != command.room_id:
         return Answer.fail(
             ErrorCode.APPROVAL_UNKNOWN, Msg("no request waits for that code (unknown, expired or decided)")
         )

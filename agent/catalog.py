@@ -385,7 +385,9 @@ class Catalog:
         report = self.report
         status = report.runbooks.get(name) if isinstance(name, str) else None
         if status is None or report.lock is None:
-            raise RunbookNotRunnable(str(name)[:64], Msg("no such runbook"))
+            # A name that could be a runbook's is named back; anything else is not echoed (it came from chat).
+            shown = name if isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) else "(invalid name)"
+            raise RunbookNotRunnable(shown, Msg("no such runbook"))
         if not status.verified:
             kinds = sorted({p.kind.value for p in report.problems_of(name)})
             raise RunbookNotRunnable(name, Msg("failed verification ({kinds})", kinds=", ".join(kinds)))

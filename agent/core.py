@@ -277,6 +277,10 @@ class AgentCore:
                     lambda nonce: self.ledger.nonce_used(nonce, event.now, 2 * self.clock_skew),
                 )  # fmt: skip
             except InvalidPacket as exc:
+                if exc.code is ErrorCode.REPLAYED and self.ledger.task(packet.task_id) is not None:
+                    # Authentic (signed, fresh), only sent again: a duplicate of a known task, answered as one,
+                    # never a second, contradicting answer for it.
+                    return [Audit("replayed", {"task_id": packet.task_id}), *self._repeat(packet)]
                 return self._refuse(exc)
         return self._command(packet)
 
@@ -315,7 +319,15 @@ class AgentCore:
         effects: list[Effect] = [
             Audit("duplicate", {"task_id": command.task_id, "state": record.state.value if record else None})
         ]
-        if record is not None and record.state is TaskState.PENDING:
+        if record is not None and record.room_id != command.room_id:
+            # Another room reused the id: tell it nothing about that task, not even its state.
+            error = (
+                ErrorCode.MALFORMED,
+                Msg("this task_id was already used; send the command with a new one"),
+            )
+            effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error),
+                                action=command.action.value))  # fmt: skip
+        elif record is not None and record.state is TaskState.PENDING:
             effects.append(Send(accepted_message(command, {"duplicate": True, "pending_approval": True})))
         elif record is not None and record.state is TaskState.FINISHED and record.result is not None:
             again = dict(record.result, msg_id=new_msg_id())

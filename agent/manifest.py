@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -41,7 +42,15 @@ TARGET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 DEFAULT_STRING_PATTERN = r"[\x20-\x7e]*"
 #: identifier-like values: host names, service names, file names without a directory.
 IDENTIFIER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@:-]*"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+#: Characters an argument never contains: controls, line/paragraph separators, and everything Unicode calls a
+#: format character (Cf: bidi marks and overrides, zero-width, soft hyphen, tags, …), unassigned, private-use or a
+#: surrogate (checked by category in :func:`_invisible`), plus the Default_Ignorable_Code_Point characters that are
+#: not Cf (Hangul fillers, variation selectors, combining grapheme joiner, …) and the blank braille pattern.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164"
+    "\ufe00-\ufe0f\uffa0\ufff0-\ufff8\U000e0000-\U000e0fff]"
+)
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _INTEGER = re.compile(r"-?[0-9]{1,18}", re.ASCII)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 
@@ -94,7 +103,7 @@ class _ParamModel(BaseModel):
 def _check_text(value: object, *, min_length: int, max_length: int) -> str:
     if not isinstance(value, str):
         raise ValueError(Msg("must be a string"))
-    if _CONTROL.search(value):
+    if _CONTROL.search(value) or any(unicodedata.category(c) in _INVISIBLE_CATEGORIES for c in value):
         raise ValueError(Msg("contains a control or invisible formatting character"))
     if value.startswith("-"):
         raise ValueError(Msg("must not start with '-'"))

@@ -21,6 +21,8 @@ from agent.i18n import Msg, i18n_json
 PROTOCOL_VERSION = 1
 #: The largest frame the agent accepts, in bytes; larger ones close the connection with 1009.
 MAX_FRAME = 1024 * 1024
+#: The deepest nesting of objects and lists a packet may have (every real packet is under 6).
+MAX_DEPTH = 32
 
 # -- identifiers ------------------------------------------------------------------------------------------------
 # Every identifier a relay sends is checked as a whole value (``fullmatch``; a pydantic ``pattern`` only searches)
@@ -196,6 +198,20 @@ def _salvage(raw: dict[str, Any], key: str, pattern: re.Pattern[str]) -> str | N
     return value if isinstance(value, str) and pattern.fullmatch(value) and _encodable(value) else None
 
 
+def _too_deep(value: Any) -> bool:
+    """True when ``value`` nests objects/lists deeper than :data:`MAX_DEPTH` (iterative: no recursion to overflow)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_DEPTH:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
 def parse_frame(frame: str | bytes) -> Command | Ack:
     """Parse one frame from the relay.
 
@@ -215,6 +231,10 @@ def parse_frame(frame: str | bytes) -> Command | Ack:
     if not isinstance(raw, dict):
         raise InvalidPacket(ErrorCode.MALFORMED, Msg("a packet must be a JSON object"))
     task_id, room_id = _salvage(raw, "task_id", TASK_ID), _salvage(raw, "room_id", ROOM_ID)
+    if _too_deep(raw):
+        raise InvalidPacket(
+            ErrorCode.MALFORMED, Msg("nested more than {n} levels deep", n=MAX_DEPTH), task_id, room_id
+        )
     if not _encodable(frame) or not _encodable(json.dumps(raw, ensure_ascii=False)):
         # JSON escapes can smuggle in lone surrogates, which no UTF-8 store or frame can carry.
         raise InvalidPacket(ErrorCode.MALFORMED, Msg("invalid Unicode (lone surrogate)"), task_id, room_id)

@@ -143,7 +143,8 @@ def disk_space(data: dict[str, Any]) -> dict[str, Any]:
                           "error": str(result.get("message") if isinstance(result, dict) else "")})  # fmt: skip
             continue
         total, free = details.get("total_bytes", 0), details.get("free_bytes", 0)
-        disks.append({"name": name, "path": details.get("path"), "total": total, "used": total - free,
+        used = details.get("used_bytes", total - free)
+        disks.append({"name": name, "path": details.get("path"), "total": total, "used": used,
                       "free": free, "percent": details.get("used_percent"), "status": result.get("status")})  # fmt: skip
     readable = [d for d in disks if "total" in d]
     top = max(readable, key=lambda d: d.get("percent") or 0, default=None)

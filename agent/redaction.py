@@ -1222,7 +1222,7 @@ class CappedRedactor:
         window = self._scan_tail + chunk
         base = offset - len(self._scan_tail)
         self._scan_tail = window[-64:]
-        if b"PRIVATE KEY-----" not in window:
+        if b"PRIVATE KEY" not in window:  # PEM ("…PRIVATE KEY-----") and PGP ("…PRIVATE KEY BLOCK-----")
             return
         for match in _PEM_MARKER.finditer(window):
             position = base + match.start()

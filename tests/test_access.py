@@ -114,6 +114,14 @@ async def test_four_eyes_release_exactly_once_by_another_approver(
 
         await send(operator, "f2", "APPROVE", "choi", code=code)  # the requester, though an approver
         assert (await operator.finished("f2"))["payload"]["error"]["code"] == "UNAUTHORIZED"
+        for task, verb in (
+            ("f2a", "APPROVE"),
+            ("f2b", "REJECT"),
+        ):  # an approver in another room: unknown there
+            await operator.send({"action": verb, "task_id": task, "room_id": "elsewhere", "user_id": "lee",
+                                 "params": {"code": code}})  # fmt: skip
+            refused = (await operator.finished(task))["payload"]
+            assert refused["error"]["code"] == "APPROVAL_UNKNOWN" and "f1" not in str(refused["data"])
         await send(operator, "f3", "APPROVE", "lee", code=code.lower())
         released = (await operator.finished("f3"))["payload"]
         assert released["data"] == {"approved": "f1", "runbook": "approved_change", "hosts": ["h1"],
@@ -216,11 +224,16 @@ async def test_signed_commands_refuse_tampered_unsigned_stale_and_replayed(
         good = signed(run("s1"))
         await operator.send(good)
         assert (await operator.finished("s1"))["payload"]["status"] == "SUCCESS"
-        await operator.send(good)  # the same signed packet again
-        replay = await operator.wait_for(
-            lambda e: e.get("task_id") == "s1" and "error" in e.get("payload", {})
+        await operator.send(good)  # the same signed packet again: the stored answer, never a second run
+        again = await operator.wait_for(
+            lambda e: e.get("task_id") == "s1" and e.get("payload", {}).get("duplicate")
         )
-        assert replay["payload"]["error"]["code"] == "REPLAYED"
+        assert again["payload"]["status"] == "SUCCESS"
+        reused = dict(
+            good, task_id="s1b"
+        )  # the nonce of another command, for a task it does not know: refused
+        await operator.send(reused)
+        assert (await operator.finished("s1b"))["payload"]["error"]["code"] in ("REPLAYED", "BAD_SIGNATURE")
 
         tampered = signed(run("s2"))
         tampered["params"]["args"]["value"] = "$(reboot)"

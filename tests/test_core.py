@@ -188,6 +188,8 @@ def test_signed_commands_unsigned_tampered_and_replayed_are_refused() -> None:
     fields = json.loads(packet("t-5"))
     signed = sign(key, fields, int(NOW), "0123456789abcdef0123456789abcdef")
     assert kinds(core.handle(FrameReceived(json.dumps(signed), NOW)))[-1] == "StartRun"
+    again = sent(core.handle(FrameReceived(json.dumps(signed), NOW)))  # the same frame, resent: a duplicate
+    assert again[0]["event"] == "TASK_ACCEPTED" and again[0]["payload"]["in_progress"] is True
     replay = {**signed, "task_id": "t-6"}
     assert sent(core.handle(FrameReceived(json.dumps(replay), NOW)))[0]["payload"]["status"] == "FAIL"
     assert sent(core.handle(FrameReceived(packet("t-7"), NOW)))[0]["payload"]["status"] == "FAIL"
@@ -322,3 +324,25 @@ def test_a_typed_secret_is_never_kept_and_a_restart_asks_for_the_request_again()
                                        Answer(Status.SUCCESS, release=ledger.claim("GHJKLM")), NOW))  # fmt: skip
     assert not any(isinstance(e, StartRun) for e in after)
     assert sent(after)[0]["payload"]["error"]["code"] == "INTERRUPTED"
+
+
+def test_a_packet_nested_too_deep_is_answered_malformed_not_dropped() -> None:
+    core, ledger = make_core()
+    value: Any = "x"
+    for _ in range(900):  # deep enough to overflow any recursive walk of the packet
+        value = [value]
+    raw = json.loads(packet("t-60"))
+    raw["params"]["args"] = {"value": value}
+    (answer,) = sent(core.handle(FrameReceived(json.dumps(raw), NOW)))
+    assert answer["task_id"] == "t-60" and answer["payload"]["error"]["code"] == "MALFORMED"
+    assert "t-60" not in ledger.tasks
+
+
+def test_a_task_id_reused_from_another_room_learns_nothing_of_the_task() -> None:
+    core, _ = make_core()
+    core.handle(FrameReceived(packet("t-70"), NOW))
+    other = json.loads(packet("t-70"))
+    other["room_id"] = "lobby"
+    (answer,) = sent(core.handle(FrameReceived(json.dumps(other), NOW)))
+    assert answer["room_id"] == "lobby" and answer["payload"]["status"] == "FAIL"
+    assert "duplicate" not in answer["payload"] and "in_progress" not in json.dumps(answer)

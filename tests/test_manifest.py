@@ -216,3 +216,15 @@ def test_arbitrary_arguments_give_argv_or_invalid_arguments(args: dict[str, obje
         return
     assert all(isinstance(element, str) for element in argv)
     assert argv[:2] == [args["dir"], args["file"]]
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    ["\u00ad", "\u061c", "\u180e", "\U000e0041", "\ufff9", "\ufe0f", "\u3164", "\u115f", "\u2800", "\u200b",
+     "\u202e", "\u2028", "\x85", "\x7f", "\ue000"],
+)  # fmt: skip
+def test_an_argument_never_carries_an_invisible_or_format_character(hidden: str) -> None:
+    m = manifest('[[params]]\nname = "v"\ntype = "string"\npattern = ".{1,50}"\n')
+    with pytest.raises(InvalidArguments):
+        build_argv(m, {"v": f"a{hidden}b"})
+    assert build_argv(m, {"v": "a-b 한글"}) == ["a-b 한글"]

@@ -250,7 +250,7 @@ async def test_fetch_mes_qc_today_is_resolved_and_echoed_as_a_date(
         await app.stop()
 
 
-def test_a_resent_signed_command_must_be_signed_again() -> None:
+def test_a_resent_signed_command_is_a_duplicate_and_an_unknown_replay_is_refused() -> None:
     ledger = MemoryLedger()
     core = AgentCore(ledger, changes_state=lambda _: False, command_key="k" * 32)  # type: ignore[arg-type]
     packet = {"action": "LIST_RUNBOOKS", "task_id": "s-1", "room_id": "ops"}
@@ -261,7 +261,12 @@ def test_a_resent_signed_command_must_be_signed_again() -> None:
         {"event": "TASK_FINISHED", "task_id": "s-1", "room_id": "ops", "payload": {"status": "SUCCESS"}},
     )
     verbatim = [e for e in core.handle(_frame(first)) if isinstance(e, Send)]
-    assert verbatim[0].message["payload"]["error"]["code"] == "REPLAYED"
+    assert (
+        verbatim[0].message["payload"]["duplicate"] is True and verbatim[0].stored
+    )  # never a contradicting FAIL
+    forged = json.dumps(sign("k" * 32, {**packet, "task_id": "s-2"}, int(NOW), "nonce-0123456789abcdef"))
+    refused = [e for e in core.handle(_frame(forged)) if isinstance(e, Send)]
+    assert refused[0].message["payload"]["error"]["code"] == "REPLAYED"
     resigned = json.dumps(sign("k" * 32, packet, int(NOW), "nonce-fedcba9876543210"))
     again = [e for e in core.handle(_frame(resigned)) if isinstance(e, Send)]
     assert again[0].message["payload"]["duplicate"] is True and again[0].stored

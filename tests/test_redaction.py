@@ -310,18 +310,18 @@ def test_capped_redactor_equals_whole_redaction_when_nothing_is_cut() -> None:
     assert _capped(data, 4096 * 4, chunk=7)[0].count("[SECRET]") > 0
 
 
-def test_a_key_block_open_across_the_cut_stays_masked_in_the_tail() -> None:
+@pytest.mark.parametrize("kind", [b"OPENSSH PRIVATE KEY", b"RSA PRIVATE KEY", b"PGP PRIVATE KEY BLOCK"])
+def test_a_key_block_open_across_the_cut_stays_masked_in_the_tail(kind: bytes) -> None:
     # The BEGIN marker lands in the skipped middle; the key's lines fill the tail window.
-    key = b"-----BEGIN OPENSSH PRIVATE KEY-----\n" + b"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n" * 5000
+    key = b"-----BEGIN " + kind + b"-----\n" + b"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n" * 5000
+    end = b"-----END " + kind + b"-----\n"
     intro = b"intro line\n" * 2000
-    text, truncated, _ = _capped(intro + key + b"-----END OPENSSH PRIVATE KEY-----\nafter\n", 4096)
+    text, truncated, _ = _capped(intro + key + end + b"after\n", 4096)
     assert truncated and text.startswith("intro line") and text.endswith("after\n")
     assert "b3BlbnNz" not in text
     unterminated, truncated, _ = _capped(intro + key, 4096)
     assert truncated and "b3BlbnNz" not in unterminated
-    with_split_marker = _capped(
-        intro + key + b"-----END OPENSSH PRIVATE KEY-----\n" + b"tail line\n" * 50, 4096, 37
-    )
+    with_split_marker = _capped(intro + key + end + b"tail line\n" * 50, 4096, 37)
     assert with_split_marker[0].endswith("tail line\n") and "b3BlbnNz" not in with_split_marker[0]
 
 

@@ -16,8 +16,11 @@ async def run(spec: DiskCheck) -> CheckResult:
         usage = shutil.disk_usage(spec.path)
     except OSError as exc:
         return CheckResult(CheckStatus.ERROR, Msg("cannot read the disk usage ({error})", error=exc.strerror))
-    used = 100.0 * usage.used / usage.total if usage.total else 0.0
-    data = {"path": str(spec.path), "used_percent": round(used, 1), "free_bytes": usage.free,
+    # As df counts it: blocks reserved for root are neither used nor free to the agent, so the percentage is of
+    # used + free, and used_bytes + free_bytes can be less than total_bytes.
+    usable = usage.used + usage.free
+    used = 100.0 * usage.used / usable if usable else 0.0
+    data = {"path": str(spec.path), "used_percent": round(used, 1), "used_bytes": usage.used, "free_bytes": usage.free,
             "total_bytes": usage.total, "warn_percent": spec.warn_percent, "critical_percent": spec.critical_percent}  # fmt: skip
     free_gib = usage.free / 1024**3
     values = {"used": used, "free": free_gib}
