@@ -622,9 +622,20 @@ def chat_command(relay_url: str, room: str, user: str, timeout: float, line: tup
     """Speak in a room through the relay, as a chat bridge would: one LINE, or an interactive prompt.
 
     The token comes from $AGENT_OPERATOR_TOKEN. Example: agent chat --relay ws://127.0.0.1:8765/operator
-    --room ops --user kim help tail_log. Exit status: 0 when the answer succeeded, 1 when it failed.
+    --room ops --user kim help tail_log. Exit status: 0 when the answer succeeded (or the request is now held for
+    an approver), 1 when it failed, 2 for a bad line or relay URL. Like the agent, it refuses a plain ws:// URL to a
+    relay that is not on loopback (the operator token would travel in clear text).
     """
     import shlex
+
+    from agent.config import is_loopback_url, ws_url_problems
+
+    problems = ws_url_problems(relay_url)
+    if problems:
+        _fail(f"--relay: {'; '.join(problems)}", EXIT_USAGE)
+    if relay_url.startswith("ws://") and not is_loopback_url(relay_url):
+        _fail("--relay: a plain ws:// URL is allowed for a loopback relay only (the operator token would travel "
+              "in clear text): use wss://", EXIT_USAGE)  # fmt: skip
 
     from agent.reference.chat import ChatSession
     from agent.reference.operator_client import OperatorClient
@@ -643,12 +654,13 @@ def chat_command(relay_url: str, room: str, user: str, timeout: float, line: tup
                 return 0
             try:
                 typed = line[0] if len(line) == 1 else shlex.join(line)  # one quoted LINE, or its words
-                answer = await session.ask(typed, timeout=timeout, echo=False)
+                answer = await session.ask(typed, timeout=timeout, echo=False, until_held=True)
             except ValueError as exc:
                 _fail(str(exc), EXIT_USAGE)
             except TimeoutError:
                 _fail(f"no answer within {timeout:g} s", 1)
-            return 0 if answer.get("payload", {}).get("status") == "SUCCESS" else 1
+            held = answer.get("event") == "TASK_PENDING_APPROVAL"
+            return 0 if held or answer.get("payload", {}).get("status") == "SUCCESS" else 1
         finally:
             await client.close()
 
@@ -804,9 +816,10 @@ def generate(path: Path, comment: str, passphrase: bool) -> None:
         _fail(f"folder {folder} does not exist; create it first (mkdir {folder})")
     secret: bytes | None = None
     if passphrase:
-        text = os.environ.get(PASSPHRASE_ENV) or click.prompt(
-            "Passphrase", hide_input=True, confirmation_prompt=True
-        )
+        text = os.environ.get(PASSPHRASE_ENV)
+        if not text and not sys.stdin.isatty():
+            _fail(f"no terminal to ask for a passphrase: set ${PASSPHRASE_ENV}, or pass --no-passphrase")
+        text = text or click.prompt("Passphrase", hide_input=True, confirmation_prompt=True)
         secret = text.encode()
     try:
         public_path, line = generate_key_pair(path, comment, secret)

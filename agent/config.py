@@ -512,7 +512,7 @@ class AgentConfig(_Section):
         if problems:
             source = f"${RELAY_URL_ENV}" if env.get(RELAY_URL_ENV) else "relay.url"
             raise ConfigError("relay", [f"{source}: {p}" for p in problems])
-        if url.startswith("ws://") and not self.relay.allow_insecure and not _is_loopback_url(url):
+        if url.startswith("ws://") and not self.relay.allow_insecure and not is_loopback_url(url):
             raise ConfigError(
                 "relay",
                 [
@@ -631,7 +631,7 @@ def load_config(path: Path | str | None = None) -> AgentConfig:
         raise ConfigError(str(path), format_validation_error(exc)) from None
 
 
-def _is_loopback_url(url: str) -> bool:
+def is_loopback_url(url: str) -> bool:
     """True when the URL's host is localhost or a loopback address (127.0.0.0/8, ::1)."""
     try:
         host = urlsplit(url).hostname or ""

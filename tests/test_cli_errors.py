@@ -63,6 +63,10 @@ def cases(w: Path, busy_port: int) -> dict[str, Case]:
         "keys over an existing file": Case(("keys", "generate", f"{w}/existing", "--no-passphrase"), 2,
                                            "already exists"),
         "keys without a path": Case(("keys", "generate"), 2, "Missing argument"),
+        "keys, no terminal for the passphrase": Case(("keys", "generate", f"{w}/bob"), 2, "no terminal"),
+        "chat over plain ws:// off loopback": Case(
+            ("chat", "--relay", "ws://192.0.2.10:8765/operator", "--room", "ops", "--user", "kim", "help"), 2,
+            "loopback"),
         "relay on port 99999": Case(("relay", "--port", "99999"), 2, "0<=x<=65535"),
         "relay on port -1": Case(("relay", "--port", "-1"), 2, "0<=x<=65535"),
         "relay on port abc": Case(("relay", "--port", "abc"), 2, "not a valid integer"),

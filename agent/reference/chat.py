@@ -164,8 +164,13 @@ class ChatSession:
                 )
                 self.agent_says(text_of(event), who)
 
-    async def ask(self, line: str, timeout: float = 120.0, echo: bool = True) -> dict[str, Any]:
+    async def ask(
+        self, line: str, timeout: float = 120.0, echo: bool = True, until_held: bool = False
+    ) -> dict[str, Any]:
         """Send one typed line and print everything about it until its final answer; returns that answer.
+
+        ``until_held``: a request held for a second person's approval is an answer too (one-line use: the
+        approver's decision may take minutes, and its outcome reaches the room, not this line).
 
         Raises:
             ValueError: the line is not in the grammar (nothing was sent).
@@ -193,6 +198,8 @@ class ChatSession:
                     )
                     self.agent_says(text_of(event), who)
                     if event.get("event") == "TASK_FINISHED":
+                        return event
+                    if until_held and event.get("event") == "TASK_PENDING_APPROVAL":
                         return event
                 seen = len(self.client.events)
 
