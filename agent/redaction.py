@@ -445,8 +445,13 @@ def secret_variants(secret: str) -> set[bytes]:
         urllib.parse.quote(secret).encode(),
         json.dumps(secret)[1:-1].encode(),
         json.dumps(secret, ensure_ascii=False)[1:-1].encode("utf-8", "surrogatepass"),
+        json.dumps(secret)[1:-1].replace("/", "\\/").encode(),  # PHP's json_encode escapes "/" by default
         shlex.quote(secret).encode("utf-8", "surrogatepass"),
+        "".join(f"%{byte:02X}" for byte in raw).encode(),  # every byte percent-encoded
+        "".join(f"%{byte:02x}" for byte in raw).encode(),
     }
+    # Percent-encoding with lower-case hex digits (as some clients write it): %2f for %2F.
+    forms |= {re.sub(rb"%[0-9A-F]{2}", lambda m: m.group(0).lower(), form) for form in list(forms) if b"%" in form}
     forms |= _base64_fragments(raw)
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 

@@ -355,3 +355,14 @@ def test_logging_filter_redacts_messages_args_and_tracebacks(capsys: pytest.Capt
     assert "('[IP]', 22) token=[REDACTED]" in entry["exc"]
     assert SECRET not in err and "10.9.8.7" not in err
     assert any(isinstance(f, RedactingFilter) for h in logging.getLogger().handlers for f in h.filters)
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["p%40ss%2fw0rd%21x", "p%40ss%2Fw0rd%21x", '"p@ss\\/w0rd!x"', "%70%40%73%73%2F%77%30%72%64%21%78",
+     "%70%40%73%73%2f%77%30%72%64%21%78"],
+)  # fmt: skip
+def test_the_agents_own_secret_is_masked_in_every_percent_and_json_spelling(written: str) -> None:
+    redactor = Redactor(secrets=["p@ss/w0rd!x"])
+    shown = redactor.redact(f"login with {written} now")
+    assert "[SECRET]" in shown and "w0rd" not in shown and "%77%30" not in shown.lower()
