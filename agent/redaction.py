@@ -451,7 +451,9 @@ def secret_variants(secret: str) -> set[bytes]:
         "".join(f"%{byte:02x}" for byte in raw).encode(),
     }
     # Percent-encoding with lower-case hex digits (as some clients write it): %2f for %2F.
-    forms |= {re.sub(rb"%[0-9A-F]{2}", lambda m: m.group(0).lower(), form) for form in list(forms) if b"%" in form}
+    forms |= {
+        re.sub(rb"%[0-9A-F]{2}", lambda m: m.group(0).lower(), form) for form in list(forms) if b"%" in form
+    }
     forms |= _base64_fragments(raw)
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
