@@ -48,12 +48,7 @@ class App:
     def __init__(self, config: AgentConfig, environ: Mapping[str, str] | None = None) -> None:
         self.config = config
         self.redactor = config.redactor(environ=environ)
-        self.catalog = Catalog(
-            config.path(config.catalog.dir),
-            config.path(config.catalog.lock),
-            approvers=config.catalog.approvers(),
-            min_signatures=config.catalog.min_signatures,
-        )
+        self.catalog = Catalog.for_config(config)
         self.executor = Executor(config.inventory, config.executor, config.base_dir, environ)
         state = config.path(config.state.dir)
         self.outbox = Outbox(
@@ -64,9 +59,7 @@ class App:
             redact=self.redactor.redact_json,
         )
         self.audit = AuditLog(state / "audit.jsonl", redact=self.redactor.redact_json)
-        self.outputs = OutputStore(
-            state / "outputs", config.outputs.retention_days, config.outputs.page_lines
-        )
+        self.outputs = OutputStore.for_config(config)
         self.gate = RunGate(config, self.catalog, self.executor, self.audit, self.redactor, self.outputs)
         self.checks = CheckRunner(config, self.gate, environ)
         parts = Parts(config, self.catalog, self.gate, self.checks, self.outputs, self.outbox, self.audit)

@@ -21,10 +21,11 @@ from agent.errors import CatalogError, InvalidLock, InvalidManifest, RunbookNotR
 from agent.i18n import Msg
 from agent.lockfile import Lock, LockEntry, LockSignature, make_lock, parse_lock, render_lock, sha256_hex
 from agent.manifest import NAME_PATTERN, Manifest, parse_manifest
+from agent.signing import ApproverKey, check_signatures
 
 if TYPE_CHECKING:  # pragma: no cover
+    from agent.config import AgentConfig
     from agent.lint import Finding
-from agent.signing import ApproverKey, check_signatures
 
 MANIFEST_SUFFIX = ".toml"
 SCRIPT_SUFFIX = ".sh"
@@ -162,6 +163,20 @@ class Catalog:
         self.approvers = approvers or []
         self.min_signatures = min_signatures
         self._report: VerifyReport | None = None
+
+    @classmethod
+    def for_config(cls, config: AgentConfig) -> Catalog:
+        """The catalog the config names, with its approver keys.
+
+        Raises:
+            SigningError: an approver key line that cannot be read.
+        """
+        return cls(
+            config.path(config.catalog.dir),
+            config.path(config.catalog.lock),
+            approvers=config.catalog.approvers(),
+            min_signatures=config.catalog.min_signatures,
+        )
 
     # -- reading ------------------------------------------------------------------------------------------
 

@@ -79,13 +79,7 @@ def _config(ctx: click.Context) -> AgentConfig:
 def _catalog(ctx: click.Context) -> Catalog:
     from agent.catalog import Catalog
 
-    config = _config(ctx)
-    return Catalog(
-        config.path(config.catalog.dir),
-        config.path(config.catalog.lock),
-        approvers=config.catalog.approvers(),
-        min_signatures=config.catalog.min_signatures,
-    )
+    return Catalog.for_config(_config(ctx))
 
 
 def _gate(config: AgentConfig, catalog: Catalog, redactor: Redactor) -> RunGate:
@@ -99,14 +93,9 @@ def _gate(config: AgentConfig, catalog: Catalog, redactor: Redactor) -> RunGate:
     from agent.outputs import OutputStore
     from agent.runpath import RunGate
 
-    state = config.path(config.state.dir)
     executor = Executor(config.inventory, config.executor, config.base_dir)
-    audit_log = AuditLog(state / "audit.jsonl", redact=redactor.redact_json)
-    outputs = OutputStore(
-        state / "outputs", config.outputs.retention_days, config.outputs.page_lines,
-        max_bytes=config.outputs.max_bytes, max_runs=config.outputs.max_runs,
-    )  # fmt: skip
-    return RunGate(config, catalog, executor, audit_log, redactor, outputs)
+    audit_log = AuditLog(config.path(config.state.dir) / "audit.jsonl", redact=redactor.redact_json)
+    return RunGate(config, catalog, executor, audit_log, redactor, OutputStore.for_config(config))
 
 
 def _prepared(config: AgentConfig, print_warnings: bool = True) -> Prepared:

@@ -12,17 +12,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.core import APPROVAL_CODE, Answer
+from agent.core import Answer
 from agent.errors import InvalidArguments
 from agent.i18n import Msg
 from agent.manifest import EnumParam, IntegerParam, Manifest
 from agent.protocol import ErrorCode, Status
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agent.audit import AuditLog
     from agent.catalog import VerifyReport
     from agent.outbox import Outbox
-    from agent.protocol import Command
 
 #: HISTORY reads at most this much of the end of the audit log (older runs are not listed).
 HISTORY_WINDOW = 8 * 1024 * 1024
@@ -188,31 +186,3 @@ def pending_answer(ledger: Outbox, room: str, now: float) -> Answer:
     ]  # fmt: skip
     waiting.sort(key=lambda a: float(a["expires"]))
     return Answer(Status.SUCCESS, {"pending": waiting})
-
-
-def cancel_answer(command: Command, ledger: Outbox, audit: AuditLog) -> Answer:
-    """CANCEL. ``params``: ``code``. The requester withdraws their own held request; it is answered CANCELLED."""
-    code = command.params.get("code")
-    if not isinstance(code, str) or not APPROVAL_CODE.fullmatch(code):
-        return Answer.fail(
-            ErrorCode.INVALID_ARGUMENTS, Msg("params.code must be the 6-character approval code")
-        )
-    approval = ledger.held_request(code.upper())
-    if approval is None or approval.room_id != command.room_id:
-        return Answer.fail(
-            ErrorCode.APPROVAL_UNKNOWN, Msg("no request waits for that code (unknown, expired or decided)")
-        )
-    if command.user is None or command.user != approval.requester:
-        return Answer.fail(ErrorCode.UNAUTHORIZED, Msg("only the person who asked can cancel a request"))
-    claimed = ledger.claim(approval.code)
-    if claimed is None:
-        return Answer.fail(ErrorCode.APPROVAL_UNKNOWN, Msg("that request was already decided"))
-    audit.append("approval_cancelled", task_id=claimed.task_id, requester=claimed.requester)
-    return Answer(Status.SUCCESS, decision_data("cancelled", claimed), cancelled=claimed)
-
-
-def decision_data(decision: str, approval: Any) -> dict[str, Any]:
-    """What an approve / reject / cancel answer says was released, rejected or withdrawn."""
-    summary = approval.summary
-    return {decision: approval.task_id, "runbook": summary.get("runbook"), "hosts": summary.get("hosts") or [],
-            "args": summary.get("args") or {}, "requested_by": approval.requester}  # fmt: skip

@@ -397,7 +397,8 @@ class AgentCore:
         if (
             original is None
         ):  # the agent restarted since: the stored view runs only if nothing was masked in it
-            original = _command_of(json.dumps(held.replayable())) if held.replayable() is not None else None
+            stored = held.replayable()
+            original = _command_of(json.dumps(stored)) if stored is not None else None
         if original is None or not held.matches(original.raw):
             return self._close(held, ErrorCode.INTERRUPTED, Msg("the agent restarted since this request was made, "
                                "and it carried a masked value the agent does not keep; request it again"))  # fmt: skip

@@ -328,7 +328,7 @@ async def pending(ctx: TaskContext) -> Answer:
 
 async def cancel(ctx: TaskContext) -> Answer:
     """``params``: ``code``. The requester withdraws their own held request."""
-    return console.cancel_answer(ctx.command, ctx.parts.ledger, ctx.parts.audit)
+    return approvals.cancel(ctx.command, ctx.parts.ledger, ctx.parts.audit)
 
 
 ANYONE = frozenset({"viewer", "operator", "approver"})

@@ -21,10 +21,14 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.i18n import Msg, nmsg
 from agent.results import RunResult
 from agent.state_files import private_dir, write_private
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.config import AgentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +87,15 @@ class OutputStore:
         #: key → entry, oldest first; loaded from meta.json files on first use. ``_total``: their bytes.
         self._index: OrderedDict[str, _Entry] | None = None
         self._total = 0
+
+    @classmethod
+    def for_config(cls, config: AgentConfig) -> OutputStore:
+        """The store in the config's state folder, with its retention, page size and caps."""
+        settings = config.outputs
+        return cls(
+            config.path(config.state.dir) / "outputs", settings.retention_days, settings.page_lines,
+            max_bytes=settings.max_bytes, max_runs=settings.max_runs,
+        )  # fmt: skip
 
     # -- writing --------------------------------------------------------------------------------------------------
 

@@ -64,12 +64,7 @@ def prepare(
         except ConfigError as exc:
             found.errors += [f"{exc.source}: {p}" for p in exc.problems]
     try:
-        catalog = Catalog(
-            config.path(config.catalog.dir),
-            config.path(config.catalog.lock),
-            approvers=config.catalog.approvers(),
-            min_signatures=config.catalog.min_signatures,
-        )
+        catalog = Catalog.for_config(config)
         report = catalog.verify()
     except (SigningError, CatalogError, ValueError, OSError) as exc:
         found.errors.append(f"catalog: {exc}")

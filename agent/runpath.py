@@ -142,10 +142,6 @@ class RunGate:
             self._redactors[key] = self.config.redactor(rules)
         return self._redactors[key]
 
-    def authorize(self, request: RunRequest) -> RunPlan | Held:
-        """Steps 1 and 2 (see :func:`authorize`)."""
-        return authorize(self.config, self.catalog, request)
-
     async def run(
         self,
         request: RunRequest,
@@ -158,7 +154,7 @@ class RunGate:
             RunbookNotRunnable, RequestRefused, InvalidArguments: refused (and audited as refused).
         """
         try:
-            planned = self.authorize(request)
+            planned = authorize(self.config, self.catalog, request)
         except (RunbookNotRunnable, RequestRefused, InvalidArguments) as exc:
             self._audit("run_refused", request, reason=str(exc))
             raise

@@ -179,6 +179,20 @@ def windows_env_path(spec: ServiceSpec) -> Path:
     return spec.app_dir / f"{spec.name}.env"
 
 
+def config_check_step(spec: ServiceSpec) -> Step:
+    """The first step of every install: ``agent config check`` as the service will run, before anything changes."""
+    argv = (
+        str(spec.agent_exe),
+        "-c",
+        str(spec.config),
+        "--env-file",
+        str(spec.env_source),
+        "config",
+        "check",
+    )
+    return Step("check the config with the service's environment", argv)
+
+
 def windows_install_steps(spec: ServiceSpec, nssm: str) -> list[Step]:
     """The install, as argument lists for nssm and icacls; the config check runs first, so nothing is left
     behind by a config that would not start."""
@@ -212,18 +226,7 @@ def windows_install_steps(spec: ServiceSpec, nssm: str) -> list[Step]:
     )  # fmt: skip
     object_name = (account,) if spec.password is None else (account, spec.password)
     steps = [
-        Step(
-            "check the config with the service's environment",
-            (
-                str(spec.agent_exe),
-                "-c",
-                str(spec.config),
-                "--env-file",
-                str(spec.env_source),
-                "config",
-                "check",
-            ),
-        ),
+        config_check_step(spec),
         Step(
             f"install service {name}",
             (nssm, "install", name, str(spec.agent_exe)),
@@ -400,18 +403,7 @@ def linux_install_steps(spec: ServiceSpec, root: Path | None) -> list[Step]:
         os.chmod(state, 0o700)
 
     steps = [
-        Step(
-            "check the config with the service's environment",
-            (
-                str(spec.agent_exe),
-                "-c",
-                str(spec.config),
-                "--env-file",
-                str(spec.env_source),
-                "config",
-                "check",
-            ),
-        ),
+        config_check_step(spec),
         Step(f"create {spec.state_dir} for user {user}", action=make_state),
         Step(
             f"write {env_path} (mode 0600, root only)",

@@ -105,6 +105,12 @@ def text_of(event: dict[str, Any]) -> str:
     return ""
 
 
+def agent_lines(text: str, who: str = "guardia") -> str:
+    """How a transcript shows what the agent (or the relay) said: the speaker, then continuation lines indented."""
+    lines = text.splitlines() or [""]
+    return "\n".join([f"🤖 {who}> " + lines[0], *(" " * 11 + line for line in lines[1:])])
+
+
 class ChatSession:
     """One user in one room on the relay's operator side."""
 
@@ -140,11 +146,7 @@ class ChatSession:
         self.out.flush()
 
     def agent_says(self, text: str, who: str = "guardia") -> None:
-        prefix = f"🤖 {who}> "
-        lines = text.splitlines() or [""]
-        self.say(prefix + lines[0])
-        for line in lines[1:]:
-            self.say(" " * 11 + line)
+        self.say(agent_lines(text, who))
 
     def print_room_events(self) -> None:
         """Print the room's unprompted events (reports, relay notices) not printed yet."""

@@ -28,7 +28,7 @@ from agent.i18n import N_, Chat, Msg, message_of
 from agent.logsetup import configure_logging
 from agent.redaction import Redactor
 from agent.reference import chat as chat_grammar
-from agent.reference.chat import ChatSession
+from agent.reference.chat import ChatSession, agent_lines
 from agent.reference.demo_host import DemoHost
 from agent.reference.operator_client import OperatorClient, Predicate
 from agent.reference.relay import Relay
@@ -82,11 +82,7 @@ class Demo:
         self.out.flush()
 
     def agent_says(self, text: str, who: str = "guardia") -> None:
-        prefix = f"🤖 {who}> "
-        lines = text.splitlines() or [""]
-        self.say(prefix + lines[0])
-        for line in lines[1:]:
-            self.say(" " * 11 + line)
+        self.say(agent_lines(text, who))
 
     # -- setup ------------------------------------------------------------------------------------------------
 
