@@ -230,3 +230,14 @@ async def test_kept_output_is_read_only_in_the_room_where_the_task_ran(
         assert "argc" not in json.dumps(elsewhere) and "h1" not in json.dumps(elsewhere.get("data", {}))
     finally:
         await app.stop()
+
+
+async def test_the_agent_keeps_outputs_under_the_configured_caps(agent_home: Path, relay: Relay) -> None:
+    config = agent_home / "agent.toml"
+    config.write_text(config.read_text() + "\n[outputs]\nmax_runs = 7\nmax_bytes = 2000000\n")
+    app = App(load_config(config), environ=agent_environ(relay))
+    try:
+        assert (app.outputs.max_runs, app.outputs.max_bytes) == (7, 2000000)
+        assert app.gate.outputs is app.outputs
+    finally:
+        app.outbox.close()
