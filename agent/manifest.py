@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import tomllib
 import unicodedata
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
+import tomli
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -347,10 +347,10 @@ def parse_manifest(data: bytes, source: str) -> Manifest:
         InvalidManifest: with one problem per field at fault (``params.1.max: ...``).
     """
     try:
-        raw = tomllib.loads(data.decode("utf-8"))
+        raw = tomli.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidManifest(source, ["not UTF-8"]) from None
-    except tomllib.TOMLDecodeError as exc:
+    except tomli.TOMLDecodeError as exc:
         raise InvalidManifest(source, [f"not valid TOML: {exc}"]) from None
     try:
         return Manifest.model_validate(raw)

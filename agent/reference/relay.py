@@ -106,11 +106,11 @@ class RelaySettings(BaseModel):
 
 def load_relay_settings(path: Path) -> RelaySettings:
     """Raises: RelayConfigError naming every problem."""
-    import tomllib
+    import tomli
 
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raw = tomli.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError) as exc:
         raise RelayConfigError(f"{path}: {exc}") from None
     try:
         settings = RelaySettings.model_validate(raw)
