@@ -49,7 +49,10 @@ _RUN_ID = re.compile(r"[0-9a-f]{16,64}")
 # environment for an instant, so one empty scan could miss it).
 # d SECONDS: the watchdog (pid w), a subshell that signals USR1 to the wrapper when its `sleep` ends; that sets t
 # and makes `wait` return early (TERM/HUP/INT set t too: stop now). TERM to the watchdog kills its sleep: the
-# trap runs between commands, so either before the sleep is started or after $! names it.
+# trap runs between commands, so either before the sleep is started or after $! names it. A TERM that arrives
+# before the subshell has replaced the handler it inherited from the wrapper is lost (on a busy host, about one
+# quick run in fifty): the wrapper sends it only after reaping the script, so a watchdog that finds the script
+# (pid c) gone once its trap is set ends by itself instead of holding the run for its whole time limit.
 # The wrapper keeps the channel's stdout/stderr open (as fds 4 and 5) until it exits, so sshd sends the streams'
 # EOF and the exit status together: with a gap between them (the sweep), sshd's Nagle held the exit status back
 # for the agent's delayed ACK, ~40 ms a run. Its own fds 1 and 2 go to /dev/null, which keeps the shell's job
@@ -71,7 +74,7 @@ WRAPPER = (
     " done\n"
     "}\n"
     "d(){\n"
-    " (trap 'kill $! 2>/dev/null;exit' TERM;sleep \"$1\"& wait $!&&kill -s USR1 $$) 4>&- 5>&- &\n"
+    " (trap 'kill $! 2>/dev/null;exit' TERM;kill -0 $c 2>/dev/null||exit;sleep \"$1\"& wait $!&&kill -s USR1 $$) 4>&- 5>&- &\n"
     " w=$!\n"
     "}\n"
     "trap t=1 USR1 TERM HUP INT\n"

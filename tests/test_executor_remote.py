@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import given
@@ -67,3 +68,26 @@ def test_a_script_killed_by_a_signal_is_reported_as_that_signal(shell: str) -> N
 def test_the_time_limit_ends_a_script_that_ignores_term(shell: str) -> None:
     done = run(shell, "trap '' TERM; echo started; while :; do sleep 1; done", time_limit=0.5, kill_grace=0.2)
     assert (done.returncode, done.stdout) == (124, b"started\n")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_quick_script_never_waits_for_its_time_limit(shell: str) -> None:
+    """The watchdog is stopped however early the script ends, even before the watchdog has set itself up.
+
+    A script that ends at once, on a busy host, used to reach the wrapper's "stop the watchdog" before the
+    watchdog's subshell had installed its handler: the signal was lost and the run waited out its whole time
+    limit (about one run in fifty with eight at a time on a 2-core machine). Here the time limit is an hour, so
+    a run that waits for it fails on the 60-second guard with a clear message rather than passing by luck.
+    """
+
+    def one(index: int) -> int:
+        run_id = new_run_id(index.to_bytes(16))  # each run its own marker: a sweep kills only its own run
+        command = remote_command("bash", [], 3600, 1, run_id)
+        try:
+            done = subprocess.run([shell, "-c", command], input=b"true\n", capture_output=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("a run of `true` waited for its time limit: the watchdog missed its stop signal")
+        return done.returncode
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(one, range(200))) == {0}
