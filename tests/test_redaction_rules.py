@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.redaction import Redactor
+from agent.redaction import ExtraRule, Finding, Redactor
 
 SECRET = "s3cr3t-Relay-Tok3n"
 R = Redactor(secrets=[SECRET, "DbPass!2026"], known_hosts={"10.100.10.10": "was01"})
@@ -205,3 +205,45 @@ def test_an_address_is_masked_exactly_when_internal_whatever_the_notation(
             assert out in ("at [IP] now", "at was01 now"), written
         elif not written.startswith("0"):  # (a leading zero may read as octal: 012 is 10)
             assert out == f"at {written} now", written
+
+
+# -- which rule matched: read from an RE2 set, checked against the capturing groups --------------------------------
+
+HOSTS = {"10.100.10.10": "was01", "db-01.corp": "db"}
+SET_PATH = Redactor(secrets=[SECRET], known_hosts=HOSTS)
+GROUPS_PATH = Redactor(secrets=[SECRET], known_hosts=HOSTS)
+GROUPS_PATH._find = GROUPS_PATH._which = (
+    None  # the capturing-group path, as a redactor with a manifest `^` rule
+)
+FRAGMENTS = [
+    "10.1.2.3", "010.100.010.010", "192-168-1-10.nip.io", "::ffff:0a00:0001", "fd12::1", SECRET, "db-01.corp",
+    "password=", "pw: ", "비밀번호=", "--password ", "-u a:", "Bearer ", "token=", "eyJhbGciOi.eyJzdWIi.sig",
+    "AKIAABCDEFGHIJKLMNOP", "901010-1234567", "4111 1111 1111 1111", "010-1234-5678", "주민", "호", "x", "_", "-",
+    ".", ":", "/", " ", "\t", "\n", "'", '"', "=", "(", "[", "]", "@", "0", "9", "a", "Z", "\u200b", "ａ", "１",
+]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=24))
+def test_the_rule_named_by_the_set_is_the_one_the_groups_name(parts: list[str]) -> None:
+    """Every context a match can sit in (start and end of the text, line feeds, UTF-8, word bytes): same answer."""
+    assert SET_PATH._find is not None and SET_PATH._which is not None
+    data = "".join(parts).encode()
+    found_by_set: list[Finding] = []
+    found_by_groups: list[Finding] = []
+    assert SET_PATH.redact_bytes(data, found_by_set) == GROUPS_PATH.redact_bytes(data, found_by_groups)
+    assert found_by_set == found_by_groups
+
+
+@pytest.mark.parametrize(
+    ("pattern", "is_local"),
+    [(r"LOT-[0-9]{4}\b", True), (r"(?m:^)LOT-[0-9]{4}(?m:$)", True), (r"[^^$]LOT", True), (r"\^LOT\$", True),
+     (r"^LOT-[0-9]{4}", False), (r"LOT-[0-9]{4}$", False), (r"\ALOT", False)],
+)  # fmt: skip
+def test_a_manifest_rule_that_looks_at_the_whole_text_keeps_the_groups(pattern: str, is_local: bool) -> None:
+    """A rule with ``^``, ``$``, ``\\A`` or ``\\z`` is not decided by one byte of context: the groups decide."""
+    redactor = Redactor(extra_rules=[ExtraRule("lot", pattern, "[LOT]")])
+    assert (redactor._which is not None) is is_local
+    text = "LOT-2026\nx LOT-2027 ^LOT$ yLOT"
+    assert redactor.redact(text) == Redactor(
+        extra_rules=[ExtraRule("lot", pattern, "[LOT]")], engine="re"
+    ).redact(text)
