@@ -51,6 +51,14 @@ READ_SIZE = 64 * 1024
 CLOSE_TIMEOUT = 5.0
 #: Waits before trying again when a live connection refuses a new session channel.
 SESSION_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+#: Ciphers offered, in order. AES-GCM first: one call into OpenSSL per packet where chacha20-poly1305 (asyncssh's
+#: first choice) takes several from Python, about 0.85 ms less client CPU per run (bench_executor); it uses the
+#: hosts' and the relay PC's AES instructions, and AES is the cipher Korean public-sector crypto reviews (KCMVP)
+#: expect. chacha20-poly1305 and AES-CTR stay for hosts that lack GCM (OpenSSH before 6.2).
+CIPHERS = (
+    "aes256-gcm@openssh.com", "aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+    "aes256-ctr", "aes192-ctr", "aes128-ctr",
+)  # fmt: skip
 
 
 class _HostFailure(Exception):
@@ -478,6 +486,7 @@ def _connection_options(
         gss_auth=False,
         preferred_auth="publickey",
         request_pty=False,
+        encryption_algs=CIPHERS,
         env={},
         send_env=None,
         x11_forwarding=False,

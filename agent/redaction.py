@@ -70,6 +70,9 @@ SECRET_MASK = b"[SECRET]"
 CARD_MASK = b"[CARD]"
 #: The longest a partial line may grow before the stream releases part of it anyway (see :class:`StreamRedactor`).
 MAX_HOLD = 64 * 1024
+#: :meth:`Redactor.redact` remembers texts up to this many characters that needed nothing masked, up to this many.
+CLEAN_MEMO_LENGTH = 64
+CLEAN_MEMO_SIZE = 4096
 #: Kept for callers of the old API: the stream now holds back exactly what a match could still need.
 HOLD_OVERLAP = 4096
 #: The most bytes any built-in rule matches (values, tokens); a longer value is masked up to this many bytes.
@@ -617,6 +620,9 @@ class Redactor:
         self._v4_aliases: dict[tuple[int, int, int, int], bytes] = {}
         self._v6_aliases: dict[ipaddress.IPv6Address, bytes] = {}
         self._v4_cache: dict[bytes, bytes | None] = {}
+        #: Short texts known to need nothing masked (only those: nothing sensitive is kept). Outbound messages
+        #: repeat the same keys and values (``status``, ``SUCCESS``, host aliases) in every answer.
+        self._clean: set[str] = set()
         names: dict[bytes, bytes] = {}
         for address, alias in (known_hosts or {}).items():
             try:
@@ -1099,9 +1105,18 @@ class Redactor:
 
     def redact(self, text: str) -> str:
         """Redact a complete text."""
+        short = len(text) <= CLEAN_MEMO_LENGTH
+        if short and text in self._clean:
+            return text
         data = text.encode("utf-8", "surrogatepass")
         redacted = self.redact_bytes(data)
-        return text if redacted is data else redacted.decode("utf-8", "surrogatepass")
+        if redacted is not data:
+            return redacted.decode("utf-8", "surrogatepass")
+        if short:
+            if len(self._clean) >= CLEAN_MEMO_SIZE:
+                self._clean.clear()
+            self._clean.add(text)
+        return text
 
     def redact_json(self, value: Any) -> Any:
         """Redact every string (keys included) of a JSON-like structure: the one choke point for outbound messages."""

@@ -9,7 +9,10 @@ and every run's output is checked (exit 0 and the script's last line on every ho
    environment), the wrapper's watchdog (a ``sleep`` beside the script) and the survivor sweep (one ``grep`` over
    ``/proc/*/environ`` after it).
 2. Fan-out, warm, at N = 10, 50, 200 hosts (``BENCH_SIZES``): wall time ratio to bare asyncssh (goal at 200:
-   <= 1.25x) and the agent's CPU per host (goal: flat from 10 to 200), bare asyncssh's CPU per host beside it.
+   <= 1.25x) and the agent's CPU per host (goal: flat from 10 to 200), bare asyncssh's CPU per host beside it;
+   and the ratio of the same runbook without the survivor sweep (``leaves_daemon``): the fleet's hosts share one
+   kernel here, so each sweep reads the environment of every concurrent session's processes, which separate
+   hosts would not.
 3. Memory per pooled connection: the process's RSS growth from opening the pool, divided by the hosts.
 4. Cold (new connections) at N = 10: agent, bare asyncssh and the OpenSSH client.
 """
@@ -129,6 +132,9 @@ class Bench:
         (home / "runbooks").mkdir()
         (home / "runbooks" / "bench.sh").write_text(SCRIPT)
         (home / "runbooks" / "bench.toml").write_text(MANIFEST)
+        # The same runbook without the survivor sweep (a leaves_daemon runbook): what the sweep costs at fan-out.
+        (home / "runbooks" / "bench_nosweep.sh").write_text(SCRIPT)
+        (home / "runbooks" / "bench_nosweep.toml").write_text(MANIFEST + "leaves_daemon = true\n")
         catalog = Catalog(home / "runbooks", home / "runbooks.lock")
         catalog.relock()
         aliases = [f"h{i:03d}" for i in range(len(fleet.endpoints))]
@@ -140,9 +146,9 @@ class Bench:
         self.aliases = aliases
         self.redactor = self.config.redactor(environ={})
 
-    def plan(self, n: int) -> RunPlan:
+    def plan(self, n: int, runbook: str = "bench") -> RunPlan:
         return plan_run(
-            self.catalog.load("bench"),
+            self.catalog.load(runbook),
             self.config.inventory,
             self.aliases[:n],
             {"mount": "/", "name": "sshd"},
@@ -152,8 +158,8 @@ class Bench:
     def executor(self) -> Executor:
         return Executor(self.config.inventory, self.config.executor, self.config.base_dir)
 
-    async def agent_run(self, executor: Executor, n: int) -> None:
-        result = await executor.run(self.plan(n), self.redactor)
+    async def agent_run(self, executor: Executor, n: int, runbook: str = "bench") -> None:
+        result = await executor.run(self.plan(n, runbook), self.redactor)
         assert result.ok and all(h.stdout.endswith("== done\n") for h in result.hosts), result
 
     async def bare_connect(self, i: int) -> asyncssh.SSHClientConnection:
@@ -225,13 +231,20 @@ class Bench:
                 async def agent(n: int = n) -> None:
                     await self.agent_run(executor, n)
 
-                (aw, ac), (bw, bc) = await interleaved(FANOUT_ROUNDS, [agent, bare])
+                async def no_sweep(n: int = n) -> None:
+                    await self.agent_run(executor, n, "bench_nosweep")
+
+                (aw, ac), (bw, bc), (nw, _) = await interleaved(FANOUT_ROUNDS, [agent, bare, no_sweep])
                 ratios = [a / b for a, b in zip(aw, bw, strict=True)]
+                no_sweep_ratios = [a / b for a, b in zip(nw, bw, strict=True)]
                 print(
                     f"     N={n:>3}: agent {spread(aw, 1, 's')}  bare {spread(bw, 1, 's')}  ratio "
                     f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}–{max(ratios):.2f}]  CPU/host agent "
                     f"{statistics.median(ac) / n * 1000:.2f} ms, bare {statistics.median(bc) / n * 1000:.2f} ms"
-                    f"  (RSS +{pooled_kib:.0f} KiB per newly pooled host)",
+                    f"  (RSS +{pooled_kib:.0f} KiB per newly pooled host)\n"
+                    f"            without the survivor sweep (leaves_daemon): ratio "
+                    f"{statistics.median(no_sweep_ratios):.2f}x [{min(no_sweep_ratios):.2f}–{max(no_sweep_ratios):.2f}]"
+                    f" (here the {n} hosts share one kernel: every sweep reads every session's /proc/PID/environ)",
                     flush=True,
                 )
         finally:

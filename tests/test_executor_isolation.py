@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.executor import CIPHERS
 from agent.results import Outcome
 from tests.sshd import SshFleet, keygen
 from tests.test_executor import Agent
@@ -75,6 +76,7 @@ def hostile_home(short_dir: Path, fleet: SshFleet) -> Iterator[Path]:
         "  User root\n"
         "  SetEnv GUARDIA_HOSTILE=1\n"
         "  ForwardAgent yes\n"
+        "  Ciphers aes128-ctr\n"
     )
     yield home
     for server, keys in saved.items():
@@ -102,8 +104,11 @@ async def test_hostile_home_and_ssh_agent_change_nothing(
     agent = Agent(agent_home)
     try:
         [host] = (await agent.run("echo_args", ["h1"], value="x")).hosts
+        # The agent's own cipher order (AES-GCM first), not the hostile config's nor asyncssh's default.
+        cipher = agent.executor._pool["h1"].connection.get_extra_info("send_cipher")
     finally:
         await agent.executor.close()
+    assert cipher == CIPHERS[0] == "aes256-gcm@openssh.com"
     assert host.status is Outcome.SUCCESS, host
     assert host.stdout.startswith("argc=1\n")  # ran as usual: not redirected, not refused
     names = set(host.stderr.split())  # stderr apart from stdout: no pty was requested

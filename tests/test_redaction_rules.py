@@ -247,3 +247,13 @@ def test_a_manifest_rule_that_looks_at_the_whole_text_keeps_the_groups(pattern: 
     assert redactor.redact(text) == Redactor(
         extra_rules=[ExtraRule("lot", pattern, "[LOT]")], engine="re"
     ).redact(text)
+
+
+def test_only_short_texts_with_nothing_to_mask_are_remembered() -> None:
+    """Outbound messages repeat keys and statuses; a remembered text is one that needed nothing masked."""
+    redactor = Redactor(secrets=[SECRET], known_hosts=HOSTS)
+    for _ in range(2):
+        assert redactor.redact("status") == "status"
+        assert redactor.redact(f"token {SECRET}") == "token [SECRET]"
+        assert redactor.redact("from 10.1.2.3") == "from [IP]"
+    assert redactor._clean == {"status"}
