@@ -234,6 +234,16 @@ def test_the_rule_named_by_the_set_is_the_one_the_groups_name(parts: list[str]) 
     assert found_by_set == found_by_groups
 
 
+@given(st.lists(st.one_of(st.sampled_from(FRAGMENTS).map(str.encode), st.binary(max_size=3)), max_size=24))
+def test_the_set_and_the_groups_agree_on_bytes_that_are_not_utf8(parts: list[bytes]) -> None:
+    """Host output is often EUC-KR or binary: a span or its context byte may be half a character."""
+    data = b"".join(parts) + "비밀번호".encode("euc-kr")
+    found_by_set: list[Finding] = []
+    found_by_groups: list[Finding] = []
+    assert SET_PATH.redact_bytes(data, found_by_set) == GROUPS_PATH.redact_bytes(data, found_by_groups)
+    assert found_by_set == found_by_groups
+
+
 @pytest.mark.parametrize(
     ("pattern", "is_local"),
     [(r"LOT-[0-9]{4}\b", True), (r"(?m:^)LOT-[0-9]{4}(?m:$)", True), (r"[^^$]LOT", True), (r"\^LOT\$", True),
