@@ -116,6 +116,9 @@ _NEEDS_NORMALISING = re2.compile(
 
 _QUIET = re2.Options()
 _QUIET.log_errors = False
+_ONE_LINE = re2.Options()
+_ONE_LINE.log_errors = False
+_ONE_LINE.never_nl = True
 
 
 class InvalidRule(ValueError):
@@ -145,15 +148,25 @@ def max_width(pattern: bytes | str) -> int | None:
     return int(width) * (4 if isinstance(pattern, str) else 1)
 
 
+def _min_width(pattern: str) -> int | None:
+    """The fewest characters ``pattern`` can match (0: an empty match, ``\\b`` alone, ``x?``), None if unknown."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return int(_sre_parse.parse(pattern).getwidth()[0])
+    except (re.error, ValueError, OverflowError, RecursionError):
+        return None
+
+
 def check_rule(rule: ExtraRule) -> None:
-    """Raise :class:`InvalidRule` unless RE2 compiles the rule, it cannot match the empty string, and its
+    """Raise :class:`InvalidRule` unless RE2 compiles the rule, it never matches nothing (anywhere), and its
     matches are bounded (at most :data:`MAX_RULE_WIDTH` bytes: every repeat needs an upper bound, ``{1,64}``)."""
     try:
         compiled = re2.compile(rule.pattern.encode(), _QUIET)
     except re2.error as exc:
         raise InvalidRule(f"redaction rule {rule.name!r}: pattern does not compile ({exc})") from None
-    if compiled.search(b"") is not None:
-        raise InvalidRule(f"redaction rule {rule.name!r}: pattern matches the empty string")
+    if compiled.search(b"") is not None or _min_width(rule.pattern) == 0:
+        raise InvalidRule(f"redaction rule {rule.name!r}: pattern can match the empty string")
     width = max_width(rule.pattern)
     if width is None or width > MAX_RULE_WIDTH:
         raise InvalidRule(
@@ -464,6 +477,22 @@ def secret_variants(secret: str) -> set[bytes]:
 # -- normalising: matched as ASCII, shown as written -----------------------------------------------------------
 
 
+_LONE_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _stray_bytes_marked(data: bytes) -> bytes:
+    """``data`` with every byte that is not part of a valid UTF-8 sequence made ``?``: same length, same offsets."""
+    return _LONE_SURROGATE.sub("?", data.decode("utf-8", "surrogateescape")).encode("utf-8")
+
+
 class _Normalised:
     """``data`` with full-width digits and dashes made ASCII and invisible characters removed, and the offset maps."""
 
@@ -711,7 +740,7 @@ class Redactor:
             relaxed = pattern if name.startswith("extra:") or engine == "re" else _relax(pattern)
             bounded: _Engine | None = None
             if name.startswith("extra:"):
-                bounded = re2.compile(pattern, _QUIET)
+                bounded = re2.compile(pattern, _ONE_LINE)  # as in the search: a rule never spans a line feed
             elif relaxed != pattern:
                 bounded = re.compile(pattern)
             self._rules.append((name, handler, bounded))
@@ -1024,14 +1053,18 @@ class Redactor:
         ``partial``: ``data`` is the start of a longer text; everything whose outcome could depend on what
         follows is left for later (``stop`` is where to go on). Otherwise ``data`` is complete.
         """
-        if data.isascii() or _NEEDS_NORMALISING.search(data) is None:
+        valid = data.isascii() or _is_utf8(data)
+        if valid and (data.isascii() or _NEEDS_NORMALISING.search(data) is None):
             limit = None
             if partial:
                 limit = len(data) - NORMALISE_MARGIN - self.window
                 if limit <= begin:
                     return b"", begin
             return self._apply(data, begin, limit, findings)
-        normal = _Normalised(data)
+        # RE2 reads UTF-8: a byte that is not part of a character (EUC-KR or CP949 from a legacy host, binary)
+        # would end a value such as password=…, unmasked. Matched as "?" instead (one byte for one: the offsets
+        # stay), a value runs on through it as it does for the bytes reference.
+        normal = _Normalised(data if valid else _stray_bytes_marked(data))
         nbegin = normal.to_normal(begin)
         nlimit = None
         if partial:

@@ -53,6 +53,11 @@ _RUN_ID = re.compile(r"[0-9a-f]{16,64}")
 # before the subshell has replaced the handler it inherited from the wrapper is lost (on a busy host, about one
 # quick run in fifty): the wrapper sends it only after reaping the script, so a watchdog that finds the script
 # (pid c) gone once its trap is set ends by itself instead of holding the run for its whole time limit.
+# Once its time is up the watchdog signals USR1 again every second until it is stopped: a USR1 whose trap ran
+# just before the wrapper entered `wait` would otherwise be lost, and so would the time limit. It signals when
+# its sleep ends however it ended: a script's `pkill sleep` ends the run at once rather than its time limit.
+# At the end a status of 129-143 (a script killed by HUP..TERM, as the shell reports it) is passed on as that
+# signal, with core dumps off; any other status, 147 (STOP) among them, is passed on as a status.
 # The wrapper keeps the channel's stdout/stderr open (as fds 4 and 5) until it exits, so sshd sends the streams'
 # EOF and the exit status together: with a gap between them (the sweep), sshd's Nagle held the exit status back
 # for the agent's delayed ACK, ~40 ms a run. Its own fds 1 and 2 go to /dev/null, which keeps the shell's job
@@ -74,7 +79,8 @@ WRAPPER = (
     " done\n"
     "}\n"
     "d(){\n"
-    " (trap 'kill $! 2>/dev/null;exit' TERM;kill -0 $c 2>/dev/null||exit;sleep \"$1\"& wait $!&&kill -s USR1 $$) 4>&- 5>&- &\n"
+    " (trap 'kill $! 2>/dev/null;exit' TERM;kill -0 $c 2>/dev/null||exit;sleep \"$1\"& wait $!\n"
+    "  while kill -s USR1 $$ 2>/dev/null;do sleep 1& wait $!;done) 4>&- 5>&- &\n"
     " w=$!\n"
     "}\n"
     "trap t=1 USR1 TERM HUP INT\n"
@@ -96,7 +102,7 @@ WRAPPER = (
     "kill -s TERM $w 2>/dev/null\n"
     'if [ "$s" = 1 ];then f KILL "$m" all;fi\n'
     "wait\n"
-    "if [ $x -gt 128 ]&&[ $x -lt 160 ];then trap - USR1 TERM HUP INT;kill -$((x-128)) $$;fi\n"
+    "if [ $x -gt 128 ]&&[ $x -le 143 ];then trap - USR1 TERM HUP INT;ulimit -c 0;kill -$((x-128)) $$;fi\n"
     "exit $x\n"
 )
 

@@ -91,3 +91,21 @@ def test_a_quick_script_never_waits_for_its_time_limit(shell: str) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(one, range(200))) == {0}
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_status_that_reads_as_a_stop_signal_is_passed_on_as_a_status(shell: str) -> None:
+    """From the outside review: ``exit 147`` made the wrapper send itself SIGSTOP, and the run never ended."""
+    for status in (145, 146, 147, 148, 149, 150, 151, 159, 255):
+        assert run(shell, f"exit {status}").returncode == status
+    assert run(shell, "exit 143").returncode == -15  # 129-143: the signals a shell reports as 128+N
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_killing_the_watchdogs_sleep_ends_the_run_instead_of_lifting_its_time_limit(shell: str) -> None:
+    """From the outside review: a script's ``pkill sleep`` killed the watchdog's timer and the run never ended."""
+    script = (
+        "for w in $(pgrep -P $PPID); do pkill -x sleep -P $w; done; trap '' TERM; while :; do sleep 1; done"
+    )
+    done = run(shell, script, time_limit=600, kill_grace=0.5)  # the 60 s guard fails the test if it hangs
+    assert done.returncode == 124

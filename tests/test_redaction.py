@@ -147,8 +147,23 @@ def test_extra_rules_are_applied_and_checked() -> None:
     assert redactor.redact("member MBR12345678 ok") == "member [MEMBER] ok"
     with pytest.raises(InvalidRule, match="does not compile"):
         Redactor(extra_rules=[ExtraRule("bad", r"(?<=x)y")])
-    with pytest.raises(InvalidRule, match="empty string"):
-        Redactor(extra_rules=[ExtraRule("empty", r"x*")])
+    for never_nothing in (
+        r"x*",
+        r"\b",
+        r"(?i:emp[0-9]{1,6})?\b",
+        r"(?m:^)",
+    ):  # each can match nothing somewhere
+        with pytest.raises(InvalidRule, match="empty string"):
+            Redactor(extra_rules=[ExtraRule("empty", never_nothing)])
+
+
+def test_an_extra_rule_never_spans_a_line_feed_however_the_output_is_cut() -> None:
+    """From the outside review: a rule decided after a rejected candidate could reach over a line feed."""
+    redactor = Redactor(extra_rules=[ExtraRule("x", r"[0-9]{6}-[0-9]{7}\s{1,3}[A-Za-z]{1,20}")])
+    data = b"991399-1234567\nhunter2\n"
+    stream = redactor.stream()
+    byte_by_byte = b"".join(stream.feed(data[i : i + 1]) for i in range(len(data))) + stream.finish()
+    assert redactor.redact_bytes(data) == byte_by_byte == data
 
 
 def test_redact_json_walks_keys_and_values() -> None:

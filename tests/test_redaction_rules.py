@@ -267,3 +267,26 @@ def test_only_short_texts_with_nothing_to_mask_are_remembered() -> None:
         assert redactor.redact(f"token {SECRET}") == "token [SECRET]"
         assert redactor.redact("from 10.1.2.3") == "from [IP]"
     assert redactor._clean == {"status"}
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["password=", "pw: ", "--password ", "IDENTIFIED BY ", "-u admin:", "token=", "비밀번호="],
+)
+def test_a_value_in_euc_kr_is_masked_whole(label: str) -> None:
+    """Legacy Korean hosts write EUC-KR/CP949: its bytes are not UTF-8, and used to end the value unmasked."""
+    value = "가나다".encode("euc-kr") + b"123\xff"
+    data = label.encode() + value + b" ok\n"
+    redacted = R.redact_bytes(data)
+    assert redacted == NAIVE.redact_bytes(data)
+    assert value not in redacted and b"123" not in redacted and redacted.endswith(b" ok\n"), redacted
+    stream = R.stream()
+    assert (
+        b"".join(stream.feed(data[i : i + 3]) for i in range(0, len(data), 3)) + stream.finish() == redacted
+    )
+
+
+@given(st.lists(st.one_of(st.sampled_from(FRAGMENTS).map(str.encode), st.binary(max_size=3)), max_size=24))
+def test_re2_and_the_bytes_reference_agree_on_bytes_that_are_not_utf8(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    assert R.redact_bytes(data) == NAIVE.redact_bytes(data)
