@@ -417,21 +417,29 @@ def _no_captures(pattern: bytes) -> bytes:
     return bytes(out)
 
 
-#: Bounded repeats up to this many stay bounded in RE2's search; longer ones (values, tokens) are relaxed.
-RELAX_ABOVE = 32
+#: Long repeats that stay bounded in RE2's search all the same (see :func:`_relax`).
+_KEPT_BOUNDED = (rb"[A-Za-z0-9_.-]{0,32}",)  # a label's suffix: password_db_admin=, token.value:
+_KEPT = re.compile(b"(" + b"|".join(re.escape(kept) for kept in _KEPT_BOUNDED) + b")")
 
 
 def _relax(pattern: bytes) -> bytes:
-    """``pattern`` with every long bounded repeat (``{m,n}``, n > :data:`RELAX_ABOVE`) made open-ended (``{m,}``).
+    """``pattern`` with every long bounded repeat (``{m,n}``, n >= 8) made open-ended (``{m,}``), but a label's.
 
-    RE2 pays dearly for long counted repeats (a value's ``{1,1000}``), so the search finds candidates with them
-    open and the bounded rule decides. A short repeat stays as it is: relaxed, a label's ``{0,32}`` suffix let a
-    line of repeated labels (``pwdpwdpwd…=``) make every position a candidate running to the end of the line, each
-    rejected in turn, in time quadratic in the line (9 s for 100 KB; the review's hostile log line).
+    RE2 pays dearly for counted repeats (in program size and in DFA states, which the agent keeps in memory), so
+    the search finds candidates with them open and the bounded rule decides. A label's ``{0,32}`` suffix stays
+    bounded: relaxed, it let a line of repeated labels (``pwdpwdpwd…=``) make every position a candidate running
+    to the end of the line, each rejected in turn, in time quadratic in the line (9 s for 100 KB; the outside
+    review's hostile log line). Bounding every repeat up to 32 would have cost the daemon ~15 MiB of DFA states.
     """
-    return re.sub(
-        rb"\{([0-9]+),([0-9]+)\}", lambda m: m[0] if int(m[2]) <= RELAX_ABOVE else b"{%s,}" % m[1], pattern
+    pieces = _KEPT.split(pattern)
+    return b"".join(
+        piece if index % 2 else re.sub(rb"\{([0-9]+),([0-9]+)\}", _open_ended, piece)
+        for index, piece in enumerate(pieces)
     )
+
+
+def _open_ended(match: re.Match[bytes]) -> bytes:
+    return match[0] if int(match[2]) < 8 else b"{%s,}" % match[1]
 
 
 def _luhn(digits: bytes) -> bool:
