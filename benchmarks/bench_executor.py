@@ -134,7 +134,7 @@ class Bench:
         (home / "runbooks" / "bench.toml").write_text(MANIFEST)
         # The same runbook without the survivor sweep (a leaves_daemon runbook): what the sweep costs at fan-out.
         (home / "runbooks" / "bench_nosweep.sh").write_text(SCRIPT)
-        (home / "runbooks" / "bench_nosweep.toml").write_text(MANIFEST + "leaves_daemon = true\n")
+        (home / "runbooks" / "bench_nosweep.toml").write_text("leaves_daemon = true\n" + MANIFEST)
         catalog = Catalog(home / "runbooks", home / "runbooks.lock")
         catalog.relock()
         aliases = [f"h{i:03d}" for i in range(len(fleet.endpoints))]
