@@ -258,7 +258,9 @@ _RULES: list[tuple[str, bytes]] = [
     ("ipv4_dashed", rb"\b0{0,3}(?:%(first)s)-[0-9]{1,4}-[0-9]{1,4}-[0-9]{1,4}\b"),
     (
         "ipv4",
-        rb"\b(?:0[xX][0-9a-fA-F]{1,2}|0{0,3}(?:%(first)s)|0[0-7]{1,3})"
+        # At a word boundary, or after a letter or "_" (ip_10.0.0.1, host10.0.0.1), which \b would not allow.
+        # RE2 has no look-behind: that letter is matched, and the handler keeps it.
+        rb"(?:\b|[A-Za-z_])(?:0[xX][0-9a-fA-F]{1,2}|0{0,3}(?:%(first)s)|0[0-7]{1,3})"
         rb"(?:\.(?:0[xX][0-9a-fA-F]{1,2}|[0-9]{1,4})){3}\b",
     ),
     (
@@ -731,7 +733,7 @@ class Redactor:
             "key_value": self._keep_label(_KEY_VALUE),
             "ipv4_hex_name": self._ipv4_hex_name,
             "ipv4_dashed": self._ipv4_dashed,
-            "ipv4": self._ipv4,
+            "ipv4": self._after_context(self._ipv4),
             "ipv6": self._ipv6,
             "rrn": self._rrn,
             "card": self._card,
@@ -856,6 +858,18 @@ class Redactor:
                 result = inner(data, start + 1, end)
                 return (data[start : start + 1] + result[0], result[1]) if result else None
             return inner(data, start, end)
+
+        return handler
+
+    @staticmethod
+    def _after_context(inner: Handler) -> Handler:
+        """For a rule that may match one letter of left context: a digit first is the match's own first byte."""
+
+        def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
+            if 0x30 <= data[start] <= 0x39:
+                return inner(data, start, end)
+            result = inner(data, start + 1, end)
+            return (data[start : start + 1] + result[0], result[1]) if result else None
 
         return handler
 

@@ -21,6 +21,10 @@ MASKED = {
         ("hex 0x0a.0x00.0x00.0x01 and 0xC0.0xA8.0x01.0x01", "hex [IP] and [IP]"),
         ("alias 010.100.010.010:22", "alias was01:22"),
     ],
+    "addresses glued to a word (from the outside review)": [
+        ("ip_10.0.0.1 host10.0.0.1 src:172.16.0.9", "ip_[IP] host[IP] src:[IP]"),
+        ("node_010.100.010.010 up", "node_was01 up"),
+    ],
     "addresses in names": [
         ("GET http://10.1.2.3.nip.io/x", "GET http://[IP].nip.io/x"),
         ("app-10-0-0-1.sslip.io and 192-168-1-10.nip.io", "app-[IP].sslip.io and [IP].nip.io"),
