@@ -36,9 +36,10 @@ complete lines at once and, of a longer line, all but that window, and gives exa
 gives for the whole text. :class:`CappedRedactor` redacts and caps one stream, keeping head and tail, and redacts only
 what it keeps.
 
-How it is fast: every rule is one alternative of a single regular expression run by RE2 over bytes (long repeats
-relaxed, since bounded counters cost RE2's DFA dearly); Python code runs only on the candidates, to check the bounded
-rule, validate and build the mask.
+How it is fast: every rule is one alternative of a single regular expression run by RE2 over bytes, without
+capturing groups (long repeats relaxed, since bounded counters cost RE2's DFA dearly); an RE2 set names the rule of
+each candidate span, and Python code runs only on the candidates, to check the bounded rule, validate and build the
+mask. Bytes that are not UTF-8 (EUC-KR from legacy hosts) are matched as ``?``, one for one.
 """
 
 from __future__ import annotations
@@ -728,12 +729,12 @@ class Redactor:
             "token": self._fixed(CREDENTIAL_MASK, extend=True),
             "identified_by": self._keep_label(_IDENTIFIED_BY),
             "xml_secret": self._keep_label(_XML_ELEMENT, b"</"),
-            "flag_value": self._after_boundary(self._keep_label(_FLAG_VALUE)),
-            "curl_user": self._after_boundary(self._keep_label(_CURL_USER)),
+            "flag_value": self._after_context(self._keep_label(_FLAG_VALUE), b"-"),
+            "curl_user": self._after_context(self._keep_label(_CURL_USER), b"-"),
             "key_value": self._keep_label(_KEY_VALUE),
             "ipv4_hex_name": self._ipv4_hex_name,
             "ipv4_dashed": self._ipv4_dashed,
-            "ipv4": self._after_context(self._ipv4),
+            "ipv4": self._after_context(self._ipv4, b"0123456789"),
             "ipv6": self._ipv6,
             "rrn": self._rrn,
             "card": self._card,
@@ -850,23 +851,14 @@ class Redactor:
         return handler
 
     @staticmethod
-    def _after_boundary(inner: Handler) -> Handler:
-        """For a rule that matched one byte of left context (RE2 has no look-behind): keep that byte as it is."""
+    def _after_context(inner: Handler, own: bytes) -> Handler:
+        """For a rule that may match one byte of left context (RE2 has no look-behind): keep that byte as it is.
+
+        ``own``: the bytes that, first in the match, are the match's own (a flag's ``-``, an address's digit).
+        """
 
         def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
-            if data[start] != 0x2D:  # the byte before the flag
-                result = inner(data, start + 1, end)
-                return (data[start : start + 1] + result[0], result[1]) if result else None
-            return inner(data, start, end)
-
-        return handler
-
-    @staticmethod
-    def _after_context(inner: Handler) -> Handler:
-        """For a rule that may match one letter of left context: a digit first is the match's own first byte."""
-
-        def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
-            if 0x30 <= data[start] <= 0x39:
+            if data[start] in own:
                 return inner(data, start, end)
             result = inner(data, start + 1, end)
             return (data[start : start + 1] + result[0], result[1]) if result else None
@@ -1087,8 +1079,9 @@ class Redactor:
         ``partial``: ``data`` is the start of a longer text; everything whose outcome could depend on what
         follows is left for later (``stop`` is where to go on). Otherwise ``data`` is complete.
         """
-        valid = data.isascii() or _is_utf8(data)
-        if valid and (data.isascii() or _NEEDS_NORMALISING.search(data) is None):
+        ascii_only = data.isascii()
+        valid = ascii_only or _is_utf8(data)
+        if ascii_only or (valid and _NEEDS_NORMALISING.search(data) is None):
             limit = None
             if partial:
                 limit = len(data) - NORMALISE_MARGIN - self.window
