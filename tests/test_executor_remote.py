@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
+import signal
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -91,6 +95,47 @@ def test_a_quick_script_never_waits_for_its_time_limit(shell: str) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(one, range(200))) == {0}
+
+
+def sleeping(seconds: int) -> list[int]:
+    """Pids of live (not zombie) ``sleep SECONDS`` processes on this machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            wanted = entry.name.isdigit() and (entry / "cmdline").read_bytes() == b"sleep\0%d\0" % seconds
+            if wanted and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                found.append(int(entry.name))
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_watchdogs_sleep_never_outlives_a_quick_run(shell: str) -> None:
+    """The wrapper's own ``sleep LIMIT`` ends with the run, however early the script ends.
+
+    Stopping the watchdog sent TERM to its sleep; a sleep still between fork and exec kept the shell's TERM
+    handler, caught the signal and lost it, and a ``sleep LIMIT`` outlived the run by its whole time limit (under
+    dash about one quick run in seventy). The limit here is a number no other test uses.
+    """
+    limit = 3593
+    with ThreadPoolExecutor(8) as pool:
+        codes = pool.map(
+            lambda i: subprocess.run(
+                [shell, "-c", remote_command("bash", [], limit, 1, new_run_id(i.to_bytes(16)))],
+                input=b"true\n", capture_output=True, timeout=60,
+            ).returncode,
+            range(300),
+        )  # fmt: skip
+        assert set(codes) == {0}
+    deadline = (
+        time.monotonic() + 10
+    )  # a KILL already sent takes effect at once; this only covers a slow reaper
+    while (left := sleeping(limit)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"{len(left)} watchdog sleeps outlived their runs"
 
 
 @pytest.mark.parametrize("shell", SHELLS)
