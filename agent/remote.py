@@ -20,8 +20,9 @@ only the script's own process is signalled).
 
 Cost on the host, against a plain ``bash -s``: one exec of ``env`` before the script (the clean environment;
 the wrapper itself runs in the login shell sshd already started, so it costs no exec), one ``sleep`` started
-beside the script (off the critical path), and after it, normally two ``grep`` scans of ``/proc/*/environ`` (the
-sweep stops after two empty scans in a row).
+beside the script (off the critical path), and after it, normally one ``grep`` scan of ``/proc/*/environ``
+between two forks of the login shell (no exec): the sweep trusts an empty scan when no other process was
+created while it ran, and otherwise stops after two empty scans in a row.
 A process that clears its own environment (``env -i cmd &``) is not found by the sweep: approved runbooks are
 reviewed, and that is what review is for.
 """
@@ -44,18 +45,25 @@ SWEEP_ROUNDS = 20
 _RUN_ID = re.compile(r"[0-9a-f]{16,64}")
 
 # Positional words after the wrapper: $1 run id, $2 limit, $3 grace, $4 sweep (1/0), then the interpreter argv.
-# f SIGNAL PATTERN [all]: the sweep (signal every process of this user whose environment holds PATTERN; with
-# "all", look again until two scans in a row find none: a process in the middle of execve shows an empty
-# environment for an instant, so one empty scan could miss it).
+# f SIGNAL PATTERN [all]: the sweep: signal every process of this user whose environment holds PATTERN; with
+# "all", look again until a scan finds none. A scan can miss two kinds of process, so one empty scan is trusted
+# only when neither can have happened. (1) A process in the middle of execve shows an empty environment for an
+# instant: the one grep reads every file twice (a pass apart). (2) A process forked after the glob by a marked
+# parent that exits before its file is read: such a fork takes a pid, so the scan is bracketed by two forks of
+# our own (`: &`) and trusted only if their pids are exactly 2 apart: Linux hands out pids in turn, and the
+# only pid between them is the scan's own `$(...)`. Anything else (another fork anywhere on the host, a pid
+# space that wrapped, a shell that forks twice for `$(...)`) means look again until two scans in a row find
+# none, as before. With a list too long for one exec (E2BIG, status 126, ~35,000 processes) the files are read
+# once, and the extra fork makes that scan untrusted too. Each fork costs ~0.15 ms, the grep exec ~1.2 ms.
 # d SECONDS: the watchdog (pid w), a subshell that signals USR1 to the wrapper when its `sleep` ends; that sets t
 # and makes `wait` return early (TERM/HUP/INT set t too: stop now). TERM to the watchdog kills its sleep: the
 # trap runs between commands, so either before the sleep is started ($! is still the script's pid c) or after
 # $! names it. It kills the sleep with KILL: a forked child keeps the shell's TERM handler until it has exec'd
 # `sleep`, and a TERM caught in that instant was lost, leaving a `sleep LIMIT` behind (dash: about one quick run
-# in seventy). A TERM that arrives
-# before the subshell has replaced the handler it inherited from the wrapper is lost (on a busy host, about one
-# quick run in fifty): the wrapper sends it only after reaping the script, so a watchdog that finds the script
-# (pid c) gone once its trap is set ends by itself instead of holding the run for its whole time limit.
+# in seventy). A TERM that arrives before the subshell has replaced the handler it inherited from the wrapper is
+# lost too (on a busy host, about one quick run in fifty): the wrapper sends it only after reaping the script, so
+# a watchdog that finds the script (pid c) gone once its trap is set ends by itself instead of holding the run
+# for its whole time limit.
 # Once its time is up the watchdog signals USR1 again every second until it is stopped: a USR1 whose trap ran
 # just before the wrapper entered `wait` would otherwise be lost, and so would the time limit. It signals when
 # its sleep ends however it ended: a script's `pkill sleep` ends the run at once rather than its time limit.
@@ -64,7 +72,8 @@ _RUN_ID = re.compile(r"[0-9a-f]{16,64}")
 # The wrapper keeps the channel's stdout/stderr open (as fds 4 and 5) until it exits, so sshd sends the streams'
 # EOF and the exit status together: with a gap between them (the sweep), sshd's Nagle held the exit status back
 # for the agent's delayed ACK, ~40 ms a run. Its own fds 1 and 2 go to /dev/null, which keeps the shell's job
-# messages ("Killed") out of the script's stderr; its children get neither 4 nor 5.
+# messages ("Killed") out of the script's stderr; the script and the watchdog get neither 4 nor 5 (the sweep's
+# grep and forks end before the wrapper does, and closing them in `$(...)` costs bash a second fork).
 WRAPPER = (
     "PATH=" + REMOTE_PATH + "\n"
     "IFS=' \t\n'\n"
@@ -74,8 +83,13 @@ WRAPPER = (
     "f(){\n"
     " n=0 e=0\n"
     " while [ $n -lt " + str(SWEEP_ROUNDS) + " ];do\n"
-    '  p=$(grep -lsaF -e "$2" /proc/[0-9]*/environ 4>&- 5>&-)\n'
+    "  : &\n"
+    "  b=$!\n"
+    '  p=$(LC_ALL=C grep -lsaF -e "$2" /proc/[0-9]*/environ /proc/[0-9]*/environ)\n'
+    '  [ $? -lt 126 ]||p=$(LC_ALL=C grep -lsaF -e "$2" /proc/[0-9]*/environ)\n'
+    "  : &\n"
     '  if [ -n "$p" ];then e=0;for q in $p;do q=${q#/proc/};kill -s "$1" "${q%/environ}" 2>/dev/null;done\n'
+    "  elif [ $(($!-b)) = 2 ];then e=2\n"
     "  else e=$((e+1));fi\n"
     '  [ "$3" = all ]&&[ $e -lt 2 ]||return 0\n'
     "  n=$((n+1))\n"
