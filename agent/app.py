@@ -127,6 +127,7 @@ class App:
             await self.executor.close()
             self.runtime.flush_writes()
             self.outbox.close()
+            self.audit.close()
             logger.info("stopped")
         return status
 

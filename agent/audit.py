@@ -40,6 +40,9 @@ class AuditLog:
         self.path = path
         self._redact = redact
         self._lock = threading.Lock()
+        #: The file, opened on the first append and kept open: opening it for every entry cost ~0.4 ms each while
+        #: the outbox's fsync held the file system's journal, on the event loop.
+        self._fd: int | None = None
         self.seq, self.head = 0, GENESIS
         if path.exists():
             last = _last_line(path)
@@ -53,15 +56,20 @@ class AuditLog:
             entry = {"seq": self.seq + 1, "ts": round(time.time(), 3), "kind": kind, **self._redact(fields)}
             entry["prev"] = self.head
             entry["hash"] = entry_hash(entry)
-            fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
-            try:
-                line = memoryview(_canonical(entry) + b"\n")
-                while line:
-                    line = line[os.write(fd, line) :]
-            finally:
-                os.close(fd)
+            if self._fd is None:
+                self._fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
+            line = memoryview(_canonical(entry) + b"\n")
+            while line:
+                line = line[os.write(self._fd, line) :]
             self.seq, self.head = entry["seq"], entry["hash"]
             return entry
+
+    def close(self) -> None:
+        """Close the file (the next append opens it again)."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def _last_line(path: Path) -> str:
