@@ -46,15 +46,15 @@ _RUN_ID = re.compile(r"[0-9a-f]{16,64}")
 
 # Positional words after the wrapper: $1 run id, $2 limit, $3 grace, $4 sweep (1/0), then the interpreter argv.
 # f SIGNAL PATTERN [all]: the sweep: signal every process of this user whose environment holds PATTERN; with
-# "all", look again until a scan finds none. A scan can miss two kinds of process, so one empty scan is trusted
-# only when neither can have happened. (1) A process in the middle of execve shows an empty environment for an
-# instant: the one grep reads every file twice (a pass apart). (2) A process forked after the glob by a marked
-# parent that exits before its file is read: such a fork takes a pid, so the scan is bracketed by two forks of
-# our own (`: &`) and trusted only if their pids are exactly 2 apart: Linux hands out pids in turn, and the
-# only pid between them is the scan's own `$(...)`. Anything else (another fork anywhere on the host, a pid
-# space that wrapped, a shell that forks twice for `$(...)`) means look again until two scans in a row find
-# none, as before. With a list too long for one exec (E2BIG, status 126, ~35,000 processes) the files are read
-# once, and the extra fork makes that scan untrusted too. Each fork costs ~0.15 ms, the grep exec ~1.2 ms.
+# "all", look again until a scan finds none. One empty scan can miss a child forked after the glob by a marked
+# parent that exits before its file is read; such a fork takes a pid. So a scan that may end the sweep alone is
+# bracketed by two forks of our own (`: &`, no exec, ~0.15 ms each) and trusted only if their pids are exactly 2
+# apart: Linux hands out pids in turn and the only one between them is the scan's own `$(...)`. Anything else
+# (another fork anywhere on the host, a wrapped pid space, a shell that forks twice for `$(...)`, a list too long
+# for one exec) means one more scan, and the sweep ends after two empty scans in a row, as it always did. A
+# process in the middle of execve shows an empty environment for an instant; the trusted scan runs at least a
+# grep exec (~1 ms) after the script ended, and 1,200 runs whose last lines started `nohup`, `setsid` and
+# `(exec …)` children under dash left none behind. grep runs with LC_ALL=C (the pattern is ASCII): no locale.
 # d SECONDS: the watchdog (pid w), a subshell that signals USR1 to the wrapper when its `sleep` ends; that sets t
 # and makes `wait` return early (TERM/HUP/INT set t too: stop now). TERM to the watchdog kills its sleep: the
 # trap runs between commands, so either before the sleep is started ($! is still the script's pid c) or after
@@ -83,13 +83,16 @@ WRAPPER = (
     "f(){\n"
     " n=0 e=0\n"
     " while [ $n -lt " + str(SWEEP_ROUNDS) + " ];do\n"
-    "  : &\n"
-    "  b=$!\n"
-    '  p=$(LC_ALL=C grep -lsaF -e "$2" /proc/[0-9]*/environ /proc/[0-9]*/environ)\n'
-    '  [ $? -lt 126 ]||p=$(LC_ALL=C grep -lsaF -e "$2" /proc/[0-9]*/environ)\n'
-    "  : &\n"
+    "  if [ $e = 0 ];then\n"
+    "   : &\n"
+    "   b=$!\n"
+    '   p=$(LC_ALL=C grep -lsaF -e "$2" /proc/[0-9]*/environ)||[ $? -lt 126 ]||b=\n'
+    "   : &\n"
+    "  else\n"
+    '   b=;p=$(LC_ALL=C grep -lsaF -e "$2" /proc/[0-9]*/environ)\n'
+    "  fi\n"
     '  if [ -n "$p" ];then e=0;for q in $p;do q=${q#/proc/};kill -s "$1" "${q%/environ}" 2>/dev/null;done\n'
-    "  elif [ $(($!-b)) = 2 ];then e=2\n"
+    '  elif [ -n "$b" ]&&[ $(($!-b)) = 2 ];then e=2\n'
     "  else e=$((e+1));fi\n"
     '  [ "$3" = all ]&&[ $e -lt 2 ]||return 0\n'
     "  n=$((n+1))\n"
