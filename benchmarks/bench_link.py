@@ -9,7 +9,9 @@ TASK_FINISHED, two ACKs, each its own commit) against the same writes grouped (b
 Part 2, end to end: RUN_RUNBOOK of a trivial runbook on one warm sshd host through the reference relay, each agent in
 its own process behind its own relay: FULL and NORMAL (the runtime groups every write made within one loop
 iteration into one commit); round trips alternating between them; 100 in flight on each
-(nothing lost or duplicated); bare asyncssh on the same host as the floor; then relay restarts -> agent online again.
+(nothing lost or duplicated); bare asyncssh on the same host as the floor, and as the ceiling of the 100 in flight
+(the same script 8 channels at a time, the agent's sessions per host: once as plain ``bash -s``, once with the agent's
+host-side command line, which shows what the host itself can take); then relay restarts -> agent online again.
 Targets (FULL): p50 <= 10 ms, p99 <= 30 ms, >= 200 tasks/s.
 """
 
@@ -34,6 +36,7 @@ import websockets.asyncio.client
 from agent.catalog import Catalog
 from agent.outbox import GroupCommit, Outbox, Synchronous
 from agent.reference.relay import Relay
+from agent.remote import new_run_id, remote_command
 from tests.sshd import SshFleet
 
 ROUND_TRIPS = 200
@@ -245,6 +248,33 @@ async def bare(fleet: SshFleet) -> list[float]:
     return times[10:]
 
 
+async def bare_flight(fleet: SshFleet, command: Callable[[], str], sessions: int = 8) -> float:
+    """Tasks/s of IN_FLIGHT runs of the script on one warm connection, ``sessions`` channels at a time."""
+    e = fleet.endpoints[0]
+    async with asyncssh.connect(
+        e.address, e.port, username=fleet.user, client_keys=[str(fleet.client_key)],
+        known_hosts=str(fleet.known_hosts), config=[], agent_path=None,
+    ) as conn:  # fmt: skip
+        slots = asyncio.Semaphore(sessions)
+
+        async def one() -> None:
+            async with slots:
+                for _ in range(
+                    100
+                ):  # sshd frees a session a moment after its close: retry, as the agent does
+                    try:
+                        await conn.run(command(), input=SCRIPT, check=True)
+                        return
+                    except asyncssh.ChannelOpenError:
+                        await asyncio.sleep(0.005)
+                raise SystemExit("bare asyncssh: sshd kept refusing sessions")
+
+        await asyncio.gather(*(one() for _ in range(sessions)))  # warm
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(IN_FLIGHT)))
+        return IN_FLIGHT / (time.perf_counter() - started)
+
+
 async def end_to_end(fleet: SshFleet, home: Path) -> None:
     agents = {variant: Agent(fleet, home, variant) for variant in VARIANTS}
     for agent in agents.values():
@@ -270,15 +300,29 @@ async def end_to_end(fleet: SshFleet, home: Path) -> None:
               f"p99 {percentile(floor, 99) * 1000:.1f} ms")  # fmt: skip
 
         rates: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+
+        def wrapped() -> str:  # each run its own marker, as the agent's: a sweep ends only its own run
+            return remote_command("bash", [], 10, 5, new_run_id(os.urandom(16)))
+
+        ceilings: dict[str, tuple[Callable[[], str], list[float]]] = {
+            "bare asyncssh, plain `bash -s`": (lambda: "bash -s --", []),
+            "bare asyncssh, the agent's command line": (wrapped, []),
+        }
         lost = duplicated = 0
         for round_ in range(FLIGHT_ROUNDS):
             for variant in VARIANTS if round_ % 2 == 0 else reversed(VARIANTS):
                 rate, missing, twice = await agents[variant].flight(f"fl{round_}")
                 rates[variant].append(rate)
                 lost, duplicated = lost + missing, duplicated + twice
+            for command, values in ceilings.values():
+                values.append(await bare_flight(fleet, command))
         for variant, values in rates.items():
             print(f"     {IN_FLIGHT} in flight, {variant:12}: median {statistics.median(values):.0f} tasks/s "
                   f"(min {min(values):.0f}, max {max(values):.0f}, {FLIGHT_ROUNDS} rounds; target >= 200)")  # fmt: skip
+        full = statistics.median(rates["FULL"])
+        for label, (_, values) in ceilings.items():
+            print(f"       ceiling, {label}, 8 at a time: median {statistics.median(values):.0f} tasks/s "
+                  f"(min {min(values):.0f}, max {max(values):.0f}); FULL is {full / statistics.median(values):.2f}x")  # fmt: skip
         print(
             f"     lost {lost}, duplicated {duplicated} over {FLIGHT_ROUNDS * IN_FLIGHT * len(VARIANTS)} tasks"
         )
