@@ -57,13 +57,13 @@ _RUN_ID = re.compile(r"[0-9a-f]{16,64}")
 # `(exec …)` children under dash left none behind. grep runs with LC_ALL=C (the pattern is ASCII): no locale.
 # d SECONDS: the watchdog (pid w), a subshell that signals USR1 to the wrapper when its `sleep` ends; that sets t
 # and makes `wait` return early (TERM/HUP/INT set t too: stop now). TERM to the watchdog kills its sleep: the
-# trap runs between commands, so either before the sleep is started ($! is still the script's pid c) or after
-# $! names it. It kills the sleep with KILL: a forked child keeps the shell's TERM handler until it has exec'd
-# `sleep`, and a TERM caught in that instant was lost, leaving a `sleep LIMIT` behind (dash: about one quick run
-# in seventy). A TERM that arrives before the subshell has replaced the handler it inherited from the wrapper is
-# lost too (on a busy host, about one quick run in fifty): the wrapper sends it only after reaping the script, so
-# a watchdog that finds the script (pid c) gone once its trap is set ends by itself instead of holding the run
-# for its whole time limit.
+# trap runs between commands, so either before the sleep is started ($! is still o, what the subshell inherited)
+# or after $! names it. It kills the sleep with KILL: a forked child keeps the shell's TERM handler until it has
+# exec'd `sleep`, and a TERM caught in that instant was lost, leaving a `sleep LIMIT` behind (dash: about one
+# quick run in seventy). A TERM that arrives before the subshell has replaced the handler it inherited from the
+# wrapper is lost too (on a busy host, about one quick run in fifty): the wrapper sends it only after reaping the
+# script, so a watchdog that finds the script (pid c) gone once its trap is set ends by itself instead of holding
+# the run for its whole time limit.
 # Once its time is up the watchdog signals USR1 again every second until it is stopped: a USR1 whose trap ran
 # just before the wrapper entered `wait` would otherwise be lost, and so would the time limit. It signals when
 # its sleep ends however it ended: a script's `pkill sleep` ends the run at once rather than its time limit.
@@ -99,7 +99,8 @@ WRAPPER = (
     " done\n"
     "}\n"
     "d(){\n"
-    " (trap '[ $! = $c ]||kill -s KILL $! 2>/dev/null;exit' TERM;kill -0 $c 2>/dev/null||exit;sleep \"$1\"& wait $!\n"
+    " (o=$!;trap '[ $! = $o ]||kill -s KILL $! 2>/dev/null;exit' TERM\n"
+    "  kill -0 $c 2>/dev/null||exit;sleep \"$1\"& wait $!\n"
     "  while kill -s USR1 $$ 2>/dev/null;do sleep 1& wait $!;done) 4>&- 5>&- &\n"
     " w=$!\n"
     "}\n"
