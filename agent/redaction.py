@@ -256,7 +256,11 @@ _RULES: list[tuple[str, bytes]] = [
     ("key_value", _KEY_VALUE.pattern),
     ("ipv4_hex_name", rb"\b[0-9a-fA-F]{8}\.(?i:nip|sslip|xip)\.io\b"),
     # The first octet is filled in per redactor: the internal ranges' and the inventory's (see _ipv4_pattern).
-    ("ipv4_dashed", rb"\b0{0,3}(?:%(first)s)-[0-9]{1,4}-[0-9]{1,4}-[0-9]{1,4}\b"),
+    # Dashes or underscores (ip-10-0-0-1, ip_10_0_0_1); after "_" (no \b there) the "_" is matched and kept.
+    (
+        "ipv4_dashed",
+        rb"(?:\b|_)0{0,3}(?:%(first)s)(?:-[0-9]{1,4}-[0-9]{1,4}-[0-9]{1,4}|_[0-9]{1,4}_[0-9]{1,4}_[0-9]{1,4})\b",
+    ),
     (
         "ipv4",
         # At a word boundary, or after a letter or "_" (ip_10.0.0.1, host10.0.0.1), which \b would not allow.
@@ -733,7 +737,7 @@ class Redactor:
             "curl_user": self._after_context(self._keep_label(_CURL_USER), b"-"),
             "key_value": self._keep_label(_KEY_VALUE),
             "ipv4_hex_name": self._ipv4_hex_name,
-            "ipv4_dashed": self._ipv4_dashed,
+            "ipv4_dashed": self._after_context(self._ipv4_dashed, b"0123456789"),
             "ipv4": self._after_context(self._ipv4, b"0123456789"),
             "ipv6": self._ipv6,
             "rrn": self._rrn,
@@ -940,12 +944,13 @@ class Redactor:
         return (mask, end) if mask else None
 
     def _ipv4_dashed(self, data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
-        # An address written with dashes inside a host name: after a name part (ip-, host-, app-) or before a domain.
-        named = start >= 3 and data[start - 1] == 0x2D and bytes(data[start - 3 : start - 1]).isalnum()
+        # An address written with dashes or underscores inside a host name: after a name part (ip-, host_, app-)
+        # or before a domain.
+        named = start >= 3 and data[start - 1] in b"-_" and bytes(data[start - 3 : start - 1]).isalnum()
         domain = data[end : end + 1] == b"." and data[end + 1 : end + 2].isalpha()
         if not (named or domain):
             return None
-        mask = self._v4_mask(data[start:end], b"-")
+        mask = self._v4_mask(data[start:end], b"_" if b"_" in data[start:end] else b"-")
         return (mask, end) if mask else None
 
     def _ipv4_hex_name(self, data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
