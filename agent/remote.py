@@ -100,7 +100,7 @@ WRAPPER = (
     "}\n"
     "d(){\n"
     " (o=$!;trap '[ $! = $o ]||kill -s KILL $! 2>/dev/null;exit' TERM\n"
-    "  kill -0 $c 2>/dev/null||exit;sleep \"$1\"& wait $!\n"
+    '  kill -0 $c 2>/dev/null||exit;sleep "$1"& wait $!\n'
     "  while kill -s USR1 $$ 2>/dev/null;do sleep 1& wait $!;done) 4>&- 5>&- &\n"
     " w=$!\n"
     "}\n"
