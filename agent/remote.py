@@ -20,9 +20,8 @@ only the script's own process is signalled).
 
 Cost on the host, against a plain ``bash -s``: one exec of ``env`` before the script (the clean environment;
 the wrapper itself runs in the login shell sshd already started, so it costs no exec), one ``sleep`` started
-beside the script (off the critical path), and after it, normally one ``grep`` scan of ``/proc/*/environ``
-between two forks of the login shell (no exec): the sweep trusts an empty scan when no other process was
-created while it ran, and otherwise stops after two empty scans in a row.
+beside the script (off the critical path), and after it, normally two ``grep`` scans of ``/proc/*/environ`` (the
+sweep stops after two empty scans in a row).
 A process that clears its own environment (``env -i cmd &``) is not found by the sweep: approved runbooks are
 reviewed, and that is what review is for.
 """
@@ -45,16 +44,12 @@ SWEEP_ROUNDS = 20
 _RUN_ID = re.compile(r"[0-9a-f]{16,64}")
 
 # Positional words after the wrapper: $1 run id, $2 limit, $3 grace, $4 sweep (1/0), then the interpreter argv.
-# f SIGNAL PATTERN [all]: the sweep: signal every process of this user whose environment holds PATTERN; with
-# "all", look again until a scan finds none. One empty scan can miss a child forked after the glob by a marked
-# parent that exits before its file is read; such a fork takes a pid. So a scan that may end the sweep alone is
-# bracketed by two forks of our own (`: &`, no exec, ~0.15 ms each) and trusted only if their pids are exactly 2
-# apart: Linux hands out pids in turn and the only one between them is the scan's own `$(...)`. Anything else
-# (another fork anywhere on the host, a wrapped pid space, a shell that forks twice for `$(...)`, a list too long
-# for one exec) means one more scan, and the sweep ends after two empty scans in a row, as it always did. A
-# process in the middle of execve shows an empty environment for an instant; the trusted scan runs at least a
-# grep exec (~1 ms) after the script ended, and 1,200 runs whose last lines started `nohup`, `setsid` and
-# `(exec …)` children under dash left none behind. grep runs with LC_ALL=C (the pattern is ASCII): no locale.
+# f SIGNAL PATTERN [all]: the sweep (signal every process of this user whose environment holds PATTERN; with
+# "all", look again until two scans in a row find none: a process in the middle of execve shows an empty
+# environment for an instant, and a child forked after the glob by a parent that exits before its file is read
+# is in neither list, so one empty scan could miss either). grep runs with LC_ALL=C (the pattern is ASCII).
+# One empty scan is not enough even when no pid was handed out while it ran: an outside review found chains of
+# execs at a script's end (`nohup env sleep N &`) that one scan missed in 1-3% of runs and two never did.
 # d SECONDS: the watchdog (pid w), a subshell that signals USR1 to the wrapper when its `sleep` ends; that sets t
 # and makes `wait` return early (TERM/HUP/INT set t too: stop now). TERM to the watchdog kills its sleep: the
 # trap runs between commands, so either before the sleep is started ($! is still o, what the subshell inherited)
@@ -72,8 +67,7 @@ _RUN_ID = re.compile(r"[0-9a-f]{16,64}")
 # The wrapper keeps the channel's stdout/stderr open (as fds 4 and 5) until it exits, so sshd sends the streams'
 # EOF and the exit status together: with a gap between them (the sweep), sshd's Nagle held the exit status back
 # for the agent's delayed ACK, ~40 ms a run. Its own fds 1 and 2 go to /dev/null, which keeps the shell's job
-# messages ("Killed") out of the script's stderr; the script and the watchdog get neither 4 nor 5 (the sweep's
-# grep and forks end before the wrapper does, and closing them in `$(...)` costs bash a second fork).
+# messages ("Killed") out of the script's stderr; its children get neither 4 nor 5.
 WRAPPER = (
     "PATH=" + REMOTE_PATH + "\n"
     "IFS=' \t\n'\n"
@@ -83,16 +77,8 @@ WRAPPER = (
     "f(){\n"
     " n=0 e=0\n"
     " while [ $n -lt " + str(SWEEP_ROUNDS) + " ];do\n"
-    "  if [ $e = 0 ];then\n"
-    "   : &\n"
-    "   b=$!\n"
-    '   p=$(LC_ALL=C grep -lsaF -e "$2" /proc/[0-9]*/environ)||[ $? -lt 126 ]||b=\n'
-    "   : &\n"
-    "  else\n"
-    '   b=;p=$(LC_ALL=C grep -lsaF -e "$2" /proc/[0-9]*/environ)\n'
-    "  fi\n"
+    '  p=$(LC_ALL=C grep -lsaF -e "$2" /proc/[0-9]*/environ 4>&- 5>&-)\n'
     '  if [ -n "$p" ];then e=0;for q in $p;do q=${q#/proc/};kill -s "$1" "${q%/environ}" 2>/dev/null;done\n'
-    '  elif [ -n "$b" ]&&[ $(($!-b)) = 2 ];then e=2\n'
     "  else e=$((e+1));fi\n"
     '  [ "$3" = all ]&&[ $e -lt 2 ]||return 0\n'
     "  n=$((n+1))\n"
