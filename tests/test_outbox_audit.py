@@ -79,3 +79,21 @@ def test_audit_chain_detects_edits_removals_and_reordering(tmp_path: Path) -> No
     path.write_text("".join(edited))
     broken = CliRunner().invoke(main, ["audit", "verify", "--file", str(path)])
     assert broken.exit_code == 1 and "BROKEN" in broken.output
+
+
+def test_an_audit_log_moved_or_deleted_while_open_goes_on_at_its_path(tmp_path: Path) -> None:
+    """The log keeps its file open between entries; a rotation (move) or a deletion must not send entries to a
+    file nobody will read."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    log.append("one")
+    path.rename(tmp_path / "audit.jsonl.1")
+    log.append("two")
+    path.unlink()
+    log.append("three")
+    log.close()
+
+    def kinds(file: Path) -> list[str]:
+        return [json.loads(line)["kind"] for line in file.read_text().splitlines()]
+
+    assert kinds(path) == ["three"] and kinds(tmp_path / "audit.jsonl.1") == ["one"]
