@@ -6,8 +6,8 @@ and every run's output is checked (exit 0 and the script's last line on every ho
 
 1. Per-host cost on one warm connection: ``Executor.run`` against bare asyncssh running plain ``bash -s -- / sshd``
    (goal: <= +3 ms), and what the host itself pays for the agent's command line, exec by exec: ``env -i`` (the clean
-   environment), the wrapper's watchdog (a ``sleep`` beside the script) and the survivor sweep (one ``grep`` over
-   ``/proc/*/environ`` after it).
+   environment), the wrapper's watchdog (a ``sleep`` beside the script) and the survivor sweep (two ``grep`` scans
+   of ``/proc/*/environ`` after it).
 2. Fan-out, warm, at N = 10, 50, 200 hosts (``BENCH_SIZES``): wall time ratio to bare asyncssh (goal at 200:
    <= 1.25x) and the agent's CPU per host (goal: flat from 10 to 200), bare asyncssh's CPU per host beside it;
    and the ratio of the same runbook without the survivor sweep (``leaves_daemon``): the fleet's hosts share one
