@@ -9,12 +9,14 @@ written, like everything else the agent emits. The file is 0600 in a 0700 folder
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,28 +46,41 @@ class AuditLog:
         #: the outbox's fsync held the file system's journal, on the event loop. A stat of the path (no journal)
         #: finds a file moved or deleted meanwhile, and the entry goes to the path, as when it was opened each time.
         self._fd: int | None = None
+        #: The file's size after this log's last write: another size means another writer (the CLI beside the
+        #: service, say) appended meanwhile, and the chain goes on from its last entry.
+        self._end = -1
         self.seq, self.head = 0, GENESIS
-        if path.exists():
-            last = _last_line(path)
-            if last:
-                entry = json.loads(last)
-                self.seq, self.head = int(entry["seq"]), str(entry["hash"])
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Write one entry and return it."""
+        """Write one entry and return it.
+
+        Other processes may append to the same file (``agent runbooks run`` while ``agent run`` serves): each entry
+        is chained to the file's last one, read again whenever the file grew meanwhile; on POSIX an exclusive
+        ``flock`` makes that read and the write one step.
+        """
+        fields = self._redact(fields)
         with self._lock:
-            entry = {"seq": self.seq + 1, "ts": round(time.time(), 3), "kind": kind, **self._redact(fields)}
-            entry["prev"] = self.head
-            entry["hash"] = entry_hash(entry)
             if self._fd is not None and not self._still_at_path(self._fd):
                 # Moved or deleted (a log rotation, an operator): write where the path is now.
                 os.close(self._fd)
                 self._fd = None
             if self._fd is None:
                 self._fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
-            line = memoryview(_canonical(entry) + b"\n")
-            while line:
-                line = line[os.write(self._fd, line) :]
+            with _exclusive(self._fd):
+                size = os.fstat(self._fd).st_size
+                if size != self._end:
+                    last = _last_line(self.path) if size else ""
+                    if last:
+                        previous = json.loads(last)
+                        self.seq, self.head = int(previous["seq"]), str(previous["hash"])
+                entry = {"seq": self.seq + 1, "ts": round(time.time(), 3), "kind": kind, **fields}
+                entry["prev"] = self.head
+                entry["hash"] = entry_hash(entry)
+                data = _canonical(entry) + b"\n"
+                line = memoryview(data)
+                while line:
+                    line = line[os.write(self._fd, line) :]
+                self._end = size + len(data)
             self.seq, self.head = entry["seq"], entry["hash"]
             return entry
 
@@ -82,6 +97,24 @@ class AuditLog:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+# Windows has no flock: there the size check alone re-chains after another writer.
+if sys.platform == "win32":  # pragma: no cover
+
+    def _exclusive(fd: int) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+else:
+    import fcntl
+
+    @contextlib.contextmanager
+    def _exclusive(fd: int) -> Iterator[None]:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _last_line(path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sqlite3
 from pathlib import Path
 
@@ -97,3 +98,26 @@ def test_an_audit_log_moved_or_deleted_while_open_goes_on_at_its_path(tmp_path: 
         return [json.loads(line)["kind"] for line in file.read_text().splitlines()]
 
     assert kinds(path) == ["three"] and kinds(tmp_path / "audit.jsonl.1") == ["one"]
+
+
+def _append_many(path: str, who: str, count: int) -> None:
+    log = AuditLog(Path(path))
+    for i in range(count):
+        log.append("run", via=who, n=i)
+    log.close()
+
+
+def test_two_writers_of_one_audit_log_keep_one_chain(tmp_path: Path) -> None:
+    """``agent runbooks run`` appends to the log the running service appends to: each entry must follow the file's
+    last one, not the last one its own process wrote (the chain broke at every switch of writer)."""
+    path = tmp_path / "audit.jsonl"
+    service, cli = AuditLog(path), AuditLog(path)
+    for i in range(3):
+        service.append("decision", n=i)
+        cli.append("run", n=i)
+    report = verify_chain(path)
+    assert report.ok and report.entries == 6, report.problems
+    with multiprocessing.get_context("spawn").Pool(2) as pool:  # and at the same time, from two processes
+        pool.starmap(_append_many, [(str(path), "a", 200), (str(path), "b", 200)])
+    report = verify_chain(path)
+    assert report.ok and report.entries == 406, report.problems[:3]
