@@ -31,7 +31,8 @@ def _message() -> dict[str, Any]:
                    message=Msg("killed at the {limit:g} s time limit", limit=30.0)),
     ])  # fmt: skip
     data = {**result.to_json(), "output_ref": "t-1"}
-    return json.loads(json.dumps(finished_message("t-1", "ops", Status.FAIL, data)))
+    message: dict[str, Any] = json.loads(json.dumps(finished_message("t-1", "ops", Status.FAIL, data)))
+    return message
 
 
 def _per_message(work: Callable[[], object]) -> float:
