@@ -118,11 +118,17 @@ else:
 
 
 def _last_line(path: Path) -> str:
+    """The file's last line, however long (an entry of a run on a thousand hosts is longer than one read)."""
     with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - 65536))
-        lines = handle.read().splitlines()
+        end = handle.seek(0, os.SEEK_END)
+        tail, start, step = b"", end, 65536
+        while start > 0:
+            start, step = max(0, end - step), step * 2
+            handle.seek(start)
+            tail = handle.read(end - start)
+            if b"\n" in tail.rstrip(b"\n"):
+                break
+    lines = tail.splitlines()
     return lines[-1].decode() if lines else ""
 
 

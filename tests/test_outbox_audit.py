@@ -121,3 +121,12 @@ def test_two_writers_of_one_audit_log_keep_one_chain(tmp_path: Path) -> None:
         pool.starmap(_append_many, [(str(path), "a", 200), (str(path), "b", 200)])
     report = verify_chain(path)
     assert report.ok and report.entries == 406, report.problems[:3]
+
+
+def test_a_chain_goes_on_after_an_entry_longer_than_one_read(tmp_path: Path) -> None:
+    """A run on many hosts makes one long line; the next writer (another process) must still find its hash."""
+    path = tmp_path / "audit.jsonl"
+    AuditLog(path).append("run", hosts=[{"host": f"web{i:04d}", "status": "SUCCESS"} for i in range(4000)])
+    AuditLog(path).append("run", hosts=[])
+    report = verify_chain(path)
+    assert report.ok and report.entries == 2, report.problems
