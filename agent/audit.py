@@ -68,15 +68,16 @@ class AuditLog:
                 self._fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
             with _exclusive(self._fd):
                 size = os.fstat(self._fd).st_size
+                lead = b""
                 if size != self._end:
-                    last = _last_line(self.path) if size else ""
-                    if last:
-                        previous = json.loads(last)
-                        self.seq, self.head = int(previous["seq"]), str(previous["hash"])
+                    previous, whole = _tail(self.path)
+                    if previous is not None:
+                        self.seq, self.head = previous
+                    lead = b"" if whole else b"\n"  # after a torn line (a crash mid-write), a line of its own
                 entry = {"seq": self.seq + 1, "ts": round(time.time(), 3), "kind": kind, **fields}
                 entry["prev"] = self.head
                 entry["hash"] = entry_hash(entry)
-                data = _canonical(entry) + b"\n"
+                data = lead + _canonical(entry) + b"\n"
                 line = memoryview(data)
                 while line:
                     line = line[os.write(self._fd, line) :]
@@ -117,19 +118,35 @@ else:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def _last_line(path: Path) -> str:
-    """The file's last line, however long (an entry of a run on a thousand hosts is longer than one read)."""
+def _tail(path: Path) -> tuple[tuple[int, str] | None, bool]:
+    """``(seq, hash)`` of the file's last complete entry (None: none), and whether the file ends with a line feed.
+
+    Read backwards in growing steps, so an entry of any length is found (a run on a thousand hosts lists every
+    host). A last line cut short by a crash mid-write is passed over: the chain goes on from the entry before it,
+    and ``verify_chain`` names the cut line.
+    """
     with open(path, "rb") as handle:
         end = handle.seek(0, os.SEEK_END)
-        tail, start, step = b"", end, 65536
+        start, step = end, 65536
         while start > 0:
             start, step = max(0, end - step), step * 2
             handle.seek(start)
             tail = handle.read(end - start)
-            if b"\n" in tail.rstrip(b"\n"):
-                break
-    lines = tail.splitlines()
-    return lines[-1].decode() if lines else ""
+            lines = tail.split(b"\n")[1 if start else 0 :]  # the first may have been cut by the read
+            for line in reversed(lines):
+                found = _seq_and_hash(line)
+                if found is not None:
+                    return found, tail.endswith(b"\n")
+        return None, end == 0 or tail.endswith(b"\n")
+
+
+def _seq_and_hash(line: bytes) -> tuple[int, str] | None:
+    try:
+        entry = json.loads(line)
+        seq, stored_hash = entry["seq"], entry["hash"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return (seq, stored_hash) if isinstance(seq, int) and isinstance(stored_hash, str) else None
 
 
 @dataclass(frozen=True)

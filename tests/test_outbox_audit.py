@@ -130,3 +130,16 @@ def test_a_chain_goes_on_after_an_entry_longer_than_one_read(tmp_path: Path) -> 
     AuditLog(path).append("run", hosts=[])
     report = verify_chain(path)
     assert report.ok and report.entries == 2, report.problems
+
+
+def test_a_line_torn_by_a_crash_does_not_stop_the_log(tmp_path: Path) -> None:
+    """Power lost in the middle of an append leaves half a line: the next entry goes on its own line, chained to
+    the last whole entry, and verify names the torn line alone."""
+    path = tmp_path / "audit.jsonl"
+    AuditLog(path).append("one")
+    with path.open("ab") as handle:
+        handle.write(b'{"seq": 2, "ts": 17')
+    AuditLog(path).append("two")
+    report = verify_chain(path)
+    assert report.problems == ["line 2: not an audit entry"] and report.entries == 3
+    assert json.loads(path.read_text().splitlines()[2])["kind"] == "two"
