@@ -5,6 +5,10 @@ Every entry has ``seq`` (1, 2, 3, …), ``ts``, ``kind``, its own fields, ``prev
 edited, removed, inserted or reordered entry. Removing entries from the *end* leaves a valid shorter chain: record
 the head (``agent audit verify`` prints it) somewhere else to detect that too. Entries are redacted before they are
 written, like everything else the agent emits. The file is 0600 in a 0700 folder whatever the umask.
+
+Several processes may append (the service and ``agent runbooks run``): each entry follows the file's last whole
+entry. A line cut short by a crash mid-write is passed over (the next entry starts a line of its own) and
+:func:`verify_chain` names it.
 """
 
 from __future__ import annotations
