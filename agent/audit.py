@@ -59,35 +59,54 @@ class AuditLog:
         """Write one entry and return it.
 
         Other processes may append to the same file (``agent runbooks run`` while ``agent run`` serves): each entry
-        is chained to the file's last one, read again whenever the file grew meanwhile; on POSIX an exclusive
-        ``flock`` makes that read and the write one step.
+        is chained to the file's last whole entry, read again from the open file whenever it grew meanwhile; on
+        POSIX an exclusive ``flock`` makes that read and the write one step. The path is checked again under the
+        lock, so a writer that waited while the file was rotated writes to the new file, not the old one. A new
+        (empty) file after a rotation or deletion starts its own chain with a ``continued`` entry that records the
+        head this log had written before, so each file verifies on its own and the files can be tied together.
         """
         fields = self._redact(fields)
         with self._lock:
-            if self._fd is not None and not self._still_at_path(self._fd):
+            for _ in range(100):  # should the path keep being replaced, the 100th file opened takes the entry
+                if self._fd is None:
+                    self._fd = open_private(self.path, os.O_RDWR | os.O_APPEND)
+                fd = self._fd
+                with _exclusive(fd):
+                    if self._still_at_path(fd):
+                        return self._append_locked(fd, kind, fields)
                 # Moved or deleted (a log rotation, an operator): write where the path is now.
-                os.close(self._fd)
+                os.close(fd)
                 self._fd = None
-            if self._fd is None:
-                self._fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
+            self._fd = open_private(self.path, os.O_RDWR | os.O_APPEND)
             with _exclusive(self._fd):
-                size = os.fstat(self._fd).st_size
-                lead = b""
-                if size != self._end:
-                    previous, whole = _tail(self.path)
-                    if previous is not None:
-                        self.seq, self.head = previous
-                    lead = b"" if whole else b"\n"  # after a torn line (a crash mid-write), a line of its own
-                entry = {"seq": self.seq + 1, "ts": round(time.time(), 3), "kind": kind, **fields}
-                entry["prev"] = self.head
-                entry["hash"] = entry_hash(entry)
-                data = lead + _canonical(entry) + b"\n"
-                line = memoryview(data)
-                while line:
-                    line = line[os.write(self._fd, line) :]
-                self._end = size + len(data)
+                return self._append_locked(self._fd, kind, fields)
+
+    def _append_locked(self, fd: int, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+        size = os.fstat(fd).st_size
+        entries: list[dict[str, Any]] = []
+        lead = b""
+        if size != self._end:
+            previous, whole = _tail(fd, size)
+            lead = b"" if whole else b"\n"  # after a torn line (a crash mid-write), a line of its own
+            if previous is not None:
+                self.seq, self.head = previous
+            elif self.head != GENESIS:
+                # A new file after a rotation or deletion: a chain of its own, tied to the one this log wrote.
+                entries.append({"kind": "continued", "previous_seq": self.seq, "previous_head": self.head})
+                self.seq, self.head = 0, GENESIS
+        entries.append({"kind": kind, **fields})
+        data = bytearray(lead)
+        for fields_of in entries:
+            entry = {"seq": self.seq + 1, "ts": round(time.time(), 3), **fields_of}
+            entry["prev"] = self.head
+            entry["hash"] = entry_hash(entry)
+            data += _canonical(entry) + b"\n"
             self.seq, self.head = entry["seq"], entry["hash"]
-            return entry
+        line = memoryview(data)
+        while line:
+            line = line[os.write(fd, line) :]
+        self._end = size + len(data)
+        return entry
 
     def _still_at_path(self, fd: int) -> bool:
         try:
@@ -122,35 +141,47 @@ else:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def _tail(path: Path) -> tuple[tuple[int, str] | None, bool]:
-    """``(seq, hash)`` of the file's last complete entry (None: none), and whether the file ends with a line feed.
+def _tail(fd: int, end: int) -> tuple[tuple[int, str] | None, bool]:
+    """``(seq, hash)`` of the last whole entry in the first ``end`` bytes of the open file (None: none), and
+    whether those bytes end with a line feed.
 
     Read backwards in growing steps, so an entry of any length is found (a run on a thousand hosts lists every
     host). A last line cut short by a crash mid-write is passed over: the chain goes on from the entry before it,
     and ``verify_chain`` names the cut line.
     """
-    with open(path, "rb") as handle:
-        end = handle.seek(0, os.SEEK_END)
-        start, step = end, 65536
-        while start > 0:
-            start, step = max(0, end - step), step * 2
-            handle.seek(start)
-            tail = handle.read(end - start)
-            lines = tail.split(b"\n")[1 if start else 0 :]  # the first may have been cut by the read
-            for line in reversed(lines):
-                found = _seq_and_hash(line)
-                if found is not None:
-                    return found, tail.endswith(b"\n")
-        return None, end == 0 or tail.endswith(b"\n")
+    tail, start, step = b"", end, 65536
+    while start > 0:
+        start, step = max(0, end - step), step * 2
+        os.lseek(fd, start, os.SEEK_SET)  # the file is O_APPEND: writes still go to its end
+        tail = _read_exactly(fd, end - start)
+        lines = tail.split(b"\n")[1 if start else 0 :]  # the first may have been cut by the read
+        for line in reversed(lines):
+            found = _seq_and_hash(line)
+            if found is not None:
+                return found, tail.endswith(b"\n")
+    return None, end == 0 or tail.endswith(b"\n")
+
+
+def _read_exactly(fd: int, count: int) -> bytes:
+    chunks = []
+    while count > 0:
+        chunk = os.read(fd, count)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
 
 
 def _seq_and_hash(line: bytes) -> tuple[int, str] | None:
+    """``(seq, hash)`` of a line that is a whole entry whose hash matches its content (as verify checks it)."""
     try:
         entry = json.loads(line)
         seq, stored_hash = entry["seq"], entry["hash"]
-    except (ValueError, KeyError, TypeError):
+        whole = "prev" in entry and entry_hash(entry) == stored_hash
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
-    return (seq, stored_hash) if isinstance(seq, int) and isinstance(stored_hash, str) else None
+    return (seq, stored_hash) if whole and type(seq) is int and isinstance(stored_hash, str) else None
 
 
 @dataclass(frozen=True)
@@ -174,7 +205,8 @@ def verify_chain(path: Path) -> ChainReport:
             try:
                 entry = json.loads(line)
                 seq, stored_hash, link = entry["seq"], entry["hash"], entry["prev"]
-            except (ValueError, KeyError, TypeError):
+            # RecursionError: a line nested 100,000 deep; it is not an entry either.
+            except (ValueError, KeyError, TypeError, RecursionError):
                 problems.append(f"line {number}: not an audit entry")
                 continue
             if entry_hash(entry) != stored_hash:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -97,7 +99,11 @@ def test_an_audit_log_moved_or_deleted_while_open_goes_on_at_its_path(tmp_path: 
     def kinds(file: Path) -> list[str]:
         return [json.loads(line)["kind"] for line in file.read_text().splitlines()]
 
-    assert kinds(path) == ["three"] and kinds(tmp_path / "audit.jsonl.1") == ["one"]
+    # The new file is a chain of its own, its first entry naming the head written before: each file verifies.
+    assert kinds(path) == ["continued", "three"] and kinds(tmp_path / "audit.jsonl.1") == ["one"]
+    assert verify_chain(path).ok and verify_chain(tmp_path / "audit.jsonl.1").ok
+    continued = json.loads(path.read_text().splitlines()[0])
+    assert continued["previous_seq"] == 2 and continued["seq"] == 1
 
 
 def _append_many(path: str, who: str, count: int) -> None:
@@ -143,3 +149,33 @@ def test_a_line_torn_by_a_crash_does_not_stop_the_log(tmp_path: Path) -> None:
     report = verify_chain(path)
     assert report.problems == ["line 2: not an audit entry"] and report.entries == 3
     assert json.loads(path.read_text().splitlines()[2])["kind"] == "two"
+
+
+def test_rotations_while_processes_append_lose_nothing_and_every_file_verifies(tmp_path: Path) -> None:
+    """From the outside review: a writer that waited for the lock while the file was renamed wrote into the old
+    file, chained to the new one's tail (148 forks of the chain), and an append raised when the path was gone."""
+    path = tmp_path / "audit.jsonl"
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        done = pool.starmap_async(_append_many, [(str(path), who, 300) for who in "abc"])
+        rotated = 0
+        while not done.ready():
+            with contextlib.suppress(FileNotFoundError):
+                path.rename(tmp_path / f"audit.jsonl.{rotated}")
+                rotated += 1
+            time.sleep(0.003)
+        done.get()  # re-raises a writer's exception
+    files = sorted(tmp_path.glob("audit.jsonl*"))
+    kinds = [json.loads(line)["kind"] for file in files for line in file.read_text().splitlines()]
+    assert kinds.count("run") == 900 and rotated > 0
+    for file in files:
+        report = verify_chain(file)
+        assert report.ok, (file.name, report.problems[:3])
+
+
+def test_a_line_nested_too_deep_for_json_is_reported_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    AuditLog(path).append("one")
+    with path.open("ab") as handle:
+        handle.write(b"[" * 100_000 + b"\n")
+    AuditLog(path).append("two")  # must not raise RecursionError
+    assert verify_chain(path).problems == ["line 2: not an audit entry"]
