@@ -10,7 +10,9 @@ service installer puts it) is what protects it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -38,17 +40,31 @@ def private_dir(path: Path) -> Path:
 
 def private_file(path: Path) -> Path:
     """Make sure ``path`` exists as a 0600 file (created empty if missing; narrowed if looser)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), FILE_MODE)
-    os.close(fd)
-    _narrow(path, FILE_MODE)
+    os.close(open_private(path, os.O_WRONLY))
     return path
 
 
 def open_private(path: Path, flags: int) -> int:
-    """``os.open`` that creates the file 0600 (and narrows an existing looser one); returns the descriptor."""
-    fd = os.open(path, flags | os.O_CREAT | getattr(os, "O_BINARY", 0), FILE_MODE)
-    if os.name == "posix" and os.fstat(fd).st_mode & 0o777 & ~FILE_MODE:
-        os.fchmod(fd, FILE_MODE)
+    """``os.open`` that creates the file 0600 (and narrows an existing looser one); returns the descriptor.
+
+    The file itself may not be a symbolic link (``O_NOFOLLOW``) and must be a regular file: narrowing follows
+    what is opened, and a state file replaced by a link to ``/dev/null`` or ``/etc/passwd`` would have had that
+    narrowed to 0600 (and written to) by an agent running as root. Its folder may be a link.
+
+    Raises:
+        OSError: as ``os.open``; ``ELOOP`` for a link, ``EINVAL`` for a device, a pipe or a folder.
+    """
+    flags |= os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if os.name == "posix" and mode & 0o777 & ~FILE_MODE:
+            os.fchmod(fd, FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 

@@ -85,6 +85,31 @@ def test_loose_state_files_of_an_older_agent_are_narrowed_when_opened(
     assert verify_chain(tmp_path / "audit.jsonl").ok
 
 
+def test_a_state_file_replaced_by_a_link_is_refused_and_its_target_left_alone(tmp_path: Path) -> None:
+    """From an outside review: a state file made a link to another file (/dev/null, /etc/passwd) had that file
+    narrowed to 0600 and written to by the agent (as root, any file); a link to a device, or a folder, too."""
+    victim = tmp_path / "victim"
+    victim.write_text("root:x:0:0\n")
+    victim.chmod(0o644)
+    state = tmp_path / "var"
+    state.mkdir()
+    for name in ("audit.jsonl", "o.sqlite3"):
+        (state / name).symlink_to(victim)
+    with pytest.raises(OSError):
+        AuditLog(state / "audit.jsonl").append("x")
+    with pytest.raises(OSError):
+        Outbox(state / "o.sqlite3")
+    assert victim.read_text() == "root:x:0:0\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+    (state / "audit.jsonl").unlink()
+    (state / "audit.jsonl").mkdir()  # not a regular file either
+    with pytest.raises(OSError):
+        AuditLog(state / "audit.jsonl").append("x")
+    linked = tmp_path / "linked-state"
+    linked.symlink_to(state, target_is_directory=True)  # the folder itself may be a link
+    AuditLog(linked / "audit2.jsonl").append("ok")
+    assert verify_chain(state / "audit2.jsonl").ok
+
+
 # -- held requests --------------------------------------------------------------------------------------------------
 
 
