@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -123,7 +124,7 @@ class Outbox:
         private_file(path)
         for suffix in ("-wal", "-shm"):
             companion = path.with_name(path.name + suffix)
-            if companion.exists():
+            if os.path.lexists(companion):  # a link, even dangling, is refused by private_file
                 private_file(companion)
         self.path = path
         self.task_retention = task_retention

@@ -104,6 +104,11 @@ def test_a_state_file_replaced_by_a_link_is_refused_and_its_target_left_alone(tm
     (state / "audit.jsonl").mkdir()  # not a regular file either
     with pytest.raises(OSError):
         AuditLog(state / "audit.jsonl").append("x")
+    # A dangling link as the outbox's -wal: SQLite would create its target.
+    (state / "o2.sqlite3-wal").symlink_to(tmp_path / "created-through-the-link")
+    with pytest.raises(OSError):
+        Outbox(state / "o2.sqlite3")
+    assert not (tmp_path / "created-through-the-link").exists()
     linked = tmp_path / "linked-state"
     linked.symlink_to(state, target_is_directory=True)  # the folder itself may be a link
     AuditLog(linked / "audit2.jsonl").append("ok")
