@@ -81,6 +81,16 @@ class AuditLog:
             with _exclusive(self._fd):
                 return self._append_locked(self._fd, kind, fields)
 
+    def ready(self) -> None:
+        """Open the file now, so that a log that cannot be written stops a run before it starts, not after.
+
+        Raises:
+            OSError: the file cannot be opened for appending (permissions, a link, a full or read-only disk).
+        """
+        with self._lock:
+            if self._fd is None:
+                self._fd = open_private(self.path, os.O_RDWR | os.O_APPEND)
+
     def _append_locked(self, fd: int, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
         size = os.fstat(fd).st_size
         entries: list[dict[str, Any]] = []

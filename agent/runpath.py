@@ -160,6 +160,7 @@ class RunGate:
             raise
         if isinstance(planned, Held):
             return planned
+        self.audit.ready()  # a run is recorded after it ends: a log that cannot be written refuses it first
         if on_accept is not None:
             on_accept(planned)
         manifest = planned.runbook.manifest
