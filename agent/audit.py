@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -107,9 +108,12 @@ class AuditLog:
         entries.append({"kind": kind, **fields})
         data = bytearray(lead)
         for fields_of in entries:
-            entry = {"seq": self.seq + 1, "ts": round(time.time(), 3), **fields_of}
-            entry["prev"] = self.head
-            entry["hash"] = entry_hash(entry)
+            entry = {"seq": self.seq + 1, "ts": round(time.time(), 3), **fields_of, "prev": self.head}
+            try:
+                entry["hash"] = entry_hash(entry)
+            except UnicodeEncodeError:  # a lone surrogate (a CLI argument of non-UTF-8 bytes): U+FFFD instead
+                entry = _scrubbed(entry)
+                entry["hash"] = entry_hash(entry)
             data += _canonical(entry) + b"\n"
             self.seq, self.head = entry["seq"], entry["hash"]
         line = memoryview(data)
@@ -181,6 +185,20 @@ def _read_exactly(fd: int, count: int) -> bytes:
         chunks.append(chunk)
         count -= len(chunk)
     return b"".join(chunks)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrubbed(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings (keys too) replaced by U+FFFD, which UTF-8 can carry."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_scrubbed(k): _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(item) for item in value]
+    return value
 
 
 def _seq_and_hash(line: bytes) -> tuple[int, str] | None:

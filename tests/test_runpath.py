@@ -81,6 +81,20 @@ def test_a_run_whose_audit_log_cannot_be_written_does_not_start(
     assert started == []
 
 
+def test_an_argument_of_non_utf8_bytes_is_audited_not_an_error(
+    agent_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python reads a command line's non-UTF-8 bytes as lone surrogates, which UTF-8 cannot carry: the audit entry
+    raised instead of being written (from the outside review of the audit log)."""
+    from agent.cli import run_cli
+
+    code = run_cli(["-c", str(agent_home / "agent.toml"), "runbooks", "run", "echo\udcff", "--host", "h1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and "unexpected" not in err, err
+    (entry,) = [e for e in audit(agent_home) if e["kind"] == "run_refused"]
+    assert entry["runbook"] == "echo\ufffd"
+
+
 def test_a_refused_cli_request_is_audited_too(agent_home: Path) -> None:
     result = cli(agent_home, "runbooks", "run", "echo_args", "--host", "nowhere", "--arg", "value=x")
     assert result.exit_code == 1 and "refused" in result.stderr
