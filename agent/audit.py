@@ -68,19 +68,16 @@ class AuditLog:
         """
         fields = self._redact(fields)
         with self._lock:
-            for _ in range(100):  # should the path keep being replaced, the 100th file opened takes the entry
-                if self._fd is None:
-                    self._fd = open_private(self.path, os.O_RDWR | os.O_APPEND)
-                fd = self._fd
+            attempts = 100  # should the path keep being replaced, the last file opened takes the entry
+            for attempt in range(1, attempts + 1):
+                fd = self._open()
                 with _exclusive(fd):
-                    if self._still_at_path(fd):
+                    if attempt == attempts or self._still_at_path(fd):
                         return self._append_locked(fd, kind, fields)
                 # Moved or deleted (a log rotation, an operator): write where the path is now.
                 os.close(fd)
                 self._fd = None
-            self._fd = open_private(self.path, os.O_RDWR | os.O_APPEND)
-            with _exclusive(self._fd):
-                return self._append_locked(self._fd, kind, fields)
+            raise AssertionError("unreachable: the last attempt appends")
 
     def ready(self) -> None:
         """Open the file now, so that a log that cannot be written stops a run before it starts, not after.
@@ -89,8 +86,12 @@ class AuditLog:
             OSError: the file cannot be opened for appending (permissions, a link, a full or read-only disk).
         """
         with self._lock:
-            if self._fd is None:
-                self._fd = open_private(self.path, os.O_RDWR | os.O_APPEND)
+            self._open()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = open_private(self.path, os.O_RDWR | os.O_APPEND)
+        return self._fd
 
     def _append_locked(self, fd: int, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
         size = os.fstat(fd).st_size

@@ -9,13 +9,13 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.remote import WRAPPER, new_run_id, remote_command
+from tests.test_executor_survivors import live_processes
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
 SHELLS = [s for s in ("dash", "bash") if shutil.which(s)]
@@ -99,15 +99,7 @@ def test_a_quick_script_never_waits_for_its_time_limit(shell: str) -> None:
 
 def sleeping(seconds: int) -> list[int]:
     """Pids of live (not zombie) ``sleep SECONDS`` processes on this machine."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            wanted = entry.name.isdigit() and (entry / "cmdline").read_bytes() == b"sleep\0%d\0" % seconds
-            if wanted and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                found.append(int(entry.name))
-        except OSError:
-            continue  # gone meanwhile
-    return found
+    return [pid for pid, _ in live_processes(f"sleep {seconds}")]
 
 
 @pytest.mark.parametrize("shell", SHELLS)

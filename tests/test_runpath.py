@@ -18,6 +18,7 @@ from agent.config import load_config
 from agent.outbox import Outbox, TaskState
 from agent.reference.relay import Relay
 from tests.conftest import Operator, RunningApp, agent_environ
+from tests.sshd import SshFleet
 
 pytestmark = pytest.mark.external_service
 
@@ -63,22 +64,21 @@ def test_cli_runs_are_audited_and_redacted_with_the_manifests_rules(agent_home: 
 
 
 def test_a_run_whose_audit_log_cannot_be_written_does_not_start(
-    agent_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    agent_home: Path, fleet: SshFleet, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """From the outside review: the run was recorded only after it ended, so a log the CLI user could not write
     (the service's 0600 file) let the runbook run unrecorded, then failed."""
     from agent.cli import run_cli
-    from agent.executor import Executor
 
-    started: list[object] = []
-    monkeypatch.setattr(Executor, "run", lambda self, *args, **kwargs: started.append(args))
+    host = fleet.servers[0]  # serves h1
+    before = host.connections()
     (agent_home / "var").mkdir(exist_ok=True)
     (agent_home / "var" / "audit.jsonl").mkdir()  # not a file it can append to
     code = run_cli(["-c", str(agent_home / "agent.toml"), "runbooks", "run", "echo_args", "--host", "h1",
                     "--arg", "value=x"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "audit.jsonl" in err and "Traceback" not in err
-    assert started == []
+    assert host.connections() == before  # the host never heard of it
 
 
 def test_an_argument_of_non_utf8_bytes_is_audited_not_an_error(
