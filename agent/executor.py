@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes.util
 import hashlib
 import logging
 import os
@@ -32,8 +33,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncssh
-
 from agent.config import ExecutorConfig, InventoryConfig
 from agent.errors import ConfigError
 from agent.i18n import Msg
@@ -41,6 +40,26 @@ from agent.plan import RunPlan
 from agent.redaction import CappedRedactor, Redactor, cap_output
 from agent.remote import TIMEOUT_EXIT_CODES, new_run_id, remote_command
 from agent.results import HostResult, Outcome, RunResult
+
+# asyncssh looks for liboqs (the sntrup761 key exchange) as it is imported, with ctypes.util.find_library: on
+# Linux that runs `ldconfig -p`, then `gcc` and `ld` from PATH, once for "oqs" and again for "liboqs" (25-45 ms
+# of every command that runs a runbook, and three programs started from the relay PC's PATH by a service). The
+# agent does not use liboqs: it is none of its dependencies, and which key exchanges it offers should not depend
+# on what else the relay PC has installed. Its post-quantum key exchange is ML-KEM from cryptography
+# (mlkem768x25519), which asyncssh finds without the search; curve25519 and the rest are unchanged. Every other
+# library asyncssh looks for (nettle for UMAC) is still found as before.
+_find_library = ctypes.util.find_library
+
+
+def _find_library_but_liboqs(name: str) -> str | None:
+    return None if name in ("oqs", "liboqs") else _find_library(name)
+
+
+ctypes.util.find_library = _find_library_but_liboqs
+try:
+    import asyncssh
+finally:
+    ctypes.util.find_library = _find_library
 
 logger = logging.getLogger(__name__)
 

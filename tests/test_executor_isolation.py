@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +129,45 @@ def keygen_fingerprint(private_key: Path) -> str:
         ["ssh-keygen", "-l", "-f", str(private_key)], capture_output=True, text=True, check=True
     ).stdout
     return out.split()[1]  # SHA256:…
+
+
+def test_importing_the_executor_runs_no_compiler_or_linker_from_path(tmp_path: Path) -> None:
+    """asyncssh searches for liboqs as it is imported (ctypes.util.find_library: ldconfig, then gcc and ld from
+    PATH). The agent skips that one search: a service should not start a compiler found on its PATH, and the key
+    exchanges it offers should not depend on what else the relay PC has installed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    ran = tmp_path / "ran"
+    for tool in ("gcc", "cc", "ld"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho {tool} "$@" >> "{ran}"\nexit 1\n')
+        (bin_dir / tool).chmod(0o755)
+    probe = (
+        "import ctypes.util, json\n"
+        "asked = []\n"
+        "real = ctypes.util.find_library\n"
+        "def recorder(name):\n"
+        "    asked.append(name)\n"
+        "    return real(name)\n"
+        "ctypes.util.find_library = recorder\n"
+        "import {module}\n"
+        "import asyncssh.crypto.pq as pq\n"
+        "print(json.dumps([asked, pq.sntrup_available, pq.mlkem_available, ctypes.util.find_library is recorder]))\n"
+    )
+
+    def imported(module: str) -> tuple[list[Any], str]:
+        ran.unlink(missing_ok=True)
+        out = subprocess.run(
+            [sys.executable, "-c", probe.format(module=module)],
+            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)},
+        ).stdout  # fmt: skip
+        return json.loads(out), ran.read_text() if ran.exists() else ""
+
+    # The control: asyncssh imported on its own asks for liboqs, and the fake gcc on PATH is run for it.
+    (asked, _, _, _), tools_run = imported("asyncssh")
+    assert "oqs" in asked and "-loqs" in tools_run, (asked, tools_run)
+    # Through the executor: liboqs is never asked for, so no compiler or linker runs for it; the lookup is put
+    # back as it was; ML-KEM (from cryptography) is still offered, sntrup761 (liboqs) is not.
+    (asked, sntrup, mlkem, restored), tools_run = imported("agent.executor")
+    assert not {"oqs", "liboqs"} & set(asked) and "oqs" not in tools_run, (asked, tools_run)
+    assert (sntrup, mlkem, restored) == (False, True, True)
