@@ -256,17 +256,20 @@ _RULES: list[tuple[str, bytes]] = [
     ("key_value", _KEY_VALUE.pattern),
     ("ipv4_hex_name", rb"\b[0-9a-fA-F]{8}\.(?i:nip|sslip|xip)\.io\b"),
     # The first octet is filled in per redactor: the internal ranges' and the inventory's (see _ipv4_pattern).
-    # Dashes or underscores (ip-10-0-0-1, ip_10_0_0_1); after "_" (no \b there) the "_" is matched and kept.
+    # Dashes or underscores (ip-10-0-0-1, ip_10_0_0_1); after "_" (no \b there) the "_" is matched and kept, and
+    # so is one before a word that follows (node_10_1_2_3_9100: no \b there either).
     (
         "ipv4_dashed",
-        rb"(?:\b|_)0{0,3}(?:%(first)s)(?:-[0-9]{1,4}-[0-9]{1,4}-[0-9]{1,4}|_[0-9]{1,4}_[0-9]{1,4}_[0-9]{1,4})\b",
+        rb"(?:\b|_)0{0,3}(?:%(first)s)(?:-[0-9]{1,4}-[0-9]{1,4}-[0-9]{1,4}|_[0-9]{1,4}_[0-9]{1,4}_[0-9]{1,4})"
+        rb"(?:\b|_)",
     ),
     (
         "ipv4",
-        # At a word boundary, or after a letter or "_" (ip_10.0.0.1, host10.0.0.1), which \b would not allow.
-        # RE2 has no look-behind: that letter is matched, and the handler keeps it.
+        # At a word boundary, or after a letter or "_" (ip_10.0.0.1, host10.0.0.1), which \b would not allow, and
+        # before a word boundary or "_" (dump_10.0.0.1_20260918.sql). RE2 has no look-around: the letter or "_" is
+        # matched, and the handler keeps it.
         rb"(?:\b|[A-Za-z_])(?:0[xX][0-9a-fA-F]{1,2}|0{0,3}(?:%(first)s)|0[0-7]{1,3})"
-        rb"(?:\.(?:0[xX][0-9a-fA-F]{1,2}|[0-9]{1,4})){3}\b",
+        rb"(?:\.(?:0[xX][0-9a-fA-F]{1,2}|[0-9]{1,4})){3}(?:\b|_)",
     ),
     (
         "ipv6",
@@ -737,8 +740,8 @@ class Redactor:
             "curl_user": self._after_context(self._keep_label(_CURL_USER), b"-"),
             "key_value": self._keep_label(_KEY_VALUE),
             "ipv4_hex_name": self._ipv4_hex_name,
-            "ipv4_dashed": self._after_context(self._ipv4_dashed, b"0123456789"),
-            "ipv4": self._after_context(self._ipv4, b"0123456789"),
+            "ipv4_dashed": self._after_context(self._glued_before(self._ipv4_dashed), b"0123456789"),
+            "ipv4": self._after_context(self._glued_before(self._ipv4), b"0123456789"),
             "ipv6": self._ipv6,
             "rrn": self._rrn,
             "card": self._card,
@@ -866,6 +869,18 @@ class Redactor:
                 return inner(data, start, end)
             result = inner(data, start + 1, end)
             return (data[start : start + 1] + result[0], result[1]) if result else None
+
+        return handler
+
+    @staticmethod
+    def _glued_before(inner: Handler) -> Handler:
+        """For a rule that may match one "_" after its own text (RE2 has no look-ahead): keep that "_" as it is."""
+
+        def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
+            if data[end - 1] != 0x5F:  # "_"
+                return inner(data, start, end)
+            result = inner(data, start, end - 1)
+            return (result[0] + b"_", end) if result else None
 
         return handler
 

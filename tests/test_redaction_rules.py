@@ -24,12 +24,17 @@ MASKED = {
     "addresses glued to a word (from the outside review)": [
         ("ip_10.0.0.1 host10.0.0.1 src:172.16.0.9", "ip_[IP] host[IP] src:[IP]"),
         ("node_010.100.010.010 up", "node_was01 up"),
+        ("dump_192.168.0.10_20260918.sql 10.1.2.3_9100", "dump_[IP]_20260918.sql [IP]_9100"),
     ],
     "addresses in names": [
         ("GET http://10.1.2.3.nip.io/x", "GET http://[IP].nip.io/x"),
         ("app-10-0-0-1.sslip.io and 192-168-1-10.nip.io", "app-[IP].sslip.io and [IP].nip.io"),
         ("host-192-168-1-10 up, ip-10-0-0-1 down", "host-[IP] up, ip-[IP] down"),
         ("ip_10_0_0_1 host_192_168_1_10 up", "ip_[IP] host_[IP] up"),
+        (
+            "node_10_1_2_3_9100 ip-10-0-0-1_x, node_010_100_010_010_22",
+            "node_[IP]_9100 ip-[IP]_x, node_was01_22",
+        ),
         ("srv_010_100_010_010, 10_0_0_1.corp.example", "srv_was01, [IP].corp.example"),
         ("magic-c0a80101.nip.io", "magic-[IP].nip.io"),
     ],
@@ -127,6 +132,7 @@ PLAIN = [
     "정산 1,234,000원, 합계 12,000원, 암호화: AES-256",
     "lot L-10-2-3-4 size 10.5 MB, build 123-45-67890, order 20260918123456",
     "tag v10_0_0_1, public ip_8_8_8_8 and host_203_0_113_7",
+    "public dns_8.8.8.8_53 and node_203_0_113_7_9100, version 10.0.19041.1_x64",
     "epoch 1726640000000 id 9013401234567 at 202609181234 card-like 4111111111111112",
     "std::vector a::b 12:30:45 fe80 fdisk ffff",
     "password policy ok, token count 5, cipher AES-256-GCM, sort -u file",
