@@ -69,6 +69,9 @@ CREDENTIAL_MASK = b"[REDACTED]"
 PEM_MASK = b"[PRIVATE KEY REDACTED]"
 SECRET_MASK = b"[SECRET]"
 CARD_MASK = b"[CARD]"
+#: After a rejected candidate, how far past the widest rule the next search looks at first (then twice as far
+#: each time it finds nothing there), instead of to the end of the text.
+REJECTED_REACH = 64
 #: The longest a partial line may grow before the stream releases part of it anyway (see :class:`StreamRedactor`).
 MAX_HOLD = 64 * 1024
 #: :meth:`Redactor.redact` remembers texts up to this many characters that needed nothing masked, up to this many.
@@ -790,6 +793,8 @@ class Redactor:
         #: The most bytes (of the normalised text) a decision about one position can depend on: a stream holds
         #: back this much of a long line, and everything before it is final.
         self.window = widest + TOKEN_EXTEND + LOOKAROUND
+        #: The longest span any rule's bounded pattern can match: a candidate that needs more is rejected anyway.
+        self.widest = widest
         self._exact: dict[str, Any] = {
             name: re.compile(pattern) for name, pattern, _ in rules if not name.startswith("extra:")
         }
@@ -1032,11 +1037,35 @@ class Redactor:
         spans = self._spans if which is None else None
         search = self._regex.search if which is None else None
         view = memoryview(data)
+        widest = self.widest
+        # After a rejected candidate (reach > 0) the search looks only `reach` bytes past what the widest rule can
+        # match: see the comment at the rejection below. Python's re reads the end of a cut text as the end of the
+        # text, so the "re" engine (the baseline) always searches to the end.
+        reach, cut = 0, size
+        rejected_reach = REJECTED_REACH if spans is not None or which is not None else 0
         while pos < last:
+            if reach:
+                cut = pos + widest + reach
+                if cut >= size:
+                    reach, cut = 0, size
             if find is not None and which is not None:
-                start, end = find(data, pos, size)[0]
-                if start == -1:
-                    break
+                start, end = find(data, pos, cut)[0]
+            elif spans is not None:
+                found = spans(data, pos, cut)
+                start, end = found[0]
+            else:
+                assert search is not None
+                match = search(data, pos)
+                start, end = match.span() if match is not None else (-1, -1)
+            if reach and (start == -1 or start > cut - widest):
+                # Every match a rule can accept is at most `widest` long, and RE2 decides assertions at the cut
+                # from the bytes after it: one that starts at or before cut - widest would have been found.
+                pos = cut - widest + 1
+                reach *= 2
+                continue
+            if start == -1:
+                break
+            if find is not None and which is not None:
                 # The rules that match exactly this span, with one byte of context on each side (a line feed
                 # stands in for the start or end of the text); the first of them is the one the search took.
                 if start > 0 and end < size:
@@ -1044,17 +1073,9 @@ class Redactor:
                 else:
                     group = min(which(_with_context(data, start, end))) + 1
             elif spans is not None:
-                found = spans(data, pos, size)
-                start, end = found[0]
-                if start == -1:
-                    break
                 group = found.index((start, end), 1)  # the one alternative that matched spans the whole match
             else:
-                assert search is not None
-                match = search(data, pos)
-                if match is None:
-                    break
-                start, end = match.span()
+                assert match is not None
                 group = match.lastindex
             if start >= last:
                 break
@@ -1065,9 +1086,15 @@ class Redactor:
             ):  # the bounded rule decides; a candidate it rejects leaves the later rules a chance
                 decided = self._decide(data, start, index if relaxed else index + 1)
                 if decided is None:
-                    pos = start + 1  # not sensitive: look again from the next byte, not after the candidate
+                    # Not sensitive: look again from the next byte, not after the candidate. The relaxed search
+                    # finds candidates far longer than any rule accepts (a user name running to a ":" 50 KB on),
+                    # and one from each next byte made a hostile line cost time quadratic in its length: the next
+                    # searches look only a little past `widest`, further each time nothing is found.
+                    pos = start + 1
+                    reach = rejected_reach
                     continue
                 name, result = decided
+            reach, cut = 0, size
             replacement, end = result
             out.append(data[emitted:start])
             out.append(replacement)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.redaction import ExtraRule, Finding, Redactor
@@ -324,3 +324,82 @@ def test_a_line_of_repeated_labels_costs_a_few_searches_not_one_per_byte(label: 
     line = label * 3000 + b"=hunter22 ok\n"
     assert redactor.redact_bytes(line).endswith(b"=[REDACTED] ok\n")
     assert searches <= 4, searches
+
+
+#: Units that make the relaxed search find candidates far longer than any rule accepts (a user name running to a
+#: ":" or "@" far on), each rejected in turn, and fillers that put a candidate on either side of a search's cut.
+WHOLE_TEXT = Redactor(secrets=[SECRET], known_hosts=HOSTS, engine="re")  # Python's re: always to the end
+HOSTILE_UNITS = ["=-u", " -u a", "jdbc:oracle:thin:u/", "a://", 'password="', "x", " ", "10.1.2.3", ":", "@"]
+
+
+@settings(max_examples=60)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(FRAGMENTS),
+            st.builds(lambda unit, n: unit * n, st.sampled_from(HOSTILE_UNITS), st.integers(1, 1200)),
+        ),
+        max_size=8,
+    )
+)
+def test_a_search_cut_short_after_a_rejected_candidate_finds_what_the_whole_text_search_finds(
+    parts: list[str],
+) -> None:
+    """After a rejected candidate the search looks only a little past the widest rule: never a different answer."""
+    data = "".join(parts).encode()
+    found: list[Finding] = []
+    expected: list[Finding] = []
+    assert SET_PATH.redact_bytes(data, found) == WHOLE_TEXT.redact_bytes(data, expected)
+    assert found == expected
+    assert GROUPS_PATH.redact_bytes(data) == WHOLE_TEXT.redact_bytes(data)
+
+
+@pytest.mark.parametrize(("unit", "end"), [(b"=-u", b":x ok\n"), (b"jdbc:oracle:thin:u/", b"@db ok\n")])
+def test_a_line_of_rejected_candidates_is_searched_in_time_linear_in_its_length(
+    unit: bytes, end: bytes
+) -> None:
+    """A line where every few bytes start a candidate that runs to one ":" or "@" at its end and is rejected there
+    (too long a user name) took time quadratic in its length: 7 s for 96 KB, 44 s for 600 KB, in the event loop.
+
+    Counted, not timed: how many bytes the searches were given, for a line and one four times as long.
+    """
+
+    def searched(repeats: int) -> int:
+        redactor = Redactor()
+        assert redactor._find is not None
+        find, total = redactor._find, 0
+
+        def counted(data: bytes, pos: int, stop: int) -> list[tuple[int, int]]:
+            nonlocal total
+            total += stop - pos
+            return find(data, pos, stop)
+
+        redactor._find = counted
+        line = unit * repeats + end
+        redactor.redact_bytes(line)
+        return total
+
+    short, long = searched(8000), searched(32000)
+    assert long < 5 * short, (short, long)  # quadratic: 16x
+
+
+@pytest.mark.parametrize(
+    "plant", [SECRET.encode(), b"_10.1.2.3_", b"=-u u:pw", b"-fd12:3456:789a:bcde::1 ", b"=TK-" + b"7" * 60]
+)
+@pytest.mark.parametrize("groups", [False, True], ids=["set", "groups"])
+def test_a_plant_at_every_offset_after_a_rejected_candidate_is_masked(plant: bytes, groups: bool) -> None:
+    """The cut-short searches after a rejected candidate skip ahead when they find nothing: at every offset from the
+    candidate (across the first cut, each doubled one and the widest rule's length), what the whole-text search
+    masks is masked, and a match the cut would shorten (a manifest rule's ticket number) is not taken short."""
+    rules = [ExtraRule("ticket", "TK-[0-9]{1,60}", "[TICKET]")]
+    cut = Redactor(secrets=[SECRET], known_hosts=HOSTS, extra_rules=rules)
+    whole = Redactor(secrets=[SECRET], known_hosts=HOSTS, extra_rules=rules)
+    whole.widest = 1 << 40  # every search to the end of the text, as before the cut
+    if groups:  # the capturing-group path, as a redactor with a manifest `^` rule
+        cut._find = cut._which = None
+    # " -u aaa…" runs to the ":" after the plant: a user name too long for the rule, rejected there. The text after
+    # it makes the cut searches shorter than the text.
+    for offset in range(0, cut.widest + 700):
+        line = b" -u " + b"a" * offset + plant + b"b" * 300 + b":pw ok " + b"c" * (2 * cut.widest) + b"\n"
+        redacted = cut.redact_bytes(line)
+        assert plant not in redacted and redacted == whole.redact_bytes(line), offset
