@@ -908,7 +908,9 @@ _ROOT = click.option(
     help="Linux: write under this folder instead of / (systemctl --root; nothing is started).",
 )
 _DRY_RUN = click.option(
-    "--dry-run", is_flag=True, help="Print every step (exact argument lists); change nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Print every step (exact argument lists); change nothing. An install's config check (read-only) is run.",
 )
 
 
@@ -1016,6 +1018,13 @@ def service_install(
             steps = svcinstall.linux_install_steps(spec, root)
     except svcinstall.ServiceError as exc:
         _fail(str(exc))
+    if dry_run:
+        # The config check only reads: a dry run runs it for real, so it says whether the install would get past
+        # its first step (a typo in agent.toml, a secret the config names but the --env file lacks).
+        try:
+            svcinstall.carry_out([svcinstall.config_check_step(spec)], echo=click.echo)
+        except svcinstall.ServiceError as exc:
+            _fail(f"the install would stop at its first step: {exc}", EXIT_FAILED)
     _carry_out(steps, dry_run, f"installing service {name} ({platform})")
     if not dry_run:
         click.echo(f"installed {name}; check it with 'agent service status --name {name}'")

@@ -297,8 +297,19 @@ def test_status_and_uninstall(site: Path) -> None:
 def test_dry_run_prints_the_argument_lists_and_calls_nothing(site: Path) -> None:
     done = install(site, "--dry-run")
     assert done.returncode == 0, done.stderr
+    assert "ok: check the config with the service's environment" in done.stdout
     assert "nssm set guardia-agent AppRestartDelay 5000" in done.stdout
     assert calls(site) == []
+
+
+def test_dry_run_says_when_the_config_check_would_stop_the_install(site: Path) -> None:
+    (site / "agent.toml").write_text(
+        'agent_id = "agent-07"\n[executor]\nmax_concurency = 4\n', encoding="utf-8"
+    )
+    done = install(site, "--dry-run")
+    assert done.returncode == 1, done.stdout
+    assert "the install would stop at its first step" in done.stderr and "max_concurency" in done.stderr
+    assert "nssm" not in done.stdout and calls(site) == []
 
 
 def test_without_nssm_the_answer_says_where_to_put_it(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
