@@ -685,6 +685,8 @@ class Redactor:
         #: Short texts known to need nothing masked (only those: nothing sensitive is kept). Outbound messages
         #: repeat the same keys and values (``status``, ``SUCCESS``, host aliases) in every answer.
         self._clean: set[str] = set()
+        #: The same for what credential rules keep of their matches (see :meth:`_kept`).
+        self._clean_labels: set[bytes] = set()
         names: dict[bytes, bytes] = {}
         for address, alias in (known_hosts or {}).items():
             try:
@@ -846,8 +848,7 @@ class Redactor:
             return lambda data, start, end: (mask, cls._extend(data, end))
         return lambda data, start, end: (mask, end)
 
-    @classmethod
-    def _keep_label(cls, detail: re.Pattern[bytes], suffix: bytes = b"", extend: bool = False) -> Handler:
+    def _keep_label(self, detail: re.Pattern[bytes], suffix: bytes = b"", extend: bool = False) -> Handler:
         def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
             match = detail.fullmatch(data, start, end)
             if match is None:  # pragma: no cover - the alternation matched this same pattern
@@ -857,10 +858,24 @@ class Redactor:
                 value[:1] if len(value) > 1 and value[:1] in (b'"', b"'") and value[-1:] == value[:1] else b""
             )
             if extend and not suffix:
-                end = cls._extend(data, end)
-            return match.group(1) + quote + CREDENTIAL_MASK + quote + suffix, end
+                end = self._extend(data, end)
+            return self._kept(match.group(1)) + quote + CREDENTIAL_MASK + quote + suffix, end
 
         return handler
+
+    def _kept(self, label: bytes) -> bytes:
+        """What a rule keeps of its match (a flag, a user name, a cookie's name), with the addresses, host names and
+        secrets in it masked: the user of ``rsync -u 10.0.0.5:/data`` or ``http://10.0.0.5:8443@x`` is an address.
+        Only those rules: a label is not a value (``Authorization: Bearer`` stays). Shorter than the match, so this
+        ends."""
+        if label in self._clean_labels:
+            return label
+        kept = self._apply(label, 0, None, None, _IN_KEPT_LABELS)[0]
+        if kept is label:  # only labels with nothing to mask are remembered (token=, Authorization: Bearer)
+            if len(self._clean_labels) >= CLEAN_MEMO_SIZE:
+                self._clean_labels.clear()
+            self._clean_labels.add(label)
+        return kept
 
     @staticmethod
     def _after_context(inner: Handler, own: bytes) -> Handler:
@@ -879,27 +894,27 @@ class Redactor:
 
     @staticmethod
     def _glued_before(inner: Handler) -> Handler:
-        """For a rule that may match one "_" after its own text (RE2 has no look-ahead): keep that "_" as it is."""
+        """For a rule that may match one "_" after its own text (RE2 has no look-ahead): leave that "_" alone."""
 
         def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
             if data[end - 1] != 0x5F:  # "_"
                 return inner(data, start, end)
-            result = inner(data, start, end - 1)
-            return (result[0] + b"_", end) if result else None
+            # The "_" is left in the text: the next search starts at it, and an address glued after it
+            # (10.0.0.5_10.0.0.6) takes it as its own left context.
+            return inner(data, start, end - 1)
 
         return handler
 
-    @staticmethod
-    def _cookie(data: bytes, start: int, end: int) -> tuple[bytes, int]:
+    def _cookie(self, data: bytes, start: int, end: int) -> tuple[bytes, int]:
         match = _COOKIE.fullmatch(data, start, end)
         assert match is not None
         pairs = []
         for index, pair in enumerate(match.group(2).split(b";")):
             found = _COOKIE_PAIR.fullmatch(pair)
             if found is None or (index and found.group(2).strip().lower() in _COOKIE_ATTRIBUTES):
-                pairs.append(pair)
+                pairs.append(self._kept(pair))
             else:
-                pairs.append(found.group(1) + found.group(2) + b"=" + CREDENTIAL_MASK)
+                pairs.append(found.group(1) + self._kept(found.group(2)) + b"=" + CREDENTIAL_MASK)
         return match.group(1) + b";".join(pairs), end
 
     @staticmethod
@@ -929,12 +944,17 @@ class Redactor:
         return PEM_MASK, close.end() if close else len(data)
 
     def _host_name(self, names: Mapping[bytes, bytes]) -> Handler:
+        # RE2's (?i) folds case the Unicode way: "ſ" (long s) matches s, "K" (Kelvin sign) matches k.
+        folded = {name.decode("utf-8", "replace").casefold(): alias for name, alias in names.items()}
+
         def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
             after = data[end : end + 1]
             longer = (start > 0 and data[start - 1] in b".-") or after == b"-"
             if longer or (after == b"." and data[end + 1 : end + 2].isalnum()):
                 return None  # part of a longer name
-            return names[data[start:end].lower()], end
+            name = data[start:end]
+            alias = names.get(name.lower()) or folded.get(name.decode("utf-8", "replace").casefold())
+            return (alias, end) if alias is not None else (IP_MASK, end)
 
         return handler
 
@@ -1019,13 +1039,19 @@ class Redactor:
     # -- applying ----------------------------------------------------------------------------------------------
 
     def _apply(
-        self, data: bytes, begin: int, limit: int | None, findings: list[Finding] | None
+        self,
+        data: bytes,
+        begin: int,
+        limit: int | None,
+        findings: list[Finding] | None,
+        only: frozenset[str] | None = None,
     ) -> tuple[bytes, int]:
         """Redact ``data[begin:stop]``; ``data[:begin]`` is context. Returns the redacted bytes and ``stop``.
 
         With ``limit`` None the data is complete (``stop == len(data)``). Otherwise only matches that start before
         ``limit`` are taken (the caller guarantees they and their look-around lie in ``data``), and ``stop`` is
-        where the next call must go on: every byte before it is decided.
+        where the next call must go on: every byte before it is decided. With ``only``, matches of other rules
+        are passed over as if they were not sensitive.
         """
         out: list[bytes] = []
         emitted = begin  # data[:emitted] is decided
@@ -1043,10 +1069,11 @@ class Redactor:
         # text, so the "re" engine (the baseline) always searches to the end.
         reach, cut = 0, size
         rejected_reach = REJECTED_REACH if spans is not None or which is not None else 0
+        line_end = -1  # the end of the line where a candidate was last rejected
         while pos < last:
             if reach:
                 cut = pos + widest + reach
-                if cut >= size:
+                if cut >= size or pos > line_end:
                     reach, cut = 0, size
             if find is not None and which is not None:
                 start, end = find(data, pos, cut)[0]
@@ -1089,12 +1116,24 @@ class Redactor:
                     # Not sensitive: look again from the next byte, not after the candidate. The relaxed search
                     # finds candidates far longer than any rule accepts (a user name running to a ":" 50 KB on),
                     # and one from each next byte made a hostile line cost time quadratic in its length: the next
-                    # searches look only a little past `widest`, further each time nothing is found.
+                    # searches, to the end of this line, look only a little past `widest`, further each time
+                    # nothing is found.
                     pos = start + 1
-                    reach = rejected_reach
+                    if rejected_reach:
+                        reach = rejected_reach
+                        if line_end < start:
+                            line_end = data.find(b"\n", start)
+                            line_end = size if line_end == -1 else line_end
                     continue
                 name, result = decided
-            reach, cut = 0, size
+            if only is not None and name not in only:
+                pos = start + 1
+                continue
+            if reach:
+                # Still on the line of a rejected candidate: such a candidate starts again wherever its rule's
+                # start does (=-u=10.1.2.3 repeated, then a ":" far on), so a search to the end after each masked
+                # address cost the rest of the line every time. No candidate runs past a line feed.
+                reach = rejected_reach
             replacement, end = result
             out.append(data[emitted:start])
             out.append(replacement)
@@ -1238,6 +1277,9 @@ class Redactor:
     def stream(self) -> StreamRedactor:
         return StreamRedactor(self)
 
+
+#: The rules applied to what a credential rule keeps of its match (see :meth:`Redactor._kept`).
+_IN_KEPT_LABELS = frozenset({"secret", "host_name", "ipv4_hex_name", "ipv4_dashed", "ipv4", "ipv6"})
 
 _TOKEN_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+/=.~-")
 _HEX_OR_COLON = frozenset(bytes([c]) for c in b"0123456789abcdefABCDEF:")
