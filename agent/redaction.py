@@ -72,6 +72,8 @@ CARD_MASK = b"[CARD]"
 #: After a rejected candidate, how far past the widest rule the next search looks at first (then twice as far
 #: each time it finds nothing there), instead of to the end of the text.
 REJECTED_REACH = 64
+#: After this many masks on one line, the rest of it is searched cut short as after a rejected candidate.
+MASKS_BEFORE_CUT = 16
 #: The longest a partial line may grow before the stream releases part of it anyway (see :class:`StreamRedactor`).
 MAX_HOLD = 64 * 1024
 #: :meth:`Redactor.redact` remembers texts up to this many characters that needed nothing masked, up to this many.
@@ -103,12 +105,15 @@ _PEM_MARKER = re.compile(rb"-----(BEGIN|END)[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)
 #: What a mask token looks like, so a cut never lands inside one.
 MASK_TOKEN = re.compile(rb"\[[A-Z][A-Z -]{1,30}\]|[0-9]{6}[- ]?\*{7}|\*{4}[- .]?\*{4}")
 
-# Characters matched as something else: full-width digits and every dash as ASCII, invisible formatting
-# characters (zero-width space, joiners, bidi marks, BOM, soft hyphen, …) as nothing. Text outside a mask keeps them.
+# Characters matched as something else: full-width digits, every dash and the full stops of CJK text as ASCII,
+# invisible formatting characters (zero-width space, joiners, bidi marks, BOM, soft hyphen, …) as nothing. Text
+# outside a mask keeps them.
 _DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\ufe58\ufe63\uff0d"
 _INVISIBLES = "\u00ad\u034f\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
 _NORMAL_CHARS: dict[bytes, bytes] = {chr(0xFF10 + d).encode(): str(d).encode() for d in range(10)}
 _NORMAL_CHARS |= {c.encode(): b"-" for c in _DASHES}
+# Full-width, half-width and ideographic full stops.
+_NORMAL_CHARS |= {c.encode(): b"." for c in "\uff0e\uff61\u3002"}
 _INVISIBLE = b"(?:" + b"|".join(re.escape(c.encode()) for c in _INVISIBLES) + b")"
 _NORMALISE = re.compile(
     b"(" + _INVISIBLE + b"+)|" + b"|".join(re.escape(k) for k in sorted(_NORMAL_CHARS, reverse=True))
@@ -260,19 +265,19 @@ _RULES: list[tuple[str, bytes]] = [
     ("ipv4_hex_name", rb"\b[0-9a-fA-F]{8}\.(?i:nip|sslip|xip)\.io\b"),
     # The first octet is filled in per redactor: the internal ranges' and the inventory's (see _ipv4_pattern).
     # Dashes or underscores (ip-10-0-0-1, ip_10_0_0_1); after "_" (no \b there) the "_" is matched and kept, and
-    # so is one before a word that follows (node_10_1_2_3_9100: no \b there either).
+    # so is a "_" or letter before a word that follows (node_10_1_2_3_9100, ip-10-0-0-1abc: no \b there either).
     (
         "ipv4_dashed",
         rb"(?:\b|_)0{0,3}(?:%(first)s)(?:-[0-9]{1,4}-[0-9]{1,4}-[0-9]{1,4}|_[0-9]{1,4}_[0-9]{1,4}_[0-9]{1,4})"
-        rb"(?:\b|_)",
+        rb"(?:\b|[A-Za-z_])",
     ),
     (
         "ipv4",
         # At a word boundary, or after a letter or "_" (ip_10.0.0.1, host10.0.0.1), which \b would not allow, and
-        # before a word boundary or "_" (dump_10.0.0.1_20260918.sql). RE2 has no look-around: the letter or "_" is
-        # matched, and the handler keeps it.
+        # before a word boundary, a letter or "_" (dump_10.0.0.1_0918.sql, 10.0.0.5ms). RE2 has no look-around: the
+        # letter or "_" is matched, and the handler leaves it as it is.
         rb"(?:\b|[A-Za-z_])(?:0[xX][0-9a-fA-F]{1,2}|0{0,3}(?:%(first)s)|0[0-7]{1,3})"
-        rb"(?:\.(?:0[xX][0-9a-fA-F]{1,2}|[0-9]{1,4})){3}(?:\b|_)",
+        rb"(?:\.(?:0[xX][0-9a-fA-F]{1,2}|[0-9]{1,4})){3}(?:\b|[A-Za-z_])",
     ),
     (
         "ipv6",
@@ -894,22 +899,35 @@ class Redactor:
 
     @staticmethod
     def _glued_before(inner: Handler) -> Handler:
-        """For a rule that may match one "_" after its own text (RE2 has no look-ahead): leave that "_" alone."""
+        """For a rule that may match one "_" or letter after its own text (RE2 has no look-ahead): leave it alone.
+
+        A letter that ends a hex octet (``10.0.0.0xab``) is the octet's own.
+        """
 
         def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
-            if data[end - 1] != 0x5F:  # "_"
-                return inner(data, start, end)
-            # The "_" is left in the text: the next search starts at it, and an address glued after it
-            # (10.0.0.5_10.0.0.6) takes it as its own left context.
-            return inner(data, start, end - 1)
+            last = data[end - 1]
+            dot = data.rfind(b".", start, end)
+            if last == 0x5F or (
+                last in _LETTERS and (dot == -1 or data[dot + 1 : dot + 3] not in (b"0x", b"0X"))
+            ):
+                # Left in the text: the next search starts at it, and an address glued after it
+                # (10.0.0.5_10.0.0.6, from10.0.0.5to10.0.0.6) takes it as its own left context.
+                return inner(data, start, end - 1)
+            return inner(data, start, end)
 
         return handler
 
     def _cookie(self, data: bytes, start: int, end: int) -> tuple[bytes, int]:
         match = _COOKIE.fullmatch(data, start, end)
         assert match is not None
+        # A Cookie header is often longer than a value's bound (analytics cookies first): its pairs go on to the
+        # end of the line, as far as a token's tail may (what a stream holds back covers that much).
+        line_end = data.find(b"\n", end, end + TOKEN_EXTEND)
+        end = line_end if line_end != -1 else min(len(data), end + TOKEN_EXTEND)
+        if data[end - 1 : end] == b"\r":
+            end -= 1
         pairs = []
-        for index, pair in enumerate(match.group(2).split(b";")):
+        for index, pair in enumerate(data[match.start(2) : end].split(b";")):
             found = _COOKIE_PAIR.fullmatch(pair)
             if found is None or (index and found.group(2).strip().lower() in _COOKIE_ATTRIBUTES):
                 pairs.append(self._kept(pair))
@@ -1069,7 +1087,8 @@ class Redactor:
         # text, so the "re" engine (the baseline) always searches to the end.
         reach, cut = 0, size
         rejected_reach = REJECTED_REACH if spans is not None or which is not None else 0
-        line_end = -1  # the end of the line where a candidate was last rejected
+        line_end = -1  # the end of the line where searches are cut short
+        masks_on_line, counted_to = 0, -1  # masks on the line that ends at counted_to
         while pos < last:
             if reach:
                 cut = pos + widest + reach
@@ -1134,6 +1153,17 @@ class Redactor:
                 # start does (=-u=10.1.2.3 repeated, then a ":" far on), so a search to the end after each masked
                 # address cost the rest of the line every time. No candidate runs past a line feed.
                 reach = rejected_reach
+            elif rejected_reach:
+                # A candidate that never completes (=-u=10.1.2.3 repeated with no ":" at all) is never rejected,
+                # yet keeps every search running to the end of the line: after MASKS_BEFORE_CUT masks on one line
+                # (an access log has two or three) the rest of it is searched cut short as well.
+                if start > counted_to:
+                    counted_to = data.find(b"\n", start)
+                    counted_to = size if counted_to == -1 else counted_to
+                    masks_on_line = 0
+                masks_on_line += 1
+                if masks_on_line > MASKS_BEFORE_CUT:
+                    reach, line_end = rejected_reach, counted_to
             replacement, end = result
             out.append(data[emitted:start])
             out.append(replacement)
@@ -1257,7 +1287,11 @@ class Redactor:
         data = text.encode("utf-8", "surrogatepass")
         redacted = self.redact_bytes(data)
         if redacted is not data:
-            return redacted.decode("utf-8", "surrogatepass")
+            try:
+                return redacted.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:
+                # A mask ended inside the three bytes of a lone surrogate: what is left of them is replaced.
+                return redacted.decode("utf-8", "replace")
         if short:
             if len(self._clean) >= CLEAN_MEMO_SIZE:
                 self._clean.clear()
@@ -1281,6 +1315,7 @@ class Redactor:
 #: The rules applied to what a credential rule keeps of its match (see :meth:`Redactor._kept`).
 _IN_KEPT_LABELS = frozenset({"secret", "host_name", "ipv4_hex_name", "ipv4_dashed", "ipv4", "ipv6"})
 
+_LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _TOKEN_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+/=.~-")
 _HEX_OR_COLON = frozenset(bytes([c]) for c in b"0123456789abcdefABCDEF:")
 
