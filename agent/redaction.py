@@ -212,7 +212,8 @@ _XML_ELEMENT = re.compile(
     rb"|credentials?))[ \t]{0,8}>)([^<\r\n]{1,%d})(</)" % _V
 )
 _COOKIE = re.compile(rb"((?i:set-cookie|cookie)[ \t]{0,8}:[ \t]{0,8})([^\r\n]{1,%d})" % _V)
-_COOKIE_PAIR = re.compile(rb"([ \t]*)([^=;]{1,256})=([^;]*)")
+_COOKIE_LABEL = re.compile(rb"(?i:set-cookie|cookie)[ \t]{0,8}:")
+_COOKIE_PAIR = re.compile(rb"([ \t]*)([^=;\s]+)=([^;]*)")
 _COOKIE_ATTRIBUTES = {b"path", b"domain", b"expires", b"max-age", b"samesite", b"priority", b"version"}
 _URL_CREDENTIALS = re.compile(
     rb"([A-Za-z][A-Za-z0-9+.-]{0,20}://[^/ \t\r\n:@\"'<>]{0,256}:)([^/ \t\r\n@\"'<>]{1,%d})@" % _V
@@ -340,9 +341,12 @@ _INTERNAL_V6 = (
 
 
 def _octet_values(part: bytes) -> tuple[int, ...]:
-    """How a resolver may read one part of a dotted address: hex, decimal, and (leading zero) octal."""
+    """How a resolver may read one part of a dotted address: hex, decimal, and (leading zero) octal (none: not
+    a number)."""
     if part[:2] in (b"0x", b"0X"):
-        return (int(part, 16),)
+        return (int(part, 16),) if _HEX_OCTET.fullmatch(part) else ()
+    if not part.isdigit():
+        return ()
     values = [int(part)]
     if len(part) > 1 and part[0] == 0x30 and all(0x30 <= c <= 0x37 for c in part):
         values.append(int(part, 8))
@@ -901,14 +905,13 @@ class Redactor:
     def _glued_before(inner: Handler) -> Handler:
         """For a rule that may match one "_" or letter after its own text (RE2 has no look-ahead): leave it alone.
 
-        A letter that ends a hex octet (``10.0.0.0xab``) is the octet's own.
+        A letter that ends a whole hex octet (``10.0.0.0xab``) is the octet's own; in ``10.0.0.0x`` it is not.
         """
 
         def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
             last = data[end - 1]
-            dot = data.rfind(b".", start, end)
             if last == 0x5F or (
-                last in _LETTERS and (dot == -1 or data[dot + 1 : dot + 3] not in (b"0x", b"0X"))
+                last in _LETTERS and not _HEX_OCTET.fullmatch(data, data.rfind(b".", start, end) + 1, end)
             ):
                 # Left in the text: the next search starts at it, and an address glued after it
                 # (10.0.0.5_10.0.0.6, from10.0.0.5to10.0.0.6) takes it as its own left context.
@@ -926,10 +929,19 @@ class Redactor:
         end = line_end if line_end != -1 else min(len(data), end + TOKEN_EXTEND)
         if data[end - 1 : end] == b"\r":
             end -= 1
+        # Up to the next Cookie label, which is a match of its own (a log line may name a cookie, then quote one).
+        following = _COOKIE_LABEL.search(data, match.start(2), end)
+        if following is not None:
+            end = following.start()
+        # Only a Set-Cookie header has attributes (Path=, Domain=…); in a Cookie header path=x is a cookie.
+        attributes = _COOKIE_ATTRIBUTES if match.group(1)[:4].lower() == b"set-" else frozenset()
         pairs = []
         for index, pair in enumerate(data[match.start(2) : end].split(b";")):
             found = _COOKIE_PAIR.fullmatch(pair)
-            if found is None or (index and found.group(2).strip().lower() in _COOKIE_ATTRIBUTES):
+            if found is None:
+                # Not a pair: HttpOnly, or the free text of a log line after "cookie:" (every rule but this one).
+                pairs.append(self._apply(pair, 0, None, None, skip=_COOKIE_RULE)[0])
+            elif index and found.group(2).strip().lower() in attributes:
                 pairs.append(self._kept(pair))
             else:
                 pairs.append(found.group(1) + self._kept(found.group(2)) + b"=" + CREDENTIAL_MASK)
@@ -1063,14 +1075,16 @@ class Redactor:
         limit: int | None,
         findings: list[Finding] | None,
         only: frozenset[str] | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> tuple[bytes, int]:
         """Redact ``data[begin:stop]``; ``data[:begin]`` is context. Returns the redacted bytes and ``stop``.
 
         With ``limit`` None the data is complete (``stop == len(data)``). Otherwise only matches that start before
         ``limit`` are taken (the caller guarantees they and their look-around lie in ``data``), and ``stop`` is
-        where the next call must go on: every byte before it is decided. With ``only``, matches of other rules
-        are passed over as if they were not sensitive.
+        where the next call must go on: every byte before it is decided. Rules not in ``only`` (when given) and
+        rules in ``skip`` are passed over as if they matched nothing (a nested pass over what a rule keeps).
         """
+        nested = only is not None or bool(skip)
         out: list[bytes] = []
         emitted = begin  # data[:emitted] is decided
         pos = begin  # where the next search starts
@@ -1126,11 +1140,15 @@ class Redactor:
             if start >= last:
                 break
             name, handler, index, relaxed = by_group[group]
+            if nested and (name in skip or (only is not None and name not in only)):
+                relaxed = True  # let _decide pick among the rules allowed here, from this one on
             result = None if relaxed else handler(data, start, end)
             if (
                 result is None
             ):  # the bounded rule decides; a candidate it rejects leaves the later rules a chance
-                decided = self._decide(data, start, index if relaxed else index + 1)
+                decided = self._decide(
+                    data, start, index if relaxed else index + 1, only if nested else None, skip
+                )
                 if decided is None:
                     # Not sensitive: look again from the next byte, not after the candidate. The relaxed search
                     # finds candidates far longer than any rule accepts (a user name running to a ":" 50 KB on),
@@ -1145,9 +1163,6 @@ class Redactor:
                             line_end = size if line_end == -1 else line_end
                     continue
                 name, result = decided
-            if only is not None and name not in only:
-                pos = start + 1
-                continue
             if reach:
                 # Still on the line of a rejected candidate: such a candidate starts again wherever its rule's
                 # start does (=-u=10.1.2.3 repeated, then a ":" far on), so a search to the end after each masked
@@ -1177,9 +1192,20 @@ class Redactor:
         out.append(data[emitted:stop])
         return b"".join(out), stop
 
-    def _decide(self, data: bytes, start: int, index: int) -> tuple[str, tuple[bytes, int]] | None:
-        """The first rule from ``index`` on whose bounded pattern matches at ``start`` and whose handler masks."""
-        for name, handler, bounded in self._rules[index:]:
+    def _decide(
+        self,
+        data: bytes,
+        start: int,
+        index: int,
+        only: frozenset[str] | None = None,
+        skip: frozenset[str] = frozenset(),
+    ) -> tuple[str, tuple[bytes, int]] | None:
+        """The first rule from ``index`` on (of ``only``, not of ``skip``) whose bounded pattern matches at ``start``
+        and whose handler masks."""
+        rules = self._rules[index:]
+        if only is not None or skip:
+            rules = [rule for rule in rules if rule[0] not in skip and (only is None or rule[0] in only)]
+        for name, handler, bounded in rules:
             match = (bounded or self._exact[name]).match(data, start)
             if match is not None and match.end() > start:
                 result = handler(data, start, match.end())
@@ -1314,6 +1340,8 @@ class Redactor:
 
 #: The rules applied to what a credential rule keeps of its match (see :meth:`Redactor._kept`).
 _IN_KEPT_LABELS = frozenset({"secret", "host_name", "ipv4_hex_name", "ipv4_dashed", "ipv4", "ipv6"})
+#: Skipped in a Cookie header's parts that are not pairs: they are searched with every other rule.
+_COOKIE_RULE = frozenset({"cookie"})
 
 _LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _TOKEN_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+/=.~-")

@@ -33,6 +33,10 @@ MASKED = {
         # (second outside review: a letter after the address, CJK full stops)
         ("10.0.0.5ms from10.0.0.5to10.0.0.6 ip-10-0-0-1abc", "[IP]ms from[IP]to[IP] ip-[IP]abc"),
         ("10\uff0e0\uff0e0\uff0e1 and 10\u30020\u30020\u30021 and 0x0a.0.0.0xb", "[IP] and [IP] and [IP]"),
+        (
+            "10.0.0.0x 10.0.0.0xabz 192.168.1.0X_",
+            "[IP]x [IP]z [IP]X_",
+        ),  # (third review: these raised ValueError)
     ],
     "addresses in what a credential rule keeps (outside review)": [
         ("rsync -avz -u 10.0.0.5:/data/ /backup/", "rsync -avz -u [IP]:[REDACTED] /backup/"),
@@ -41,10 +45,19 @@ MASKED = {
             "curl -u 10.0.0.5:secret -k; see http://10.0.0.5:8443@x",
             "curl -u [IP]:[REDACTED] -k; see http://[IP]:[REDACTED]@x",
         ),
-        ("Cookie: srv_10.0.0.5=abc; Path=/10.0.0.7", "Cookie: srv_[IP]=[REDACTED]; Path=/[IP]"),
+        ("Set-Cookie: srv_10.0.0.5=abc; Path=/10.0.0.7", "Set-Cookie: srv_[IP]=[REDACTED]; Path=/[IP]"),
         (
             "Cookie: _ga=GA1.2." + "1" * 980 + "; connect.sid=s%3Asecret; auth=TOPSECRET\r\nnext",
             "Cookie: _ga=[REDACTED]; connect.sid=[REDACTED]; auth=[REDACTED]\r\nnext",
+        ),
+        # (third outside review: what follows "cookie:" and is no pair gets every rule; no attributes in Cookie:)
+        (
+            "WARN no cookie: user 010-1234-5678 rrn 900101-1234567, then Cookie: sid=x9; HttpOnly pw: x1",
+            "WARN no cookie: user 010-****-**** rrn 900101-*******, then Cookie: sid=[REDACTED]; HttpOnly pw: [REDACTED]",
+        ),
+        (
+            "Cookie: a=1; path=SECRETA; domain=SECRETB",
+            "Cookie: a=[REDACTED]; path=[REDACTED]; domain=[REDACTED]",
         ),
         ("curl -u 010.100.010.010:pw x", "curl -u was01:[REDACTED] x"),
     ],
@@ -457,3 +470,27 @@ def test_a_mask_that_ends_inside_a_lone_surrogate_gives_text_not_an_error() -> N
         out = R.redact(text)
         assert out.startswith("password=[REDACTED]") and "aaa" not in out, out
         assert R.redact_json({"x": [text]})["x"][0] == out
+
+
+#: Fragments around the shapes that made handlers raise or recurse (third outside review).
+RAISERS = ["10.0.0.0", "0x", "0X", "x", "g", "ab", "_", ".", "\uff0e", "cookie:", "Set-Cookie: ", "=", ";", "a=1",
+           "-u ", ":", "\udcf1", "password=", "9", " "]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(RAISERS), max_size=40))
+def test_no_text_makes_redaction_raise(parts: list[str]) -> None:
+    """An exception in redaction discards a host's whole output: none on any mix of these, on any path."""
+    text = "".join(parts)
+    data = text.encode("utf-8", "surrogatepass")
+    fresh = Redactor(secrets=[SECRET], known_hosts=HOSTS)  # no memo of clean labels from earlier examples
+    whole = fresh.redact_bytes(data)
+    assert whole == WHOLE_TEXT.redact_bytes(data)
+    stream = fresh.stream()
+    assert b"".join(stream.feed(data[i : i + 5]) for i in range(0, len(data), 5)) + stream.finish() == whole
+    assert isinstance(fresh.redact(text), str) and isinstance(fresh.redact_json({"x": [text]})["x"][0], str)
+
+
+def test_a_line_of_cookie_labels_is_no_recursion() -> None:
+    """Each "cookie:" was searched again inside the one before it: RecursionError from 250 of them (third review)."""
+    line = b"cookie:" * 2000 + b"\n"
+    assert Redactor().redact_bytes(line) == WHOLE_TEXT.redact_bytes(line) == line
