@@ -36,7 +36,7 @@ from agent.reference.relay import Relay
 SLOW_SCRIPT = (
     "#!/usr/bin/env bash\n# Demo only: a check that hangs.\necho 'waiting for the batch lock...'\nsleep 30\n"
 )
-SLOW_MANIFEST = 'description = "Demo only: waits for a lock that never comes"\ntargets = ["all"]\nrooms = ["ops"]\ntimeout = 2\n'
+SLOW_MANIFEST = 'description = "데모 전용: 끝내 풀리지 않는 잠금을 기다림"\ntargets = ["all"]\nrooms = ["ops"]\ntimeout = 2\n'
 USER = "kim"
 ROOM = "ops"
 
