@@ -213,7 +213,25 @@ _XML_ELEMENT = re.compile(
 )
 _COOKIE = re.compile(rb"((?i:set-cookie|cookie)[ \t]{0,8}:[ \t]{0,8})([^\r\n]{1,%d})" % _V)
 _COOKIE_LABEL = re.compile(rb"(?i:set-cookie|cookie)[ \t]{0,8}:")
-_COOKIE_PAIR = re.compile(rb"([ \t]*)([^=;\s]+)=([^;]*)")
+_COOKIE_PAIR = re.compile(rb"([ \t]*)([^=]*)=(.*)", re.DOTALL)
+#: A Cookie header's pieces: quoted strings (a ";" inside stays), runs of other bytes, a lone quote, a ";".
+_COOKIE_TOKEN = re.compile(rb"\"[^\"]*\"|'[^']*'|[^;\"']+|[;\"']")
+
+
+def _cookie_parts(region: bytes) -> list[bytes]:
+    """``region`` split at each ";" outside quotes (``--password='se;cret'`` stays one part)."""
+    parts: list[bytes] = []
+    current: list[bytes] = []
+    for token in _COOKIE_TOKEN.findall(region):
+        if token == b";":
+            parts.append(b"".join(current))
+            current = []
+        else:
+            current.append(token)
+    parts.append(b"".join(current))
+    return parts
+
+
 _COOKIE_ATTRIBUTES = {b"path", b"domain", b"expires", b"max-age", b"samesite", b"priority", b"version"}
 _URL_CREDENTIALS = re.compile(
     rb"([A-Za-z][A-Za-z0-9+.-]{0,20}://[^/ \t\r\n:@\"'<>]{0,256}:)([^/ \t\r\n@\"'<>]{1,%d})@" % _V
@@ -696,6 +714,7 @@ class Redactor:
         self._clean: set[str] = set()
         #: The same for what credential rules keep of their matches (see :meth:`_kept`).
         self._clean_labels: set[bytes] = set()
+        self._clean_parts: set[bytes] = set()
         names: dict[bytes, bytes] = {}
         for address, alias in (known_hosts or {}).items():
             try:
@@ -863,6 +882,8 @@ class Redactor:
             if match is None:  # pragma: no cover - the alternation matched this same pattern
                 return CREDENTIAL_MASK, end
             value = match.group(2)
+            if value[:10] == b"-----BEGIN" and _PEM_BEGIN_RE.match(data, match.start(2)):
+                return None  # a private key after a label (SSH_PRIVATE_KEY=-----BEGIN …): the PEM rule masks it whole
             quote = (
                 value[:1] if len(value) > 1 and value[:1] in (b'"', b"'") and value[-1:] == value[:1] else b""
             )
@@ -929,23 +950,38 @@ class Redactor:
         end = line_end if line_end != -1 else min(len(data), end + TOKEN_EXTEND)
         if data[end - 1 : end] == b"\r":
             end -= 1
-        # Up to the next Cookie label, which is a match of its own (a log line may name a cookie, then quote one).
+        # Up to the next Cookie label, which is a match of its own (a log line may name a cookie, then quote one),
+        # or a private key block, which is the PEM rule's to mask to its end.
         following = _COOKIE_LABEL.search(data, match.start(2), end)
         if following is not None:
             end = following.start()
+        key = _PEM_BEGIN_RE.search(data, match.start(2), end)
+        if key is not None:
+            end = key.start()
         # Only a Set-Cookie header has attributes (Path=, Domain=…); in a Cookie header path=x is a cookie.
         attributes = _COOKIE_ATTRIBUTES if match.group(1)[:4].lower() == b"set-" else frozenset()
         pairs = []
-        for index, pair in enumerate(data[match.start(2) : end].split(b";")):
+        for index, pair in enumerate(_cookie_parts(data[match.start(2) : end])):
             found = _COOKIE_PAIR.fullmatch(pair)
-            if found is None:
-                # Not a pair: HttpOnly, or the free text of a log line after "cookie:" (every rule but this one).
-                pairs.append(self._apply(pair, 0, None, None, skip=_COOKIE_RULE)[0])
-            elif index and found.group(2).strip().lower() in attributes:
-                pairs.append(self._kept(pair))
+            if found is None or (index and found.group(2).strip().lower() in attributes):
+                # Not a pair (HttpOnly, the free text of a log line after "cookie:"), or an attribute whose value
+                # is a path or a date: every rule but this one.
+                pairs.append(self._nested(pair))
             else:
-                pairs.append(found.group(1) + self._kept(found.group(2)) + b"=" + CREDENTIAL_MASK)
+                pairs.append(found.group(1) + self._nested(found.group(2)) + b"=" + CREDENTIAL_MASK)
         return match.group(1) + b";".join(pairs), end
+
+    def _nested(self, part: bytes) -> bytes:
+        """A part of a Cookie header redacted with every rule but the cookie rule (parts with nothing to mask are
+        remembered, as :meth:`_kept` does)."""
+        if part in self._clean_parts:
+            return part
+        redacted = self._apply(part, 0, None, None, skip=_COOKIE_RULE)[0]
+        if redacted is part:
+            if len(self._clean_parts) >= CLEAN_MEMO_SIZE:
+                self._clean_parts.clear()
+            self._clean_parts.add(part)
+        return redacted
 
     @staticmethod
     def _labelled(mask: bytes) -> Handler:

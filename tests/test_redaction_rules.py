@@ -14,6 +14,9 @@ SECRET = "s3cr3t-Relay-Tok3n"
 R = Redactor(secrets=[SECRET, "DbPass!2026"], known_hosts={"10.100.10.10": "was01"})
 NAIVE = Redactor(secrets=[SECRET, "DbPass!2026"], known_hosts={"10.100.10.10": "was01"}, engine="re")
 
+KEY_BLOCK = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5v\n-----END OPENSSH PRIVATE KEY-----\n"
+)
 MASKED = {
     "ipv4 notations": [
         ("ping 010.001.002.003 ok", "ping [IP] ok"),
@@ -58,6 +61,19 @@ MASKED = {
         (
             "Cookie: a=1; path=SECRETA; domain=SECRETB",
             "Cookie: a=[REDACTED]; path=[REDACTED]; domain=[REDACTED]",
+        ),
+        # (fourth outside review: a name with spaces, joined Set-Cookie headers, ";" in quotes, attribute values)
+        (
+            "Cookie: sid = s1; received sid=s2; =s3",
+            "Cookie: sid =[REDACTED]; received sid=[REDACTED]; =[REDACTED]",
+        ),
+        (
+            "Set-Cookie: a=1; Path=/; HttpOnly, sid=S2; Path=/?token=ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "Set-Cookie: a=[REDACTED]; Path=/; HttpOnly, sid=[REDACTED]; Path=/?token=[REDACTED]",
+        ),
+        (
+            "log cookie: none; ALTER USER x IDENTIFIED BY 'p@ss;word'",
+            "log cookie: none; ALTER USER x IDENTIFIED BY '[REDACTED]'",
         ),
         ("curl -u 010.100.010.010:pw x", "curl -u was01:[REDACTED] x"),
     ],
@@ -107,6 +123,9 @@ MASKED = {
         ("GET /app;jsessionid=ABC123?x=1 HTTP/1.1", "GET /app;jsessionid=[REDACTED] HTTP/1.1"),
     ],
     "private key blocks": [
+        # (fourth outside review: a label before BEGIN took the match, and the key's body went out)
+        ("SSH_PRIVATE_KEY=" + KEY_BLOCK + "ok", "SSH_PRIVATE_KEY=[PRIVATE KEY REDACTED]\nok"),
+        ("Cookie: k=1; x " + KEY_BLOCK + "ok", "Cookie: k=[REDACTED]; x [PRIVATE KEY REDACTED]\nok"),
         (
             "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----\nok",
             "[PRIVATE KEY REDACTED]\nok",
