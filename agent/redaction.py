@@ -211,8 +211,13 @@ _XML_ELEMENT = re.compile(
     rb"(<(?i:[a-z0-9_:-]{0,32}(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
     rb"|credentials?))[ \t]{0,8}>)([^<\r\n]{1,%d})(</)" % _V
 )
-_COOKIE = re.compile(rb"((?i:set-cookie|cookie)[ \t]{0,8}:[ \t]{0,8})([^\r\n]{1,%d})" % _V)
-_COOKIE_LABEL = re.compile(rb"(?i:set-cookie|cookie)[ \t]{0,8}:")
+_COOKIE = re.compile(
+    rb"((?i:set-cookie|cookie)[\"']?[ \t]{0,8}[:=][ \t]{0,8}[\"']?)([^\r\n]{1,%d})" % _V
+)  # also as JSON or a dict key ("Cookie": "…") and as cookie=…
+_COOKIE_LABEL = re.compile(rb"(?i:set-cookie|cookie)[\"']?[ \t]{0,8}[:=]")
+#: In a Set-Cookie attribute's value, the start of another cookie joined on (Python and Go print several
+#: Set-Cookie headers joined by ", " or " "): "Expires=Sun, 29 Nov 2026 00:00:00 GMT, SID=…".
+_JOINED_PAIR = re.compile(rb"[ ,][ \t]*[^=\s,;]+=")
 _COOKIE_PAIR = re.compile(rb"([ \t]*)([^=]*)=(.*)", re.DOTALL)
 #: A Cookie header's pieces: quoted strings (a ";" inside stays), runs of other bytes, a lone quote, a ";".
 _COOKIE_TOKEN = re.compile(rb"\"[^\"]*\"|'[^']*'|[^;\"']+|[;\"']")
@@ -618,7 +623,7 @@ Handler = Callable[[bytes, int, int], tuple[bytes, int] | None]
 class _Engine(Protocol):
     def search(self, data: bytes, pos: int) -> Any: ...
 
-    def match(self, data: bytes, pos: int) -> Any: ...
+    def match(self, data: bytes, pos: int, endpos: int = ...) -> Any: ...
 
 
 #: Zero-width assertions that look further than one byte either side, or at the whole text: with one of these in
@@ -867,7 +872,8 @@ class Redactor:
         if end < len(data) and data[end] in _TOKEN_BYTES:
             match = _TOKEN_CHARS.match(data, end)
             if match is not None:
-                return match.end()
+                key = data.find(b"-----BEGIN", end, match.end())  # a key block is the PEM rule's
+                return match.end() if key == -1 else key
         return end
 
     @classmethod
@@ -963,12 +969,23 @@ class Redactor:
         pairs = []
         for index, pair in enumerate(_cookie_parts(data[match.start(2) : end])):
             found = _COOKIE_PAIR.fullmatch(pair)
-            if found is None or (index and found.group(2).strip().lower() in attributes):
-                # Not a pair (HttpOnly, the free text of a log line after "cookie:"), or an attribute whose value
-                # is a path or a date: every rule but this one.
-                pairs.append(self._nested(pair))
+            joined = b""
+            if found is not None and index and found.group(2).strip().lower() in attributes:
+                # An attribute, whose value is a path or a date: every rule but this one; a cookie joined on
+                # after it is a pair again.
+                after = _JOINED_PAIR.search(pair, found.start(3))
+                if after is None:
+                    pairs.append(self._nested(pair))
+                    continue
+                joined, pair = self._nested(pair[: after.start()]), pair[after.start() :]
+                found = _COOKIE_PAIR.fullmatch(pair)
+            if found is None and b"=" in match.group(1):
+                pairs.append(joined + CREDENTIAL_MASK)  # cookie=VALUE: the value is the cookie
+            elif found is None:
+                # Not a pair (HttpOnly, the free text of a log line after "cookie:"): every rule but this one.
+                pairs.append(joined + self._nested(pair))
             else:
-                pairs.append(found.group(1) + self._nested(found.group(2)) + b"=" + CREDENTIAL_MASK)
+                pairs.append(joined + found.group(1) + self._nested(found.group(2)) + b"=" + CREDENTIAL_MASK)
         return match.group(1) + b";".join(pairs), end
 
     def _nested(self, part: bytes) -> bytes:
@@ -1199,6 +1216,15 @@ class Redactor:
                             line_end = size if line_end == -1 else line_end
                     continue
                 name, result = decided
+            key = data.find(b"-----BEGIN", start + 1, result[1]) if name != "pem" else -1
+            if key != -1 and _PEM_BEGIN_RE.match(data, key) and not _PEM_END.search(data, key, result[1]):
+                # A value that runs into a private key block that goes on past it (IDENTIFIED BY '-----BEGIN …,
+                # sk-…-----BEGIN): decide on the text before the block, which the PEM rule then masks to its END.
+                decided = self._decide(data, start, index, only if nested else None, skip, endpos=key)
+                if decided is None:
+                    pos = start + 1
+                    continue
+                name, result = decided
             if reach:
                 # Still on the line of a rejected candidate: such a candidate starts again wherever its rule's
                 # start does (=-u=10.1.2.3 repeated, then a ":" far on), so a search to the end after each masked
@@ -1235,14 +1261,16 @@ class Redactor:
         index: int,
         only: frozenset[str] | None = None,
         skip: frozenset[str] = frozenset(),
+        endpos: int | None = None,
     ) -> tuple[str, tuple[bytes, int]] | None:
         """The first rule from ``index`` on (of ``only``, not of ``skip``) whose bounded pattern matches at ``start``
-        and whose handler masks."""
+        (before ``endpos``, when given) and whose handler masks."""
         rules = self._rules[index:]
         if only is not None or skip:
             rules = [rule for rule in rules if rule[0] not in skip and (only is None or rule[0] in only)]
+        stop = len(data) if endpos is None else endpos
         for name, handler, bounded in rules:
-            match = (bounded or self._exact[name]).match(data, start)
+            match = (bounded or self._exact[name]).match(data, start, stop)
             if match is not None and match.end() > start:
                 result = handler(data, start, match.end())
                 if result is not None:

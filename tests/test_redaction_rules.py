@@ -62,6 +62,12 @@ MASKED = {
             "Cookie: a=1; path=SECRETA; domain=SECRETB",
             "Cookie: a=[REDACTED]; path=[REDACTED]; domain=[REDACTED]",
         ),
+        # (fifth review: a Cookie header as JSON or a dict, and a cookie joined on after an attribute)
+        ('{"Cookie": "sid=S1", "x": 1} cookie=S2', '{"Cookie": "sid=[REDACTED]cookie=[REDACTED]'),
+        (
+            "Set-Cookie: l=k; Expires=Sun, 29 Nov 2026 00:00:00 GMT, SID=S3; Path=/ connect.sid=S4",
+            "Set-Cookie: l=[REDACTED]; Expires=Sun, 29 Nov 2026 00:00:00 GMT, SID=[REDACTED]; Path=/ connect.sid=[REDACTED]",
+        ),
         # (fourth outside review: a name with spaces, joined Set-Cookie headers, ";" in quotes, attribute values)
         (
             "Cookie: sid = s1; received sid=s2; =s3",
@@ -125,6 +131,9 @@ MASKED = {
     "private key blocks": [
         # (fourth outside review: a label before BEGIN took the match, and the key's body went out)
         ("SSH_PRIVATE_KEY=" + KEY_BLOCK + "ok", "SSH_PRIVATE_KEY=[PRIVATE KEY REDACTED]\nok"),
+        # (fifth review: a value or token that runs into the block)
+        ("IDENTIFIED BY '" + KEY_BLOCK + "ok", "IDENTIFIED BY [REDACTED][PRIVATE KEY REDACTED]\nok"),
+        ("sk-abcdefghijklmnopqrstuvwx" + KEY_BLOCK + "ok", "[REDACTED][PRIVATE KEY REDACTED]\nok"),
         ("Cookie: k=1; x " + KEY_BLOCK + "ok", "Cookie: k=[REDACTED]; x [PRIVATE KEY REDACTED]\nok"),
         (
             "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----\nok",
