@@ -717,7 +717,7 @@ class Redactor:
         #: Short texts known to need nothing masked (only those: nothing sensitive is kept). Outbound messages
         #: repeat the same keys and values (``status``, ``SUCCESS``, host aliases) in every answer.
         self._clean: set[str] = set()
-        #: The same for what credential rules keep of their matches (see :meth:`_kept`).
+        #: The same for the pieces of matches that nested passes search (see :meth:`_pass`).
         self._clean_labels: set[bytes] = set()
         self._clean_parts: set[bytes] = set()
         names: dict[bytes, bytes] = {}
@@ -888,8 +888,6 @@ class Redactor:
             if match is None:  # pragma: no cover - the alternation matched this same pattern
                 return CREDENTIAL_MASK, end
             value = match.group(2)
-            if value[:10] == b"-----BEGIN" and _PEM_BEGIN_RE.match(data, match.start(2)):
-                return None  # a private key after a label (SSH_PRIVATE_KEY=-----BEGIN …): the PEM rule masks it whole
             quote = (
                 value[:1] if len(value) > 1 and value[:1] in (b'"', b"'") and value[-1:] == value[:1] else b""
             )
@@ -904,14 +902,7 @@ class Redactor:
         secrets in it masked: the user of ``rsync -u 10.0.0.5:/data`` or ``http://10.0.0.5:8443@x`` is an address.
         Only those rules: a label is not a value (``Authorization: Bearer`` stays). Shorter than the match, so this
         ends."""
-        if label in self._clean_labels:
-            return label
-        kept = self._apply(label, 0, None, None, _IN_KEPT_LABELS)[0]
-        if kept is label:  # only labels with nothing to mask are remembered (token=, Authorization: Bearer)
-            if len(self._clean_labels) >= CLEAN_MEMO_SIZE:
-                self._clean_labels.clear()
-            self._clean_labels.add(label)
-        return kept
+        return self._pass(label, self._clean_labels, only=_IN_KEPT_LABELS)
 
     @staticmethod
     def _after_context(inner: Handler, own: bytes) -> Handler:
@@ -989,15 +980,25 @@ class Redactor:
         return match.group(1) + b";".join(pairs), end
 
     def _nested(self, part: bytes) -> bytes:
-        """A part of a Cookie header redacted with every rule but the cookie rule (parts with nothing to mask are
-        remembered, as :meth:`_kept` does)."""
-        if part in self._clean_parts:
-            return part
-        redacted = self._apply(part, 0, None, None, skip=_COOKIE_RULE)[0]
-        if redacted is part:
-            if len(self._clean_parts) >= CLEAN_MEMO_SIZE:
-                self._clean_parts.clear()
-            self._clean_parts.add(part)
+        """A part of a Cookie header redacted with every rule but the cookie rule."""
+        return self._pass(part, self._clean_parts, skip=_COOKIE_RULE)
+
+    def _pass(
+        self,
+        text: bytes,
+        clean: set[bytes],
+        only: frozenset[str] | None = None,
+        skip: frozenset[str] = frozenset(),
+    ) -> bytes:
+        """``text`` (a piece of a match) redacted by a nested pass with some of the rules. Pieces with nothing to
+        mask are remembered in ``clean`` (only those: token=, Authorization: Bearer, a cookie's name)."""
+        if text in clean:
+            return text
+        redacted = self._apply(text, 0, None, None, only, skip)[0]
+        if redacted is text:
+            if len(clean) >= CLEAN_MEMO_SIZE:
+                clean.clear()
+            clean.add(text)
         return redacted
 
     @staticmethod
