@@ -41,7 +41,7 @@ MASKED = {
             "[IP]x [IP]z [IP]X_",
         ),  # (third review: these raised ValueError)
     ],
-    "addresses in what a credential rule keeps (outside review)": [
+    "what credential rules keep, and Cookie headers (outside reviews)": [
         ("rsync -avz -u 10.0.0.5:/data/ /backup/", "rsync -avz -u [IP]:[REDACTED] /backup/"),
         ("+ rsync -u root@192.168.1.20:/var/log/ .", "+ rsync -u root@[IP]:[REDACTED] ."),
         (
