@@ -16,12 +16,19 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv 2>/dev/null || { apt_install python3-venv && "$PYTHON" -m venv .venv; }
 fi
-# pip 23.2 (what a Python 3.11 venv brings) refuses an empty extras list ".[]": name extras only when there are some.
-SPEC="."; [ -z "${EXTRAS:-}" ] || SPEC=".[$EXTRAS]"
+# Exactly the locked versions, hash-checked, then the project itself with --no-deps: a fresh clone next month tests
+# what was tested today. LOCK=test (scripts/test) takes requirements/test-linux.lock: the runtime pins + test tools.
+# The build backend comes from requirements/build.lock (--no-build-isolation: nothing resolved at install time).
+LOCKFILE="requirements/${LOCK:+$LOCK-}linux.lock"
 _pip_log="$(mktemp)"
-if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e "$SPEC" >"$_pip_log" 2>&1; then
+_pip() { .venv/bin/python -m pip --disable-pip-version-check "$@" >>"$_pip_log" 2>&1; }
+if ! _pip install -q --require-hashes --no-deps --only-binary=:all: -r "$LOCKFILE" -r requirements/build.lock; then
   grep -v '^WARNING: Location' "$_pip_log" >&2; rm -f "$_pip_log"
-  echo "installing the project into .venv failed (pip install -e \"$SPEC\")" >&2; exit 2
+  echo "installing the locked versions into .venv failed (pip install --require-hashes -r $LOCKFILE)" >&2; exit 2
+fi
+if ! _pip install -q --no-deps --no-build-isolation -e .; then
+  grep -v '^WARNING: Location' "$_pip_log" >&2; rm -f "$_pip_log"
+  echo "installing the project into .venv failed (pip install --no-deps --no-build-isolation -e .)" >&2; exit 2
 fi
 rm -f "$_pip_log"
 # Check what the README's commands use: the console script, run from outside the checkout (so that `import agent`
