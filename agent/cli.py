@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -20,6 +21,7 @@ import click
 from agent import __version__
 from agent.config import COMMAND_KEY_ENV, CONFIG_ENV, RELAY_TOKEN_ENV, AgentConfig, load_config
 from agent.errors import ConfigError, InvalidArguments, RequestRefused, RunbookNotRunnable, SigningError
+from agent.startup import stdin_is_terminal
 
 # Each command imports what it uses, inside its function: `agent runbooks verify` never loads asyncssh, and no
 # command but `agent run` loads websockets, APScheduler, requests or psycopg2 (benchmarks/bench_process.py).
@@ -211,7 +213,7 @@ def _sign_lock(lock: Lock, key_file: Path) -> Lock:
     try:
         key = load_private_key(key_file, passphrase)
     except SigningError as exc:
-        if passphrase is None and "encrypted" in str(exc) and sys.stdin.isatty():
+        if passphrase is None and "encrypted" in str(exc) and stdin_is_terminal():
             entered = click.prompt(f"Passphrase for {key_file}", hide_input=True)
             key = load_private_key(key_file, entered.encode())
         else:
@@ -806,7 +808,7 @@ def generate(path: Path, comment: str, passphrase: bool) -> None:
     secret: bytes | None = None
     if passphrase:
         text = os.environ.get(PASSPHRASE_ENV)
-        if not text and not sys.stdin.isatty():
+        if not text and not stdin_is_terminal():
             _fail(f"no terminal to ask for a passphrase: set ${PASSPHRASE_ENV}, or pass --no-passphrase")
         text = text or click.prompt("Passphrase", hide_input=True, confirmation_prompt=True)
         secret = text.encode()
@@ -983,7 +985,7 @@ def service_install(
     if platform == "windows" and account and account not in ("LocalService", "NT AUTHORITY\\LocalService"):
         password = os.environ.get("AGENT_SERVICE_PASSWORD")
         if password is None and not dry_run:
-            if not sys.stdin.isatty():
+            if not stdin_is_terminal():
                 _fail(f"the password of {account}: set $AGENT_SERVICE_PASSWORD (no terminal to ask on)")
             password = click.prompt(f"Password of {account}", hide_input=True)
     # The console script beside this Python: Scripts\\agent.exe on Windows (bin/agent for a dry run elsewhere).
@@ -1102,11 +1104,20 @@ def service_status(name: str, target: str, nssm: str | None) -> None:
 
 
 def _describe_os_error(exc: OSError) -> str:
+    """One line for an OS error, in the same words on every platform (Windows' texts for socket errors differ by
+    version and language, and Wine has none: "windows error 0x2740")."""
+    import errno
     import socket
 
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the host name ({exc.strerror or exc})"
     text = exc.strerror or str(exc) or type(exc).__name__
+    where = re.search(r"address \(?'?([^,')]+)'?, (\d+)\)?", text)
+    at = f" ({where[1]} port {where[2]})" if where else ""
+    if exc.errno == errno.EADDRINUSE:
+        return f"address already in use{at}: another program listens on that port"
+    if exc.errno == errno.EADDRNOTAVAIL or text.startswith("could not bind on any address"):
+        return f"cannot assign the requested address{at}: it is not an address of this machine"
     if exc.filename is not None:
         text += f": {exc.filename}"
     return text
@@ -1153,4 +1164,7 @@ def run_cli(argv: list[str] | None = None) -> int:
 
 def entry() -> NoReturn:
     """The ``agent`` console script."""
+    from agent.startup import prepare_process
+
+    prepare_process()
     sys.exit(run_cli())
