@@ -61,7 +61,7 @@ class AuditLog:
 
         Other processes may append to the same file (``agent runbooks run`` while ``agent run`` serves): each entry
         is chained to the file's last whole entry, read again from the open file whenever it grew meanwhile; on
-        POSIX an exclusive ``flock`` makes that read and the write one step. The path is checked again under the
+        POSIX an exclusive ``flock`` (on Windows a byte-range lock) makes that read and the write one step. The path is checked again under the
         lock, so a writer that waited while the file was rotated writes to the new file, not the old one. A new
         (empty) file after a rotation or deletion starts its own chain with a ``continued`` entry that records the
         head this log had written before, so each file verifies on its own and the files can be tied together.
@@ -138,11 +138,28 @@ class AuditLog:
                 self._fd = None
 
 
-# Windows has no flock: there the size check alone re-chains after another writer.
-if sys.platform == "win32":  # pragma: no cover
+if sys.platform == "win32":  # pragma: no cover - runs under scripts/test-windows
+    import msvcrt
 
-    def _exclusive(fd: int) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
+    #: The byte Windows writers lock (mandatory byte-range locks: one past any real log, below 2 GiB because Wine's
+    #: and older CRTs' ``_locking`` take a 32-bit offset). Writers append at the end, so none writes there.
+    _LOCK_AT = 0x7FFFFFF0
+
+    @contextlib.contextmanager
+    def _exclusive(fd: int) -> Iterator[None]:
+        """Windows has no flock: an exclusive lock on one byte beyond the log, waited for as long as it takes."""
+        while True:
+            os.lseek(fd, _LOCK_AT, os.SEEK_SET)
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                break
+            except OSError:
+                time.sleep(0.002)
+        try:
+            yield
+        finally:
+            os.lseek(fd, _LOCK_AT, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 else:
     import fcntl

@@ -132,6 +132,9 @@ class Outbox:
         self._depth = 0
         self._over_logged = False
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Deleted rows (a migrated held request's raw packet, an acknowledged answer) are overwritten with zeros, not
+        # left readable in free pages. Debian builds SQLite with this on; python.org's Windows build does not.
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=WAL")
         self.synchronous = synchronous
         self.set_synchronous(synchronous)

@@ -55,17 +55,35 @@ def open_private(path: Path, flags: int) -> int:
         OSError: as ``os.open``; ``ELOOP`` for a link, ``EINVAL`` for a device, a pipe or a folder.
     """
     flags |= os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    if not hasattr(os, "O_NOFOLLOW"):  # Windows: refuse a link (a reparse point) before and after opening
+        _refuse_link(path)
     fd = os.open(path, flags, FILE_MODE)
     try:
-        mode = os.fstat(fd).st_mode
+        opened = os.fstat(fd)
+        mode = opened.st_mode
         if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if not hasattr(os, "O_NOFOLLOW"):
+            named = _refuse_link(path)
+            if named is not None and (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):
+                raise OSError(errno.ELOOP, "replaced while opening", str(path))
         if os.name == "posix" and mode & 0o777 & ~FILE_MODE:
             os.fchmod(fd, FILE_MODE)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _refuse_link(path: Path) -> os.stat_result | None:
+    """The file's own ``lstat`` (None: there is none yet); ``ELOOP`` when it is a link or another reparse point."""
+    try:
+        named = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(named.st_mode) or getattr(named, "st_file_attributes", 0) & 0x400:  # REPARSE_POINT
+        raise OSError(errno.ELOOP, "a link in place of a state file", str(path))
+    return named
 
 
 def write_private(path: Path, data: bytes) -> None:

