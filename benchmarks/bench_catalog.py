@@ -53,8 +53,8 @@ def generate(folder: Path) -> Catalog:
     line = 'echo "checking step {n} of runbook {i}: $(date +%s)" >&2  # padding to a realistic size\n'
     for i in range(COUNT):
         body = "#!/usr/bin/env bash\nset -euo pipefail\n" + "".join(line.format(n=n, i=i) for n in range(48))
-        (books / f"rb_{i:04d}.sh").write_text(body)
-        (books / f"rb_{i:04d}.toml").write_text(MANIFEST.format(i=i))
+        (books / f"rb_{i:04d}.sh").write_text(body, encoding="utf-8", newline="\n")
+        (books / f"rb_{i:04d}.toml").write_text(MANIFEST.format(i=i), encoding="utf-8", newline="\n")
     catalog = Catalog(books, folder / "runbooks.lock")
     catalog.relock()
     return catalog

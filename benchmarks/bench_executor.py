@@ -102,7 +102,7 @@ def spread(values: list[float], scale: float = 1000.0, unit: str = "ms") -> str:
 
 
 def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0  # pragma: no cover - Linux only
@@ -130,16 +130,20 @@ class Bench:
     def __init__(self, fleet: SshFleet, home: Path) -> None:
         self.fleet = fleet
         (home / "runbooks").mkdir()
-        (home / "runbooks" / "bench.sh").write_text(SCRIPT)
-        (home / "runbooks" / "bench.toml").write_text(MANIFEST)
+        (home / "runbooks" / "bench.sh").write_text(SCRIPT, encoding="utf-8", newline="\n")
+        (home / "runbooks" / "bench.toml").write_text(MANIFEST, encoding="utf-8", newline="\n")
         # The same runbook without the survivor sweep (a leaves_daemon runbook): what the sweep costs at fan-out.
-        (home / "runbooks" / "bench_nosweep.sh").write_text(SCRIPT)
-        (home / "runbooks" / "bench_nosweep.toml").write_text("leaves_daemon = true\n" + MANIFEST)
+        (home / "runbooks" / "bench_nosweep.sh").write_text(SCRIPT, encoding="utf-8", newline="\n")
+        (home / "runbooks" / "bench_nosweep.toml").write_text(
+            "leaves_daemon = true\n" + MANIFEST, encoding="utf-8", newline="\n"
+        )
         catalog = Catalog(home / "runbooks", home / "runbooks.lock")
         catalog.relock()
         aliases = [f"h{i:03d}" for i in range(len(fleet.endpoints))]
         (home / "agent.toml").write_text(
-            fleet.inventory_toml(aliases) + "[executor]\nmax_concurrency = 256\n"
+            fleet.inventory_toml(aliases) + "[executor]\nmax_concurrency = 256\n",
+            encoding="utf-8",
+            newline="\n",
         )
         self.config = load_config(home / "agent.toml")
         self.catalog = catalog

@@ -172,11 +172,13 @@ class Agent:
         mode = variant.split("+")[0]
         self.home = home / variant.replace("+", "-")
         (self.home / "runbooks").mkdir(parents=True)
-        (self.home / "runbooks" / "trivial.sh").write_text(SCRIPT)
-        (self.home / "runbooks" / "trivial.toml").write_text(MANIFEST)
+        (self.home / "runbooks" / "trivial.sh").write_text(SCRIPT, encoding="utf-8", newline="\n")
+        (self.home / "runbooks" / "trivial.toml").write_text(MANIFEST, encoding="utf-8", newline="\n")
         Catalog(self.home / "runbooks", self.home / "runbooks.lock").relock()
         (self.home / "agent.toml").write_text(
-            fleet.inventory_toml(["h1"]) + f'[relay]\nmax_backoff = 2.0\n[state]\nsynchronous = "{mode}"\n'
+            fleet.inventory_toml(["h1"]) + f'[relay]\nmax_backoff = 2.0\n[state]\nsynchronous = "{mode}"\n',
+            encoding="utf-8",
+            newline="\n",
         )
         self.relay = Relay(agent_token=TOKEN)
         self.events: dict[str, asyncio.Future[dict[str, Any]]] = {}

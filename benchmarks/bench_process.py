@@ -86,7 +86,7 @@ def peak_rss(argv: list[str]) -> int:
     status = Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
         try:
-            for line in status.read_text().splitlines():
+            for line in status.read_text(encoding="utf-8").splitlines():
                 if line.startswith("VmHWM:"):
                     peak = max(peak, int(line.split()[1]))
         except (OSError, ValueError):  # exiting between the poll and the read
@@ -104,7 +104,7 @@ def summary(values: list[float]) -> str:
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
@@ -112,15 +112,19 @@ def rss_kib(pid: int) -> int:
 
 def setup(home: Path, fleet: SshFleet) -> list[str]:
     (home / "runbooks").mkdir()
-    (home / "runbooks" / "bench.sh").write_text(SCRIPT)
-    (home / "runbooks" / "bench.toml").write_text(MANIFEST.replace("rooms = []", 'rooms = ["ops"]'))
+    (home / "runbooks" / "bench.sh").write_text(SCRIPT, encoding="utf-8", newline="\n")
+    (home / "runbooks" / "bench.toml").write_text(
+        MANIFEST.replace("rooms = []", 'rooms = ["ops"]'), encoding="utf-8", newline="\n"
+    )
     Catalog(home / "runbooks", home / "runbooks.lock").relock()
     aliases = [f"h{i:03d}" for i in range(len(fleet.endpoints))]
     (home / "agent.toml").write_text(
-        'agent_id = "bench"\n' + fleet.inventory_toml(aliases) + "[executor]\nmax_concurrency = 128\n"
+        'agent_id = "bench"\n' + fleet.inventory_toml(aliases) + "[executor]\nmax_concurrency = 128\n",
+        encoding="utf-8",
+        newline="\n",
     )
-    (home / "bare.py").write_text(BARE)
-    (home / "script.sh").write_text(SCRIPT)
+    (home / "bare.py").write_text(BARE, encoding="utf-8", newline="\n")
+    (home / "script.sh").write_text(SCRIPT, encoding="utf-8", newline="\n")
     return aliases
 
 
@@ -201,7 +205,7 @@ def main() -> None:
         catalog_home = home / "catalog"
         catalog_home.mkdir()
         generate(catalog_home)
-        (catalog_home / "agent.toml").write_text("")
+        (catalog_home / "agent.toml").write_text("", encoding="utf-8", newline="\n")
         verify = [AGENT, "-c", str(catalog_home / "agent.toml"), "runbooks", "verify"]
         python = [sys.executable, "-c", "pass"]
         verify_t, python_t = [], []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,26 @@ ROOT = Path(__file__).resolve().parent.parent
 settings.register_profile("default", max_examples=300, deadline=None)
 settings.register_profile("deep", max_examples=3000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+#: Fixtures that start OpenSSH's sshd or need PostgreSQL on this machine. Under scripts/test-windows (a Windows
+#: CPython under Wine) there is neither: those tests run on the Linux side, and the Windows run skips them by name.
+LINUX_SERVICES = {"fleet", "postgres"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if sys.platform != "win32":
+        return
+    for item in items:
+        needs = LINUX_SERVICES & set(getattr(item, "fixturenames", ()))
+        posix = item.get_closest_marker("posix_only")
+        if needs or posix:
+            why = (
+                f"needs {', '.join(sorted(needs))} on this machine"
+                if needs
+                else posix.kwargs.get("reason", "POSIX")
+            )
+            item.add_marker(pytest.mark.skip(reason=f"Windows run: {why} (covered by the Linux run)"))
 
 
 @pytest.fixture
@@ -77,7 +98,9 @@ def agent_home(fleet: SshFleet, tmp_path: Path) -> Path:
         'agent_id = "test-agent"\n'
         + fleet.inventory_toml(["h1", "h2", "h3"], extra)
         + '[inventory.groups]\nweb = ["h1", "h2"]\n\n[executor]\nkill_grace = 1.0\nconnect_timeout = 5.0\n\n'
-        + "[relay]\nmax_backoff = 2.0\n\n[tasks]\nshutdown_grace = 5.0\n"
+        + "[relay]\nmax_backoff = 2.0\n\n[tasks]\nshutdown_grace = 5.0\n",
+        encoding="utf-8",
+        newline="\n",
     )
     return tmp_path
 

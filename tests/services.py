@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -62,6 +61,8 @@ def _throwaway_cluster() -> Iterator[dict[str, str]]:
 
 def getpass_user() -> str:
     try:
+        import pwd  # POSIX only: imported where used, so that the tests import on Windows
+
         pwd.getpwnam("postgres")
         return "postgres" if os.geteuid() == 0 else login_user()
     except KeyError:

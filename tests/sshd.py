@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import pwd
 import shutil
 import socket
 import subprocess
@@ -35,6 +34,8 @@ def login_user() -> str:
     if os.geteuid() != 0:
         return getpass.getuser()
     try:
+        import pwd  # POSIX only: imported where used, so that the tests import on Windows
+
         pwd.getpwnam(TEST_USER)
     except KeyError:
         home = f"/var/lib/{TEST_USER}"
@@ -61,7 +62,7 @@ def keygen(path: Path, comment: str = "") -> str:
         check=True,
         capture_output=True,
     )
-    return path.with_name(path.name + ".pub").read_text().strip()
+    return path.with_name(path.name + ".pub").read_text(encoding="utf-8").strip()
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class Sshd:
         self.dir.chmod(0o755)
         self.host_key_line = keygen(self.dir / "host_ed25519", "test-host")
         authorized = self.dir / "authorized_keys"
-        authorized.write_text(authorized_key + "\n")
+        authorized.write_text(authorized_key + "\n", encoding="utf-8", newline="\n")
         authorized.chmod(0o644)
         self.log = self.dir / "sshd.log"
         listen = "".join(f"ListenAddress {e.address}:{e.port}\n" for e in endpoints)
@@ -94,7 +95,9 @@ class Sshd:
             f"AllowUsers {user}\n"
             "PidFile none\nUsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PubkeyAuthentication yes\nPrintMotd no\nPrintLastLog no\nLogLevel VERBOSE\nMaxStartups 400:30:800\n"
-            f"MaxSessions {max_sessions}\nUseDNS no\n"
+            f"MaxSessions {max_sessions}\nUseDNS no\n",
+            encoding="utf-8",
+            newline="\n",
         )
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -112,7 +115,9 @@ class Sshd:
         pending = list(self.endpoints)
         while pending:
             if self.process.poll() is not None:
-                raise RuntimeError(f"sshd exited: {self.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"sshd exited: {self.log.read_text(errors='replace', encoding='utf-8')[-2000:]}"
+                )
             try:
                 with socket.create_connection((pending[0].address, pending[0].port), timeout=1):
                     pending.pop(0)
@@ -124,10 +129,10 @@ class Sshd:
 
     def logins(self) -> int:
         """How many logins sshd accepted so far."""
-        return self.log.read_text(errors="replace").count("Accepted publickey")
+        return self.log.read_text(errors="replace", encoding="utf-8").count("Accepted publickey")
 
     def connections(self) -> int:
-        return self.log.read_text(errors="replace").count("Connection from")
+        return self.log.read_text(errors="replace", encoding="utf-8").count("Connection from")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -162,7 +167,9 @@ class SshFleet:
         self.known_hosts = self.dir / "known_hosts"
         trusted = [line for server in self.servers for line in server.known_hosts_lines()]
         # The last ``untrusted`` endpoints are real sshd hosts that known_hosts has no key for.
-        self.known_hosts.write_text("".join(line + "\n" for line in trusted[: count - untrusted]))
+        self.known_hosts.write_text(
+            "".join(line + "\n" for line in trusted[: count - untrusted]), encoding="utf-8", newline="\n"
+        )
 
     def start(self) -> SshFleet:
         for server in self.servers:

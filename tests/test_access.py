@@ -32,8 +32,10 @@ park = ["viewer"]
 
 async def start(home: Path, relay: Relay, window: float = 600, **env: str) -> RunningApp:
     config = home / "agent.toml"
-    if "[access]" not in config.read_text():
-        config.write_text(config.read_text() + ACCESS.format(window=window))
+    if "[access]" not in config.read_text(encoding="utf-8"):
+        config.write_text(
+            config.read_text(encoding="utf-8") + ACCESS.format(window=window), encoding="utf-8", newline="\n"
+        )
     app = RunningApp(App(load_config(config), environ=agent_environ(relay, **env)))
     await asyncio.wait_for(relay.agent_connected.wait(), 10)
     return app
@@ -50,7 +52,9 @@ async def send(
 
 
 def audit(home: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (home / "var" / "audit.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line) for line in (home / "var" / "audit.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
 
 
 async def pending(operator: Operator, task_id: str) -> dict[str, Any]:
@@ -268,7 +272,7 @@ async def test_the_reference_relay_signs_for_the_agent(agent_home: Path) -> None
 
 
 def test_the_documented_test_vector_verifies() -> None:
-    doc = (ROOT / "docs" / "protocol.md").read_text()
+    doc = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
     packet = json.loads(doc.split("<!-- test-vector-packet -->")[1].split("```json")[1].split("```")[0])
     documented = doc.split("<!-- test-vector-sig -->`")[1].split("`")[0]
     assert signature("guardia-test-vector-key", packet, 1767225600, "n0nce-for-the-test-vector") == documented

@@ -63,7 +63,10 @@ async def test_killed_after_finishing_but_before_the_ack_resends_after_restart(
         await operator.command("LIST_RUNBOOKS", "kill-2")
         await operator.finished("kill-2")
         assert len(operator.of("kill-1", "TASK_FINISHED")) == 1  # the relay delivered it to the room once
-        audit = [json.loads(line) for line in (agent_home / "var" / "audit.jsonl").read_text().splitlines()]
+        audit = [
+            json.loads(line)
+            for line in (agent_home / "var" / "audit.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
         assert [e["kind"] for e in audit if e.get("task_id") == "kill-1"].count("run") == 1  # and it ran once
 
         await operator.command(
@@ -75,16 +78,18 @@ async def test_killed_after_finishing_but_before_the_ack_resends_after_restart(
     finally:
         if process.poll() is None:
             process.kill()
-    log = (agent_home / "agent.log").read_text()
+    log = (agent_home / "agent.log").read_text(encoding="utf-8")
     assert "stopped" in log and "< {" in log  # frames were logged at DEBUG…
     assert SECRET not in log and "[SECRET]" in log  # …through the redacting filter
 
 
 async def _agent_with_grace(agent_home: Path, relay: Relay, grace: float) -> RunningApp:
     config = (
-        (agent_home / "agent.toml").read_text().replace("shutdown_grace = 5.0", f"shutdown_grace = {grace}")
+        (agent_home / "agent.toml")
+        .read_text(encoding="utf-8")
+        .replace("shutdown_grace = 5.0", f"shutdown_grace = {grace}")
     )
-    (agent_home / "agent.toml").write_text(config)
+    (agent_home / "agent.toml").write_text(config, encoding="utf-8", newline="\n")
     running = RunningApp(App(load_config(agent_home / "agent.toml"), environ=agent_environ(relay)))
     await asyncio.wait_for(relay.agent_connected.wait(), 10)
     return running

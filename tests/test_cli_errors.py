@@ -129,7 +129,7 @@ def answers(
         def run(case: Case) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
                 [str(AGENT), *case.args], capture_output=True, text=True, timeout=120,
-                stdin=subprocess.DEVNULL, cwd=work, env=env, check=False,
+                stdin=subprocess.DEVNULL, cwd=work, env=env, check=False, encoding="utf-8",
             )  # fmt: skip
 
         with ThreadPoolExecutor(max_workers=4) as pool:

@@ -42,8 +42,8 @@ replacement = "[MEMBER]"
 
 def write(folder: Path, text: str) -> Path:
     path = folder / "agent.toml"
-    path.write_text(text)
-    (folder / "relay.token").write_text("file-secret-123\n")
+    path.write_text(text, encoding="utf-8", newline="\n")
+    (folder / "relay.token").write_text("file-secret-123\n", encoding="utf-8", newline="\n")
     return path
 
 
@@ -126,7 +126,11 @@ def test_agent_redact_filters_stdin_like_the_agent(
 
 def test_agent_redact_applies_a_runbooks_own_rules(agent_cli: Cli, catalog_dir: Path) -> None:
     manifest = catalog_dir / "runbooks" / "mem_load.toml"
-    manifest.write_text(manifest.read_text() + '\n[[redact]]\nname = "lot"\npattern = "LOT-[0-9]{6}"\n')
+    manifest.write_text(
+        manifest.read_text(encoding="utf-8") + '\n[[redact]]\nname = "lot"\npattern = "LOT-[0-9]{6}"\n',
+        encoding="utf-8",
+        newline="\n",
+    )
     assert agent_cli("redact", "--runbook", "mem_load", input="lot LOT-123456\n").stdout == "lot [REDACTED]\n"
     assert agent_cli("redact", input="lot LOT-123456\n").stdout == "lot LOT-123456\n"
     missing = agent_cli("redact", "--runbook", "nope", input="")
@@ -144,8 +148,8 @@ def test_config_check_lists_every_runtime_problem(
     for problem in ["no relay URL", "inventory.known_hosts:", "hosts.was01.key_file:", "does not exist"]:
         assert problem in result.stderr
     assert "warning: no relay token" in result.stderr
-    (catalog_dir / "known_hosts").write_text("")
-    (catalog_dir / "id_ed25519").write_text("")
+    (catalog_dir / "known_hosts").write_text("", encoding="utf-8", newline="\n")
+    (catalog_dir / "id_ed25519").write_text("", encoding="utf-8", newline="\n")
     monkeypatch.setenv("EXTERNAL_WS_URL", "wss://relay.example.invalid/agent")
     monkeypatch.setenv("AGENT_RELAY_TOKEN", "t0ken-123456")
     ok = agent_cli("-c", "agent.toml", "config", "check")

@@ -53,16 +53,18 @@ ACCESS = '\n[access]\n[access.users]\nkim = ["operator"]\nlee = ["approver"]\npa
 
 
 def add_runbooks(home: Path) -> None:
-    (home / "runbooks" / "pick.sh").write_text(PICK_SH)
-    (home / "runbooks" / "pick.toml").write_text(PICK_TOML)
-    (home / "runbooks" / "other_room.sh").write_text("#!/usr/bin/env bash\necho other\n")
-    (home / "runbooks" / "other_room.toml").write_text(OTHER_TOML)
+    (home / "runbooks" / "pick.sh").write_text(PICK_SH, encoding="utf-8", newline="\n")
+    (home / "runbooks" / "pick.toml").write_text(PICK_TOML, encoding="utf-8", newline="\n")
+    (home / "runbooks" / "other_room.sh").write_text(
+        "#!/usr/bin/env bash\necho other\n", encoding="utf-8", newline="\n"
+    )
+    (home / "runbooks" / "other_room.toml").write_text(OTHER_TOML, encoding="utf-8", newline="\n")
     Catalog(home / "runbooks", home / "runbooks.lock").relock()
 
 
 def configure(home: Path, extra: str = "") -> None:
     config = home / "agent.toml"
-    config.write_text(config.read_text() + extra)
+    config.write_text(config.read_text(encoding="utf-8") + extra, encoding="utf-8", newline="\n")
 
 
 async def start(home: Path, relay: Relay, **env: str) -> RunningApp:
@@ -242,8 +244,12 @@ def second_home(home: Path, tmp_path_factory: pytest.TempPathFactory, agent_id: 
     other = tmp_path_factory.mktemp(agent_id)
     shutil.copytree(home / "runbooks", other / "runbooks")
     shutil.copy(home / "runbooks.lock", other / "runbooks.lock")
-    config = (home / "agent.toml").read_text().replace('agent_id = "test-agent"', f'agent_id = "{agent_id}"')
-    (other / "agent.toml").write_text(config)
+    config = (
+        (home / "agent.toml")
+        .read_text(encoding="utf-8")
+        .replace('agent_id = "test-agent"', f'agent_id = "{agent_id}"')
+    )
+    (other / "agent.toml").write_text(config, encoding="utf-8", newline="\n")
     return other
 
 
@@ -268,8 +274,8 @@ async def test_several_agents_are_routed_by_room_and_a_duplicate_id_is_refused_w
                 await asyncio.sleep(0.05)  # polling the relay's table
         await ask(operator, "run echo_args host=h1 value=for-a", "m1")
         await ask(operator, "run echo_args host=h1 value=for-b", "m2", room="ops-b")
-        audit_a = (agent_home / "var" / "audit.jsonl").read_text()
-        audit_b = (home_b / "var" / "audit.jsonl").read_text()
+        audit_a = (agent_home / "var" / "audit.jsonl").read_text(encoding="utf-8")
+        audit_b = (home_b / "var" / "audit.jsonl").read_text(encoding="utf-8")
         assert '"m1"' in audit_a and '"m2"' not in audit_a and '"m2"' in audit_b and '"m1"' not in audit_b
         nobody = (await ask(operator, "help", "m3", room="nowhere"))["payload"]
         assert nobody["error"]["code"] == "NO_AGENT"
@@ -316,13 +322,13 @@ async def test_a_changed_catalog_or_approver_key_is_told_to_the_room_even_across
     app = await start(agent_home, relay)
     await app.stop()
     await relay.stop()
-    assert json.loads(state.read_text())["test-agent"]["approver_keys"] == []
+    assert json.loads(state.read_text(encoding="utf-8"))["test-agent"]["approver_keys"] == []
 
     _, line = generate_key_pair(tmp_path / "mallory", "mallory", None)
     add_runbooks(agent_home)  # and the catalog changes too (a relock on the agent PC)
     config = agent_home / "agent.toml"
-    config.write_text(config.read_text().replace('agent_id = "test-agent"\n',
-                                                 f'agent_id = "test-agent"\n[catalog]\napprover_keys = ["{line}"]\n'))  # fmt: skip
+    config.write_text(config.read_text(encoding="utf-8").replace('agent_id = "test-agent"\n',
+                                                 f'agent_id = "test-agent"\n[catalog]\napprover_keys = ["{line}"]\n'), encoding="utf-8", newline="\n")  # fmt: skip
     relay = Relay(agent_token=RELAY_TOKEN, settings=RelaySettings(state_file=state))  # a restarted relay
     relay.port = await relay.start("127.0.0.1", 0)  # type: ignore[attr-defined]
     operator = await connect_operator(relay)
@@ -385,7 +391,7 @@ def test_a_bad_relay_config_is_refused_with_its_problem(
     agent_cli: Any, tmp_path: Path, text: str, problem: str
 ) -> None:
     config = tmp_path / "relay.toml"
-    config.write_text(text)
+    config.write_text(text, encoding="utf-8", newline="\n")
     result = agent_cli("relay", "--port", "0", "--config", str(config))
     assert result.exit_code == 2 and problem in result.output and "Traceback" not in result.output
 

@@ -24,7 +24,7 @@ def run_demo(tmp_path: Path, *args: str) -> str:
     for name in ("EXTERNAL_WS_URL", "AGENT_RELAY_TOKEN", "AGENT_CONFIG"):
         env.pop(name, None)
     done = subprocess.run([sys.executable, "-m", "agent", "demo", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+                          text=True, timeout=120, encoding="utf-8")  # fmt: skip
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert "127.0.0.1:" not in out.split("\n", 2)[2]  # past the banner, no address reaches the room

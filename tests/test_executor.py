@@ -111,7 +111,9 @@ async def test_script_runs_in_a_clean_environment(agent: Agent) -> None:
 
 
 def _survivors(marker: str) -> list[str]:
-    found = subprocess.run(["pgrep", "-a", "-f", marker], capture_output=True, text=True).stdout
+    found = subprocess.run(
+        ["pgrep", "-a", "-f", marker], capture_output=True, text=True, encoding="utf-8"
+    ).stdout
     return [line for line in found.splitlines() if "pgrep" not in line]
 
 
@@ -145,13 +147,17 @@ async def test_host_key_not_in_known_hosts_is_refused(agent: Agent) -> None:
 
 async def test_changed_host_key_is_refused(agent_home: Path, fleet: SshFleet) -> None:
     impostor_key = keygen(agent_home / "impostor", "impostor").split(" ", 2)
-    lines = fleet.known_hosts.read_text().splitlines()
+    lines = fleet.known_hosts.read_text(encoding="utf-8").splitlines()
     forged = agent_home / "known_hosts_forged"
     forged.write_text(
-        "\n".join(f"{ln.split()[0]} {impostor_key[0]} {impostor_key[1]}" for ln in lines) + "\n"
+        "\n".join(f"{ln.split()[0]} {impostor_key[0]} {impostor_key[1]}" for ln in lines) + "\n",
+        encoding="utf-8",
+        newline="\n",
     )
-    config = (agent_home / "agent.toml").read_text().replace(str(fleet.known_hosts), str(forged))
-    (agent_home / "agent.toml").write_text(config)
+    config = (
+        (agent_home / "agent.toml").read_text(encoding="utf-8").replace(str(fleet.known_hosts), str(forged))
+    )
+    (agent_home / "agent.toml").write_text(config, encoding="utf-8", newline="\n")
     agent = Agent(agent_home)
     try:
         [host] = (await agent.run("fail_exit", ["h1"], code=0)).hosts

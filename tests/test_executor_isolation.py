@@ -60,13 +60,15 @@ def hostile_home(short_dir: Path, fleet: SshFleet) -> Iterator[Path]:
     ssh.mkdir(parents=True)
     # A key the hosts would even accept: if it were offered, sshd's log would show it.
     hostile_public = keygen(ssh / "id_ed25519", "hostile-default-identity")
-    saved = {server: (server.dir / "authorized_keys").read_text() for server in fleet.servers}
+    saved = {server: (server.dir / "authorized_keys").read_text(encoding="utf-8") for server in fleet.servers}
     for server, keys in saved.items():
-        (server.dir / "authorized_keys").write_text(keys + hostile_public + "\n")
+        (server.dir / "authorized_keys").write_text(
+            keys + hostile_public + "\n", encoding="utf-8", newline="\n"
+        )
     revoked = "".join(f"@revoked {line}\n" for server in fleet.servers for line in server.known_hosts_lines())
-    (ssh / "known_hosts").write_text(revoked)
-    (ssh / "evil_known_hosts").write_text(revoked)
-    (ssh / "ca-bundle.crt").write_text("not a certificate\n")
+    (ssh / "known_hosts").write_text(revoked, encoding="utf-8", newline="\n")
+    (ssh / "evil_known_hosts").write_text(revoked, encoding="utf-8", newline="\n")
+    (ssh / "ca-bundle.crt").write_text("not a certificate\n", encoding="utf-8", newline="\n")
     (ssh / "config").write_text(
         "Host *\n"
         f"  ProxyCommand sh -c 'touch {short_dir / 'proxy-ran'}'\n"
@@ -79,11 +81,13 @@ def hostile_home(short_dir: Path, fleet: SshFleet) -> Iterator[Path]:
         "  User root\n"
         "  SetEnv GUARDIA_HOSTILE=1\n"
         "  ForwardAgent yes\n"
-        "  Ciphers aes128-ctr\n"
+        "  Ciphers aes128-ctr\n",
+        encoding="utf-8",
+        newline="\n",
     )
     yield home
     for server, keys in saved.items():
-        (server.dir / "authorized_keys").write_text(keys)
+        (server.dir / "authorized_keys").write_text(keys, encoding="utf-8", newline="\n")
 
 
 @pytest.fixture
@@ -118,7 +122,7 @@ async def test_hostile_home_and_ssh_agent_change_nothing(
     assert "PATH" in names and "GUARDIA_HOSTILE" not in names
     assert not (short_dir / "proxy-ran").exists()  # the ProxyCommand never ran
     assert fake_agent.contacts == 0  # neither SSH_AUTH_SOCK nor IdentityAgent was contacted
-    log = fleet.servers[0].log.read_text(errors="replace")
+    log = fleet.servers[0].log.read_text(errors="replace", encoding="utf-8")
     accepted = [line for line in log.splitlines() if "Accepted publickey" in line]
     configured = keygen_fingerprint(fleet.client_key)
     assert accepted and all(f" for {fleet.user} " in ln and configured in ln for ln in accepted), accepted
@@ -126,11 +130,16 @@ async def test_hostile_home_and_ssh_agent_change_nothing(
 
 def keygen_fingerprint(private_key: Path) -> str:
     out = subprocess.run(
-        ["ssh-keygen", "-l", "-f", str(private_key)], capture_output=True, text=True, check=True
+        ["ssh-keygen", "-l", "-f", str(private_key)],
+        capture_output=True,
+        text=True,
+        check=True,
+        encoding="utf-8",
     ).stdout
     return out.split()[1]  # SHA256:…
 
 
+@pytest.mark.posix_only(reason="asyncssh's search for liboqs runs ldconfig/gcc on POSIX only")
 def test_importing_the_executor_runs_no_compiler_or_linker_from_path(tmp_path: Path) -> None:
     """asyncssh searches for liboqs as it is imported (ctypes.util.find_library: ldconfig, then gcc and ld from
     PATH). The agent skips that one search: a service should not start a compiler found on its PATH, and the key
@@ -139,7 +148,9 @@ def test_importing_the_executor_runs_no_compiler_or_linker_from_path(tmp_path: P
     bin_dir.mkdir()
     ran = tmp_path / "ran"
     for tool in ("gcc", "cc", "ld"):
-        (bin_dir / tool).write_text(f'#!/bin/sh\necho {tool} "$@" >> "{ran}"\nexit 1\n')
+        (bin_dir / tool).write_text(
+            f'#!/bin/sh\necho {tool} "$@" >> "{ran}"\nexit 1\n', encoding="utf-8", newline="\n"
+        )
         (bin_dir / tool).chmod(0o755)
     probe = (
         "import ctypes.util, json\n"
@@ -159,9 +170,9 @@ def test_importing_the_executor_runs_no_compiler_or_linker_from_path(tmp_path: P
         out = subprocess.run(
             [sys.executable, "-c", probe.format(module=module)],
             capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
-            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)},
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}, encoding="utf-8",
         ).stdout  # fmt: skip
-        return json.loads(out), ran.read_text() if ran.exists() else ""
+        return json.loads(out), ran.read_text(encoding="utf-8") if ran.exists() else ""
 
     # The control: asyncssh imported on its own asks for liboqs, and the fake gcc on PATH is run for it.
     (asked, _, _, _), tools_run = imported("asyncssh")

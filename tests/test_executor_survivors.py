@@ -30,7 +30,7 @@ def live_processes(marker: str) -> list[tuple[int, str]]:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            state = (entry / "stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
         except OSError:
             continue  # gone meanwhile
         if marker in cmdline and state not in ("Z", "X"):
@@ -40,7 +40,9 @@ def live_processes(marker: str) -> list[tuple[int, str]]:
 
 def ps_lines(marker: str) -> list[str]:
     """The same question asked of ``ps`` (what an operator on the host would look at)."""
-    out = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ps", "-eo", "stat=,args="], capture_output=True, text=True, check=True, encoding="utf-8"
+    ).stdout
     return [line for line in out.splitlines() if marker in line and not line.lstrip().startswith("Z")]
 
 

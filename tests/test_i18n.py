@@ -172,14 +172,14 @@ def test_chat_config_defaults_to_korean_kst_and_refuses_unknown_zones_and_langua
     from agent.errors import ConfigError
 
     path = tmp_path / "agent.toml"
-    path.write_text("")
+    path.write_text("", encoding="utf-8", newline="\n")
     chat = load_config(path).chat
     assert (chat.language, chat.timezone) == ("ko", "Asia/Seoul")
-    path.write_text('[chat]\nlanguage = "en"\ntimezone = "Europe/Berlin"\n')
+    path.write_text('[chat]\nlanguage = "en"\ntimezone = "Europe/Berlin"\n', encoding="utf-8", newline="\n")
     assert load_config(path).chat.chat() == Chat("en", "Europe/Berlin")
     for bad in ['timezone = "Mars/Olympus"', 'timezone = "../../etc/passwd"', 'timezone = "Asia"',
                 'timezone = ""', 'language = "fr"']:  # fmt: skip
-        path.write_text(f"[chat]\n{bad}\n")
+        path.write_text(f"[chat]\n{bad}\n", encoding="utf-8", newline="\n")
         with pytest.raises(ConfigError) as refused:
             load_config(path)
         assert "chat." in str(refused.value), bad
@@ -197,6 +197,6 @@ def test_every_template_survives_redaction() -> None:
 def test_the_wheel_ships_the_compiled_catalogs() -> None:
     import tomllib
 
-    project = tomllib.loads((AGENT.parent / "pyproject.toml").read_text())
+    project = tomllib.loads((AGENT.parent / "pyproject.toml").read_text(encoding="utf-8"))
     assert "locale/*/LC_MESSAGES/*.mo" in project["tool"]["setuptools"]["package-data"]["agent"]
     assert any(dep.startswith("tzdata") for dep in project["project"]["dependencies"])  # zoneinfo on Windows

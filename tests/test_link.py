@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_dispatch_table_is_the_documented_allowlist() -> None:
-    doc = (ROOT / "docs" / "protocol.md").read_text()
+    doc = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
     section = doc.split("<!-- actions -->")[1].split("<!-- /actions -->")[0]
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", section, re.M))
     assert documented == {a.value for a in Action} == {a.value for a in HANDLERS}
@@ -170,7 +170,7 @@ async def test_each_refusal_is_a_clear_fail_and_the_agent_keeps_serving(
 async def test_an_unverified_runbook_is_refused_naming_the_reason(
     agent_home: Path, relay: Relay, operator: Operator
 ) -> None:
-    (agent_home / "runbooks" / "echo_args.sh").write_text("echo tampered\n")
+    (agent_home / "runbooks" / "echo_args.sh").write_text("echo tampered\n", encoding="utf-8", newline="\n")
     app = RunningApp(App(load_config(agent_home / "agent.toml"), environ=agent_environ(relay)))
     try:
         report = await operator.wait_for(lambda e: e.get("event") == "REPORT")
@@ -213,7 +213,10 @@ async def test_same_task_id_twice_runs_once(
         )
     )
     assert again["payload"]["data"] == first["payload"]["data"] and again["msg_id"] != first["msg_id"]
-    runs = [json.loads(line) for line in (agent_home / "var" / "audit.jsonl").read_text().splitlines()]
+    runs = [
+        json.loads(line)
+        for line in (agent_home / "var" / "audit.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert [e["kind"] for e in runs if e.get("task_id") == "dup-1"].count("run") == 1
 
 
@@ -394,7 +397,7 @@ async def test_secrets_planted_everywhere_never_reach_the_relay(
     for form in forms:
         assert form not in sent, form
     assert "[SECRET]" in sent and "password=[REDACTED]" in sent
-    audit = (agent_home / "var" / "audit.jsonl").read_text()
+    audit = (agent_home / "var" / "audit.jsonl").read_text(encoding="utf-8")
     assert SECRET not in audit
 
 
@@ -402,7 +405,7 @@ async def test_a_report_carrying_a_secret_is_redacted(
     agent_home: Path, relay: Relay, operator: Operator
 ) -> None:
     (agent_home / "runbooks" / f"{SECRET}.sh").write_text(
-        "echo\n"
+        "echo\n", encoding="utf-8", newline="\n"
     )  # a bad file name lands in the catalog report
     app = RunningApp(
         App(load_config(agent_home / "agent.toml"), environ=agent_environ(relay, DB_PASSWORD=SECRET))

@@ -41,7 +41,11 @@ def test_the_manifests_interpreter_picks_the_dialect() -> None:
 def test_lock_refuses_a_script_with_a_shellcheck_error(agent_cli: Cli, catalog_dir: Path) -> None:
     before = (catalog_dir / "runbooks.lock").read_bytes()
     script = catalog_dir / "runbooks" / "mem_load.sh"
-    script.write_text(script.read_text() + 'for f in $(ls /tmp); do echo "$f"; done\n')
+    script.write_text(
+        script.read_text(encoding="utf-8") + 'for f in $(ls /tmp); do echo "$f"; done\n',
+        encoding="utf-8",
+        newline="\n",
+    )
     result = agent_cli("runbooks", "lock")
     assert result.exit_code == 1
     assert "mem_load.sh:" in result.output and "SC2045" in result.output
@@ -56,7 +60,7 @@ def test_lock_refuses_a_script_with_a_shellcheck_error(agent_cli: Cli, catalog_d
 
 def test_lock_prints_warnings_and_locks_anyway(agent_cli: Cli, catalog_dir: Path) -> None:
     script = catalog_dir / "runbooks" / "mem_load.sh"
-    script.write_text(script.read_text() + "unused_var=1\n")
+    script.write_text(script.read_text(encoding="utf-8") + "unused_var=1\n", encoding="utf-8", newline="\n")
     result = agent_cli("runbooks", "lock")
     assert result.exit_code == 0, result.output
     assert "warning SC2034" in result.output and "locking anyway" in result.output

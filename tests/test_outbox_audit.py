@@ -50,7 +50,7 @@ def test_a_failed_transaction_leaves_neither_message_nor_result(tmp_path: Path) 
 
 
 def _entries(path: Path) -> list[str]:
-    return path.read_text().splitlines(keepends=True)
+    return path.read_text(encoding="utf-8").splitlines(keepends=True)
 
 
 def test_audit_chain_detects_edits_removals_and_reordering(tmp_path: Path) -> None:
@@ -62,28 +62,29 @@ def test_audit_chain_detects_edits_removals_and_reordering(tmp_path: Path) -> No
         log.append("command", task_id=f"t{i}", note="secret")
     assert AuditLog(path).append("start")["seq"] == 6  # a new process continues the chain
     report = verify_chain(path)
-    assert report.ok and report.entries == 6 and 'secret"' not in path.read_text()
+    assert report.ok and report.entries == 6 and 'secret"' not in path.read_text(encoding="utf-8")
     lines = _entries(path)
 
     edited = lines.copy()
     edited[2] = edited[2].replace('"t2"', '"t9"')
-    path.write_text("".join(edited))
+    path.write_text("".join(edited), encoding="utf-8", newline="\n")
     assert any("edited" in p for p in verify_chain(path).problems)
 
-    path.write_text("".join(lines[:2] + lines[3:]))
+    path.write_text("".join(lines[:2] + lines[3:]), encoding="utf-8", newline="\n")
     assert any("removed or reordered" in p for p in verify_chain(path).problems)
 
-    path.write_text("".join([lines[1], lines[0], *lines[2:]]))
+    path.write_text("".join([lines[1], lines[0], *lines[2:]]), encoding="utf-8", newline="\n")
     assert not verify_chain(path).ok
 
-    path.write_text("".join(lines))
+    path.write_text("".join(lines), encoding="utf-8", newline="\n")
     result = CliRunner().invoke(main, ["audit", "verify", "--file", str(path)])
     assert result.exit_code == 0 and f"head {report.head}" in result.output
-    path.write_text("".join(edited))
+    path.write_text("".join(edited), encoding="utf-8", newline="\n")
     broken = CliRunner().invoke(main, ["audit", "verify", "--file", str(path)])
     assert broken.exit_code == 1 and "BROKEN" in broken.output
 
 
+@pytest.mark.posix_only(reason="Windows lets no process rename or delete a file another holds open")
 def test_an_audit_log_moved_or_deleted_while_open_goes_on_at_its_path(tmp_path: Path) -> None:
     """The log keeps its file open between entries; a rotation (move) or a deletion must not send entries to a
     file nobody will read."""
@@ -97,12 +98,12 @@ def test_an_audit_log_moved_or_deleted_while_open_goes_on_at_its_path(tmp_path: 
     log.close()
 
     def kinds(file: Path) -> list[str]:
-        return [json.loads(line)["kind"] for line in file.read_text().splitlines()]
+        return [json.loads(line)["kind"] for line in file.read_text(encoding="utf-8").splitlines()]
 
     # The new file is a chain of its own, its first entry naming the head written before: each file verifies.
     assert kinds(path) == ["continued", "three"] and kinds(tmp_path / "audit.jsonl.1") == ["one"]
     assert verify_chain(path).ok and verify_chain(tmp_path / "audit.jsonl.1").ok
-    continued = json.loads(path.read_text().splitlines()[0])
+    continued = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
     assert continued["previous_seq"] == 2 and continued["seq"] == 1
 
 
@@ -148,9 +149,10 @@ def test_a_line_torn_by_a_crash_does_not_stop_the_log(tmp_path: Path) -> None:
     AuditLog(path).append("two")
     report = verify_chain(path)
     assert report.problems == ["line 2: not an audit entry"] and report.entries == 3
-    assert json.loads(path.read_text().splitlines()[2])["kind"] == "two"
+    assert json.loads(path.read_text(encoding="utf-8").splitlines()[2])["kind"] == "two"
 
 
+@pytest.mark.posix_only(reason="Windows lets no process rename or delete a file another holds open")
 def test_rotations_while_processes_append_lose_nothing_and_every_file_verifies(tmp_path: Path) -> None:
     """From the outside review: a writer that waited for the lock while the file was renamed wrote into the old
     file, chained to the new one's tail (148 forks of the chain), and an append raised when the path was gone."""
@@ -165,7 +167,9 @@ def test_rotations_while_processes_append_lose_nothing_and_every_file_verifies(t
             time.sleep(0.003)
         done.get()  # re-raises a writer's exception
     files = sorted(tmp_path.glob("audit.jsonl*"))
-    kinds = [json.loads(line)["kind"] for file in files for line in file.read_text().splitlines()]
+    kinds = [
+        json.loads(line)["kind"] for file in files for line in file.read_text(encoding="utf-8").splitlines()
+    ]
     assert kinds.count("run") == 900 and rotated > 0
     for file in files:
         report = verify_chain(file)

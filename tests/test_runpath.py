@@ -28,7 +28,9 @@ MANIFEST_RULE = '\n[[redact]]\nname = "argc"\npattern = "argc=[0-9]{1,6}"\nrepla
 
 def audit(home: Path) -> list[dict[str, Any]]:
     path = home / "var" / "audit.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return (
+        [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+    )
 
 
 def cli(home: Path, *args: str) -> Any:
@@ -37,7 +39,7 @@ def cli(home: Path, *args: str) -> Any:
 
 def add_manifest_rule(home: Path) -> None:
     manifest = home / "runbooks" / "echo_args.toml"
-    manifest.write_text(manifest.read_text() + MANIFEST_RULE)
+    manifest.write_text(manifest.read_text(encoding="utf-8") + MANIFEST_RULE, encoding="utf-8", newline="\n")
     Catalog(home / "runbooks", home / "runbooks.lock").relock()
 
 
@@ -129,7 +131,9 @@ async def test_a_check_can_do_nothing_its_runbook_forbids_and_is_redacted_like_c
 ) -> None:
     add_manifest_rule(agent_home)
     config = agent_home / "agent.toml"
-    config.write_text(config.read_text() + CHECKS.format(schedule=""))
+    config.write_text(
+        config.read_text(encoding="utf-8") + CHECKS.format(schedule=""), encoding="utf-8", newline="\n"
+    )
     app = RunningApp(App(load_config(config), environ=agent_environ(relay)))
     try:
         await asyncio.wait_for(relay.agent_connected.wait(), 10)
@@ -156,7 +160,7 @@ def test_config_check_and_run_refuse_the_same_problems_all_at_once(agent_home: P
     bad += '\n[checks.ghost]\nkind = "runbook"\nrunbook = "no_such_runbook"\nhosts = ["h1"]\n'
     bad += '\n[checks.stray]\nkind = "runbook"\nrunbook = "echo_args"\nhosts = ["nowhere"]\nargs = { value = "x" }\n'
     bad += '\n[checks.badarg]\nkind = "runbook"\nrunbook = "echo_args"\nhosts = ["h1"]\nargs = { colour = "x" }\n'
-    config.write_text(config.read_text() + bad)
+    config.write_text(config.read_text(encoding="utf-8") + bad, encoding="utf-8", newline="\n")
     env = {"EXTERNAL_WS_URL": "ws://127.0.0.1:9/agent", "AGENT_RELAY_TOKEN": "t0ken-0123456789"}
     checked = CliRunner(env=env).invoke(main, ["-c", str(config), "config", "check"], catch_exceptions=False)
     assert checked.exit_code == 2
@@ -184,7 +188,11 @@ def test_a_relay_url_that_cannot_work_is_refused_when_the_config_loads(
     )
     assert result.exit_code == 2 and problem in result.stderr and "Traceback" not in result.output
     config = agent_home / "agent.toml"
-    config.write_text(config.read_text().replace("[relay]\n", f'[relay]\nurl = "{url}"\n'))
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("[relay]\n", f'[relay]\nurl = "{url}"\n'),
+        encoding="utf-8",
+        newline="\n",
+    )
     loaded = CliRunner(env={"EXTERNAL_WS_URL": ""}).invoke(main, ["-c", str(config), "config", "check"])
     assert loaded.exit_code == 2 and problem in loaded.stderr and url not in loaded.stderr
 
@@ -267,7 +275,11 @@ async def test_kept_output_is_read_only_in_the_room_where_the_task_ran(
 
 async def test_the_agent_keeps_outputs_under_the_configured_caps(agent_home: Path, relay: Relay) -> None:
     config = agent_home / "agent.toml"
-    config.write_text(config.read_text() + "\n[outputs]\nmax_runs = 7\nmax_bytes = 2000000\n")
+    config.write_text(
+        config.read_text(encoding="utf-8") + "\n[outputs]\nmax_runs = 7\nmax_bytes = 2000000\n",
+        encoding="utf-8",
+        newline="\n",
+    )
     app = App(load_config(config), environ=agent_environ(relay))
     try:
         assert (app.outputs.max_runs, app.outputs.max_bytes) == (7, 2000000)

@@ -31,7 +31,9 @@ def reports(operator: Operator, kind: str = "check") -> list[dict[str, object]]:
 
 
 async def start(home: Path, relay: Relay, extra: str, env: dict[str, str] | None = None) -> RunningApp:
-    (home / "agent.toml").write_text((home / "agent.toml").read_text() + "\n" + extra)
+    (home / "agent.toml").write_text(
+        (home / "agent.toml").read_text(encoding="utf-8") + "\n" + extra, encoding="utf-8", newline="\n"
+    )
     app = RunningApp(App(load_config(home / "agent.toml"), environ=agent_environ(relay, **(env or {}))))
     await asyncio.wait_for(relay.agent_connected.wait(), 10)
     return app

@@ -85,11 +85,14 @@ def test_loose_state_files_of_an_older_agent_are_narrowed_when_opened(
     assert verify_chain(tmp_path / "audit.jsonl").ok
 
 
+@pytest.mark.posix_only(
+    reason="Wine shows Windows processes no links (real Windows: reparse points, refused by lstat)"
+)
 def test_a_state_file_replaced_by_a_link_is_refused_and_its_target_left_alone(tmp_path: Path) -> None:
     """From an outside review: a state file made a link to another file (/dev/null, /etc/passwd) had that file
     narrowed to 0600 and written to by the agent (as root, any file); a link to a device, or a folder, too."""
     victim = tmp_path / "victim"
-    victim.write_text("root:x:0:0\n")
+    victim.write_text("root:x:0:0\n", encoding="utf-8", newline="\n")
     victim.chmod(0o644)
     state = tmp_path / "var"
     state.mkdir()
@@ -99,7 +102,9 @@ def test_a_state_file_replaced_by_a_link_is_refused_and_its_target_left_alone(tm
         AuditLog(state / "audit.jsonl").append("x")
     with pytest.raises(OSError):
         Outbox(state / "o.sqlite3")
-    assert victim.read_text() == "root:x:0:0\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+    assert (
+        victim.read_text(encoding="utf-8") == "root:x:0:0\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+    )
     (state / "audit.jsonl").unlink()
     (state / "audit.jsonl").mkdir()  # not a regular file either
     with pytest.raises(OSError):
@@ -293,7 +298,7 @@ def test_kept_output_over_its_cap_loses_the_oldest_runs_first_and_reports_them(t
 def test_an_invalid_redaction_rule_is_refused_without_showing_its_pattern(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text(f'[[redaction.rules]]\nname = "db"\npattern = "({SECRET}"\n'
-                    f'[[redaction.rules]]\nname = "ok"\npattern = "x[0-9]{{1,9}}"\nreplacement = "{SECRET[:5]}"\n')  # fmt: skip
+                    f'[[redaction.rules]]\nname = "ok"\npattern = "x[0-9]{{1,9}}"\nreplacement = "{SECRET[:5]}"\n', encoding="utf-8", newline="\n")  # fmt: skip
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert caught.value.problems == [
@@ -305,7 +310,11 @@ def test_an_invalid_redaction_rule_is_refused_without_showing_its_pattern(tmp_pa
 
 def test_state_caps_are_configurable(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
-    path.write_text('[state]\nmax_outbox_bytes = 2097152\nsynchronous = "NORMAL"\n[outputs]\nmax_runs = 5\n')
+    path.write_text(
+        '[state]\nmax_outbox_bytes = 2097152\nsynchronous = "NORMAL"\n[outputs]\nmax_runs = 5\n',
+        encoding="utf-8",
+        newline="\n",
+    )
     config = load_config(path)
     assert (config.state.max_outbox_bytes, config.state.synchronous, config.outputs.max_runs) == (
         2097152,
@@ -313,6 +322,6 @@ def test_state_caps_are_configurable(tmp_path: Path) -> None:
         5,
     )
     assert load_config(None).state.synchronous == "FULL"
-    path.write_text('[state]\nsynchronous = "OFF"\n')
+    path.write_text('[state]\nsynchronous = "OFF"\n', encoding="utf-8", newline="\n")
     with pytest.raises(ConfigError):
         load_config(path)

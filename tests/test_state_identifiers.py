@@ -118,7 +118,7 @@ def test_outputs_saved_and_paged_with_hostile_ids_stay_inside_the_state_folder(i
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)
         (root / "outside").mkdir()
-        (root / "outside" / "audit.jsonl").write_text("keep\n")
+        (root / "outside" / "audit.jsonl").write_text("keep\n", encoding="utf-8", newline="\n")
         before = snapshot(root / "outside")
         store = OutputStore(root / "state" / "outputs", retention_days=1)
         old = Path.cwd()
@@ -132,7 +132,7 @@ def test_outputs_saved_and_paged_with_hostile_ids_stay_inside_the_state_folder(i
             os.chdir(old)
         assert (
             snapshot(root / "outside") == before
-            and (root / "outside" / "audit.jsonl").read_text() == "keep\n"
+            and (root / "outside" / "audit.jsonl").read_text(encoding="utf-8") == "keep\n"
         )
         assert {p.split(os.sep)[0] for p in snapshot(root)} == {"outside", "state"}
         for name in snapshot(root / "state"):  # every name on disk is ours: digests, fixed suffixes

@@ -64,10 +64,10 @@ async def test_wss_trusts_only_the_configured_ca(
     ca_file, context = make_ca_and_server_cert(tmp_path_factory.mktemp("pki"))
     relay = Relay(agent_token=RELAY_TOKEN)
     port = await relay.start("127.0.0.1", 0, ssl_context=context)
-    config = (agent_home / "agent.toml").read_text()
+    config = (agent_home / "agent.toml").read_text(encoding="utf-8")
     if trusted:
         config = config.replace("[relay]\n", f'[relay]\nca_file = "{ca_file}"\n')
-    (agent_home / "agent.toml").write_text(config)
+    (agent_home / "agent.toml").write_text(config, encoding="utf-8", newline="\n")
     env = {"EXTERNAL_WS_URL": f"wss://127.0.0.1:{port}/agent", "AGENT_RELAY_TOKEN": RELAY_TOKEN}
     caplog.set_level("INFO", logger="agent")
     running = RunningApp(App(load_config(agent_home / "agent.toml"), environ=env))

@@ -170,11 +170,15 @@ async def v0(
     config = agent_home / "agent.toml"
     reports = "true" if getattr(request, "param", False) else "false"
     config.write_text(
-        config.read_text().replace("[relay]\n", f'[relay]\nprotocol = "v0"\nv0_reports = {reports}\n')
+        config.read_text(encoding="utf-8").replace(
+            "[relay]\n", f'[relay]\nprotocol = "v0"\nv0_reports = {reports}\n'
+        )
         + '\n[[schedules]]\nname = "was_often"\nchecks = ["was"]\ninterval = 0.3\nnotify = "always"\nroom = "ops"\n'
         + f'\n[checks.was]\nkind = "http"\nurl = "http://127.0.0.1:{health.port}/actuator/health"\ntimeout = 0.5\n'
         + '\n[actions]\nwas_status_check = "was"\n'
-        + '\n[access.users]\nkim = ["operator"]\nlee = ["approver"]\n'
+        + '\n[access.users]\nkim = ["operator"]\nlee = ["approver"]\n',
+        encoding="utf-8",
+        newline="\n",
     )
     async with serve(relay.handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
@@ -285,7 +289,7 @@ async def test_v0_relay_gets_exactly_the_original_answers(v0: tuple[V0Relay, Swi
     assert "bad id!" not in answered and None not in answered
     assert not any(SECRET in raw or "10.1.2.3" in raw or "127.0.0.1" in raw for raw in relay.raw)
     await wait_process(lambda: outbox_count(home) == 0)
-    log = (home / "agent.log").read_text()
+    log = (home / "agent.log").read_text(encoding="utf-8")
     assert "not JSON" in log or "JSON object" in log
 
 
@@ -395,7 +399,11 @@ async def test_an_answer_the_relay_never_confirmed_is_sent_again_after_a_restart
     silent = NoPongRelay()
     port = await silent.start()
     config = agent_home / "agent.toml"
-    config.write_text(config.read_text().replace("[relay]\n", '[relay]\nprotocol = "v0"\n'))
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("[relay]\n", '[relay]\nprotocol = "v0"\n'),
+        encoding="utf-8",
+        newline="\n",
+    )
     env = {**os.environ, "EXTERNAL_WS_URL": f"ws://127.0.0.1:{port}/v0"}
     env.pop("AGENT_COMMAND_KEY", None)
     process = _agent(config, env, agent_home)
