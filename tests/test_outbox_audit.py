@@ -8,6 +8,7 @@ import multiprocessing
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -107,8 +108,11 @@ def test_an_audit_log_moved_or_deleted_while_open_goes_on_at_its_path(tmp_path: 
     assert continued["previous_seq"] == 2 and continued["seq"] == 1
 
 
-def _append_many(path: str, who: str, count: int) -> None:
+def _append_many(path: str, who: str, count: int, start: Any = None) -> None:
     log = AuditLog(Path(path))
+    log.ready()
+    if start is not None:
+        start.wait(60)  # every writer has the log open; all append at the same moment
     for i in range(count):
         log.append("run", via=who, n=i)
     log.close()
@@ -124,10 +128,15 @@ def test_two_writers_of_one_audit_log_keep_one_chain(tmp_path: Path) -> None:
         cli.append("run", n=i)
     report = verify_chain(path)
     assert report.ok and report.entries == 6, report.problems
-    with multiprocessing.get_context("spawn").Pool(2) as pool:  # and at the same time, from two processes
-        pool.starmap(_append_many, [(str(path), "a", 200), (str(path), "b", 200)])
+    spawn = multiprocessing.get_context("spawn")  # and at the same time, from three processes
+    start = spawn.Barrier(3)
+    writers = [spawn.Process(target=_append_many, args=(str(path), who, 300, start)) for who in "abc"]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
     report = verify_chain(path)
-    assert report.ok and report.entries == 406, report.problems[:3]
+    assert report.ok and report.entries == 906, report.problems[:3]
 
 
 def test_a_chain_goes_on_after_an_entry_longer_than_one_read(tmp_path: Path) -> None:

@@ -136,3 +136,18 @@ def test_the_windows_link_check_refuses_a_link_and_lets_a_file_or_nothing_pass(t
         _refuse_link(tmp_path / "link")
     assert caught.value.errno == errno.ELOOP
     assert _refuse_link(tmp_path / "real") is not None and _refuse_link(tmp_path / "none") is None
+
+
+def test_the_demo_host_runs_commands_with_a_posix_sh_never_the_platform_shell(tmp_path: Path) -> None:
+    """On Windows create_subprocess_shell would hand the agent's bash line to cmd.exe (a false success there)."""
+    from agent.reference.demo_host import NoShellError, find_shell
+
+    assert find_shell({}, platform="linux") == "/bin/sh"
+    with pytest.raises(NoShellError) as caught:
+        find_shell({"PATH": str(tmp_path)}, platform="win32")
+    assert "Git for Windows" in str(caught.value)
+    shell = tmp_path / "sh.exe"
+    shell.write_bytes(b"")
+    assert find_shell({"AGENT_DEMO_SHELL": str(shell)}, platform="win32") == str(shell)
+    with pytest.raises(NoShellError):
+        find_shell({"AGENT_DEMO_SHELL": str(tmp_path / "missing.exe")}, platform="win32")
