@@ -29,6 +29,38 @@ class TaskState(StrEnum):
     FINISHED = "finished"
 
 
+#: Every legal change of a task's state, listed once (as h11 keeps its state machine in one table). ``None``: no
+#: record yet. Checked by :func:`check_transition` wherever a state is written (the outbox, and the core's
+#: in-memory ledger in the tests); anything else is refused and logged, never written.
+TASK_TRANSITIONS: dict[TaskState | None, frozenset[TaskState]] = {
+    # begun; or answered without ever being begun (a held request closed after its task was purged)
+    None: frozenset({TaskState.QUEUED, TaskState.FINISHED}),
+    # a slot is free; the run gate holds it for approval; answered (refused, interrupted) before it ran
+    TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.PENDING, TaskState.FINISHED}),
+    # RUNNING again: resumed after a restart; PENDING: the run gate asked for a second person
+    TaskState.RUNNING: frozenset({TaskState.RUNNING, TaskState.PENDING, TaskState.FINISHED}),
+    # approved (back to the queue); rejected, cancelled, expired
+    TaskState.PENDING: frozenset({TaskState.QUEUED, TaskState.FINISHED}),
+    # final: its result is kept and sent again for a repeat, never replaced
+    TaskState.FINISHED: frozenset(),
+}
+
+
+class IllegalTransition(ValueError):
+    """A task state change that :data:`TASK_TRANSITIONS` does not list."""
+
+    def __init__(self, task_id: str, old: TaskState | None, new: TaskState) -> None:
+        self.task_id, self.old, self.new = task_id, old, new
+        before = old.value if old is not None else "(none)"
+        super().__init__(f"task {task_id}: {before} -> {new.value} is not a legal transition; refused")
+
+
+def check_transition(task_id: str, old: TaskState | None, new: TaskState) -> None:
+    """Raise :class:`IllegalTransition` unless ``old -> new`` is in :data:`TASK_TRANSITIONS`."""
+    if new not in TASK_TRANSITIONS[old]:
+        raise IllegalTransition(task_id, old, new)
+
+
 @dataclass(frozen=True)
 class HeldRequest:
     """A request waiting for approval, as kept on disk: a redacted view and a digest, never the raw packet.
@@ -98,7 +130,7 @@ class Ledger(Protocol):
 
     def begin_task(self, task_id: str, room_id: str | None, command: str | None = None) -> bool: ...
     def task(self, task_id: str) -> TaskRecord | None: ...
-    def set_task_state(self, task_id: str, state: TaskState, approved_by: str | None = None) -> None: ...
+    def set_task_state(self, task_id: str, state: TaskState, approved_by: str | None = None) -> bool: ...
     def unfinished_tasks(self) -> list[TaskRecord]: ...
     def nonce_used(self, nonce: str, now: float, keep: float) -> bool: ...
     def hold(self, request: HeldRequest) -> None: ...

@@ -41,7 +41,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from agent.ledger import HeldRequest, TaskRecord, TaskState, packet_digest
+from agent.ledger import (
+    HeldRequest,
+    IllegalTransition,
+    TaskRecord,
+    TaskState,
+    check_transition,
+    packet_digest,
+)
 from agent.state_files import private_dir, private_file
 
 logger = logging.getLogger(__name__)
@@ -329,9 +336,15 @@ class Outbox:
         return cursor.rowcount > 0
 
     def finish_task(self, task_id: str | None, message: dict[str, Any]) -> int:
-        """Queue a task's final message and record it as the task's result, in one transaction."""
+        """Queue a task's final message and record it as the task's result, in one transaction.
+
+        A task already finished keeps its first result (the one a repeat gets); the message is still queued, so
+        nothing the agent said is lost, and the illegal transition is logged as the bug it is.
+        """
         with self.batch():
             seq = self.put(message)
+            if task_id is not None and not self._allowed(task_id, TaskState.FINISHED):
+                return seq
             if task_id is not None:
                 self._db.execute(
                     "INSERT INTO tasks (task_id, state, room_id, result, updated) VALUES (?, ?, ?, ?, ?) "
@@ -347,11 +360,29 @@ class Outbox:
                 )
         return seq
 
-    def set_task_state(self, task_id: str, state: TaskState, approved_by: str | None = None) -> None:
-        self._db.execute(
-            "UPDATE tasks SET state = ?, updated = ?, approved_by = coalesce(?, approved_by) WHERE task_id = ?",
-            (state.value, time.time(), approved_by, task_id),
-        )
+    def set_task_state(self, task_id: str, state: TaskState, approved_by: str | None = None) -> bool:
+        """Move a recorded task to ``state`` if :data:`agent.ledger.TASK_TRANSITIONS` allows it; False (logged) if
+        not, or if there is no such task (a task is recorded by :meth:`begin_task` or :meth:`finish_task`)."""
+        with self.batch():
+            if not self._allowed(task_id, state, existing=True):
+                return False
+            self._db.execute(
+                "UPDATE tasks SET state = ?, updated = ?, approved_by = coalesce(?, approved_by) WHERE task_id = ?",
+                (state.value, time.time(), approved_by, task_id),
+            )
+        return True
+
+    def _allowed(self, task_id: str, new: TaskState, existing: bool = False) -> bool:
+        row = self._db.execute("SELECT state FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        if row is None and existing:
+            logger.error("task %s: no such task; its state was not set to %s", task_id, new.value)
+            return False
+        try:
+            check_transition(task_id, TaskState(row[0]) if row else None, new)
+        except IllegalTransition as exc:
+            logger.error("%s", exc)
+            return False
+        return True
 
     # -- held requests (four eyes) ------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from agent.core import (
     TimerFired,
     approval_timer,
 )
-from agent.ledger import HeldRequest, TaskRecord, TaskState
+from agent.ledger import HeldRequest, TaskRecord, TaskState, check_transition
 from agent.protocol import Command, Status, parse_frame
 
 NOW = 1_800_000_000.0
@@ -51,9 +51,11 @@ class MemoryLedger:
     def task(self, task_id: str) -> TaskRecord | None:
         return self.tasks.get(task_id)
 
-    def set_task_state(self, task_id: str, state: TaskState, approved_by: str | None = None) -> None:
+    def set_task_state(self, task_id: str, state: TaskState, approved_by: str | None = None) -> bool:
         record = self.tasks[task_id]
+        check_transition(task_id, record.state, state)  # an illegal one is a bug in the core: fail the test
         self.tasks[task_id] = replace(record, state=state, approved_by=approved_by or record.approved_by)
+        return True
 
     def unfinished_tasks(self) -> list[TaskRecord]:
         return [r for r in self.tasks.values() if r.state in (TaskState.QUEUED, TaskState.RUNNING)]

@@ -16,6 +16,7 @@ import pytest
 from agent.audit import AuditLog, verify_chain
 from agent.config import load_config
 from agent.errors import ConfigError
+from agent.ledger import TASK_TRANSITIONS, IllegalTransition, check_transition
 from agent.outbox import SCHEMA_VERSION, GroupCommit, HeldRequest, Outbox, TaskState, packet_digest
 from agent.outputs import OutputNotFound, OutputStore
 from agent.redaction import Redactor
@@ -338,3 +339,60 @@ def test_a_deleted_message_leaves_no_trace_in_the_files(tmp_path: Path) -> None:
     assert box.ack("r1")
     box.close()
     assert SECRET.encode() not in b"".join(p.read_bytes() for p in tmp_path.iterdir())
+
+
+def _task_in(box: Outbox, task_id: str, state: TaskState | None) -> None:
+    """Bring a task to ``state`` by a legal path."""
+    if state is None:
+        return
+    box.begin_task(task_id, "ops")
+    if state is TaskState.FINISHED:
+        box.finish_task(task_id, finished(0))
+    elif state is not TaskState.QUEUED:
+        assert box.set_task_state(task_id, state)
+
+
+@pytest.mark.parametrize("old", [None, *TaskState], ids=lambda s: getattr(s, "value", "none"))
+def test_every_task_state_change_follows_the_one_table(
+    tmp_path: Path, old: TaskState | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbox writes a state change only when TASK_TRANSITIONS lists it; any other is refused and logged."""
+    for new in TaskState:
+        box = Outbox(tmp_path / f"{old}-{new.value}.sqlite3")
+        _task_in(box, "t", old)
+        caplog.clear()
+        allowed = new in TASK_TRANSITIONS[old]
+        if new is TaskState.FINISHED:
+            box.finish_task("t", finished(1))
+        elif old is None and new is TaskState.QUEUED:  # only begin_task records a task
+            assert box.begin_task("t", "ops")
+        elif old is None:  # the state of a task never recorded is not set
+            assert not box.set_task_state("t", new)
+        else:
+            assert box.set_task_state("t", new) is allowed
+        record = box.task("t")
+        expected = new if allowed else old
+        assert (record.state if record else None) == expected, (old, new)
+        assert ("not a legal transition" in caplog.text or "no such task" in caplog.text) is not allowed, (
+            old,
+            new,
+        )
+        box.close()
+
+
+def test_a_finished_task_keeps_its_first_result_and_the_second_answer_is_still_sent(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    box.begin_task("t2", "ops")
+    box.finish_task("t2", finished(2))
+    assert not box.set_task_state("t2", TaskState.RUNNING)  # FINISHED -> RUNNING: refused, nothing written
+    box.finish_task("t2", {**finished(2), "msg_id": "f2-again"})
+    record = box.task("t2")
+    assert record is not None and record.state is TaskState.FINISHED and record.result == finished(2)
+    assert [json.loads(b)["msg_id"] for _, b in box.pending()] == ["f2", "f2-again"]  # nothing lost
+
+
+def test_the_transition_table_has_a_row_for_every_state_and_finished_is_final() -> None:
+    assert set(TASK_TRANSITIONS) == {None, *TaskState}
+    assert TASK_TRANSITIONS[TaskState.FINISHED] == frozenset()
+    with pytest.raises(IllegalTransition, match="finished -> running"):
+        check_transition("t", TaskState.FINISHED, TaskState.RUNNING)
