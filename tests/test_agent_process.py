@@ -17,6 +17,7 @@ from agent.app import App
 from agent.config import load_config
 from agent.reference.relay import Relay
 from tests.conftest import Operator, RunningApp, agent_environ
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.external_service
 
@@ -38,9 +39,7 @@ def pending_ids(home: Path) -> list[str]:
 
 
 async def wait_until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)  # polling another process's state
+    await eventually(condition, timeout, what="another process's state")
 
 
 async def test_killed_after_finishing_but_before_the_ack_resends_after_restart(

@@ -25,6 +25,7 @@ from agent.reference.relay import CLOSE_DUPLICATE_AGENT, AgentRoute, Relay, Rela
 from agent.scheduler import CheckScheduler, in_quiet_hours
 from agent.signing import generate_key_pair
 from tests.conftest import RELAY_TOKEN, Operator, RunningApp, agent_environ, connect_operator
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.external_service
 ROOT = Path(__file__).resolve().parent.parent
@@ -269,9 +270,11 @@ async def test_several_agents_are_routed_by_room_and_a_duplicate_id_is_refused_w
     b = RunningApp(App(load_config(home_b / "agent.toml"), environ=agent_environ(relay)))
     dup = None
     try:
-        async with asyncio.timeout(10):
-            while relay.agents.get("site-b") is None or relay.agents["site-b"].connection is None:
-                await asyncio.sleep(0.05)  # polling the relay's table
+        await eventually(
+            lambda: relay.agents.get("site-b") is not None and relay.agents["site-b"].connection is not None,
+            10,
+            what="site-b in the relay's table",
+        )
         await ask(operator, "run echo_args host=h1 value=for-a", "m1")
         await ask(operator, "run echo_args host=h1 value=for-b", "m2", room="ops-b")
         audit_a = (agent_home / "var" / "audit.jsonl").read_text(encoding="utf-8")
@@ -282,9 +285,11 @@ async def test_several_agents_are_routed_by_room_and_a_duplicate_id_is_refused_w
 
         first = relay.agents["test-agent"].connection
         dup = RunningApp(App(load_config(home_dup / "agent.toml"), environ=agent_environ(relay)))
-        async with asyncio.timeout(10):
-            while "same agent_id is connected" not in caplog.text:
-                await asyncio.sleep(0.05)  # the duplicate was refused and said why
+        await eventually(
+            lambda: "same agent_id is connected" in caplog.text,
+            10,
+            what="the duplicate was refused and said why",
+        )
         relay_side = [
             r
             for r in caplog.records

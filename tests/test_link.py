@@ -19,6 +19,7 @@ from agent.link import backoff
 from agent.protocol import Action
 from agent.reference.relay import Relay
 from tests.conftest import Operator, RunningApp, agent_environ, connect_operator
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.external_service
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,9 +230,11 @@ async def test_relay_killed_mid_task_result_arrives_after_reconnect_exactly_once
     await operator.close()
     await relay.stop()  # the relay dies while the task runs
     app = running_agent.app
-    async with asyncio.timeout(20):
-        while not any(json.loads(body).get("task_id") == "k-1" for _, body in app.outbox.pending()):
-            await asyncio.sleep(0.05)  # until the result waits in the outbox
+    await eventually(
+        lambda: any(json.loads(body).get("task_id") == "k-1" for _, body in app.outbox.pending()),
+        20,
+        what="the result waiting in the outbox",
+    )
     await relay.start("127.0.0.1", port)
     back = await connect_operator(relay)
     try:
@@ -310,9 +313,11 @@ async def test_oversized_frame_is_refused_and_the_agent_reconnects(
             }
         )
     )
-    async with asyncio.timeout(15):
-        while running_agent.app.link.connects == connects or not relay.agent_connected.is_set():
-            await asyncio.sleep(0.05)  # until the agent has dropped the connection and dialled again
+    await eventually(
+        lambda: running_agent.app.link.connects != connects and relay.agent_connected.is_set(),
+        15,
+        what="the agent dropping the connection and dialling again",
+    )
     assert "big" not in relay.pending  # the relay does not resend what the agent refused as too large
     await operator.command("LIST_RUNBOOKS", "small")
     assert (await operator.finished("small"))["payload"]["status"] == "SUCCESS"
@@ -334,20 +339,19 @@ async def test_a_refused_token_is_logged_as_error_and_retried_slowly(
     caplog.set_level("INFO", logger="agent")
     app = RunningApp(App(load_config(agent_home / "agent.toml"), environ=env))
     try:
-        async with asyncio.timeout(10):
-            while "refused the agent's credentials (HTTP 401)" not in caplog.text:
-                await asyncio.sleep(0.05)
-        await asyncio.sleep(3)  # long enough for a tight loop to make hundreds of attempts
+        await eventually(lambda: "refused the agent's credentials (HTTP 401)" in caplog.text, 10)
+        # The decision to wait is logged before the wait: no need to sit through it to see a tight loop.
+        await eventually(
+            lambda: "reconnecting in" in caplog.text, 10, what="the agent's next-attempt decision"
+        )
     finally:
         await app.stop()
     errors = [r for r in caplog.records if "credentials" in r.getMessage()]
     assert errors and all(r.levelname == "ERROR" for r in errors)
-    attempts = [
-        r
-        for r in caplog.records
-        if r.name == "agent.reference.relay" and "bad or missing token" in r.getMessage()
-    ]
-    assert 1 <= len(attempts) <= 3  # retried at max_backoff (2 s in this config), not in a tight loop
+    waits = [float(w) for w in re.findall(r"reconnecting in ([0-9.]+) s", caplog.text)]
+    assert waits and all(
+        w == 2.0 for w in waits
+    )  # max_backoff (2 s in this config) at once, not a fast retry
     assert not relay.agent_connected.is_set()
 
 
@@ -361,9 +365,7 @@ async def test_relay_down_for_a_while_backs_off_then_reconnects(
     caplog.set_level("INFO", logger="agent.link")
     app = RunningApp(App(load_config(agent_home / "agent.toml"), environ=agent_environ(relay)))
     try:
-        async with asyncio.timeout(10):
-            while caplog.text.count("reconnecting in") < 3:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: caplog.text.count("reconnecting in") >= 3, 10)
         waits = [float(m) for m in re.findall(r"reconnecting in ([0-9.]+) s", caplog.text)]
         assert waits[0] <= 0.5 and all(w <= 2.0 for w in waits) and sum(waits[:3]) >= 0.6
         await relay.start("127.0.0.1", port)

@@ -14,6 +14,7 @@ from agent.config import load_config
 from agent.reference.relay import Relay
 from tests.conftest import Operator, RunningApp, agent_environ, connect_operator
 from tests.services import HealthServer
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.external_service
 
@@ -42,9 +43,9 @@ async def start(home: Path, relay: Relay, extra: str, env: dict[str, str] | None
 async def wait_reports(
     operator: Operator, count: int, kind: str = "check", timeout: float = 20
 ) -> list[dict[str, object]]:
-    async with asyncio.timeout(timeout):
-        while len(reports(operator, kind)) < count:
-            await asyncio.sleep(0.05)  # polling the operator's inbox
+    await eventually(
+        lambda: len(reports(operator, kind)) >= count, timeout, what=f"{count} {kind} report(s) in the room"
+    )
     return reports(operator, kind)
 
 
@@ -71,9 +72,11 @@ notify = "on_change"
     )
     try:
         scheduler = app.app.scheduler
-        async with asyncio.timeout(10):
-            while app.app.outbox.get_state("status:was-often:was") is None:
-                await asyncio.sleep(0.05)  # the first (OK) run happened: nothing to report
+        await eventually(
+            lambda: app.app.outbox.get_state("status:was-often:was") is not None,
+            10,
+            what="the first (OK) run",
+        )
         assert reports(operator) == []
         health.flip_status = "DOWN"
         [down] = await wait_reports(operator, 1)
@@ -87,9 +90,7 @@ notify = "on_change"
             and recovery["message"].startswith("was recovered")
         )
         runs_before = scheduler.tally["was"][0]
-        async with asyncio.timeout(10):
-            while scheduler.tally["was"][0] < runs_before + 3:
-                await asyncio.sleep(0.05)  # three more OK runs…
+        await eventually(lambda: scheduler.tally["was"][0] >= runs_before + 3, 10, what="three more OK runs…")
         assert len(reports(operator)) == 2  # …and nothing more was said
         event = next(
             e for e in operator.events if e.get("event") == "REPORT" and e["payload"]["kind"] == "schedule"
@@ -120,24 +121,18 @@ notify = "on_failure"
 """,
     )
     try:
-        async with asyncio.timeout(10):
-            while app.app.outbox.get_state("status:was-often:was") is None:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: app.app.outbox.get_state("status:was-often:was") is not None, 10)
         port = relay.port  # type: ignore[attr-defined]
         await operator.close()
         await relay.stop()
         health.flip_status = "DOWN"
-        async with asyncio.timeout(10):
-            while app.app.outbox.count() == 0:
-                await asyncio.sleep(0.05)  # a report waits in the outbox
+        await eventually(lambda: app.app.outbox.count() != 0, 10, what="a report waiting in the outbox")
         health.flip_status = "UP"
         queued = app.app.outbox.count()
         await relay.start("127.0.0.1", port)
         back = await connect_operator(relay)
         try:
-            async with asyncio.timeout(15):
-                while len(reports(back)) < queued:
-                    await asyncio.sleep(0.05)
+            await eventually(lambda: len(reports(back)) >= queued, 15)
             await back.command("LIST_RUNBOOKS", "fence")
             await back.finished("fence")
             down = reports(back)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
+import re
 import ssl
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from agent.app import App
 from agent.config import load_config
 from agent.reference.relay import Relay
 from tests.conftest import RELAY_TOKEN, RunningApp
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.external_service
 
@@ -73,17 +74,15 @@ async def test_wss_trusts_only_the_configured_ca(
     running = RunningApp(App(load_config(agent_home / "agent.toml"), environ=env))
     try:
         if trusted:
-            async with asyncio.timeout(10):
-                while relay.hello is None:
-                    await asyncio.sleep(0.02)  # until the HELLO has come over TLS
+            await eventually(lambda: relay.hello is not None, 10, what="the HELLO over TLS")
             assert relay.hello["payload"]["agent_id"] == "test-agent"
         else:
-            async with asyncio.timeout(10):
-                while "TLS certificate is not trusted" not in caplog.text:
-                    await asyncio.sleep(0.05)
-            await asyncio.sleep(2.5)  # a tight loop would make hundreds of attempts in this time
+            await eventually(lambda: "TLS certificate is not trusted" in caplog.text, 10)
+            await eventually(lambda: "reconnecting in" in caplog.text, 10, what="the next-attempt decision")
             errors = [r for r in caplog.records if "not trusted" in r.getMessage()]
-            assert all(r.levelname == "ERROR" for r in errors) and 1 <= len(errors) <= 3
+            assert errors and all(r.levelname == "ERROR" for r in errors)
+            waits = [float(w) for w in re.findall(r"reconnecting in ([0-9.]+) s", caplog.text)]
+            assert waits and all(w == 2.0 for w in waits)  # max_backoff at once, never a fast retry
             assert not relay.agent_connected.is_set()
     finally:
         await running.stop()

@@ -34,6 +34,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from tests.services import postgres_database
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.external_service
 
@@ -150,9 +151,7 @@ def mes_db() -> Any:
 
 
 async def wait_process(condition: Any, timeout: float = 30) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)  # polling another process's state
+    await eventually(condition, timeout, what="another process's state")
 
 
 def outbox_count(home: Path) -> int:
