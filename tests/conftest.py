@@ -147,9 +147,16 @@ def agent_environ(relay: Relay, **extra: str) -> dict[str, str]:
 
 
 class RunningApp:
+    """An agent running in-process (``App.run`` as a task); :meth:`of` builds it from a config file."""
+
     def __init__(self, app: App) -> None:
         self.app = app
         self.task = asyncio.create_task(app.run())
+
+    @classmethod
+    def of(cls, config: Path | str, environ: dict[str, str]) -> RunningApp:
+        """Load ``config``, start the agent with ``environ`` as its environment (relay URL, tokens, DB_*)."""
+        return cls(App(load_config(Path(config)), environ=environ))
 
     async def stop(self) -> None:
         self.app.stopping.set()
@@ -159,10 +166,7 @@ class RunningApp:
 @pytest.fixture
 async def running_agent(agent_home: Path, relay: Relay) -> AsyncIterator[RunningApp]:
     """The agent of agent_home, in-process, connected to the relay."""
-    app = App(
-        load_config(agent_home / "agent.toml"), environ=agent_environ(relay, DB_PASSWORD="Db-Passw0rd-xyz")
-    )
-    running = RunningApp(app)
+    running = RunningApp.of(agent_home / "agent.toml", agent_environ(relay, DB_PASSWORD="Db-Passw0rd-xyz"))
     await asyncio.wait_for(relay.agent_connected.wait(), 10)
     yield running
     await running.stop()

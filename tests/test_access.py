@@ -36,7 +36,7 @@ async def start(home: Path, relay: Relay, window: float = 600, **env: str) -> Ru
         config.write_text(
             config.read_text(encoding="utf-8") + ACCESS.format(window=window), encoding="utf-8", newline="\n"
         )
-    app = RunningApp(App(load_config(config), environ=agent_environ(relay, **env)))
+    app = RunningApp.of(config, agent_environ(relay, **env))
     await asyncio.wait_for(relay.agent_connected.wait(), 10)
     return app
 

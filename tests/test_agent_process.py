@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.app import App
-from agent.config import load_config
 from agent.reference.relay import Relay
 from tests.conftest import Operator, RunningApp, agent_environ
 from tests.waiting import eventually
@@ -89,7 +87,7 @@ async def _agent_with_grace(agent_home: Path, relay: Relay, grace: float) -> Run
         .replace("shutdown_grace = 5.0", f"shutdown_grace = {grace}")
     )
     (agent_home / "agent.toml").write_text(config, encoding="utf-8", newline="\n")
-    running = RunningApp(App(load_config(agent_home / "agent.toml"), environ=agent_environ(relay)))
+    running = RunningApp.of(agent_home / "agent.toml", agent_environ(relay))
     await asyncio.wait_for(relay.agent_connected.wait(), 10)
     return running
 

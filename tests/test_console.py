@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.app import App
 from agent.catalog import Catalog
 from agent.checks import CheckResult, CheckStatus
 from agent.config import load_config
@@ -69,7 +68,7 @@ def configure(home: Path, extra: str = "") -> None:
 
 
 async def start(home: Path, relay: Relay, **env: str) -> RunningApp:
-    app = RunningApp(App(load_config(home / "agent.toml"), environ=agent_environ(relay, **env)))
+    app = RunningApp.of(home / "agent.toml", agent_environ(relay, **env))
     await asyncio.wait_for(relay.agent_connected.wait(), 10)
     return app
 
@@ -267,7 +266,7 @@ async def test_several_agents_are_routed_by_room_and_a_duplicate_id_is_refused_w
     home_b = second_home(agent_home, tmp_path_factory, "site-b")
     home_dup = second_home(agent_home, tmp_path_factory, "test-agent")
     a = await start(agent_home, relay)
-    b = RunningApp(App(load_config(home_b / "agent.toml"), environ=agent_environ(relay)))
+    b = RunningApp.of(home_b / "agent.toml", agent_environ(relay))
     dup = None
     try:
         await eventually(
@@ -284,7 +283,7 @@ async def test_several_agents_are_routed_by_room_and_a_duplicate_id_is_refused_w
         assert nobody["error"]["code"] == "NO_AGENT"
 
         first = relay.agents["test-agent"].connection
-        dup = RunningApp(App(load_config(home_dup / "agent.toml"), environ=agent_environ(relay)))
+        dup = RunningApp.of(home_dup / "agent.toml", agent_environ(relay))
         await eventually(
             lambda: "same agent_id is connected" in caplog.text,
             10,

@@ -172,7 +172,7 @@ async def test_an_unverified_runbook_is_refused_naming_the_reason(
     agent_home: Path, relay: Relay, operator: Operator
 ) -> None:
     (agent_home / "runbooks" / "echo_args.sh").write_text("echo tampered\n", encoding="utf-8", newline="\n")
-    app = RunningApp(App(load_config(agent_home / "agent.toml"), environ=agent_environ(relay)))
+    app = RunningApp.of(agent_home / "agent.toml", agent_environ(relay))
     try:
         report = await operator.wait_for(lambda e: e.get("event") == "REPORT")
         assert report["room_id"] == "ops" and report["payload"]["kind"] == "catalog"
@@ -337,7 +337,7 @@ async def test_a_refused_token_is_logged_as_error_and_retried_slowly(
     env = agent_environ(relay)
     env["AGENT_RELAY_TOKEN"] = "wrong-token-000000"
     caplog.set_level("INFO", logger="agent")
-    app = RunningApp(App(load_config(agent_home / "agent.toml"), environ=env))
+    app = RunningApp.of(agent_home / "agent.toml", env)
     try:
         await eventually(lambda: "refused the agent's credentials (HTTP 401)" in caplog.text, 10)
         # The decision to wait is logged before the wait: no need to sit through it to see a tight loop.
@@ -363,7 +363,7 @@ async def test_relay_down_for_a_while_backs_off_then_reconnects(
     await relay.stop()
     relay.port = port  # type: ignore[attr-defined]
     caplog.set_level("INFO", logger="agent.link")
-    app = RunningApp(App(load_config(agent_home / "agent.toml"), environ=agent_environ(relay)))
+    app = RunningApp.of(agent_home / "agent.toml", agent_environ(relay))
     try:
         await eventually(lambda: caplog.text.count("reconnecting in") >= 3, 10)
         waits = [float(m) for m in re.findall(r"reconnecting in ([0-9.]+) s", caplog.text)]

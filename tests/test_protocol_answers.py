@@ -231,7 +231,7 @@ async def test_fetch_mes_qc_today_is_resolved_and_echoed_as_a_date(
 ) -> None:
     from tests.conftest import agent_environ
 
-    app = RunningApp(App(load_config(agent_home / "agent.toml"), environ=agent_environ(relay, **postgres)))
+    app = RunningApp.of(agent_home / "agent.toml", agent_environ(relay, **postgres))
     try:
         await asyncio.wait_for(relay.agent_connected.wait(), 10)
         await operator.command("FETCH_MES_QC", "d-1", date="today")

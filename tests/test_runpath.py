@@ -134,7 +134,7 @@ async def test_a_check_can_do_nothing_its_runbook_forbids_and_is_redacted_like_c
     config.write_text(
         config.read_text(encoding="utf-8") + CHECKS.format(schedule=""), encoding="utf-8", newline="\n"
     )
-    app = RunningApp(App(load_config(config), environ=agent_environ(relay)))
+    app = RunningApp.of(config, agent_environ(relay))
     try:
         await asyncio.wait_for(relay.agent_connected.wait(), 10)
         approval = (await run_check(operator, "c1", "needs_approval"))["payload"]
@@ -213,7 +213,7 @@ async def test_after_a_crash_queued_and_read_only_commands_run_and_state_changes
     leave("started-read", "echo_args", {"value": "x"}, TaskState.RUNNING)
     leave("started-change", "state_change", {"seconds": 0}, TaskState.RUNNING)
     ledger.close()
-    app = RunningApp(App(load_config(agent_home / "agent.toml"), environ=agent_environ(relay)))
+    app = RunningApp.of(agent_home / "agent.toml", agent_environ(relay))
     try:
         answers = {t: (await operator.finished(t))["payload"] for t in
                    ("queued-change", "started-read", "started-change")}  # fmt: skip
@@ -234,7 +234,7 @@ async def test_link_failures_are_logged_at_error_with_their_cause(
 
     port = free_port()  # nothing listens there
     env = {"EXTERNAL_WS_URL": f"ws://127.0.0.1:{port}/agent", "AGENT_RELAY_TOKEN": "t0ken-0123456789"}
-    app = RunningApp(App(load_config(agent_home / "agent.toml"), environ=env))
+    app = RunningApp.of(agent_home / "agent.toml", env)
     try:
         async with asyncio.timeout(10):
             while not any("relay connection failed" in r.getMessage() for r in caplog.records):
@@ -249,7 +249,7 @@ async def test_link_failures_are_logged_at_error_with_their_cause(
 async def test_kept_output_is_read_only_in_the_room_where_the_task_ran(
     agent_home: Path, relay: Relay, operator: Operator
 ) -> None:
-    app = RunningApp(App(load_config(agent_home / "agent.toml"), environ=agent_environ(relay)))
+    app = RunningApp.of(agent_home / "agent.toml", agent_environ(relay))
     try:
         await asyncio.wait_for(relay.agent_connected.wait(), 10)
         await operator.send({"action": "RUN_RUNBOOK", "task_id": "o-1", "room_id": "ops",

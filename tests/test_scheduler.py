@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.app import App
-from agent.config import load_config
 from agent.reference.relay import Relay
 from tests.conftest import Operator, RunningApp, agent_environ, connect_operator
 from tests.services import HealthServer
@@ -35,7 +33,7 @@ async def start(home: Path, relay: Relay, extra: str, env: dict[str, str] | None
     (home / "agent.toml").write_text(
         (home / "agent.toml").read_text(encoding="utf-8") + "\n" + extra, encoding="utf-8", newline="\n"
     )
-    app = RunningApp(App(load_config(home / "agent.toml"), environ=agent_environ(relay, **(env or {}))))
+    app = RunningApp.of(home / "agent.toml", agent_environ(relay, **(env or {})))
     await asyncio.wait_for(relay.agent_connected.wait(), 10)
     return app
 

@@ -14,8 +14,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.app import App
-from agent.config import load_config
 from agent.reference.relay import Relay
 from tests.conftest import RELAY_TOKEN, RunningApp
 from tests.waiting import eventually
@@ -71,7 +69,7 @@ async def test_wss_trusts_only_the_configured_ca(
     (agent_home / "agent.toml").write_text(config, encoding="utf-8", newline="\n")
     env = {"EXTERNAL_WS_URL": f"wss://127.0.0.1:{port}/agent", "AGENT_RELAY_TOKEN": RELAY_TOKEN}
     caplog.set_level("INFO", logger="agent")
-    running = RunningApp(App(load_config(agent_home / "agent.toml"), environ=env))
+    running = RunningApp.of(agent_home / "agent.toml", env)
     try:
         if trusted:
             await eventually(lambda: relay.hello is not None, 10, what="the HELLO over TLS")
