@@ -16,7 +16,6 @@ import signal
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from agent import protocol_v0
 from agent.audit import AuditLog
 from agent.catalog import Catalog
 from agent.checks.runner import CheckRunner
@@ -28,6 +27,7 @@ from agent.outbox import Outbox
 from agent.outputs import OutputStore
 from agent.runpath import RunGate
 from agent.runtime import AgentRuntime
+from agent.wire import wire_protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.scheduler import CheckScheduler
@@ -64,7 +64,11 @@ class App:
         self.checks = CheckRunner(config, self.gate, environ)
         parts = Parts(config, self.catalog, self.gate, self.checks, self.outputs, self.outbox, self.audit)
         env = os.environ if environ is None else environ
-        self.runtime = AgentRuntime(parts, self.outbox, self.redactor, env.get(COMMAND_KEY_ENV) or None)
+        #: Protocol 1 or the original (v0), chosen here once and handed to the runtime and the link.
+        self.wire = wire_protocol(config)
+        self.runtime = AgentRuntime(
+            parts, self.outbox, self.redactor, env.get(COMMAND_KEY_ENV) or None, wire=self.wire
+        )
         self.gate.on_evicted = self.runtime.outputs_evicted
         #: Only with schedules configured: an agent without them never loads APScheduler.
         self.scheduler: CheckScheduler | None = None
@@ -76,7 +80,7 @@ class App:
             config.relay_url(environ),
             self.outbox,
             on_frame=self.runtime.receive,
-            hello=None if self.runtime.v0 else self.runtime.hello,
+            hello=self.runtime.hello,
             queued=self.runtime.queued,
             acked=self.runtime.acked,
             token=config.relay_token(environ),
@@ -85,7 +89,7 @@ class App:
             ping_interval=config.relay.ping_interval,
             open_timeout=config.relay.open_timeout,
             max_backoff=config.relay.max_backoff,
-            wire=protocol_v0.wire if self.runtime.v0 else None,
+            protocol=self.wire,
         )
         self.stopping = asyncio.Event()
 

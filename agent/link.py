@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from agent.outbox import Outbox
 from agent.protocol import MAX_FRAME, encode
+from agent.wire import WireProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Link:
         url: str,
         outbox: Outbox,
         on_frame: Callable[[str | bytes], None],
-        hello: Callable[[], dict[str, Any]] | None,
+        hello: Callable[[], dict[str, Any]],
         queued: asyncio.Event,
         acked: asyncio.Event,
         token: str | None = None,
@@ -73,7 +74,7 @@ class Link:
         open_timeout: float = 10.0,
         max_backoff: float = 60.0,
         max_frame: int = MAX_FRAME,
-        wire: Callable[[str], str] | None = None,
+        protocol: WireProtocol | None = None,
     ) -> None:
         self.url = url
         self.outbox = outbox
@@ -88,9 +89,10 @@ class Link:
         self._open_timeout = open_timeout
         self._max_backoff = max_backoff
         self._max_frame = max_frame
-        #: Protocol v0 (``hello`` None, ``wire`` set): no HELLO; each stored message goes out as ``wire(body)``; a
-        #: relay that cannot ACK, so what was sent counts as delivered once a ping sent after it is answered.
-        self._wire = wire
+        #: What the relay speaks (:mod:`agent.wire`): whether a HELLO opens the connection, how a stored message goes
+        #: on the wire, and whether the relay ACKs (if not, what was sent counts as delivered once a ping sent after
+        #: it is answered).
+        self._protocol = protocol or WireProtocol()
         self._wakeup = queued
         self._acked = acked
         #: Set while a connection is open (for tests, the benchmark and shutdown).
@@ -167,7 +169,7 @@ class Link:
                 await asyncio.wait_for(stop.wait(), timeout=wait)
 
     async def _serve(self, ws: ClientConnection, stop: asyncio.Event) -> None:
-        if self._hello is not None:
+        if self._protocol.says_hello:
             await ws.send(encode(self._hello()))
         self.connected.set()
         writer = asyncio.create_task(self._write(ws))
@@ -198,13 +200,13 @@ class Link:
             self._wakeup.clear()
             sent = last
             for seq, body in self.outbox.pending(after=last):
-                frame = body if self._wire is None else self._wire(body)
+                frame = self._protocol.frame(body)
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug("> %s", frame[:2000])
                 await ws.send(frame)
                 last = seq
-            if self._wire is not None and last > sent:
-                # v0: the relay's pong to a ping sent after these frames shows it has read them (in order).
+            if not self._protocol.acknowledged and last > sent:
+                # No ACKs (v0): the relay's pong to a ping sent after these frames shows it read them (in order).
                 await (await ws.ping())
                 if self.outbox.ack_through(last):
                     self._acked.set()

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from agent import __version__, protocol_v0
+from agent import __version__
 from agent.audit import AuditLog
 from agent.catalog import Catalog
 from agent.core import (
@@ -51,6 +51,7 @@ from agent.protocol import (
 from agent.redaction import Redactor
 from agent.render import render_finished, render_pending, render_report
 from agent.render_console import render_console
+from agent.wire import WireProtocol, wire_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,12 @@ class AgentRuntime:
     """Runs the core: one instance per agent, built inside the event loop that runs it."""
 
     def __init__(
-        self, parts: Parts, outbox: Outbox, redactor: Redactor, command_key: str | None = None
+        self,
+        parts: Parts,
+        outbox: Outbox,
+        redactor: Redactor,
+        command_key: str | None = None,
+        wire: WireProtocol | None = None,
     ) -> None:
         self.parts = parts
         self.config = parts.config
@@ -76,6 +82,8 @@ class AgentRuntime:
         self.redactor = redactor
         #: How the agent speaks to rooms (``[chat]``): every payload.text is rendered with it.
         self.chat = self.config.chat.chat()
+        #: The protocol spoken with the relay, chosen once (:func:`agent.wire.wire_protocol`).
+        self.wire = wire or wire_protocol(self.config)
         self.core = AgentCore(
             outbox,
             changes_state=self._changes_state,
@@ -83,13 +91,11 @@ class AgentRuntime:
             clock_skew=self.config.access.clock_skew,
             approval_window=self.config.access.approval_window,
             redact=redactor.redact_json,
-            holds_approvals=self.config.relay.protocol != "v0",
+            holds_approvals=self.wire.holds_approvals,
         )
         #: Writes made within one loop iteration share one durable commit (one fsync); the link is woken only
         #: once a message is on disk, so nothing is sent that a power cut could take back.
         self._group = GroupCommit(outbox)
-        #: Protocol v0: every message is reshaped by :func:`agent.protocol_v0.adapt` (or not sent at all).
-        self.v0 = self.config.relay.protocol == "v0"
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(self.config.tasks.max_tasks)
@@ -188,14 +194,14 @@ class AgentRuntime:
         ``action``: the command's action as sent (v0 shapes answers by it); ``stored``: a final kept from before,
         already redacted and shaped for the wire, sent again.
         """
-        redacted = message if stored and self.v0 else self.outbound(message)
-        if self.v0 and not stored:
-            # --- protocol v0: one TASK_FINISHED per command, nothing else (agent/protocol_v0.py) ---
-            frame = protocol_v0.adapt(redacted, action, self.config.relay.v0_reports)
-            if frame is None:
-                self._not_in_v0(redacted, task_id)
+        redacted = message if stored and self.wire.stores_wire_shape else self.outbound(message)
+        if not stored:
+            shaped = self.wire.outgoing(redacted, action)
+            if shaped is None:
+                self._not_sent(redacted, task_id)
                 return
-            redacted = self.redactor.redact_json(frame)  # the echoed action too
+            if shaped is not redacted:  # reshaped for the protocol (v0 echoes the action): redacted again
+                redacted = self.redactor.redact_json(shaped)
         if task_id is not None:
             done = self._group.submit(lambda box: box.finish_task(task_id, redacted))
         else:
@@ -239,17 +245,11 @@ class AgentRuntime:
         """Commit what is queued now (before closing the outbox)."""
         self._group.flush()
 
-    def _not_in_v0(self, message: dict[str, Any], task_id: str | None) -> None:
-        """Protocol v0 has no such message (HELLO, ACCEPTED, PENDING, REPORT, or an answer without ids)."""
-        event, about = message.get("event"), message.get("task_id")
-        if event == Wire.TASK_FINISHED.value and (about is None or message.get("room_id") is None):
-            logger.warning("protocol v0: a refusal without a readable task_id or room_id cannot be answered")
-        elif event == Wire.REPORT.value:
-            logger.info("protocol v0 sends no reports (relay.v0_reports is off): %s report not sent",
-                        message.get("payload", {}).get("kind"))  # fmt: skip
-        else:
-            logger.debug("protocol v0 has no %s; not sent (task %s)", event, about)
-        if task_id is not None and event == Wire.TASK_FINISHED.value:
+    def _not_sent(self, message: dict[str, Any], task_id: str | None) -> None:
+        """The protocol has no such message (v0: HELLO, ACCEPTED, PENDING, REPORT, an answer without ids)."""
+        level, text = self.wire.why_not_sent(message)
+        logger.log(level, "%s", text)
+        if task_id is not None and message.get("event") == Wire.TASK_FINISHED.value:
             self.outbox.set_task_state(task_id, TaskState.FINISHED)
 
     def report(self, room_id: str, payload: dict[str, Any]) -> None:
