@@ -87,6 +87,39 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def agent_commands(install_text: str) -> list[tuple[list[str], list[str]]]:
+    """Each ``agent …`` command INSTALL.txt shows: its command words and its ``--options``."""
+    found = []
+    for line in install_text.splitlines():
+        words = line.split()
+        at = next((i for i, w in enumerate(words) if w.replace("\\", "/").endswith("/agent")), None)
+        if at is None:
+            continue
+        rest = words[at + 1 :]
+        if rest[:1] == ["-c"]:
+            rest = rest[2:]
+        command = []
+        for word in rest:
+            if word.startswith("-") or "(" in word:
+                break
+            command.append(word)
+        found.append((command, [w for w in rest if w.startswith("--")]))
+    return found
+
+
+@pytest.mark.network
+@needs_index
+def test_every_command_install_txt_shows_exists_with_its_options(bundle: Path) -> None:
+    commands = agent_commands((bundle / "INSTALL.txt").read_text(encoding="utf-8"))
+    assert (["service", "install"], ["--env"]) in commands and (["runbooks", "verify"], []) in commands
+    agent = Path(sys.executable).parent / "agent"
+    for command, options in commands:
+        done = subprocess.run([str(agent), *command, "--help"], capture_output=True, text=True, encoding="utf-8",
+                              timeout=60, check=False)  # fmt: skip
+        assert done.returncode == 0, (command, done.stderr)
+        assert all(option in done.stdout for option in options), (command, options)
+
+
 @pytest.mark.network
 @needs_index
 def test_every_platform_and_python_resolves_from_the_bundle_alone(bundle: Path, tmp_path: Path) -> None:
