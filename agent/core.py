@@ -223,7 +223,7 @@ class AgentCore:
                 effects += self._interrupted(record.task_id, record.room_id, started=None)
                 continue
             started = record.state is TaskState.RUNNING
-            if started and self._may_change_state(command):
+            if started and self.may_change_state(command):
                 effects.append(Log(logging.WARNING, f"task {record.task_id} was running when the agent "
                                                     "stopped and changes state; answered as interrupted"))  # fmt: skip
                 effects += self._interrupted(record.task_id, record.room_id, started=True)
@@ -237,7 +237,8 @@ class AgentCore:
             effects.append(ArmTimer(approval_timer(held.code), max(0.0, held.expires - event.now)))
         return effects
 
-    def _may_change_state(self, command: Command) -> bool:
+    def may_change_state(self, command: Command) -> bool:
+        """True when running ``command`` may change a host's state (a ``changes_state`` runbook, or one unknown now)."""
         if command.action is not Action.RUN_RUNBOOK:
             return False
         name = command.params.get("runbook")
@@ -342,7 +343,7 @@ class AgentCore:
     def _ended(self, event: TaskEnded) -> list[Effect]:
         command, answer = event.command, event.answer
         if answer is None:  # cancelled at shutdown
-            started = self._may_change_state(command)
+            started = self.may_change_state(command)
             if started:
                 return self._interrupted(command.task_id, command.room_id, started=True)
             # Safe to run again: leave it in the ledger as queued; the next start runs it.

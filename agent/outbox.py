@@ -287,9 +287,17 @@ class Outbox:
         return removed
 
     @contextmanager
+    def relaxed(self) -> Iterator[None]:
+        """Commit every write inside without an fsync of its own (``synchronous=NORMAL``): it survives a crash at
+        once, and a power cut from the next durable commit on (the WAL is written in order, and a FULL commit
+        fsyncs everything before it). The runtime runs the core's ledger writes so, and makes them durable with the
+        group commit that carries the message or the start of the run depending on them."""
+        with self._without_fsync():
+            yield
+
+    @contextmanager
     def _without_fsync(self) -> Iterator[None]:
-        """Commit what is inside with ``synchronous=NORMAL``: it survives a crash at once, and a power cut from the
-        next durable commit on (the WAL is written in order, and a FULL commit fsyncs everything before it)."""
+        """Commit what is inside with ``synchronous=NORMAL`` (see :meth:`relaxed`)."""
         relax = self._depth == 0 and self.synchronous == "FULL"
         if relax:
             self._db.execute("PRAGMA synchronous=NORMAL")

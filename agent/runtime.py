@@ -9,6 +9,7 @@ queued, one that got its slot as running (what a restart does with each: :mod:`a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -111,9 +112,16 @@ class AgentRuntime:
     # -- events in ------------------------------------------------------------------------------------------
 
     def feed(self, event: Event) -> None:
-        """Hand one event to the core and carry out its effects. Never raises."""
+        """Hand one event to the core and carry out its effects. Never raises.
+
+        The core's own ledger writes (a task begun, a nonce, a held request) commit without an fsync; each becomes
+        durable with the group commit of what depends on it: the message that tells the room, or the run's start
+        (:meth:`_run` starts no state-changing run before its RUNNING record is on disk). So ``handle`` costs no
+        fsync, and a read-only command one: its answer's.
+        """
         try:
-            effects = self.core.handle(event)
+            with self.outbox.relaxed():
+                effects = self.core.handle(event)
         except Exception:
             logger.exception("the agent core failed on %s; dropped", type(event).__name__)
             return
@@ -320,7 +328,17 @@ class AgentRuntime:
         """One command: wait for a slot, run its handler, hand the answer to the core. Never raises but cancel."""
         try:
             async with self._slots:
-                self.outbox.set_task_state(command.task_id, TaskState.RUNNING)
+                running = functools.partial(
+                    Outbox.set_task_state, task_id=command.task_id, state=TaskState.RUNNING
+                )
+                if self.core.may_change_state(command):
+                    # After a restart such a task is answered INTERRUPTED, never run again: its RUNNING record (and
+                    # its begin record) must be on disk before it starts. One group commit, shared by every task
+                    # starting in this loop iteration.
+                    await self._group.submit(running)
+                else:  # run again after a restart either way: durable with its answer
+                    with self.outbox.relaxed():
+                        running(self.outbox)
                 ctx = TaskContext(
                     command, self.parts, lambda payload: self._accept(command, payload), approved_by,
                     on_progress=lambda payload: self.send(progress_message(command, payload)),
