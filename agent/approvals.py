@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.core import APPROVAL_CODE, Answer
+from agent.core import APPROVAL_CODE, Answer, Decided, Decision
 from agent.i18n import Msg
 from agent.protocol import Command, ErrorCode, Status
 
@@ -46,7 +46,7 @@ def _claim(ledger: Outbox, held: HeldRequest) -> HeldRequest | Answer:
     return claimed
 
 
-def decide(command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now: float) -> Answer:
+def decide(command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now: float) -> Answer | Decided:
     """APPROVE or REJECT a held request: a different user, with the approver role, before it expires, once."""
     approval = _held_here(command, ledger)
     if isinstance(approval, Answer):
@@ -65,12 +65,10 @@ def decide(command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now
     audit.append("approval_decided", task_id=claimed.task_id, requester=claimed.requester,
                  approver=decider, decision=decision)  # fmt: skip
     data = decision_data(decision, claimed)
-    if approve:
-        return Answer(Status.SUCCESS, data, release=claimed)
-    return Answer(Status.SUCCESS, data, rejected=claimed)
+    return Decided(claimed, Decision.APPROVED if approve else Decision.REJECTED, Answer(Status.SUCCESS, data))
 
 
-def cancel(command: Command, ledger: Outbox, audit: AuditLog) -> Answer:
+def cancel(command: Command, ledger: Outbox, audit: AuditLog) -> Answer | Decided:
     """CANCEL. ``params``: ``code``. The requester withdraws their own held request; it is answered CANCELLED."""
     held = _held_here(command, ledger)
     if isinstance(held, Answer):
@@ -81,7 +79,7 @@ def cancel(command: Command, ledger: Outbox, audit: AuditLog) -> Answer:
     if isinstance(claimed, Answer):
         return claimed
     audit.append("approval_cancelled", task_id=claimed.task_id, requester=claimed.requester)
-    return Answer(Status.SUCCESS, decision_data("cancelled", claimed), cancelled=claimed)
+    return Decided(claimed, Decision.CANCELLED, Answer(Status.SUCCESS, decision_data("cancelled", claimed)))
 
 
 def decision_data(decision: str, held: HeldRequest) -> dict[str, Any]:

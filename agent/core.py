@@ -25,6 +25,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from agent.command_auth import verify as verify_signature
@@ -65,7 +66,7 @@ class TaskEnded:
     """A command's handler returned ``answer`` (cancelled: ``answer`` is None)."""
 
     command: Command
-    answer: Answer | None
+    answer: Outcome | None
     now: float
 
 
@@ -138,23 +139,43 @@ Effect = Send | Acked | StartRun | Audit | ArmTimer | CancelTimer | Log
 
 @dataclass(frozen=True)
 class Answer:
-    """What a handler returns: a final status and data, or a request to hold, or an approval decision."""
+    """A final answer: the command's status, its data (per action), and the error when it failed."""
 
     status: Status
     data: dict[str, Any] = field(default_factory=dict)
     error: tuple[ErrorCode, str] | None = None
-    #: Set instead of a final answer when the request waits for approval: what will run (redacted view).
-    pending: dict[str, Any] | None = None
-    #: An approver released this held request: run it (the core does, as the approver's).
-    release: HeldRequest | None = None
-    #: An approver rejected this held request: answer it as rejected.
-    rejected: HeldRequest | None = None
-    #: The requester withdrew this held request: answer it as cancelled.
-    cancelled: HeldRequest | None = None
 
     @classmethod
     def fail(cls, code: ErrorCode, message: str, data: dict[str, Any] | None = None) -> Answer:
         return cls(Status.FAIL, data or {}, (code, message))
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The request waits for a second person's approval instead of running now."""
+
+    #: What would run (runbook, hosts, args), redacted: shown to the room with the approval code.
+    summary: dict[str, Any]
+
+
+class Decision(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A decision on a held request (an approver's approve or reject, the requester's cancel), and the answer to
+    the one who decided. The core runs the request (approved) or answers it (rejected, cancelled)."""
+
+    held: HeldRequest
+    decision: Decision
+    answer: Answer
+
+
+#: What a handler returns: exactly one of these (a tagged union; the core dispatches on the type).
+Outcome = Answer | Hold | Decided
 
 
 def approval_timer(code: str) -> str:
@@ -348,22 +369,24 @@ class AgentCore:
                 return self._interrupted(command.task_id, command.room_id, started=True)
             # Safe to run again: leave it in the ledger as queued; the next start runs it.
             return [Audit("deferred", {"task_id": command.task_id})]
-        if answer.pending is not None and not self.holds_approvals:
+        if isinstance(answer, Hold) and not self.holds_approvals:
             answer = Answer.fail(ErrorCode.NOT_AVAILABLE, Msg("this runbook needs four-eyes approval, which "
                                  "protocol v0 cannot carry; run it through a protocol-1 relay"))  # fmt: skip
-        if answer.pending is not None:
-            return self._hold(command, answer.pending, event.now)
+        if isinstance(answer, Hold):
+            return self._hold(command, answer.summary, event.now)
         effects: list[Effect] = []
-        if answer.release is not None:
-            effects += self._release(answer.release, command.user)
-        if answer.rejected is not None:
-            effects += self._close(
-                answer.rejected, ErrorCode.REJECTED, Msg("rejected by {user}", user=command.user)
-            )
-        if answer.cancelled is not None:
-            effects += self._close(
-                answer.cancelled, ErrorCode.CANCELLED, Msg("cancelled by {user}", user=command.user)
-            )
+        if isinstance(answer, Decided):
+            if answer.decision is Decision.APPROVED:
+                effects += self._release(answer.held, command.user)
+            elif answer.decision is Decision.REJECTED:
+                effects += self._close(
+                    answer.held, ErrorCode.REJECTED, Msg("rejected by {user}", user=command.user)
+                )
+            else:
+                effects += self._close(
+                    answer.held, ErrorCode.CANCELLED, Msg("cancelled by {user}", user=command.user)
+                )
+            answer = answer.answer
         if answer.error is not None:
             effects.append(Audit("decision", {"task_id": command.task_id, "decision": "refused",
                                               "reason": answer.error[1]}))  # fmt: skip

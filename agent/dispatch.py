@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from agent import approvals, console
 from agent.checks import CheckResult, CheckStatus, db, disk, worst
 from agent.config import DiskCheck
-from agent.core import Answer
+from agent.core import Answer, Decided, Hold, Outcome
 from agent.errors import (
     HostNotAllowed,
     InvalidArguments,
@@ -87,10 +87,10 @@ class TaskContext:
             self.on_accept(payload)
 
 
-Handler = Callable[[TaskContext], Awaitable[Answer]]
+Handler = Callable[[TaskContext], Awaitable[Outcome]]
 
 
-async def run_runbook(ctx: TaskContext) -> Answer:
+async def run_runbook(ctx: TaskContext) -> Answer | Hold:
     """``params``: ``runbook`` (name), ``hosts`` (aliases or groups), ``args`` (parameter values)."""
     command, gate = ctx.command, ctx.parts.gate
     params = command.params
@@ -116,9 +116,7 @@ async def run_runbook(ctx: TaskContext) -> Answer:
                 ErrorCode.NOT_AVAILABLE,
                 Msg("{runbook} needs an approver, and none is configured", runbook=result.runbook),
             )
-        return Answer(
-            Status.FAIL, pending={"runbook": result.runbook, "hosts": result.hosts, "args": result.args}
-        )
+        return Hold({"runbook": result.runbook, "hosts": result.hosts, "args": result.args})
     data = result.to_json()
     for row, host in zip(data["hosts"], result.hosts, strict=True):
         # How long each kept stream is, so the chat view can say how many lines it left out and which page.
@@ -301,12 +299,12 @@ async def fetch_mes_qc(ctx: TaskContext) -> Answer:
                                    "total_at_least": result.total_at_least})  # fmt: skip
 
 
-async def approve(ctx: TaskContext) -> Answer:
+async def approve(ctx: TaskContext) -> Answer | Decided:
     """``params``: ``code`` (from TASK_PENDING_APPROVAL). A different user with the approver role releases it."""
     return approvals.decide(ctx.command, ctx.parts.ledger, ctx.parts.audit, approve=True, now=time.time())
 
 
-async def reject(ctx: TaskContext) -> Answer:
+async def reject(ctx: TaskContext) -> Answer | Decided:
     """``params``: ``code``. A different user with the approver role cancels the request."""
     return approvals.decide(ctx.command, ctx.parts.ledger, ctx.parts.audit, approve=False, now=time.time())
 
@@ -326,7 +324,7 @@ async def pending(ctx: TaskContext) -> Answer:
     return console.pending_answer(ctx.parts.ledger, ctx.command.room_id, time.time())
 
 
-async def cancel(ctx: TaskContext) -> Answer:
+async def cancel(ctx: TaskContext) -> Answer | Decided:
     """``params``: ``code``. The requester withdraws their own held request."""
     return approvals.cancel(ctx.command, ctx.parts.ledger, ctx.parts.audit)
 
@@ -380,7 +378,7 @@ _REFUSALS: list[tuple[type[Exception], ErrorCode]] = [
 ]
 
 
-async def dispatch(ctx: TaskContext) -> Answer:
+async def dispatch(ctx: TaskContext) -> Outcome:
     """Run the command's handler; a documented refusal becomes a FAIL answer. Other exceptions propagate."""
     handler = HANDLERS[ctx.command.action]
     try:

@@ -19,8 +19,11 @@ from agent.core import (
     Audit,
     CancelTimer,
     Closing,
+    Decided,
+    Decision,
     Effect,
     FrameReceived,
+    Hold,
     Send,
     Started,
     StartRun,
@@ -204,12 +207,14 @@ def test_held_request_is_released_once_as_the_approvers_and_its_timer_cancelled(
     core, ledger = make_core(approval_window=600)
     request = command(packet("t-10", runbook="service_restart"))
     core.handle(FrameReceived(packet("t-10", runbook="service_restart"), NOW))
-    held = core.handle(TaskEnded(request, Answer(Status.FAIL, pending={"runbook": "service_restart"}), NOW))
+    held = core.handle(TaskEnded(request, Hold({"runbook": "service_restart"}), NOW))
     assert kinds(held) == ["Audit:approval_requested", "Send", "ArmTimer"]
     assert sent(held)[0]["event"] == "TASK_PENDING_APPROVAL" and sent(held)[0]["payload"]["code"] == "ABCDEF"
     assert ArmTimer(approval_timer("ABCDEF"), 600) in held and ledger.tasks["t-10"].state is TaskState.PENDING
     approve = command(packet("t-11", action="APPROVE"))
-    released = core.handle(TaskEnded(approve, Answer(Status.SUCCESS, release=ledger.claim("ABCDEF")), NOW))
+    released = core.handle(
+        TaskEnded(approve, Decided(ledger.claim("ABCDEF"), Decision.APPROVED, Answer(Status.SUCCESS)), NOW)
+    )
     assert CancelTimer(approval_timer("ABCDEF")) in released
     (start,) = [e for e in released if isinstance(e, StartRun)]
     assert start.command.task_id == "t-10" and start.approved_by == "kim"
@@ -221,7 +226,7 @@ def test_an_expired_request_is_answered_once_with_approval_expired() -> None:
     core, _ = make_core(approval_window=60)
     request = command(packet("t-12", runbook="service_restart"))
     core.handle(FrameReceived(packet("t-12", runbook="service_restart"), NOW))
-    core.handle(TaskEnded(request, Answer(Status.FAIL, pending={"runbook": "service_restart"}), NOW))
+    core.handle(TaskEnded(request, Hold({"runbook": "service_restart"}), NOW))
     expired = core.handle(TimerFired(approval_timer("ABCDEF"), NOW + 61))
     (final,) = [e for e in expired if isinstance(e, Send)]
     assert final.task_id == "t-12" and final.message["payload"]["error"]["code"] == "APPROVAL_EXPIRED"
@@ -308,22 +313,20 @@ def test_a_typed_secret_is_never_kept_and_a_restart_asks_for_the_request_again()
     raw["params"]["args"] = {"password": "s3cret"}
     core.handle(FrameReceived(json.dumps(raw), NOW))
     assert ledger.tasks["t-50"].command is None  # the packet with the secret is not on disk
-    held = core.handle(
-        TaskEnded(command(json.dumps(raw)), Answer(Status.FAIL, pending={"runbook": "x"}), NOW)
-    )
+    held = core.handle(TaskEnded(command(json.dumps(raw)), Hold({"runbook": "x"}), NOW))
     assert "s3cret" not in json.dumps(ledger.kept["ABCDEF"].request) and held
     # Released by the same process: runs with the original arguments.
     release = core.handle(TaskEnded(command(packet("t-51", action="APPROVE")),
-                                    Answer(Status.SUCCESS, release=ledger.claim("ABCDEF")), NOW))  # fmt: skip
+                                    Decided(ledger.claim("ABCDEF"), Decision.APPROVED, Answer(Status.SUCCESS)), NOW))  # fmt: skip
     (start,) = [e for e in release if isinstance(e, StartRun)]
     assert start.command.params["args"] == {"password": "s3cret"}
     # After a restart the original is gone: a second such request is answered, not run with the masked value.
     core.handle(FrameReceived(json.dumps({**raw, "task_id": "t-52"}), NOW))
     core.handle(TaskEnded(command(json.dumps({**raw, "task_id": "t-52"})),
-                          Answer(Status.FAIL, pending={"runbook": "x"}), NOW))  # fmt: skip
+                          Hold({"runbook": "x"}), NOW))  # fmt: skip
     restarted, _ = make_core(ledger, redact=mask)
     after = restarted.handle(TaskEnded(command(packet("t-53", action="APPROVE")),
-                                       Answer(Status.SUCCESS, release=ledger.claim("GHJKLM")), NOW))  # fmt: skip
+                                       Decided(ledger.claim("GHJKLM"), Decision.APPROVED, Answer(Status.SUCCESS)), NOW))  # fmt: skip
     assert not any(isinstance(e, StartRun) for e in after)
     assert sent(after)[0]["payload"]["error"]["code"] == "INTERRUPTED"
 

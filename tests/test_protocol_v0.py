@@ -16,7 +16,7 @@ from agent import protocol_v0
 from agent.checks.http import health_body
 from agent.command_auth import canonical, signature
 from agent.config import HttpCheck
-from agent.core import AgentCore, Answer, Send, TaskEnded
+from agent.core import AgentCore, Hold, Send, TaskEnded
 from agent.protocol import (
     ErrorCode,
     InvalidPacket,
@@ -164,9 +164,7 @@ def test_in_v0_a_four_eyes_request_is_refused_not_held() -> None:
     request = parse_frame(json.dumps({"action": "RUN_RUNBOOK", "task_id": "r-1", "room_id": "ops"}))
     assert not isinstance(request, InvalidPacket)
     ledger.begin_task("r-1", "ops")
-    effects = core.handle(
-        TaskEnded(request, Answer(Status.FAIL, pending={"runbook": "service_restart"}), NOW)
-    )
+    effects = core.handle(TaskEnded(request, Hold({"runbook": "service_restart"}), NOW))
     sends = [e for e in effects if isinstance(e, Send)]
     assert len(sends) == 1 and sends[0].task_id == "r-1" and sends[0].action == "RUN_RUNBOOK"
     assert sends[0].message["payload"]["error"]["code"] == "NOT_AVAILABLE"
