@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from agent import __version__
+from agent import __version__, notices
 from agent.audit import AuditLog
 from agent.catalog import Catalog
 from agent.core import (
@@ -36,7 +36,7 @@ from agent.core import (
     TimerFired,
 )
 from agent.dispatch import Parts, TaskContext, dispatch
-from agent.i18n import Msg, i18n_json, nmsg
+from agent.i18n import Msg
 from agent.outbox import GroupCommit, Outbox, TaskState
 from agent.protocol import (
     Command,
@@ -232,22 +232,13 @@ class AgentRuntime:
             logger.warning(
                 "the outbox cap dropped %d old report(s)/acceptance(s) while the relay was away", dropped
             )
-            self.report(
-                self.config.operations_room,
-                {"kind": "outbox_cap", "status": "WARN", "dropped": dropped,
-                 "message": f"the relay was away long: {dropped} older report(s) or acceptance notice(s) were dropped "
-                            "to stay under state.max_outbox_bytes; no result was dropped"},
-            )  # fmt: skip
+            self.report(self.config.operations_room, notices.outbox_cap(dropped))
 
     def outputs_evicted(self, evicted: list[Any]) -> None:
         """Kept outputs removed to stay under [outputs] caps: say so in the operations room."""
         if not evicted:
             return
-        self.report(
-            self.config.operations_room,
-            {"kind": "outputs_cap", "status": "WARN", "evicted": [e.task_id for e in evicted],
-             "message": f"{len(evicted)} oldest kept output(s) removed to stay under [outputs] max_bytes/max_runs"},
-        )  # fmt: skip
+        self.report(self.config.operations_room, notices.outputs_cap([e.task_id for e in evicted]))
 
     def flush_writes(self) -> None:
         """Commit what is queued now (before closing the outbox)."""
@@ -272,14 +263,10 @@ class AgentRuntime:
 
     def notice(self, state: str) -> None:
         """Tell the operations room the agent started (version, short catalog digest) or is stopping."""
-        report = self.catalog.report
-        digest = report.lock.catalog_sha256[:12] if report.lock and report.lock.catalog_sha256 else None
         self.report(
             self.config.operations_room,
-            {"kind": "agent", "state": state, "status": "OK" if state == "started" else "WARN",
-             "agent_id": self.config.agent_id, "version": __version__, "catalog": digest,
-             "runnable": len(report.runnable)},
-        )  # fmt: skip
+            notices.agent_state(state, self.config.agent_id, __version__, self.catalog.report),
+        )
 
     # -- start ----------------------------------------------------------------------------------------------
 
@@ -288,27 +275,9 @@ class AgentRuntime:
         report = self.catalog.verify()
         self.outbox.purge()
         if not report.ok:
-            message = nmsg(
-                "{n} catalog problem; {runnable} of {total} runbooks runnable",
-                "{n} catalog problems; {runnable} of {total} runbooks runnable",
-                len(report.problems), runnable=len(report.runnable), total=len(report.runbooks),
-            )  # fmt: skip
             for problem in report.problems:
                 logger.error("catalog: %s", problem)
-            self.report(
-                self.config.operations_room,
-                {
-                    "kind": "catalog",
-                    "status": "ERROR",
-                    "message": message,
-                    "i18n": i18n_json(message),
-                    "at": time.time(),
-                    "problems": [
-                        {"runbook": p.runbook, "kind": p.kind.value, "detail": p.detail}
-                        for p in report.problems
-                    ],
-                },
-            )
+            self.report(self.config.operations_room, notices.catalog_problems(report, time.time()))
         if not self.config.access.users:
             logger.warning(
                 "no users in access.users: every chat user may do what each room and runbook allows"

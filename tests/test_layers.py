@@ -24,7 +24,7 @@ IO_LIBRARIES = {*OWNERS, "asyncio", "sqlite3", "socket", "ssl", "subprocess"}
 PURE = {
     "agent.core", "agent.ledger", "agent.protocol", "agent.redaction", "agent.manifest", "agent.plan",
     "agent.render", "agent.results", "agent.errors", "agent.command_auth", "agent.lockfile", "agent.runpath",
-    "agent.i18n", "agent.protocol_v0", "agent.wire", "agent.startup",
+    "agent.i18n", "agent.protocol_v0", "agent.wire", "agent.startup", "agent.notices",
 }  # fmt: skip
 
 
