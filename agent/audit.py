@@ -60,11 +60,12 @@ class AuditLog:
         """Write one entry and return it.
 
         Other processes may append to the same file (``agent runbooks run`` while ``agent run`` serves): each entry
-        is chained to the file's last whole entry, read again from the open file whenever it grew meanwhile; on
-        POSIX an exclusive ``flock`` (on Windows a byte-range lock) makes that read and the write one step. The path is checked again under the
-        lock, so a writer that waited while the file was rotated writes to the new file, not the old one. A new
-        (empty) file after a rotation or deletion starts its own chain with a ``continued`` entry that records the
-        head this log had written before, so each file verifies on its own and the files can be tied together.
+        is chained to the file's last whole entry, read again from the open file whenever it grew meanwhile; an
+        exclusive lock (``flock`` on POSIX, a byte-range lock on Windows) makes that read and the write one step.
+        The path is checked again under the lock, so a writer that waited while the file was rotated writes to the
+        new file, not the old one. A new (empty) file after a rotation or deletion starts its own chain with a
+        ``continued`` entry that records the head this log had written before, so each file verifies on its own and
+        the files can be tied together.
         """
         fields = self._redact(fields)
         with self._lock:

@@ -276,7 +276,7 @@ class Outbox:
     def ack_many(self, msg_ids: Iterable[str]) -> int:
         """Forget acknowledged messages in one transaction, without an fsync of its own; how many were pending."""
         removed = 0
-        with self._without_fsync(), self.batch():
+        with self.relaxed(), self.batch():
             for msg_id in msg_ids:
                 row = self._db.execute(
                     "DELETE FROM outbox WHERE msg_id = ? RETURNING size", (msg_id,)
@@ -292,12 +292,6 @@ class Outbox:
         once, and a power cut from the next durable commit on (the WAL is written in order, and a FULL commit
         fsyncs everything before it). The runtime runs the core's ledger writes so, and makes them durable with the
         group commit that carries the message or the start of the run depending on them."""
-        with self._without_fsync():
-            yield
-
-    @contextmanager
-    def _without_fsync(self) -> Iterator[None]:
-        """Commit what is inside with ``synchronous=NORMAL`` (see :meth:`relaxed`)."""
         relax = self._depth == 0 and self.synchronous == "FULL"
         if relax:
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -336,7 +330,7 @@ class Outbox:
                 its TASK_ACCEPTED) before the task has any effect: that commit makes this one durable too. Better
                 still, write both in one :meth:`batch`.
         """
-        with contextlib.nullcontext() if fsync else self._without_fsync():
+        with contextlib.nullcontext() if fsync else self.relaxed():
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO tasks (task_id, state, room_id, updated, command) VALUES (?, ?, ?, ?, ?)",
                 (task_id, TaskState.QUEUED.value, room_id, time.time(), command),

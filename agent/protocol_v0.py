@@ -1,9 +1,9 @@
 """The original protocol ("v0", ``[relay] protocol = "v0"``): the agent's messages as the seed's relay expects them.
 
 Pure, no I/O. The agent works in protocol-1 messages throughout (core, outbox, ledger); in v0 mode
-:class:`agent.wire.OriginalProtocol` passes each already redacted message through :func:`adapt`, which returns the one v0 frame to send for it or
-``None`` when v0 has no such message (AGENT_HELLO, TASK_ACCEPTED, TASK_PENDING_APPROVAL, and REPORT unless
-``relay.v0_reports`` is on). A v0 frame is exactly::
+:class:`agent.wire.OriginalProtocol` passes each already redacted message through :func:`adapt`, which returns the
+one v0 frame to send for it or ``None`` when v0 has no such message (AGENT_HELLO, TASK_ACCEPTED,
+TASK_PENDING_APPROVAL, and REPORT unless ``relay.v0_reports`` is on). A v0 frame is exactly::
 
     {"event": "TASK_FINISHED", "room_id": …, "task_id": …, "payload": {"status": "SUCCESS"|"FAIL", "data": …}}
 

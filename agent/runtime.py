@@ -9,7 +9,6 @@ queued, one that got its slot as running (what a restart does with each: :mod:`a
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from typing import Any
@@ -297,9 +296,10 @@ class AgentRuntime:
         """One command: wait for a slot, run its handler, hand the answer to the core. Never raises but cancel."""
         try:
             async with self._slots:
-                running = functools.partial(
-                    Outbox.set_task_state, task_id=command.task_id, state=TaskState.RUNNING
-                )
+
+                def running(box: Outbox) -> bool:
+                    return box.set_task_state(command.task_id, TaskState.RUNNING)
+
                 if self.core.may_change_state(command):
                     # After a restart such a task is answered INTERRUPTED, never run again: its RUNNING record (and
                     # its begin record) must be on disk before it starts. One group commit, shared by every task

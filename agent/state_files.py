@@ -17,6 +17,8 @@ from pathlib import Path
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+#: Windows has no O_NOFOLLOW: there a link (a reparse point) is refused by lstat before and after opening.
+_NO_NOFOLLOW = not hasattr(os, "O_NOFOLLOW")
 
 
 def private_dir(path: Path) -> Path:
@@ -55,7 +57,7 @@ def open_private(path: Path, flags: int) -> int:
         OSError: as ``os.open``; ``ELOOP`` for a link, ``EINVAL`` for a device, a pipe or a folder.
     """
     flags |= os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    if not hasattr(os, "O_NOFOLLOW"):  # Windows: refuse a link (a reparse point) before and after opening
+    if _NO_NOFOLLOW:
         _refuse_link(path)
     fd = os.open(path, flags, FILE_MODE)
     try:
@@ -63,7 +65,7 @@ def open_private(path: Path, flags: int) -> int:
         mode = opened.st_mode
         if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
-        if not hasattr(os, "O_NOFOLLOW"):
+        if _NO_NOFOLLOW:
             named = _refuse_link(path)
             if named is not None and (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):
                 raise OSError(errno.ELOOP, "replaced while opening", str(path))

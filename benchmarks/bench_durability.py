@@ -22,19 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.sshd import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = Path(sys.executable).parent / "agent"
 N = 100
 TOKEN = "bench-relay-token-0123456789"  # a loopback relay's token
 CONFIG = 'agent_id = "bench"\n[relay]\nmax_backoff = 1.0\n\n[checks.root_disk]\nkind = "disk"\npath = "."\n'
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _finished(task_id: str) -> Callable[[dict[str, Any]], bool]:
@@ -44,7 +38,7 @@ def _finished(task_id: str) -> Callable[[dict[str, Any]], bool]:
 async def _serve(home: Path, count: int, command: dict[str, Any], env: dict[str, str], at_once: bool) -> int:
     from agent.reference.operator_client import OperatorClient
 
-    port = _free_port()
+    port = free_port()
     relay = subprocess.Popen([str(AGENT), "relay", "--port", str(port)], env=env, stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     trace = home / f"strace-{count}.txt"

@@ -20,17 +20,19 @@ fi
 # what was tested today. LOCK=test (scripts/test) takes requirements/test-linux.lock: the runtime pins + test tools.
 # The build backend comes from requirements/build.lock (--no-build-isolation: nothing resolved at install time).
 LOCKFILE="requirements/${LOCK:+$LOCK-}linux.lock"
-_pip_log="$(mktemp)"
-_pip() { .venv/bin/python -m pip --disable-pip-version-check "$@" >>"$_pip_log" 2>&1; }
-if ! _pip install -q --require-hashes --no-deps --only-binary=:all: -r "$LOCKFILE" -r requirements/build.lock; then
-  grep -v '^WARNING: Location' "$_pip_log" >&2; rm -f "$_pip_log"
-  echo "installing the locked versions into .venv failed (pip install --require-hashes -r $LOCKFILE)" >&2; exit 2
-fi
-if ! _pip install -q --no-deps --no-build-isolation -e .; then
-  grep -v '^WARNING: Location' "$_pip_log" >&2; rm -f "$_pip_log"
-  echo "installing the project into .venv failed (pip install --no-deps --no-build-isolation -e .)" >&2; exit 2
-fi
-rm -f "$_pip_log"
+# pip_or_stop WHAT ARGS…: run pip quietly; on failure show its output (without pip's notes about this machine's
+# index config) and stop with "installing WHAT into .venv failed".
+pip_or_stop() {
+  local what="$1" log; shift; log="$(mktemp)"
+  if ! .venv/bin/python -m pip --disable-pip-version-check "$@" >"$log" 2>&1; then
+    grep -v '^WARNING: Location' "$log" >&2; rm -f "$log"
+    echo "installing $what into .venv failed (pip $*)" >&2; exit 2
+  fi
+  rm -f "$log"
+}
+pip_or_stop "the locked versions" install -q --require-hashes --no-deps --only-binary=:all: -r "$LOCKFILE" \
+  -r requirements/build.lock
+pip_or_stop "the project" install -q --no-deps --no-build-isolation -e .
 # Check what the README's commands use: the console script, run from outside the checkout (so that `import agent`
 # cannot succeed just because the source folder is the working directory).
 (cd / && "$OLDPWD/.venv/bin/agent" --version >/dev/null) \

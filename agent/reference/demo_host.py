@@ -131,8 +131,8 @@ class DemoHost:
         authorized = asyncssh.import_authorized_keys(client_key.export_public_key().decode())
         self._server = await asyncssh.listen(
             "127.0.0.1", 0, server_host_keys=[host_key], authorized_client_keys=authorized,
-            process_factory=functools.partial(_session, shell=self.shell), encoding=None, allow_scp=False, agent_forwarding=False,
-            x11_forwarding=False, sftp_factory=None, line_editor=False,
+            process_factory=functools.partial(_session, shell=self.shell), encoding=None, allow_scp=False,
+            agent_forwarding=False, x11_forwarding=False, sftp_factory=None, line_editor=False,
         )  # fmt: skip
         self.port = self._server.sockets[0].getsockname()[1]
         public = host_key.export_public_key().decode().strip()

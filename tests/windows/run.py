@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -29,14 +28,16 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
 LINUX_VENV = ROOT / ".venv" / "bin"
 CACHE = Path(os.environ.get("GUARDIA_WINE_CACHE") or Path.home() / ".cache" / "guardia-wine")
 RELAY_TOKEN = "wine-relay-token-0123456789"
 T = TypeVar("T")
-BRIDGE_SH = ""  # the Wine venv's sh.exe (tests/windows/unix_sh.py), set when the venv is made
+
+if TYPE_CHECKING:
+    from tests.sshd import SshFleet
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,6 @@ def win(path: Path) -> str:
     return str(PureWindowsPath("Z:\\", *path.resolve().parts[1:]))
 
 
-def toml_string(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
 @dataclass
 class Results:
     passed: list[str] = field(default_factory=list)
@@ -108,14 +105,12 @@ class Wine:
         self.python = CACHE / "python" / "python.exe"
         self.venv = work / "venv"
         self.scripts = self.venv / "Scripts"
-        global BRIDGE_SH
-        BRIDGE_SH = win(self.scripts / "sh.exe")
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PIP_"))},
             "WINEPREFIX": str(self.prefix), "WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml=",
-            "PYTHONUTF8": "", "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
         }  # fmt: skip
-        self.env.pop("PYTHONUTF8")  # the agent must be right without it
+        self.env.pop("PYTHONUTF8", None)  # the agent must be right without it
 
     def run(
         self, args: list[str], *, stdin: bytes = b"", timeout: float = 300, cwd: Path | None = None,
@@ -251,13 +246,17 @@ def no_noise(done: subprocess.CompletedProcess[bytes]) -> bool:
     return "Traceback" not in err and "Warning" not in err
 
 
-def agent_config(home: Path, ssh_port: int, known_hosts: Path, key: Path, user: str) -> Path:
+def agent_config(home: Path, fleet: SshFleet) -> Path:
+    """The Windows agent's config: one host (the fleet's real sshd), Windows paths for its files."""
+    from agent.reference.demo import toml_string
+
+    endpoint = fleet.endpoints[0]
     config = home / "agent.toml"
     config.write_text(
         'agent_id = "wine-agent"\noperations_room = "ops"\n\n'
-        f"[inventory]\nknown_hosts = {toml_string(win(known_hosts))}\nuser = {toml_string(user)}\n"
-        f"key_file = {toml_string(win(key))}\n\n"
-        f'[inventory.hosts.was01]\naddress = "127.0.0.1"\nport = {ssh_port}\n\n'
+        f"[inventory]\nknown_hosts = {toml_string(win(fleet.known_hosts))}\nuser = {toml_string(fleet.user)}\n"
+        f"key_file = {toml_string(win(fleet.client_key))}\n\n"
+        f'[inventory.hosts.was01]\naddress = "{endpoint.address}"\nport = {endpoint.port}\n\n'
         '[inventory.groups]\nwas = ["was01"]\n\n[relay]\nmax_backoff = 1.0\n\n[tasks]\nshutdown_grace = 2.0\n',
         encoding="utf-8", newline="\n",
     )  # fmt: skip
@@ -353,21 +352,21 @@ def check_keys_with_nul_stdin(wine: Wine, results: Results, home: Path) -> None:
                   and "no terminal" in out and no_noise(done), out)  # fmt: skip
 
 
-async def _bridged(call: Callable[[dict[str, str]], T]) -> T:
-    """``call(env)`` in a thread while the sh bridge listens; ``env`` points the demo host's shell at it."""
+async def _bridged(wine: Wine, call: Callable[[dict[str, str]], T]) -> T:
+    """``call(env)`` in a thread while the sh bridge listens; ``env`` points the demo host's shell at the Wine
+    venv's ``sh.exe`` (tests/windows/unix_sh.py), which relays to it."""
     from tests.windows.bridge import start_bridge
 
     server, port = await start_bridge()
+    env = {"AGENT_DEMO_SHELL": win(wine.scripts / "sh.exe"), "GUARDIA_WINE_SH_PORT": str(port)}
     try:
-        return await asyncio.to_thread(
-            call, {"AGENT_DEMO_SHELL": BRIDGE_SH, "GUARDIA_WINE_SH_PORT": str(port)}
-        )
+        return await asyncio.to_thread(call, env)
     finally:
         server.close()
 
 
 def check_demo(wine: Wine, results: Results) -> None:
-    done = asyncio.run(_bridged(lambda env: wine.agent("demo", cwd=ROOT, env=env, timeout=300)))
+    done = asyncio.run(_bridged(wine, lambda env: wine.agent("demo", cwd=ROOT, env=env, timeout=300)))
     out = text(done.stdout)
     korean = all(s in out for s in ("── 1.", "── 7.", "예약 점검"))
     results.check("agent demo: the whole transcript, in Korean, into a pipe",
@@ -431,7 +430,9 @@ def check_suite(wine: Wine, results: Results, pytest_args: list[str]) -> None:
     """The test suite as a Windows process; tests needing sshd or PostgreSQL here are skipped by conftest."""
     command = [str(wine.scripts / "python.exe"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=15",
                *pytest_args]  # fmt: skip
-    done = asyncio.run(_bridged(lambda env: wine.run(command, cwd=ROOT, timeout=1800, env={"CI": "", **env})))
+    done = asyncio.run(
+        _bridged(wine, lambda env: wine.run(command, cwd=ROOT, timeout=1800, env={"CI": "", **env}))
+    )
     out = text(done.stdout + done.stderr)
     print(out)
     results.check(
@@ -456,12 +457,7 @@ def main() -> int:
         shutil.copy2(ROOT / "runbooks.lock", home / "runbooks.lock")
         fleet = SshFleet(1).start()
         try:
-            config = agent_config(
-                home, fleet.endpoints[0].port, fleet.known_hosts, fleet.client_key, fleet.user
-            )
-            # the fleet's address is 127.0.0.x: point the config at it
-            config.write_text(config.read_text(encoding="utf-8").replace(
-                'address = "127.0.0.1"', f'address = "{fleet.endpoints[0].address}"'), encoding="utf-8")  # fmt: skip
+            config = agent_config(home, fleet)
             check_cli(wine, results, home, config)
             check_redact(wine, results, home)
             check_service(wine, results, home, config)
