@@ -15,7 +15,7 @@
     └── SigningError (ValueError)           an approver key that cannot be read or used
 
 Messages never contain the raw value that was refused: they are meant to be shown to an operator in a chat room
-outside the network. The refusals are raised with a :class:`agent.i18n.Msg` (English as ``str(exc)``, translated in
+outside the network. The refusals are raised with a :class:`agent.chat.i18n.Msg` (English as ``str(exc)``, translated in
 the room from ``exc.msg``).
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.i18n import Msg
+from agent.chat.i18n import Msg
 
 
 class AgentError(Exception):
@@ -31,7 +31,7 @@ class AgentError(Exception):
 
     @property
     def msg(self) -> str:
-        """The message as raised: a :class:`~agent.i18n.Msg` the room sees translated, when it is one."""
+        """The message as raised: a :class:`~agent.chat.i18n.Msg` the room sees translated, when it is one."""
         first = self.args[0] if len(self.args) == 1 else None
         return first if isinstance(first, Msg) else str(self)
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.catalog import Catalog
+from agent.catalog.store import Catalog
 
 COUNT = 1000
 REPEAT = 5

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.i18n import Chat, Msg
-from agent.protocol import Status, finished_message
+from agent.chat.i18n import Chat, Msg
+from agent.chat.render import render_finished
 from agent.redaction import Redactor
-from agent.render import render_finished
-from agent.results import HostResult, Outcome, RunResult
+from agent.runs.results import HostResult, Outcome, RunResult
+from agent.session.protocol import Status, finished_message
 
 ROUNDS = 21
 PER_ROUND = 20

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import asyncssh
 
-from agent.catalog import Catalog
-from agent.config import load_config
-from agent.executor import Executor
-from agent.plan import RunPlan, plan_run
-from agent.remote import REMOTE_PATH, remote_command
+from agent.catalog.store import Catalog
+from agent.config.schema import load_config
+from agent.runs.executor import Executor
+from agent.runs.plan import RunPlan, plan_run
+from agent.runs.remote import REMOTE_PATH, remote_command
 from tests.sshd import SshFleet
 
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "10,50,200").split(",")]

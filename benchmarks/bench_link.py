@@ -33,10 +33,10 @@ from typing import Any
 import asyncssh
 import websockets.asyncio.client
 
-from agent.catalog import Catalog
-from agent.outbox import GroupCommit, Outbox, Synchronous
+from agent.catalog.store import Catalog
 from agent.reference.relay import Relay
-from agent.remote import new_run_id, remote_command
+from agent.runs.remote import new_run_id, remote_command
+from agent.state.outbox import GroupCommit, Outbox, Synchronous
 from tests.sshd import SshFleet
 
 ROUND_TRIPS = 200
@@ -152,8 +152,8 @@ def outbox_part(folder: Path) -> None:
 
 def agent_process() -> None:
     """Entry point of the agent subprocess (``BENCH_AGENT_CONFIG``, ``BENCH_SYNC`` in the environment)."""
-    from agent.app import App, install_signal_handlers
-    from agent.config import load_config
+    from agent.config.schema import load_config
+    from agent.shell.app import App, install_signal_handlers
 
     async def serve() -> None:
         config = load_config(os.environ["BENCH_AGENT_CONFIG"])

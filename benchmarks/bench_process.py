@@ -30,7 +30,7 @@ from pathlib import Path
 import websockets.asyncio.client
 
 import agent
-from agent.catalog import Catalog
+from agent.catalog.store import Catalog
 from agent.reference.operator_client import OperatorClient
 from benchmarks.bench_catalog import generate
 from benchmarks.bench_executor import MANIFEST, SCRIPT

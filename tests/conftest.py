@@ -15,12 +15,12 @@ import websockets.asyncio.client
 from click.testing import CliRunner, Result
 from hypothesis import settings
 
-from agent.app import App
-from agent.catalog import Catalog
+from agent.catalog.store import Catalog
 from agent.cli import main
-from agent.config import load_config
+from agent.config.schema import load_config
 from agent.reference.operator_client import OperatorClient
 from agent.reference.relay import Relay
+from agent.shell.app import App
 from tests.services import HealthServer, postgres_database
 from tests.sshd import SshFleet, free_port
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from agent.app import App
-from agent.command_auth import canonical, sign, signature
-from agent.config import load_config
+from agent.config.schema import load_config
 from agent.reference.relay import Relay
+from agent.session.command_auth import canonical, sign, signature
+from agent.shell.app import App
 from tests.conftest import Operator, RunningApp, agent_environ
 
 pytestmark = pytest.mark.external_service

@@ -11,7 +11,7 @@ from click.testing import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.catalog import Catalog
+from agent.catalog.store import Catalog
 from agent.errors import RunbookNotRunnable
 
 Cli = Callable[..., Result]

@@ -1,7 +1,7 @@
 """What the room reads: each kind of answer rendered in Korean (the default) and English, checked for content.
 
 The messages are made the way the agent makes them (exceptions, check results, scheduler reports as
-:class:`~agent.i18n.Msg`), sent through JSON and the redactor like every outbound message, then rendered: so a text
+:class:`~agent.chat.i18n.Msg`), sent through JSON and the redactor like every outbound message, then rendered: so a text
 that only worked before redaction or before the outbox would fail here.
 """
 
@@ -17,14 +17,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.chat.i18n import Chat, Msg, i18n_json, nmsg
+from agent.chat.render import render_finished, render_pending, render_report
 from agent.checks import CheckResult, CheckStatus
-from agent.config import COUNT_LIMIT, MES_QC_COUNT_SQL
+from agent.config.schema import COUNT_LIMIT, MES_QC_COUNT_SQL
 from agent.errors import InvalidArguments, RunbookNotRunnable
-from agent.i18n import Chat, Msg, i18n_json, nmsg
-from agent.protocol import ErrorCode, Status, finished_message
 from agent.redaction import Redactor
-from agent.render import render_finished, render_pending, render_report
-from agent.results import HostResult, Outcome, RunResult
+from agent.runs.results import HostResult, Outcome, RunResult
+from agent.session.protocol import ErrorCode, Status, finished_message
 from tests.conftest import Operator
 from tests.services import HealthServer, free_port
 from tests.test_scheduler import start

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from agent.audit import AuditLog
-from agent.catalog import Catalog
+from agent.catalog.store import Catalog
 from agent.checks import CheckStatus, notify_decision
 from agent.checks import db as dbcheck
 from agent.checks.runner import CheckRunner
 from agent.cli import main
-from agent.config import AgentConfig, load_config
+from agent.config.schema import AgentConfig, load_config
 from agent.errors import InvalidArguments
-from agent.executor import Executor
-from agent.runpath import RunGate
+from agent.runs.executor import Executor
+from agent.runs.gate import RunGate
+from agent.state.audit import AuditLog
 from tests.services import HealthServer
 from tests.sshd import free_port
 

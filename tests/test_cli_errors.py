@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.envfile import InvalidEnvFile, parse_env
+from agent.config.envfile import InvalidEnvFile, parse_env
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = Path(sys.executable).parent / "agent"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from agent.config import AgentConfig, load_config
+from agent.config.schema import AgentConfig, load_config
 from agent.errors import ConfigError
 
 Cli = Callable[..., Result]

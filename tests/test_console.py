@@ -15,14 +15,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.catalog import Catalog
+from agent.catalog.signing import generate_key_pair
+from agent.catalog.store import Catalog
 from agent.checks import CheckResult, CheckStatus
-from agent.config import load_config
-from agent.outbox import Outbox
+from agent.checks.scheduler import CheckScheduler, in_quiet_hours
+from agent.config.schema import load_config
 from agent.reference.chat import parse_chat
 from agent.reference.relay import CLOSE_DUPLICATE_AGENT, AgentRoute, Relay, RelaySettings
-from agent.scheduler import CheckScheduler, in_quiet_hours
-from agent.signing import generate_key_pair
+from agent.state.outbox import Outbox
 from tests.conftest import RELAY_TOKEN, Operator, RunningApp, agent_environ, connect_operator
 from tests.waiting import eventually
 
@@ -295,12 +295,12 @@ async def test_several_agents_are_routed_by_room_and_a_duplicate_id_is_refused_w
             if r.name == "agent.reference.relay" and "second connection" in r.getMessage()
         ]
         agent_side = [
-            r for r in caplog.records if r.name == "agent.link" and "same agent_id" in r.getMessage()
+            r for r in caplog.records if r.name == "agent.shell.link" and "same agent_id" in r.getMessage()
         ]
         assert relay_side[0].levelname == "ERROR" and agent_side[0].levelname == "ERROR"
         assert str(CLOSE_DUPLICATE_AGENT) in agent_side[0].getMessage()
         refused_at = caplog.records.index(agent_side[0])
-        after = [r.getMessage() for r in caplog.records[refused_at:] if r.name == "agent.link"]
+        after = [r.getMessage() for r in caplog.records[refused_at:] if r.name == "agent.shell.link"]
         retry = next(m for m in after if m.startswith("reconnecting in"))
         assert retry == "reconnecting in 2.0 s"  # the longest backoff of this config, not a tight loop
         assert relay.agents["test-agent"].connection is first and a.app.link.connects == 1
@@ -452,8 +452,8 @@ def test_grouped_reports_remind_and_respect_quiet_hours(tmp_path: Path, agent_ho
 async def test_progress_says_still_running_then_one_line_per_host_but_the_last() -> None:
     from types import SimpleNamespace
 
-    from agent.dispatch import _Progress
-    from agent.results import HostResult, Outcome
+    from agent.actions.dispatch import _Progress
+    from agent.runs.results import HostResult, Outcome
 
     lines: list[dict[str, Any]] = []
     ctx = SimpleNamespace(progress=lines.append)

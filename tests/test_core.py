@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.command_auth import sign
-from agent.core import (
+from agent.session.command_auth import sign
+from agent.session.core import (
     Acked,
     AgentCore,
     Answer,
@@ -31,8 +31,8 @@ from agent.core import (
     TimerFired,
     approval_timer,
 )
-from agent.ledger import HeldRequest, TaskRecord, TaskState, check_transition
-from agent.protocol import Command, Status, parse_frame
+from agent.session.ledger import HeldRequest, TaskRecord, TaskState, check_transition
+from agent.session.protocol import Command, Status, parse_frame
 
 NOW = 1_800_000_000.0
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.protocol import Action
 from agent.reference.demo import parse_chat
+from agent.session.protocol import Action
 
 ROOT = Path(__file__).resolve().parent.parent
 

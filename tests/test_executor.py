@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from agent.catalog import Catalog
+from agent.catalog.store import Catalog
 from agent.cli import main
-from agent.config import AgentConfig, load_config
+from agent.config.schema import AgentConfig, load_config
 from agent.errors import RunbookNotRunnable
-from agent.executor import Executor
-from agent.plan import plan_run
 from agent.redaction import Redactor
-from agent.results import Outcome, RunResult
+from agent.runs.executor import Executor
+from agent.runs.plan import plan_run
+from agent.runs.results import Outcome, RunResult
 from tests.sshd import SshFleet, keygen
 
 pytestmark = pytest.mark.external_service

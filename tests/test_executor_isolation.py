@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from agent.executor import CIPHERS
-from agent.results import Outcome
+from agent.runs.executor import CIPHERS
+from agent.runs.results import Outcome
 from tests.sshd import SshFleet, keygen
 from tests.test_executor import Agent
 
@@ -179,6 +179,6 @@ def test_importing_the_executor_runs_no_compiler_or_linker_from_path(tmp_path: P
     assert "oqs" in asked and "-loqs" in tools_run, (asked, tools_run)
     # Through the executor: liboqs is never asked for, so no compiler or linker runs for it; the lookup is put
     # back as it was; ML-KEM (from cryptography) is still offered, sntrup761 (liboqs) is not.
-    (asked, sntrup, mlkem, restored), tools_run = imported("agent.executor")
+    (asked, sntrup, mlkem, restored), tools_run = imported("agent.runs.executor")
     assert not {"oqs", "liboqs"} & set(asked) and "oqs" not in tools_run, (asked, tools_run)
     assert (sntrup, mlkem, restored) == (False, True, True)

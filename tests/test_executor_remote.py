@@ -1,4 +1,4 @@
-"""The host-side command line (agent/remote.py): quoting, refusals, and the wrapper under real POSIX shells."""
+"""The host-side command line (agent/runs/remote.py): quoting, refusals, and the wrapper under real POSIX shells."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.remote import WRAPPER, new_run_id, remote_command
+from agent.runs.remote import WRAPPER, new_run_id, remote_command
 from tests.test_executor_survivors import live_processes
 
 RUN_ID = "0123456789abcdef0123456789abcdef"

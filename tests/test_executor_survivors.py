@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.catalog import Catalog
-from agent.results import Outcome
+from agent.catalog.store import Catalog
+from agent.runs.results import Outcome
 from tests.test_executor import Agent
 
 pytestmark = pytest.mark.external_service

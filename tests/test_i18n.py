@@ -1,5 +1,5 @@
 """The chat message catalog: every text the code uses is translated in ko and en, the .mo files are fresh, and the
-:class:`agent.i18n.Chat` helpers (times in KST, honest counts, :class:`Msg`) never break a message."""
+:class:`agent.chat.i18n.Chat` helpers (times in KST, honest counts, :class:`Msg`) never break a message."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from babel.messages.pofile import read_po
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.i18n import KEYWORDS, LANGUAGES, LOCALE_DIR, Chat, Msg, nmsg
+from agent.chat.i18n import KEYWORDS, LANGUAGES, LOCALE_DIR, Chat, Msg, nmsg
 
 AGENT = Path(__file__).resolve().parent.parent / "agent"
 KST_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} KST$")
@@ -168,7 +168,7 @@ def test_templates_cannot_reach_attributes() -> None:
 
 
 def test_chat_config_defaults_to_korean_kst_and_refuses_unknown_zones_and_languages(tmp_path: Path) -> None:
-    from agent.config import load_config
+    from agent.config.schema import load_config
     from agent.errors import ConfigError
 
     path = tmp_path / "agent.toml"
@@ -198,5 +198,5 @@ def test_the_wheel_ships_the_compiled_catalogs() -> None:
     import tomllib
 
     project = tomllib.loads((AGENT.parent / "pyproject.toml").read_text(encoding="utf-8"))
-    assert "locale/*/LC_MESSAGES/*.mo" in project["tool"]["setuptools"]["package-data"]["agent"]
+    assert "locale/*/LC_MESSAGES/*.mo" in project["tool"]["setuptools"]["package-data"]["agent.chat"]
     assert any(dep.startswith("tzdata") for dep in project["project"]["dependencies"])  # zoneinfo on Windows

@@ -13,18 +13,18 @@ REFERENCE = AGENT / "reference"
 
 #: Each I/O library, and the one agent module allowed to import it.
 OWNERS = {
-    "websockets": "agent.link",
-    "asyncssh": "agent.executor",
+    "websockets": "agent.shell.link",
+    "asyncssh": "agent.runs.executor",
     "psycopg2": "agent.checks.db",
-    "apscheduler": "agent.scheduler",
+    "apscheduler": "agent.checks.scheduler",
     "requests": "agent.checks.http",
 }
 IO_LIBRARIES = {*OWNERS, "asyncio", "sqlite3", "socket", "ssl", "subprocess"}
 #: Modules of pure logic: no I/O library, directly or through another agent module.
 PURE = {
-    "agent.core", "agent.ledger", "agent.protocol", "agent.redaction", "agent.manifest", "agent.plan",
-    "agent.render", "agent.results", "agent.errors", "agent.command_auth", "agent.lockfile", "agent.runpath",
-    "agent.i18n", "agent.protocol_v0", "agent.wire", "agent.startup", "agent.notices",
+    "agent.session.core", "agent.session.ledger", "agent.session.protocol", "agent.redaction", "agent.catalog.manifest", "agent.runs.plan",
+    "agent.chat.render", "agent.runs.results", "agent.errors", "agent.session.command_auth", "agent.catalog.lockfile", "agent.runs.gate",
+    "agent.chat.i18n", "agent.session.protocol_v0", "agent.session.wire", "agent.shell.startup", "agent.session.notices",
 }  # fmt: skip
 
 
@@ -101,12 +101,12 @@ def test_no_import_cycles_between_agent_modules_not_even_for_type_checking() -> 
 
 def test_the_agent_does_not_import_the_reference_side() -> None:
     offenders = {name for name, path in MODULES.items()
-                 if any(i.startswith("agent.reference") for i in _imports(path)) and name != "agent.cli"}  # fmt: skip
+                 if any(i.startswith("agent.reference") for i in _imports(path)) and not name.startswith("agent.cli")}  # fmt: skip
     assert offenders == set()
 
 
 def test_only_the_run_gate_calls_the_executor() -> None:
-    """``Executor.run`` is called from agent/runpath.py alone: every runbook run passes the gate."""
+    """``Executor.run`` is called from agent/runs/gate.py alone: every runbook run passes the gate."""
     callers = set()
     for name, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -118,4 +118,32 @@ def test_only_the_run_gate_calls_the_executor() -> None:
                 target = ast.unparse(node.func.value).lower()
                 if "executor" in target:
                     callers.add(name)
-    assert callers == {"agent.runpath"}
+    assert callers == {"agent.runs.gate"}
+
+
+#: The packages of the agent, lowest first: at run time a package imports only packages before it (a module
+#: outside any package, such as ``agent.errors``, counts as a package of its own). A new package must be placed here.
+LAYERS = [
+    "chat", "errors", "redaction", "catalog", "config", "session", "state", "runs", "checks", "actions", "shell", "cli",
+]  # fmt: skip
+
+
+def _package(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else module
+
+
+def test_every_package_has_its_place_in_the_layers() -> None:
+    packages = {_package(name) for name in MODULES} - {"agent", "__main__"}
+    assert packages == set(LAYERS)
+
+
+def test_packages_import_only_the_layers_below_them() -> None:
+    upward = sorted(
+        (name, dep)
+        for name, deps in GRAPH.items()
+        for dep in deps
+        if _package(name) in LAYERS
+        and _package(dep) in LAYERS
+        and LAYERS.index(_package(dep)) > LAYERS.index(_package(name))
+    )
+    assert upward == []

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.app import App
-from agent.config import load_config
-from agent.dispatch import HANDLERS
-from agent.link import backoff
-from agent.protocol import Action
+from agent.actions.dispatch import HANDLERS
+from agent.config.schema import load_config
 from agent.reference.relay import Relay
+from agent.session.protocol import Action
+from agent.shell.app import App
+from agent.shell.link import backoff
 from tests.conftest import Operator, RunningApp, agent_environ, connect_operator
 from tests.waiting import eventually
 
@@ -362,7 +362,7 @@ async def test_relay_down_for_a_while_backs_off_then_reconnects(
     port = await relay.start("127.0.0.1", 0)
     await relay.stop()
     relay.port = port  # type: ignore[attr-defined]
-    caplog.set_level("INFO", logger="agent.link")
+    caplog.set_level("INFO", logger="agent.shell.link")
     app = RunningApp.of(agent_home / "agent.toml", agent_environ(relay))
     try:
         await eventually(lambda: caplog.text.count("reconnecting in") >= 3, 10)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from click.testing import Result
 
-from agent.catalog import Catalog
-from agent.lint import find_shellcheck, lint_script
+from agent.catalog.lint import find_shellcheck, lint_script
+from agent.catalog.store import Catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 Cli = Callable[..., Result]

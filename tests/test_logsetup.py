@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from agent import __version__
-from agent.catalog import Catalog
-from agent.config import AgentConfig
-from agent.logsetup import configure_logging, log_startup, relay_display
+from agent.catalog.store import Catalog
+from agent.config.schema import AgentConfig
 from agent.redaction import Redactor
+from agent.shell.logsetup import configure_logging, log_startup, relay_display
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ def restore_logging() -> Iterator[None]:
 
 
 def emit_all() -> None:
-    for name in ("asyncssh", "apscheduler.scheduler", "websockets.client", "agent.link"):
+    for name in ("asyncssh", "apscheduler.scheduler", "websockets.client", "agent.shell.link"):
         logging.getLogger(name).info("info from %s", name)
         logging.getLogger(name).warning("warning from %s", name)
 
@@ -43,7 +43,7 @@ def test_libraries_log_warnings_only_at_info(capsys: pytest.CaptureFixture[str])
     configure_logging(Redactor(), "INFO")
     emit_all()
     err = capsys.readouterr().err
-    assert "info from agent.link" in err
+    assert "info from agent.shell.link" in err
     for name in ("asyncssh", "apscheduler.scheduler", "websockets.client"):
         assert f"info from {name}" not in err
         assert f"warning from {name}" in err
@@ -121,7 +121,7 @@ async def test_agent_run_logs_its_start_up_line_first_and_no_library_info(tmp_pa
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(60):
             await process.wait()
-    assert "INFO    agent.logsetup: starting guardia-agent" in lines[0], lines
+    assert "INFO    agent.shell.logsetup: starting guardia-agent" in lines[0], lines
     # the relay host as the log shows it: through the redaction filter, which masks a loopback/internal address
     assert "agent agent-42" in lines[0] and "relay ws://[IP]:" in lines[0]
     assert not any("pw-77d1" in line for line in lines)

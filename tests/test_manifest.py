@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.catalog.manifest import Manifest, build_argv, parse_manifest
 from agent.errors import InvalidArguments, InvalidManifest
-from agent.manifest import Manifest, build_argv, parse_manifest
 
 BASE = """
 description = "test"

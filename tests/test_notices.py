@@ -1,11 +1,11 @@
-"""What the agent tells the operations room on its own (agent/notices.py): each notice says what happened and how much."""
+"""What the agent tells the operations room on its own (agent/session/notices.py): each notice says what happened and how much."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from agent import notices
-from agent.catalog import Catalog
+from agent.catalog.store import Catalog
+from agent.session import notices
 
 
 def test_a_cap_notice_says_how_much_was_dropped_and_that_no_result_was() -> None:

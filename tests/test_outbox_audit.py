@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from agent.audit import AuditLog, verify_chain
 from agent.cli import main
-from agent.outbox import Outbox, TaskState
+from agent.state.audit import AuditLog, verify_chain
+from agent.state.outbox import Outbox, TaskState
 
 
 def test_pending_messages_survive_a_reopen_in_order_until_acked(tmp_path: Path) -> None:

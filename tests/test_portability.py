@@ -89,7 +89,8 @@ def _python(code: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
 def test_stdin_from_nul_is_no_terminal_to_prompt_on() -> None:
     """What a service, a scheduled task and CI give a process; on Windows isatty() is true for NUL."""
     done = _python(
-        "from agent.startup import stdin_is_terminal; print(stdin_is_terminal())", stdin=subprocess.DEVNULL
+        "from agent.shell.startup import stdin_is_terminal; print(stdin_is_terminal())",
+        stdin=subprocess.DEVNULL,
     )
     assert done.stdout.strip() == b"False", done.stderr
 
@@ -111,7 +112,7 @@ def test_a_libraries_warning_goes_to_the_debug_log_and_the_agents_own_to_stderr(
         "import warnings\nwarnings.warn('DSA is deprecated', UserWarning)\n", encoding="utf-8", newline="\n"
     )
     code = (
-        "import logging, sys, warnings, agent.startup as s\n"
+        "import logging, sys, warnings, agent.shell.startup as s\n"
         "if sys.argv[1:] == ['debug']: logging.basicConfig(level=logging.DEBUG)\n"
         "s.prepare_process()\nimport noisylib\n"
         "warnings.warn_explicit('the agent speaks', UserWarning, s.__file__, 1)\n"
@@ -128,7 +129,7 @@ def test_a_libraries_warning_goes_to_the_debug_log_and_the_agents_own_to_stderr(
 
 @pytest.mark.skipif(sys.platform == "win32", reason="Wine shows Windows processes no links")
 def test_the_windows_link_check_refuses_a_link_and_lets_a_file_or_nothing_pass(tmp_path: Path) -> None:
-    from agent.state_files import _refuse_link
+    from agent.state.files import _refuse_link
 
     (tmp_path / "real").write_bytes(b"x")
     (tmp_path / "link").symlink_to(tmp_path / "real")

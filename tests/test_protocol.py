@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.protocol import (
+from agent.session.protocol import (
     Ack,
     Action,
     Command,
@@ -93,7 +93,7 @@ def test_refusals_keep_what_addresses_the_answer() -> None:
             finished_message(
                 "t-9",
                 "ops",
-                status=__import__("agent.protocol").protocol.Status.FAIL,
+                status=__import__("agent.session.protocol").session.protocol.Status.FAIL,
                 error=(ErrorCode.ACTION_NOT_ALLOWED, "action not allowed"),
             )
         )

@@ -19,12 +19,12 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from agent.app import App
-from agent.command_auth import sign
-from agent.config import load_config
-from agent.core import AgentCore, Send
-from agent.link import refused_by_policy
-from agent.protocol import parse_frame
+from agent.config.schema import load_config
+from agent.session.command_auth import sign
+from agent.session.core import AgentCore, Send
+from agent.session.protocol import parse_frame
+from agent.shell.app import App
+from agent.shell.link import refused_by_policy
 from tests.conftest import Operator, RunningApp
 from tests.test_core import NOW, MemoryLedger
 
@@ -124,7 +124,7 @@ async def test_hello_needs_no_ack_and_commands_may_come_before_it_is_read(script
 async def test_http_503_at_the_handshake_is_logged_and_retried(
     scripted: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="agent.link")
+    caplog.set_level("INFO", logger="agent.shell.link")
 
     async def behaviour(relay: ScriptedRelay, ws: ServerConnection, n: int) -> None:
         await serve_forever(relay, ws)
@@ -159,7 +159,7 @@ async def test_a_1011_close_is_redialled_and_the_unacknowledged_answer_sent_agai
 async def test_a_refusal_close_code_is_logged_at_error_and_retried_slowly(
     scripted: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="agent.link")
+    caplog.set_level("INFO", logger="agent.shell.link")
 
     async def behaviour(relay: ScriptedRelay, ws: ServerConnection, n: int) -> None:
         if n == 1:
@@ -273,7 +273,7 @@ def test_a_resent_signed_command_is_a_duplicate_and_an_unknown_replay_is_refused
 
 
 def _frame(text: str) -> Any:
-    from agent.core import FrameReceived
+    from agent.session.core import FrameReceived
 
     assert parse_frame(text)
     return FrameReceived(text, NOW)

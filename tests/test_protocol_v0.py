@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent import protocol_v0
 from agent.checks.http import health_body
-from agent.command_auth import canonical, signature
-from agent.config import HttpCheck
-from agent.core import AgentCore, Hold, Send, TaskEnded
-from agent.protocol import (
+from agent.config.schema import HttpCheck
+from agent.session import protocol_v0
+from agent.session.command_auth import canonical, signature
+from agent.session.core import AgentCore, Hold, Send, TaskEnded
+from agent.session.protocol import (
     ErrorCode,
     InvalidPacket,
     Status,

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from agent.logsetup import RedactingFilter, configure_logging
 from agent.redaction import (
     MAX_HOLD,
     MIN_SECRET_LENGTH,
@@ -20,10 +19,11 @@ from agent.redaction import (
     ExtraRule,
     InvalidRule,
     Redactor,
-    _visible_length,
     cap_output,
     secret_variants,
 )
+from agent.redaction.engine import _visible_length
+from agent.shell.logsetup import RedactingFilter, configure_logging
 
 SECRET = "s3cr3t-Relay-Tok3n"
 HOSTS = {"10.100.10.10": "was01", "10.100.10.20": "db01", "fd00::20": "db01", "mes-db.corp.example": "db02"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agent.i18n import Chat
-from agent.outputs import key_of
-from agent.render import ZWSP, neutralize, render_finished, render_report
-from agent.runtime import AgentRuntime
+from agent.chat.i18n import Chat
+from agent.chat.render import ZWSP, neutralize, render_finished, render_report
+from agent.runs.outputs import key_of
+from agent.shell.runtime import AgentRuntime
 from tests.conftest import Operator, RunningApp
 
 HOSTILE = "@all see https://evil.example/x <!channel> [click](http://x) ```\nrm -rf /\n```"

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from agent.app import App
-from agent.catalog import Catalog
+from agent.catalog.store import Catalog
 from agent.cli import main
-from agent.config import load_config
-from agent.outbox import Outbox, TaskState
+from agent.config.schema import load_config
 from agent.reference.relay import Relay
+from agent.shell.app import App
+from agent.state.outbox import Outbox, TaskState
 from tests.conftest import Operator, RunningApp, agent_environ
 from tests.sshd import SshFleet
 

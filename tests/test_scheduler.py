@@ -174,7 +174,7 @@ misfire_grace = 1
 async def test_runs_missed_while_the_agent_was_down_are_reported(
     agent_home: Path, relay: Relay, operator: Operator, health: HealthServer
 ) -> None:
-    from agent.outbox import Outbox
+    from agent.state.outbox import Outbox
 
     box = Outbox(agent_home / "var" / "outbox.sqlite3")
     an_hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from agent.audit import AuditLog, verify_chain
-from agent.config import load_config
+from agent.config.schema import load_config
 from agent.errors import ConfigError
-from agent.ledger import TASK_TRANSITIONS, IllegalTransition, check_transition
-from agent.outbox import SCHEMA_VERSION, GroupCommit, HeldRequest, Outbox, TaskState, packet_digest
-from agent.outputs import OutputNotFound, OutputStore
 from agent.redaction import Redactor
-from agent.results import HostResult, Outcome, RunResult
+from agent.runs.outputs import OutputNotFound, OutputStore
+from agent.runs.results import HostResult, Outcome, RunResult
+from agent.session.ledger import TASK_TRANSITIONS, IllegalTransition, check_transition
+from agent.state.audit import AuditLog, verify_chain
+from agent.state.outbox import SCHEMA_VERSION, GroupCommit, HeldRequest, Outbox, TaskState, packet_digest
 
 SECRET = "Sup3r-S3cret-Typed-In"
 

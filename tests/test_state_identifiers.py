@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.audit import verify_chain
-from agent.outputs import OutputNotFound, OutputStore, key_of
-from agent.protocol import (
+from agent.runs.outputs import OutputNotFound, OutputStore, key_of
+from agent.runs.results import HostResult, Outcome, RunResult
+from agent.session.protocol import (
     APPROVAL_CODE,
     HOST_ALIAS,
     MSG_ID,
@@ -29,7 +29,7 @@ from agent.protocol import (
     InvalidPacket,
     parse_frame,
 )
-from agent.results import HostResult, Outcome, RunResult
+from agent.state.audit import verify_chain
 from tests.conftest import Operator, RunningApp
 
 Setter = Callable[[str], dict[str, Any]]

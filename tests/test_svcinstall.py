@@ -15,8 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from agent import svcinstall
-from agent.svcinstall import ServiceError, ServiceSpec, carry_out, systemd_unit, windows_install_steps
+from agent.cli import service_install as svcinstall
+from agent.cli.service_install import (
+    ServiceError,
+    ServiceSpec,
+    carry_out,
+    systemd_unit,
+    windows_install_steps,
+)
 from tests.fake_service_tools import install_fakes
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""The protocol object chosen once at start (agent/wire.py): what each variant sends, frames and can do."""
+"""The protocol object chosen once at start (agent/session/wire.py): what each variant sends, frames and can do."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.wire import OriginalProtocol, WireProtocol, wire_protocol
+from agent.config.schema import load_config
+from agent.session.wire import OriginalProtocol, WireProtocol, wire_protocol
 
 HELLO = {"event": "AGENT_HELLO", "msg_id": "h1", "payload": {"agent_id": "a"}}
 REPORT = {"event": "REPORT", "msg_id": "r1", "room_id": "ops", "payload": {"kind": "check", "status": "DOWN"}}

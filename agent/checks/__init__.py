@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from agent.i18n import i18n_json
+from agent.chat.i18n import i18n_json
 
 
 class CheckStatus(StrEnum):
@@ -31,7 +31,7 @@ def worst(statuses: list[CheckStatus]) -> CheckStatus:
 @dataclass(frozen=True)
 class CheckResult:
     status: CheckStatus
-    #: Short, address-free, for the room: a :class:`agent.i18n.Msg` (English; ``i18n`` in the JSON).
+    #: Short, address-free, for the room: a :class:`agent.chat.i18n.Msg` (English; ``i18n`` in the JSON).
     message: str
     data: dict[str, Any] = field(default_factory=dict)
     duration: float = 0.0

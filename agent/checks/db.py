@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent.chat.i18n import Msg, nmsg
 from agent.checks import CheckResult, CheckStatus
-from agent.config import COUNT_LIMIT, DbCheck, DbConfig, DbQuery
+from agent.config.schema import COUNT_LIMIT, DbCheck, DbConfig, DbQuery
 from agent.errors import InvalidArguments
-from agent.i18n import Msg, nmsg
 
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg2

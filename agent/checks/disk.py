@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 import time
 
+from agent.chat.i18n import Msg
 from agent.checks import CheckResult, CheckStatus
-from agent.config import DiskCheck
-from agent.i18n import Msg
+from agent.config.schema import DiskCheck
 
 
 async def run(spec: DiskCheck) -> CheckResult:

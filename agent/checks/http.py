@@ -11,9 +11,9 @@ import asyncio
 import time
 from typing import Any
 
+from agent.chat.i18n import Msg
 from agent.checks import CheckResult, CheckStatus
-from agent.config import HttpCheck
-from agent.i18n import Msg
+from agent.config.schema import HttpCheck
 
 
 def _get(spec: HttpCheck) -> CheckResult:

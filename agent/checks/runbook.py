@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from agent.chat.i18n import Msg
 from agent.checks import CheckResult, CheckStatus, worst
-from agent.config import RunbookCheck
+from agent.config.schema import RunbookCheck
 from agent.errors import InvalidArguments, RequestRefused, RunbookNotRunnable
-from agent.i18n import Msg
-from agent.results import Outcome
-from agent.runpath import Held, RunGate, RunRequest, Via
+from agent.runs.gate import Held, RunGate, RunRequest, Via
+from agent.runs.results import Outcome
 
 
 def _status(outcome: Outcome, exit_code: int | None) -> CheckStatus:

@@ -7,10 +7,10 @@ import os
 import time
 from collections.abc import Mapping
 
+from agent.chat.i18n import Msg
 from agent.checks import CheckResult, CheckStatus, db, disk, http, runbook, tcp
-from agent.config import AgentConfig, DbCheck, DiskCheck, HttpCheck, RunbookCheck, TcpCheck
-from agent.i18n import Msg
-from agent.runpath import RunGate, Via
+from agent.config.schema import AgentConfig, DbCheck, DiskCheck, HttpCheck, RunbookCheck, TcpCheck
+from agent.runs.gate import RunGate, Via
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import time
 
+from agent.chat.i18n import Msg
 from agent.checks import CheckResult, CheckStatus
-from agent.config import TcpCheck
-from agent.i18n import Msg
+from agent.config.schema import TcpCheck
 
 
 async def run(spec: TcpCheck) -> CheckResult:

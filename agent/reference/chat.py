@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from agent.i18n import Chat, Msg, message_of
+from agent.chat.i18n import Chat, Msg, message_of
 from agent.reference.operator_client import OperatorClient
 
 GRAMMAR = (

@@ -21,18 +21,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import agent
-from agent.app import App
-from agent.catalog import Catalog
-from agent.config import load_config
+from agent.catalog.store import Catalog
+from agent.chat.i18n import N_, Chat, Msg, message_of
+from agent.config.schema import load_config
 from agent.errors import CatalogError
-from agent.i18n import N_, Chat, Msg, message_of
-from agent.logsetup import configure_logging
 from agent.redaction import Redactor
 from agent.reference import chat as chat_grammar
 from agent.reference.chat import ChatSession, agent_lines
 from agent.reference.demo_host import DemoHost, NoShellError
 from agent.reference.operator_client import OperatorClient, Predicate
 from agent.reference.relay import Relay
+from agent.shell.app import App
+from agent.shell.logsetup import configure_logging
 
 SLOW_SCRIPT = (
     "#!/usr/bin/env bash\n# Demo only: a check that hangs.\necho 'waiting for the batch lock...'\nsleep 30\n"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncssh
 
-from agent.i18n import Msg
+from agent.chat.i18n import Msg
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncssh.SSHWriter[bytes]) -> None:

@@ -44,8 +44,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from agent.command_auth import sign
-from agent.i18n import Chat
+from agent.chat.i18n import Chat
+from agent.session.command_auth import sign
 
 logger = logging.getLogger(__name__)
 

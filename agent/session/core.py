@@ -1,0 +1,461 @@
+"""The agent's session logic, sans I/O: events in, effects out.
+
+:meth:`AgentCore.handle` takes one event — the agent started, a frame arrived, a task ended, a timer fired, the
+agent is closing — and returns the effects to carry out, in order. It opens no socket, starts no task, arms no
+timer and writes no log line itself: :mod:`agent.shell.runtime` does, and feeds what happens back as events (the shape of
+websockets' ``protocol.py`` and h11's ``Connection``). Its one collaborator is the :class:`Ledger` (the durable task
+ledger, SQLite in production, a dict in the core's table tests), because whether a ``task_id`` was seen before is
+part of the session's state and must survive a restart.
+
+Events: :class:`Started`, :class:`FrameReceived`, :class:`TaskEnded`, :class:`TimerFired`, :class:`Closing`.
+Effects: :class:`Send`, :class:`Acked`, :class:`StartRun`, :class:`Audit`, :class:`ArmTimer`, :class:`CancelTimer`,
+:class:`Log`.
+
+Restart semantics (docs/protocol.md, "After a restart"): a command that was queued but never started runs as if
+nothing happened; one that had started runs again when it cannot change anything (every action but
+``RUN_RUNBOOK`` of a runbook with ``changes_state``); one that had started and changes state is answered
+``INTERRUPTED`` saying it may have run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from agent.chat.i18n import Msg
+from agent.session.command_auth import verify as verify_signature
+from agent.session.ledger import HeldRequest, Ledger, TaskState
+from agent.session.protocol import (
+    Ack,
+    Action,
+    Command,
+    ErrorCode,
+    InvalidPacket,
+    Status,
+    accepted_message,
+    finished_message,
+    new_msg_id,
+    parse_frame,
+    pending_message,
+)
+
+# -- events -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    """The agent starts: settle what a previous run left unfinished."""
+
+    now: float
+
+
+@dataclass(frozen=True)
+class FrameReceived:
+    frame: str | bytes
+    now: float
+
+
+@dataclass(frozen=True)
+class TaskEnded:
+    """A command's handler returned ``answer`` (cancelled: ``answer`` is None)."""
+
+    command: Command
+    answer: Outcome | None
+    now: float
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    key: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Closing:
+    """Stop taking commands (SIGTERM): new ones are refused as SHUTTING_DOWN."""
+
+
+Event = Started | FrameReceived | TaskEnded | TimerFired | Closing
+
+# -- effects ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Redact, store in the outbox, send. With ``task_id``, it is that task's final answer (kept for repeats)."""
+
+    message: dict[str, Any]
+    task_id: str | None = None
+    #: The command's action as sent (protocol v0 shapes a final answer by it; None when unknown).
+    action: str | None = None
+    #: A stored final sent again (already redacted and in the wire's shape).
+    stored: bool = False
+
+
+@dataclass(frozen=True)
+class Acked:
+    msg_id: str
+
+
+@dataclass(frozen=True)
+class StartRun:
+    command: Command
+    approved_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Audit:
+    kind: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArmTimer:
+    key: str
+    delay: float
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    key: str
+
+
+@dataclass(frozen=True)
+class Log:
+    level: int
+    message: str
+
+
+Effect = Send | Acked | StartRun | Audit | ArmTimer | CancelTimer | Log
+
+# -- answers of handlers ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A final answer: the command's status, its data (per action), and the error when it failed."""
+
+    status: Status
+    data: dict[str, Any] = field(default_factory=dict)
+    error: tuple[ErrorCode, str] | None = None
+
+    @classmethod
+    def fail(cls, code: ErrorCode, message: str, data: dict[str, Any] | None = None) -> Answer:
+        return cls(Status.FAIL, data or {}, (code, message))
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The request waits for a second person's approval instead of running now."""
+
+    #: What would run (runbook, hosts, args), redacted: shown to the room with the approval code.
+    summary: dict[str, Any]
+
+
+class Decision(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A decision on a held request (an approver's approve or reject, the requester's cancel), and the answer to
+    the one who decided. The core runs the request (approved) or answers it (rejected, cancelled)."""
+
+    held: HeldRequest
+    decision: Decision
+    answer: Answer
+
+
+#: What a handler returns: exactly one of these (a tagged union; the core dispatches on the type).
+Outcome = Answer | Hold | Decided
+
+
+def approval_timer(code: str) -> str:
+    return f"approval:{code}"
+
+
+def new_approval_code() -> str:
+    """Six characters from an alphabet without look-alikes (no 0/O, 1/I)."""
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    return "".join(secrets.choice(alphabet) for _ in range(6))
+
+
+APPROVAL_CODE = re.compile(r"[A-Za-z2-9]{6}")
+
+
+class AgentCore:
+    """The session state machine. Not thread-safe; one per agent."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        changes_state: Callable[[str], bool],
+        command_key: str | None = None,
+        clock_skew: float = 300.0,
+        approval_window: float = 600.0,
+        new_code: Callable[[], str] = new_approval_code,
+        redact: Callable[[Any], Any] = lambda value: value,
+        holds_approvals: bool = True,
+    ) -> None:
+        self.ledger = ledger
+        #: Whether the named runbook changes state on its hosts (from the verified catalog).
+        self.changes_state = changes_state
+        self.command_key = command_key
+        self.clock_skew = clock_skew
+        self.approval_window = approval_window
+        self.new_code = new_code
+        #: What the agent sends (and keeps on disk) instead of a value: nothing raw is written to disk when
+        #: redaction would change it.
+        self.redact = redact
+        #: Held requests' original packets, by code, in memory only (they may carry a typed secret).
+        self._held_packets: dict[str, Command] = {}
+        #: False (protocol v0, which cannot show an approval code): a four-eyes request is refused, not held.
+        self.holds_approvals = holds_approvals
+        self.closing = False
+
+    def handle(self, event: Event) -> list[Effect]:
+        """The effects of one event, in the order to carry them out. Never raises for bad input."""
+        if isinstance(event, FrameReceived):
+            return self._frame(event)
+        if isinstance(event, TaskEnded):
+            return self._ended(event)
+        if isinstance(event, TimerFired):
+            return self._timer(event)
+        if isinstance(event, Started):
+            return self._started(event)
+        self.closing = True
+        return []
+
+    # -- start ----------------------------------------------------------------------------------------------
+
+    def _started(self, event: Started) -> list[Effect]:
+        effects: list[Effect] = []
+        for record in self.ledger.unfinished_tasks():
+            command = _command_of(record.command)
+            if command is None:  # not kept on disk: it carried a value that redaction masks
+                effects += self._interrupted(record.task_id, record.room_id, started=None)
+                continue
+            started = record.state is TaskState.RUNNING
+            if started and self.may_change_state(command):
+                effects.append(Log(logging.WARNING, f"task {record.task_id} was running when the agent "
+                                                    "stopped and changes state; answered as interrupted"))  # fmt: skip
+                effects += self._interrupted(record.task_id, record.room_id, started=True)
+            else:
+                what = "started" if started else "queued"
+                effects.append(Log(logging.INFO, f"task {record.task_id} was {what} when the agent stopped; "
+                                                 "running it now"))  # fmt: skip
+                effects.append(Audit("resumed", {"task_id": record.task_id, "state": record.state.value}))
+                effects.append(StartRun(command, record.approved_by))
+        for held in self.ledger.held():
+            effects.append(ArmTimer(approval_timer(held.code), max(0.0, held.expires - event.now)))
+        return effects
+
+    def may_change_state(self, command: Command) -> bool:
+        """True when running ``command`` may change a host's state (a ``changes_state`` runbook, or one unknown now)."""
+        if command.action is not Action.RUN_RUNBOOK:
+            return False
+        name = command.params.get("runbook")
+        # Unknown now (removed, tampered): assume the worst.
+        return not isinstance(name, str) or self.changes_state(name)
+
+    def _interrupted(self, task_id: str, room_id: str | None, started: bool | None) -> list[Effect]:
+        if started is None:
+            why = Msg("the agent restarted, and this request carried a value it never keeps on disk (a masked "
+                      "argument); if it had started it may have run in part: check, then send it again")  # fmt: skip
+        elif started:
+            why = Msg(
+                "the agent stopped while this task was running; it may have run in part: check before you run it again"
+            )
+        else:
+            why = Msg("the agent stopped before this task started; run it again")
+        return [
+            Audit("interrupted", {"task_id": task_id}),
+            Send(
+                finished_message(task_id, room_id, Status.FAIL, error=(ErrorCode.INTERRUPTED, why)), task_id
+            ),
+        ]
+
+    # -- frames ---------------------------------------------------------------------------------------------
+
+    def _frame(self, event: FrameReceived) -> list[Effect]:
+        try:
+            packet = parse_frame(event.frame)
+        except InvalidPacket as exc:
+            return self._refuse(exc)
+        if isinstance(packet, Ack):
+            return [Acked(packet.msg_id)]
+        if self.command_key is not None:
+            try:
+                verify_signature(
+                    self.command_key, packet.raw, event.now, self.clock_skew,
+                    lambda nonce: self.ledger.nonce_used(nonce, event.now, 2 * self.clock_skew),
+                )  # fmt: skip
+            except InvalidPacket as exc:
+                if exc.code is ErrorCode.REPLAYED and self.ledger.task(packet.task_id) is not None:
+                    # Authentic (signed, fresh), only sent again: a duplicate of a known task, answered as one,
+                    # never a second, contradicting answer for it.
+                    return [Audit("replayed", {"task_id": packet.task_id}), *self._repeat(packet)]
+                return self._refuse(exc)
+        return self._command(packet)
+
+    def _refuse(self, exc: InvalidPacket) -> list[Effect]:
+        """A packet refused before it became a task: log, audit, one FAIL (not recorded as a task)."""
+        return [
+            Log(logging.WARNING, f"refused a packet: {exc.message}"),
+            Audit("refused", {"task_id": exc.task_id, "reason": exc.code.value}),
+            Send(
+                finished_message(exc.task_id, exc.room_id, Status.FAIL, error=(exc.code, exc.message)),
+                action=exc.action,
+            ),
+        ]
+
+    def _command(self, command: Command) -> list[Effect]:
+        effects: list[Effect] = [
+            Audit("command", {"task_id": command.task_id, "room_id": command.room_id,
+                              "action": command.action.value, "user_id": command.user, "params": command.params})
+        ]  # fmt: skip
+        if self.closing:
+            error = (ErrorCode.SHUTTING_DOWN, Msg("the agent is shutting down; send it again later"))
+            effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error),
+                                action=command.action.value))  # fmt: skip
+            return effects
+        if not self.ledger.begin_task(command.task_id, command.room_id, self._keepable(command.raw)):
+            return effects + self._repeat(command)
+        return [*effects, StartRun(command)]
+
+    def _keepable(self, packet: dict[str, Any]) -> str | None:
+        """The packet as JSON to keep on disk, or None when redaction would change it (a secret in it)."""
+        return json.dumps(packet) if self.redact(packet) == packet else None
+
+    def _repeat(self, command: Command) -> list[Effect]:
+        """A task_id seen before: never run it again; resend its result, or say it is still running."""
+        record = self.ledger.task(command.task_id)
+        effects: list[Effect] = [
+            Audit("duplicate", {"task_id": command.task_id, "state": record.state.value if record else None})
+        ]
+        if record is not None and record.room_id != command.room_id:
+            # Another room reused the id: tell it nothing about that task, not even its state.
+            error = (
+                ErrorCode.MALFORMED,
+                Msg("this task_id was already used; send the command with a new one"),
+            )
+            effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error),
+                                action=command.action.value))  # fmt: skip
+        elif record is not None and record.state is TaskState.PENDING:
+            effects.append(Send(accepted_message(command, {"duplicate": True, "pending_approval": True})))
+        elif record is not None and record.state is TaskState.FINISHED and record.result is not None:
+            again = dict(record.result, msg_id=new_msg_id())
+            again["payload"] = {**again.get("payload", {}), "duplicate": True}
+            effects.append(Send(again, stored=True))
+        else:
+            effects.append(Send(accepted_message(command, {"duplicate": True, "in_progress": True})))
+        return effects
+
+    # -- tasks ----------------------------------------------------------------------------------------------
+
+    def _ended(self, event: TaskEnded) -> list[Effect]:
+        command, answer = event.command, event.answer
+        if answer is None:  # cancelled at shutdown
+            started = self.may_change_state(command)
+            if started:
+                return self._interrupted(command.task_id, command.room_id, started=True)
+            # Safe to run again: leave it in the ledger as queued; the next start runs it.
+            return [Audit("deferred", {"task_id": command.task_id})]
+        if isinstance(answer, Hold) and not self.holds_approvals:
+            answer = Answer.fail(ErrorCode.NOT_AVAILABLE, Msg("this runbook needs four-eyes approval, which "
+                                 "protocol v0 cannot carry; run it through a protocol-1 relay"))  # fmt: skip
+        if isinstance(answer, Hold):
+            return self._hold(command, answer.summary, event.now)
+        effects: list[Effect] = []
+        if isinstance(answer, Decided):
+            if answer.decision is Decision.APPROVED:
+                effects += self._release(answer.held, command.user)
+            elif answer.decision is Decision.REJECTED:
+                effects += self._close(
+                    answer.held, ErrorCode.REJECTED, Msg("rejected by {user}", user=command.user)
+                )
+            else:
+                effects += self._close(
+                    answer.held, ErrorCode.CANCELLED, Msg("cancelled by {user}", user=command.user)
+                )
+            answer = answer.answer
+        if answer.error is not None:
+            effects.append(Audit("decision", {"task_id": command.task_id, "decision": "refused",
+                                              "reason": answer.error[1]}))  # fmt: skip
+        final = finished_message(command.task_id, command.room_id, answer.status, answer.data, answer.error)
+        effects.append(Send(final, command.task_id, action=command.action.value))
+        effects.append(Audit("finished", {"task_id": command.task_id, "status": answer.status.value}))
+        return effects
+
+    # -- four eyes ------------------------------------------------------------------------------------------
+
+    def _hold(self, command: Command, summary: dict[str, Any], now: float) -> list[Effect]:
+        """Keep a request until a second person approves it; tell the room what would run and the code.
+
+        On disk: a redacted view and a digest (:class:`HeldRequest`); the packet itself stays in memory.
+        """
+        held = HeldRequest.of(self.new_code(), command.raw, summary, now + self.approval_window, self.redact,
+                              requester=command.user)  # fmt: skip
+        self.ledger.hold(held)
+        self._held_packets[held.code] = command
+        self.ledger.set_task_state(command.task_id, TaskState.PENDING)
+        payload = {"code": held.code, **summary, "requested_by": command.user,
+                   "expires_in": round(self.approval_window), "expires_at": round(held.expires)}  # fmt: skip
+        return [
+            Audit("approval_requested", {"task_id": command.task_id, "requester": command.user,
+                                         "request": held.summary}),
+            Send(pending_message(command, payload)),
+            ArmTimer(approval_timer(held.code), self.approval_window),
+        ]  # fmt: skip
+
+    def _release(self, held: HeldRequest, approver: str | None) -> list[Effect]:
+        original = self._held_packets.pop(held.code, None)
+        if (
+            original is None
+        ):  # the agent restarted since: the stored view runs only if nothing was masked in it
+            stored = held.replayable()
+            original = _command_of(json.dumps(stored)) if stored is not None else None
+        if original is None or not held.matches(original.raw):
+            return self._close(held, ErrorCode.INTERRUPTED, Msg("the agent restarted since this request was made, "
+                               "and it carried a masked value the agent does not keep; request it again"))  # fmt: skip
+        self.ledger.set_task_state(held.task_id, TaskState.QUEUED, approved_by=approver)
+        return [CancelTimer(approval_timer(held.code)), StartRun(original, approved_by=approver)]
+
+    def _close(self, held: HeldRequest, code: ErrorCode, message: str) -> list[Effect]:
+        """The held request's one TASK_FINISHED, when it will not run."""
+        self._held_packets.pop(held.code, None)
+        data = {"runbook": held.summary.get("runbook")}
+        final = finished_message(held.task_id, held.room_id, Status.FAIL, data=data, error=(code, message))
+        return [CancelTimer(approval_timer(held.code)), Send(final, held.task_id)]
+
+    def _timer(self, event: TimerFired) -> list[Effect]:
+        kind, _, code = event.key.partition(":")
+        if kind != "approval":
+            return [Log(logging.WARNING, f"unknown timer {event.key!r}")]
+        held = self.ledger.claim(code)
+        if held is None:
+            return []
+        minutes = self.approval_window / 60
+        return [
+            Audit("approval_expired", {"task_id": held.task_id, "requester": held.requester}),
+            *self._close(held, ErrorCode.APPROVAL_EXPIRED,
+                         Msg("nobody approved it within {minutes:g} min; request it again", minutes=minutes)),
+        ]  # fmt: skip
+
+
+def _command_of(raw: str | None) -> Command | None:
+    if not raw:
+        return None
+    try:
+        packet = parse_frame(raw)
+    except InvalidPacket:
+        return None
+    return packet if isinstance(packet, Command) else None

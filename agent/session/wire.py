@@ -1,0 +1,95 @@
+"""The protocol the agent speaks with its relay, as one object chosen at start: protocol 1, or the original ("v0").
+
+Pure, no I/O. As websockets keeps its client and server variants behind one protocol interface, the runtime and the
+link ask a :class:`WireProtocol` what to do instead of testing which protocol is configured:
+
+* :meth:`~WireProtocol.outgoing`: the message to store and send for an agent message (None: this protocol has no
+  such message, and :meth:`~WireProtocol.why_not_sent` says why, for the log);
+* :meth:`~WireProtocol.frame`: the text that goes on the wire for a stored message;
+* ``says_hello``, ``acknowledged``, ``holds_approvals``: what the relay on the other side can do.
+
+:func:`wire_protocol` picks the object from ``[relay] protocol``; :mod:`agent.shell.app` calls it once and hands the
+result to the runtime, the core (``holds_approvals``) and the link.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent.session import protocol_v0
+from agent.session.protocol import Event
+
+if TYPE_CHECKING:
+    from agent.config.schema import AgentConfig
+
+
+@dataclass(frozen=True)
+class WireProtocol:
+    """Protocol 1 (docs/protocol.md): every message as the agent makes it, a HELLO, the relay's ACKs."""
+
+    name: str = "1"
+    #: The agent sends AGENT_HELLO on every connect.
+    says_hello: bool = True
+    #: The relay ACKs each message by msg_id; without ACKs, a ping answered after a frame counts as its delivery.
+    acknowledged: bool = True
+    #: A request can wait for a second person (the relay can show the approval code and carry APPROVE).
+    holds_approvals: bool = True
+    #: A stored final answer, sent again for a repeated task_id, is already in this protocol's shape.
+    stores_wire_shape: bool = False
+
+    def outgoing(self, message: dict[str, Any], action: str | None) -> dict[str, Any] | None:
+        """The message to store for the relay (already redacted), or None when this protocol has no such message."""
+        return message
+
+    def why_not_sent(self, message: dict[str, Any]) -> tuple[int, str]:
+        """``(log level, text)`` for a message :meth:`outgoing` did not send."""
+        return logging.DEBUG, f"{message.get('event')} is not sent"
+
+    def frame(self, body: str) -> str:
+        """The text sent on the wire for a stored message."""
+        return body
+
+
+@dataclass(frozen=True)
+class OriginalProtocol(WireProtocol):
+    """The original GUARDiA relay's protocol (v0, :mod:`agent.session.protocol_v0`): one TASK_FINISHED per command."""
+
+    name: str = "v0"
+    says_hello: bool = False
+    acknowledged: bool = False
+    holds_approvals: bool = False
+    stores_wire_shape: bool = True
+    #: ``[relay] v0_reports``: push REPORTs in the TASK_FINISHED shape.
+    reports: bool = False
+
+    def outgoing(self, message: dict[str, Any], action: str | None) -> dict[str, Any] | None:
+        return protocol_v0.adapt(message, action, self.reports)
+
+    def why_not_sent(self, message: dict[str, Any]) -> tuple[int, str]:
+        event = message.get("event")
+        if event == Event.TASK_FINISHED.value and (
+            message.get("task_id") is None or message.get("room_id") is None
+        ):
+            return (
+                logging.WARNING,
+                "protocol v0: a refusal without a readable task_id or room_id cannot be answered",
+            )
+        if event == Event.REPORT.value:
+            kind = message.get("payload", {}).get("kind")
+            return (
+                logging.INFO,
+                f"protocol v0 sends no reports (relay.v0_reports is off): {kind} report not sent",
+            )
+        return logging.DEBUG, f"protocol v0 has no {event}; not sent (task {message.get('task_id')})"
+
+    def frame(self, body: str) -> str:
+        return protocol_v0.wire(body)
+
+
+def wire_protocol(config: AgentConfig) -> WireProtocol:
+    """The protocol ``[relay] protocol`` names."""
+    if config.relay.protocol == "v0":
+        return OriginalProtocol(reports=config.relay.v0_reports)
+    return WireProtocol()

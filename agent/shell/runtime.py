@@ -1,0 +1,355 @@
+"""The asyncio runtime: carries out the core's effects and feeds what happens back to it as events.
+
+:meth:`AgentRuntime.outbound` is the one choke point: every message the agent sends (HELLO, TASK_ACCEPTED,
+TASK_FINISHED, REPORT, TASK_PENDING_APPROVAL) is redacted there before it is stored in the outbox or sent.
+Commands run as concurrent tasks, at most ``tasks.max_tasks`` at once; a command waiting for a slot is recorded as
+queued, one that got its slot as running (what a restart does with each: :mod:`agent.session.core`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from agent import __version__
+from agent.actions.dispatch import Parts, TaskContext, dispatch
+from agent.catalog.store import Catalog
+from agent.chat.console import render_console
+from agent.chat.i18n import Msg
+from agent.chat.render import render_finished, render_pending, render_report
+from agent.redaction import Redactor
+from agent.session import notices
+from agent.session.core import (
+    Acked,
+    AgentCore,
+    Answer,
+    ArmTimer,
+    Audit,
+    CancelTimer,
+    Closing,
+    Effect,
+    Event,
+    FrameReceived,
+    Log,
+    Send,
+    Started,
+    StartRun,
+    TaskEnded,
+    TimerFired,
+)
+from agent.session.protocol import (
+    Command,
+    ErrorCode,
+    accepted_message,
+    hello_message,
+    progress_message,
+    report_message,
+)
+from agent.session.protocol import (
+    Event as Wire,
+)
+from agent.session.wire import WireProtocol, wire_protocol
+from agent.state.audit import AuditLog
+from agent.state.outbox import GroupCommit, Outbox, TaskState
+
+logger = logging.getLogger(__name__)
+
+#: The messages that carry a chat-ready ``payload.text``, and how it is rendered.
+_RENDERERS = {
+    Wire.TASK_FINISHED.value: render_finished,
+    Wire.REPORT.value: render_report,
+    Wire.TASK_PENDING_APPROVAL.value: render_pending,
+}
+
+
+class AgentRuntime:
+    """Runs the core: one instance per agent, built inside the event loop that runs it."""
+
+    def __init__(
+        self,
+        parts: Parts,
+        outbox: Outbox,
+        redactor: Redactor,
+        command_key: str | None = None,
+        wire: WireProtocol | None = None,
+    ) -> None:
+        self.parts = parts
+        self.config = parts.config
+        self.catalog: Catalog = parts.catalog
+        self.outbox = outbox
+        self.audit: AuditLog = parts.audit
+        self.redactor = redactor
+        #: How the agent speaks to rooms (``[chat]``): every payload.text is rendered with it.
+        self.chat = self.config.chat.chat()
+        #: The protocol spoken with the relay, chosen once (:func:`agent.session.wire.wire_protocol`).
+        self.wire = wire or wire_protocol(self.config)
+        self.core = AgentCore(
+            outbox,
+            changes_state=self._changes_state,
+            command_key=command_key,
+            clock_skew=self.config.access.clock_skew,
+            approval_window=self.config.access.approval_window,
+            redact=redactor.redact_json,
+            holds_approvals=self.wire.holds_approvals,
+        )
+        #: Writes made within one loop iteration share one durable commit (one fsync); the link is woken only
+        #: once a message is on disk, so nothing is sent that a power cut could take back.
+        self._group = GroupCommit(outbox)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._slots = asyncio.Semaphore(self.config.tasks.max_tasks)
+        #: Set when a message was queued (the link's writer waits on it).
+        self.queued = asyncio.Event()
+        #: Set when an ACK removed a message from the outbox (the link's flush waits on it).
+        self.acked = asyncio.Event()
+
+    def _changes_state(self, name: str) -> bool:
+        status = self.catalog.report.runbooks.get(name)
+        return status is None or status.manifest is None or status.manifest.changes_state
+
+    # -- events in ------------------------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> None:
+        """Hand one event to the core and carry out its effects. Never raises.
+
+        The core's own ledger writes (a task begun, a nonce, a held request) commit without an fsync; each becomes
+        durable with the group commit of what depends on it: the message that tells the room, or the run's start
+        (:meth:`_run` starts no state-changing run before its RUNNING record is on disk). So ``handle`` costs no
+        fsync, and a read-only command one: its answer's.
+        """
+        try:
+            with self.outbox.relaxed():
+                effects = self.core.handle(event)
+        except Exception:
+            logger.exception("the agent core failed on %s; dropped", type(event).__name__)
+            return
+        for effect in effects:
+            try:
+                self._perform(effect)
+            except Exception:
+                logger.exception("could not carry out %s", type(effect).__name__)
+
+    def receive(self, frame: str | bytes) -> None:
+        """A frame from the relay (the link calls this)."""
+        self.feed(FrameReceived(frame, time.time()))
+
+    # -- effects out ----------------------------------------------------------------------------------------
+
+    def _perform(self, effect: Effect) -> None:
+        if isinstance(effect, Send):
+            self.send(effect.message, effect.task_id, effect.action, effect.stored)
+        elif isinstance(effect, Acked):
+            if self.outbox.ack(effect.msg_id):
+                self.acked.set()
+        elif isinstance(effect, StartRun):
+            self._spawn(effect.command, effect.approved_by)
+        elif isinstance(effect, Audit):
+            self.audit.append(effect.kind, **effect.fields)
+        elif isinstance(effect, ArmTimer):
+            self._cancel_timer(effect.key)
+            self._timers[effect.key] = asyncio.get_running_loop().call_later(
+                effect.delay, self._fire, effect.key
+            )
+        elif isinstance(effect, CancelTimer):
+            self._cancel_timer(effect.key)
+        elif isinstance(effect, Log):
+            logger.log(effect.level, "%s", effect.message)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.feed(TimerFired(key, time.time()))
+
+    def _cancel_timer(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    # -- the choke point ------------------------------------------------------------------------------------
+
+    def outbound(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Redact a message for the relay, then add its chat-ready text. Everything the agent sends passes here.
+
+        The text is rendered from the redacted message: neutralising markup inserts zero-width spaces, which
+        would hide secrets from the redaction patterns if it came first.
+        """
+        redacted: dict[str, Any] = self.redactor.redact_json(message)
+        payload = redacted.get("payload")
+        if isinstance(payload, dict):
+            event = redacted.get("event")
+            try:
+                text = render_console(str(event), payload, self.chat)
+                if text is None and (render := _RENDERERS.get(str(event))) is not None:
+                    text = render(self.chat, payload)
+            except Exception:  # a rendering bug must never cost the message itself
+                logger.exception("could not render the chat text of a %s", event)
+                text = f"{payload.get('status', '')} {payload.get('message', '')}".strip()
+            if text is not None:
+                payload["text"] = text
+        return redacted
+
+    def send(
+        self,
+        message: dict[str, Any],
+        task_id: str | None = None,
+        action: str | None = None,
+        stored: bool = False,
+    ) -> None:
+        """Queue a message for the relay, durably; ``task_id``: it is that task's final answer (kept for repeats).
+
+        The write joins this loop iteration's group commit; the link sends it once that commit is done.
+        ``action``: the command's action as sent (v0 shapes answers by it); ``stored``: a final kept from before,
+        already redacted and shaped for the wire, sent again.
+        """
+        redacted = message if stored and self.wire.stores_wire_shape else self.outbound(message)
+        if not stored:
+            shaped = self.wire.outgoing(redacted, action)
+            if shaped is None:
+                self._not_sent(redacted, task_id)
+                return
+            if shaped is not redacted:  # reshaped for the protocol (v0 echoes the action): redacted again
+                redacted = self.redactor.redact_json(shaped)
+        if task_id is not None:
+            done = self._group.submit(lambda box: box.finish_task(task_id, redacted))
+        else:
+            done = self._group.submit(lambda box: box.put(redacted))
+        done.add_done_callback(self._stored)
+        if redacted.get("event") == Wire.REPORT.value:
+            payload = redacted.get("payload", {})
+            self.audit.append(
+                "report", room_id=redacted.get("room_id"), msg_id=redacted["msg_id"],
+                report_kind=payload.get("kind"), status=payload.get("status"),
+            )  # fmt: skip
+
+    def _stored(self, done: asyncio.Future[int]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            logger.error("a message could not be stored in the outbox: %s", done.exception())
+            return
+        self.queued.set()
+        dropped = self.outbox.take_dropped()
+        if dropped:
+            logger.warning(
+                "the outbox cap dropped %d old report(s)/acceptance(s) while the relay was away", dropped
+            )
+            self.report(self.config.operations_room, notices.outbox_cap(dropped))
+
+    def outputs_evicted(self, evicted: list[Any]) -> None:
+        """Kept outputs removed to stay under [outputs] caps: say so in the operations room."""
+        if not evicted:
+            return
+        self.report(self.config.operations_room, notices.outputs_cap([e.task_id for e in evicted]))
+
+    def flush_writes(self) -> None:
+        """Commit what is queued now (before closing the outbox)."""
+        self._group.flush()
+
+    def _not_sent(self, message: dict[str, Any], task_id: str | None) -> None:
+        """The protocol has no such message (v0: HELLO, ACCEPTED, PENDING, REPORT, an answer without ids)."""
+        level, text = self.wire.why_not_sent(message)
+        logger.log(level, "%s", text)
+        if task_id is not None and message.get("event") == Wire.TASK_FINISHED.value:
+            self.outbox.set_task_state(task_id, TaskState.FINISHED)
+
+    def report(self, room_id: str, payload: dict[str, Any]) -> None:
+        """Push an unprompted REPORT to a room (through the outbox, like everything else)."""
+        self.send(report_message(room_id, payload))
+
+    def hello(self) -> dict[str, Any]:
+        report = self.catalog.report
+        digest = report.lock.catalog_sha256 if report.lock else None
+        keys = [key.fingerprint for key in self.catalog.approvers]
+        return self.outbound(hello_message(self.config.agent_id, __version__, digest, report.runnable, keys))
+
+    def notice(self, state: str) -> None:
+        """Tell the operations room the agent started (version, short catalog digest) or is stopping."""
+        self.report(
+            self.config.operations_room,
+            notices.agent_state(state, self.config.agent_id, __version__, self.catalog.report),
+        )
+
+    # -- start ----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Verify the catalog, settle what a previous run left unfinished, tell the operations room of problems."""
+        report = self.catalog.verify()
+        self.outbox.purge()
+        if not report.ok:
+            for problem in report.problems:
+                logger.error("catalog: %s", problem)
+            self.report(self.config.operations_room, notices.catalog_problems(report, time.time()))
+        if not self.config.access.users:
+            logger.warning(
+                "no users in access.users: every chat user may do what each room and runbook allows"
+            )
+        self.feed(Started(time.time()))
+        self.audit.append("start", runnable=report.runnable, problems=len(report.problems))
+        self.notice("started")
+
+    # -- tasks ----------------------------------------------------------------------------------------------
+
+    def _spawn(self, command: Command, approved_by: str | None) -> None:
+        task = asyncio.create_task(self._run(command, approved_by), name=f"task-{command.task_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, command: Command, approved_by: str | None) -> None:
+        """One command: wait for a slot, run its handler, hand the answer to the core. Never raises but cancel."""
+        try:
+            async with self._slots:
+
+                def running(box: Outbox) -> bool:
+                    return box.set_task_state(command.task_id, TaskState.RUNNING)
+
+                if self.core.may_change_state(command):
+                    # After a restart such a task is answered INTERRUPTED, never run again: its RUNNING record (and
+                    # its begin record) must be on disk before it starts. One group commit, shared by every task
+                    # starting in this loop iteration.
+                    await self._group.submit(running)
+                else:  # run again after a restart either way: durable with its answer
+                    with self.outbox.relaxed():
+                        running(self.outbox)
+                ctx = TaskContext(
+                    command, self.parts, lambda payload: self._accept(command, payload), approved_by,
+                    on_progress=lambda payload: self.send(progress_message(command, payload)),
+                )  # fmt: skip
+                try:
+                    answer = await dispatch(ctx)
+                except Exception:
+                    logger.exception("task %s (%s) failed", command.task_id, command.action.value)
+                    answer = Answer.fail(
+                        ErrorCode.INTERNAL, Msg("internal error; the agent's log has the details")
+                    )
+        except asyncio.CancelledError:
+            self.feed(TaskEnded(command, None, time.time()))
+            raise
+        self.feed(TaskEnded(command, answer, time.time()))
+
+    def _accept(self, command: Command, payload: dict[str, Any] | None) -> None:
+        self.audit.append("decision", task_id=command.task_id, decision="accepted")
+        self.send(accepted_message(command, payload))
+
+    # -- stopping -------------------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking commands; let running ones finish within ``grace`` seconds, then cancel the rest.
+
+        A cancelled command that cannot change anything runs again after the next start; one that changes state
+        is answered INTERRUPTED (see :mod:`agent.session.core`).
+        """
+        self.feed(Closing())
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        if not self._tasks:
+            return
+        logger.info("waiting up to %.0f s for %d running task(s)", grace, len(self._tasks))
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
