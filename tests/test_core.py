@@ -22,6 +22,7 @@ from agent.session.core import (
     Decided,
     Decision,
     Effect,
+    Event,
     FrameReceived,
     Hold,
     Send,
@@ -31,51 +32,78 @@ from agent.session.core import (
     TimerFired,
     approval_timer,
 )
-from agent.session.ledger import HeldRequest, TaskRecord, TaskState, check_transition
+from agent.session.ledger import (
+    BeginTask,
+    DropHeld,
+    HeldRequest,
+    KeepHeld,
+    RecordNonce,
+    SetTaskState,
+    Store,
+    TaskRecord,
+    TaskState,
+    check_transition,
+)
 from agent.session.protocol import Command, Status, parse_frame
 
 NOW = 1_800_000_000.0
 
 
 class MemoryLedger:
-    """The Ledger interface over dicts, as the SQLite outbox behaves."""
+    """The ledger over dicts, as the SQLite outbox behaves: what the core reads, and :meth:`apply` for its writes."""
 
     def __init__(self) -> None:
         self.tasks: dict[str, TaskRecord] = {}
         self.kept: dict[str, HeldRequest] = {}
         self.nonces: set[str] = set()
 
-    def begin_task(self, task_id: str, room_id: str | None, command: str | None = None) -> bool:
-        if task_id in self.tasks:
-            return False
-        self.tasks[task_id] = TaskRecord(task_id, TaskState.QUEUED, room_id, None, command)
-        return True
-
     def task(self, task_id: str) -> TaskRecord | None:
         return self.tasks.get(task_id)
-
-    def set_task_state(self, task_id: str, state: TaskState, approved_by: str | None = None) -> bool:
-        record = self.tasks[task_id]
-        check_transition(task_id, record.state, state)  # an illegal one is a bug in the core: fail the test
-        self.tasks[task_id] = replace(record, state=state, approved_by=approved_by or record.approved_by)
-        return True
 
     def unfinished_tasks(self) -> list[TaskRecord]:
         return [r for r in self.tasks.values() if r.state in (TaskState.QUEUED, TaskState.RUNNING)]
 
-    def nonce_used(self, nonce: str, now: float, keep: float) -> bool:
-        seen = nonce in self.nonces
-        self.nonces.add(nonce)
-        return seen
-
-    def hold(self, request: HeldRequest) -> None:
-        self.kept[request.code] = request
+    def nonce_seen(self, nonce: str, now: float, keep: float) -> bool:
+        return nonce in self.nonces
 
     def held(self) -> list[HeldRequest]:
         return list(self.kept.values())
 
-    def claim(self, code: str) -> HeldRequest | None:
-        return self.kept.pop(code, None)
+    def held_request(self, code: str) -> HeldRequest | None:
+        return self.kept.get(code)
+
+    def apply(self, write: Store) -> None:
+        """What the runtime does with a write the core returned."""
+        match write:
+            case BeginTask(task_id, room_id, command):
+                assert task_id not in self.tasks, "the core begins a task it has seen"
+                self.tasks[task_id] = TaskRecord(task_id, TaskState.QUEUED, room_id, None, command)
+            case SetTaskState(task_id, state, approved_by):
+                record = self.tasks[task_id]
+                check_transition(
+                    task_id, record.state, state
+                )  # an illegal one is a bug in the core: fail the test
+                self.tasks[task_id] = replace(
+                    record, state=state, approved_by=approved_by or record.approved_by
+                )
+            case KeepHeld(request):
+                self.kept[request.code] = request
+            case DropHeld(code):
+                del self.kept[code]
+            case RecordNonce(nonce, _, _):
+                self.nonces.add(nonce)
+
+    def begin_task(self, task_id: str, room_id: str | None) -> None:
+        """A task the runtime had begun before (a test's setup)."""
+        self.apply(BeginTask(task_id, room_id))
+
+    def hold(self, request: HeldRequest) -> None:
+        """A request held before (a test's setup)."""
+        self.apply(KeepHeld(request))
+
+    def claim(self, code: str) -> HeldRequest:
+        """What an approver's APPROVE does in its action (agent/actions/approvals.py): take the request out."""
+        return self.kept.pop(code)
 
     def finish(self, task_id: str, message: dict[str, Any]) -> None:
         """What the runtime does for a Send with a task id."""
@@ -83,14 +111,37 @@ class MemoryLedger:
         self.tasks[task_id] = replace(record, state=TaskState.FINISHED, result=message)
 
 
+class Driven:
+    """The core as the runtime drives it: each event's ledger writes are applied, in order, before the next event.
+    Everything else is the core's own (``core.closing``, ``core.may_change_state``)."""
+
+    def __init__(self, core: AgentCore, ledger: MemoryLedger) -> None:
+        self.core, self.ledger = core, ledger
+
+    def handle(self, event: Event) -> list[Effect]:
+        effects = self.core.handle(event)
+        for effect in effects:
+            if isinstance(effect, Store):
+                self.ledger.apply(effect)
+        return effects
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
+
+
+def driven(ledger: MemoryLedger, **kwargs: Any) -> Driven:
+    """A core over ``ledger``, driven as the runtime drives it."""
+    return Driven(AgentCore(ledger, **kwargs), ledger)
+
+
 CHANGES_STATE = {"service_restart": True, "disk_usage": False}
 
 
-def make_core(ledger: MemoryLedger | None = None, **kwargs: Any) -> tuple[AgentCore, MemoryLedger]:
+def make_core(ledger: MemoryLedger | None = None, **kwargs: Any) -> tuple[Driven, MemoryLedger]:
     ledger = ledger or MemoryLedger()
     codes = iter(["ABCDEF", "GHJKLM", "NPQRST"])
-    core = AgentCore(ledger, changes_state=lambda name: CHANGES_STATE.get(name, True),
-                     new_code=lambda: next(codes), **kwargs)  # fmt: skip
+    core = driven(ledger, changes_state=lambda name: CHANGES_STATE.get(name, True), new_code=lambda: next(codes),
+                  **kwargs)  # fmt: skip
     return core, ledger
 
 
@@ -126,7 +177,7 @@ def sent(effects: list[Effect]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("frame", "expected"),
     [
-        (packet(), ["Audit:command", "StartRun"]),
+        (packet(), ["Audit:command", "BeginTask", "StartRun"]),
         ('{"event": "ACK", "msg_id": "m-1"}', ["Acked"]),
         ("not json", ["Log", "Audit:refused", "Send"]),
         (
@@ -208,7 +259,7 @@ def test_held_request_is_released_once_as_the_approvers_and_its_timer_cancelled(
     request = command(packet("t-10", runbook="service_restart"))
     core.handle(FrameReceived(packet("t-10", runbook="service_restart"), NOW))
     held = core.handle(TaskEnded(request, Hold({"runbook": "service_restart"}), NOW))
-    assert kinds(held) == ["Audit:approval_requested", "Send", "ArmTimer"]
+    assert kinds(held) == ["KeepHeld", "SetTaskState", "Audit:approval_requested", "Send", "ArmTimer"]
     assert sent(held)[0]["event"] == "TASK_PENDING_APPROVAL" and sent(held)[0]["payload"]["code"] == "ABCDEF"
     assert ArmTimer(approval_timer("ABCDEF"), 600) in held and ledger.tasks["t-10"].state is TaskState.PENDING
     approve = command(packet("t-11", action="APPROVE"))

@@ -21,12 +21,12 @@ from websockets.http11 import Request, Response
 
 from agent.config.schema import load_config
 from agent.session.command_auth import sign
-from agent.session.core import AgentCore, Send
+from agent.session.core import Send
 from agent.session.protocol import parse_frame
 from agent.shell.app import App
 from agent.shell.link import refused_by_policy
 from tests.conftest import Operator, RunningApp
-from tests.test_core import NOW, MemoryLedger
+from tests.test_core import NOW, MemoryLedger, driven
 
 pytestmark = pytest.mark.external_service
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
@@ -252,7 +252,7 @@ async def test_fetch_mes_qc_today_is_resolved_and_echoed_as_a_date(
 
 def test_a_resent_signed_command_is_a_duplicate_and_an_unknown_replay_is_refused() -> None:
     ledger = MemoryLedger()
-    core = AgentCore(ledger, changes_state=lambda _: False, command_key="k" * 32)  # type: ignore[arg-type]
+    core = driven(ledger, changes_state=lambda _: False, command_key="k" * 32)
     packet = {"action": "LIST_RUNBOOKS", "task_id": "s-1", "room_id": "ops"}
     first = json.dumps(sign("k" * 32, packet, int(NOW), "nonce-0123456789abcdef"))
     core.handle(_frame(first))

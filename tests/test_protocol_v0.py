@@ -16,7 +16,7 @@ from agent.checks.http import health_body
 from agent.config.schema import HttpCheck
 from agent.session import protocol_v0
 from agent.session.command_auth import canonical, signature
-from agent.session.core import AgentCore, Hold, Send, TaskEnded
+from agent.session.core import Hold, Send, TaskEnded
 from agent.session.protocol import (
     ErrorCode,
     InvalidPacket,
@@ -28,7 +28,7 @@ from agent.session.protocol import (
     pending_message,
     report_message,
 )
-from tests.test_core import NOW, MemoryLedger
+from tests.test_core import NOW, MemoryLedger, driven
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
 V0 = {"event", "room_id", "task_id", "payload", "msg_id"}
@@ -160,7 +160,7 @@ def test_a_room_id_with_control_characters_or_too_long_is_refused(room: str) -> 
 
 def test_in_v0_a_four_eyes_request_is_refused_not_held() -> None:
     ledger = MemoryLedger()
-    core = AgentCore(ledger, changes_state=lambda _: True, holds_approvals=False)  # type: ignore[arg-type]
+    core = driven(ledger, changes_state=lambda _: True, holds_approvals=False)
     request = parse_frame(json.dumps({"action": "RUN_RUNBOOK", "task_id": "r-1", "room_id": "ops"}))
     assert not isinstance(request, InvalidPacket)
     ledger.begin_task("r-1", "ops")

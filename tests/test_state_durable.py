@@ -18,7 +18,17 @@ from agent.errors import ConfigError
 from agent.redaction import Redactor
 from agent.runs.outputs import OutputNotFound, OutputStore
 from agent.runs.results import HostResult, Outcome, RunResult
-from agent.session.ledger import TASK_TRANSITIONS, IllegalTransition, check_transition
+from agent.session.ledger import (
+    TASK_TRANSITIONS,
+    BeginTask,
+    DropHeld,
+    IllegalTransition,
+    KeepHeld,
+    RecordNonce,
+    SetTaskState,
+    Store,
+    check_transition,
+)
 from agent.state.audit import AuditLog, verify_chain
 from agent.state.outbox import SCHEMA_VERSION, GroupCommit, HeldRequest, Outbox, TaskState, packet_digest
 
@@ -396,3 +406,35 @@ def test_the_transition_table_has_a_row_for_every_state_and_finished_is_final() 
     assert TASK_TRANSITIONS[TaskState.FINISHED] == frozenset()
     with pytest.raises(IllegalTransition, match="finished -> running"):
         check_transition("t", TaskState.FINISHED, TaskState.RUNNING)
+
+
+def test_the_cores_writes_applied_to_sqlite_read_back_as_the_core_reads_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each Store effect the core returns, applied by the outbox, is what the Ledger reads give back, after a
+    reopen too; an illegal state change among them is refused and logged, never written."""
+    path = tmp_path / "o.sqlite3"
+    box = Outbox(path)
+    held = HeldRequest.of("K7P2QX", held_packet(), {"runbook": "r"}, 1e12, lambda v: v, requester="kim")
+    writes: list[Store] = [
+        BeginTask("t1", "ops", '{"action": "LIST_RUNBOOKS"}'),
+        SetTaskState("t1", TaskState.PENDING),
+        KeepHeld(held),
+        SetTaskState("t1", TaskState.QUEUED, approved_by="lee"),
+        RecordNonce("n-0123456789abcdef", 1000.0, 600.0),
+        SetTaskState("t1", TaskState.QUEUED),  # queued again: not in the table, refused
+    ]
+    with box.relaxed():
+        for write in writes:
+            box.apply(write)
+    box.close()
+    again = Outbox(path)
+    record = again.task("t1")
+    assert record is not None and (record.state, record.approved_by) == (TaskState.QUEUED, "lee")
+    assert again.held_request("K7P2QX") == held and again.held() == [held]
+    assert again.nonce_seen("n-0123456789abcdef", 1500.0, 600.0)
+    assert not again.nonce_seen("n-0123456789abcdef", 1601.0, 600.0)  # past its window: forgotten
+    assert "queued -> queued is not a legal transition" in caplog.text
+    again.apply(DropHeld("K7P2QX"))
+    assert again.held_request("K7P2QX") is None and again.held() == []
+    again.close()

@@ -5,11 +5,14 @@ agent is closing — and returns the effects to carry out, in order. It opens no
 timer and writes no log line itself: :mod:`agent.shell.runtime` does, and feeds what happens back as events (the shape of
 websockets' ``protocol.py`` and h11's ``Connection``). Its one collaborator is the :class:`Ledger` (the durable task
 ledger, SQLite in production, a dict in the core's table tests), because whether a ``task_id`` was seen before is
-part of the session's state and must survive a restart.
+part of the session's state and must survive a restart. The core only reads it: every write it needs is a
+:data:`agent.session.ledger.Store` effect in the list it returns (begin a task, set its state, keep or drop a held
+request, record a nonce), which the runtime applies in order and makes durable with the group commit of the message
+that depends on it. So ``handle`` itself never waits on a disk.
 
 Events: :class:`Started`, :class:`FrameReceived`, :class:`TaskEnded`, :class:`TimerFired`, :class:`Closing`.
 Effects: :class:`Send`, :class:`Acked`, :class:`StartRun`, :class:`Audit`, :class:`ArmTimer`, :class:`CancelTimer`,
-:class:`Log`.
+:class:`Log`, and the ledger writes (:data:`agent.session.ledger.Store`).
 
 Restart semantics (docs/protocol.md, "After a restart"): a command that was queued but never started runs as if
 nothing happened; one that had started runs again when it cannot change anything (every action but
@@ -30,7 +33,17 @@ from typing import Any
 
 from agent.chat.i18n import Msg
 from agent.session.command_auth import verify as verify_signature
-from agent.session.ledger import HeldRequest, Ledger, TaskState
+from agent.session.ledger import (
+    BeginTask,
+    DropHeld,
+    HeldRequest,
+    KeepHeld,
+    Ledger,
+    RecordNonce,
+    SetTaskState,
+    Store,
+    TaskState,
+)
 from agent.session.protocol import (
     Ack,
     Action,
@@ -132,7 +145,7 @@ class Log:
     message: str
 
 
-Effect = Send | Acked | StartRun | Audit | ArmTimer | CancelTimer | Log
+Effect = Send | Acked | StartRun | Audit | ArmTimer | CancelTimer | Log | Store
 
 # -- answers of handlers ----------------------------------------------------------------------------------------
 
@@ -292,19 +305,19 @@ class AgentCore:
             return self._refuse(exc)
         if isinstance(packet, Ack):
             return [Acked(packet.msg_id)]
-        if self.command_key is not None:
-            try:
-                verify_signature(
-                    self.command_key, packet.raw, event.now, self.clock_skew,
-                    lambda nonce: self.ledger.nonce_used(nonce, event.now, 2 * self.clock_skew),
-                )  # fmt: skip
-            except InvalidPacket as exc:
-                if exc.code is ErrorCode.REPLAYED and self.ledger.task(packet.task_id) is not None:
-                    # Authentic (signed, fresh), only sent again: a duplicate of a known task, answered as one,
-                    # never a second, contradicting answer for it.
-                    return [Audit("replayed", {"task_id": packet.task_id}), *self._repeat(packet)]
-                return self._refuse(exc)
-        return self._command(packet)
+        if self.command_key is None:
+            return self._command(packet)
+        keep = 2 * self.clock_skew
+        try:
+            nonce = verify_signature(self.command_key, packet.raw, event.now, self.clock_skew,
+                                     lambda nonce: self.ledger.nonce_seen(nonce, event.now, keep))  # fmt: skip
+        except InvalidPacket as exc:
+            if exc.code is ErrorCode.REPLAYED and self.ledger.task(packet.task_id) is not None:
+                # Authentic (signed, fresh), only sent again: a duplicate of a known task, answered as one,
+                # never a second, contradicting answer for it.
+                return [Audit("replayed", {"task_id": packet.task_id}), *self._repeat(packet)]
+            return self._refuse(exc)
+        return [RecordNonce(nonce, event.now, keep), *self._command(packet)]
 
     def _refuse(self, exc: InvalidPacket) -> list[Effect]:
         """A packet refused before it became a task: log, audit, one FAIL (not recorded as a task)."""
@@ -327,9 +340,13 @@ class AgentCore:
             effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error),
                                 action=command.action.value))  # fmt: skip
             return effects
-        if not self.ledger.begin_task(command.task_id, command.room_id, self._keepable(command.raw)):
+        if self.ledger.task(command.task_id) is not None:
             return effects + self._repeat(command)
-        return [*effects, StartRun(command)]
+        return [
+            *effects,
+            BeginTask(command.task_id, command.room_id, self._keepable(command.raw)),
+            StartRun(command),
+        ]
 
     def _keepable(self, packet: dict[str, Any]) -> str | None:
         """The packet as JSON to keep on disk, or None when redaction would change it (a secret in it)."""
@@ -404,12 +421,12 @@ class AgentCore:
         """
         held = HeldRequest.of(self.new_code(), command.raw, summary, now + self.approval_window, self.redact,
                               requester=command.user)  # fmt: skip
-        self.ledger.hold(held)
         self._held_packets[held.code] = command
-        self.ledger.set_task_state(command.task_id, TaskState.PENDING)
         payload = {"code": held.code, **summary, "requested_by": command.user,
                    "expires_in": round(self.approval_window), "expires_at": round(held.expires)}  # fmt: skip
         return [
+            KeepHeld(held),
+            SetTaskState(command.task_id, TaskState.PENDING),
             Audit("approval_requested", {"task_id": command.task_id, "requester": command.user,
                                          "request": held.summary}),
             Send(pending_message(command, payload)),
@@ -426,8 +443,11 @@ class AgentCore:
         if original is None or not held.matches(original.raw):
             return self._close(held, ErrorCode.INTERRUPTED, Msg("the agent restarted since this request was made, "
                                "and it carried a masked value the agent does not keep; request it again"))  # fmt: skip
-        self.ledger.set_task_state(held.task_id, TaskState.QUEUED, approved_by=approver)
-        return [CancelTimer(approval_timer(held.code)), StartRun(original, approved_by=approver)]
+        return [
+            SetTaskState(held.task_id, TaskState.QUEUED, approved_by=approver),
+            CancelTimer(approval_timer(held.code)),
+            StartRun(original, approved_by=approver),
+        ]
 
     def _close(self, held: HeldRequest, code: ErrorCode, message: str) -> list[Effect]:
         """The held request's one TASK_FINISHED, when it will not run."""
@@ -440,11 +460,12 @@ class AgentCore:
         kind, _, code = event.key.partition(":")
         if kind != "approval":
             return [Log(logging.WARNING, f"unknown timer {event.key!r}")]
-        held = self.ledger.claim(code)
-        if held is None:
+        held = self.ledger.held_request(code)
+        if held is None:  # decided already
             return []
         minutes = self.approval_window / 60
         return [
+            DropHeld(code),
             Audit("approval_expired", {"task_id": held.task_id, "requester": held.requester}),
             *self._close(held, ErrorCode.APPROVAL_EXPIRED,
                          Msg("nobody approved it within {minutes:g} min; request it again", minutes=minutes)),

@@ -1,6 +1,10 @@
-"""The task ledger's records and interface: what the core reads and writes about tasks and held requests. Pure.
+"""The task ledger's records, what the core reads of it, and the writes it asks for as data. Pure.
 
-:class:`agent.state.outbox.Outbox` implements :class:`Ledger` on SQLite; the core's table tests use a dict.
+The core reads through :class:`Ledger` and never writes: a write it needs (a task begun, a state changed, a request
+held or dropped, a nonce recorded) is a :data:`Store` effect in the list it returns. The runtime applies each, in
+order, as it carries out the effects, without an fsync of its own: the group commit of the message that depends on
+it makes it durable. :class:`agent.state.outbox.Outbox` implements both sides on SQLite; the core's table tests use
+a dict.
 """
 
 from __future__ import annotations
@@ -126,13 +130,58 @@ class TaskRecord:
 
 
 class Ledger(Protocol):
-    """The durable part of the session state (:class:`agent.state.outbox.Outbox`)."""
+    """What the core reads of the durable session state (:class:`agent.state.outbox.Outbox`). Read only."""
 
-    def begin_task(self, task_id: str, room_id: str | None, command: str | None = None) -> bool: ...
     def task(self, task_id: str) -> TaskRecord | None: ...
-    def set_task_state(self, task_id: str, state: TaskState, approved_by: str | None = None) -> bool: ...
     def unfinished_tasks(self) -> list[TaskRecord]: ...
-    def nonce_used(self, nonce: str, now: float, keep: float) -> bool: ...
-    def hold(self, request: HeldRequest) -> None: ...
+    def nonce_seen(self, nonce: str, now: float, keep: float) -> bool: ...
     def held(self) -> list[HeldRequest]: ...
-    def claim(self, code: str) -> HeldRequest | None: ...
+    def held_request(self, code: str) -> HeldRequest | None: ...
+
+
+# -- writes, as data --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BeginTask:
+    """Record a new task as queued, with its packet as JSON (None: not kept, it carried a masked value)."""
+
+    task_id: str
+    room_id: str | None
+    command: str | None = None
+
+
+@dataclass(frozen=True)
+class SetTaskState:
+    """Move a task to ``state``; refused and logged unless :data:`TASK_TRANSITIONS` lists the change."""
+
+    task_id: str
+    state: TaskState
+    approved_by: str | None = None
+
+
+@dataclass(frozen=True)
+class KeepHeld:
+    """Keep a request that waits for a second person's approval (its redacted view and digest)."""
+
+    request: HeldRequest
+
+
+@dataclass(frozen=True)
+class DropHeld:
+    """Forget a held request: it expired (an approver's decision claims it in the action itself)."""
+
+    code: str
+
+
+@dataclass(frozen=True)
+class RecordNonce:
+    """Remember a signed command's nonce until ``now + keep``, so that the same packet is refused as a replay."""
+
+    nonce: str
+    now: float
+    keep: float
+
+
+#: A write to the ledger, returned by the core as an effect and applied by the runtime in order.
+Store = BeginTask | SetTaskState | KeepHeld | DropHeld | RecordNonce

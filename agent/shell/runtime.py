@@ -39,6 +39,7 @@ from agent.session.core import (
     TaskEnded,
     TimerFired,
 )
+from agent.session.ledger import Store, TaskState
 from agent.session.protocol import (
     Command,
     ErrorCode,
@@ -52,13 +53,12 @@ from agent.session.protocol import (
 )
 from agent.session.wire import WireProtocol, wire_protocol
 from agent.state.audit import AuditLog
-from agent.state.outbox import GroupCommit, Outbox, TaskState
+from agent.state.outbox import GroupCommit, Outbox
 
 logger = logging.getLogger(__name__)
 
 #: The messages that carry a chat-ready ``payload.text``, and how it is rendered.
 _RENDERERS = {
-    Wire.TASK_FINISHED.value: render_finished,
     Wire.REPORT.value: render_report,
     Wire.TASK_PENDING_APPROVAL.value: render_pending,
 }
@@ -114,14 +114,13 @@ class AgentRuntime:
     def feed(self, event: Event) -> None:
         """Hand one event to the core and carry out its effects. Never raises.
 
-        The core's own ledger writes (a task begun, a nonce, a held request) commit without an fsync; each becomes
-        durable with the group commit of what depends on it: the message that tells the room, or the run's start
-        (:meth:`_run` starts no state-changing run before its RUNNING record is on disk). So ``handle`` costs no
-        fsync, and a read-only command one: its answer's.
+        The core writes nothing itself: its ledger writes come back as effects (:data:`agent.session.ledger.Store`),
+        applied here in order, each without an fsync; each becomes durable with the group commit of what depends on
+        it: the message that tells the room, or the run's start (:meth:`_run` starts no state-changing run before
+        its RUNNING record is on disk). So ``handle`` costs no fsync, and a read-only command one: its answer's.
         """
         try:
-            with self.outbox.relaxed():
-                effects = self.core.handle(event)
+            effects = self.core.handle(event)
         except Exception:
             logger.exception("the agent core failed on %s; dropped", type(event).__name__)
             return
@@ -138,7 +137,10 @@ class AgentRuntime:
     # -- effects out ----------------------------------------------------------------------------------------
 
     def _perform(self, effect: Effect) -> None:
-        if isinstance(effect, Send):
+        if isinstance(effect, Store):
+            with self.outbox.relaxed():
+                self.outbox.apply(effect)
+        elif isinstance(effect, Send):
             self.send(effect.message, effect.task_id, effect.action, effect.stored)
         elif isinstance(effect, Acked):
             if self.outbox.ack(effect.msg_id):
@@ -168,18 +170,22 @@ class AgentRuntime:
 
     # -- the choke point ------------------------------------------------------------------------------------
 
-    def outbound(self, message: dict[str, Any]) -> dict[str, Any]:
+    def outbound(self, message: dict[str, Any], action: str | None = None) -> dict[str, Any]:
         """Redact a message for the relay, then add its chat-ready text. Everything the agent sends passes here.
 
         The text is rendered from the redacted message: neutralising markup inserts zero-width spaces, which
-        would hide secrets from the redaction patterns if it came first.
+        would hide secrets from the redaction patterns if it came first. A final answer is rendered by its
+        ``action`` (the command's, as sent), never by guessing from its keys.
         """
         redacted: dict[str, Any] = self.redactor.redact_json(message)
         payload = redacted.get("payload")
         if isinstance(payload, dict):
             event = redacted.get("event")
             try:
-                text = render_console(str(event), payload, self.chat)
+                if event == Wire.TASK_FINISHED.value:
+                    text: str | None = render_finished(self.chat, payload, action)
+                else:
+                    text = render_console(str(event), payload, self.chat)
                 if text is None and (render := _RENDERERS.get(str(event))) is not None:
                     text = render(self.chat, payload)
             except Exception:  # a rendering bug must never cost the message itself
@@ -199,11 +205,14 @@ class AgentRuntime:
         """Queue a message for the relay, durably; ``task_id``: it is that task's final answer (kept for repeats).
 
         The write joins this loop iteration's group commit; the link sends it once that commit is done.
-        ``action``: the command's action as sent (v0 shapes answers by it); ``stored``: a final kept from before,
-        already redacted and shaped for the wire, sent again.
+        ``action``: the command's action as sent (its answer's text and v0's shape follow it); ``stored``: a final
+        kept from before, already redacted, rendered and shaped for the wire, sent again (redacted once more, in
+        case a rule was added since; its text stays the one rendered for its own action).
         """
-        redacted = message if stored and self.wire.stores_wire_shape else self.outbound(message)
-        if not stored:
+        if stored:
+            redacted = message if self.wire.stores_wire_shape else self.redactor.redact_json(message)
+        else:
+            redacted = self.outbound(message, action)
             shaped = self.wire.outgoing(redacted, action)
             if shaped is None:
                 self._not_sent(redacted, task_id)

@@ -42,8 +42,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from agent.session.ledger import (
+    BeginTask,
+    DropHeld,
     HeldRequest,
     IllegalTransition,
+    KeepHeld,
+    RecordNonce,
+    SetTaskState,
+    Store,
     TaskRecord,
     TaskState,
     check_transition,
@@ -425,18 +431,33 @@ class Outbox:
                 return None
         return found
 
-    # Deprecated (until approvals.py uses the HeldRequest API above): they store and return what the caller gives,
-    # the raw packet included.
+    def nonce_seen(self, nonce: str, now: float, keep: float) -> bool:
+        """True when a signed command's nonce was recorded within ``keep`` seconds before ``now`` (a replay)."""
+        row = self._db.execute(
+            "SELECT 1 FROM nonces WHERE nonce = ? AND seen >= ?", (nonce, now - keep)
+        ).fetchone()
+        return row is not None
 
-    def nonce_used(self, nonce: str, now: float, keep: float) -> bool:
-        """Record a signed command's nonce; True if it was already recorded (a replay). Forgets ones past ``keep``."""
+    def record_nonce(self, nonce: str, now: float, keep: float) -> None:
+        """Remember a nonce; forget the ones past ``keep``."""
         self._db.execute("DELETE FROM nonces WHERE seen < ?", (now - keep,))
-        return (
-            self._db.execute(
-                "INSERT OR IGNORE INTO nonces (nonce, seen) VALUES (?, ?)", (nonce, now)
-            ).rowcount
-            == 0
-        )
+        self._db.execute("INSERT OR REPLACE INTO nonces (nonce, seen) VALUES (?, ?)", (nonce, now))
+
+    def apply(self, write: Store) -> None:
+        """Carry out one of the core's ledger writes (:data:`agent.session.ledger.Store`). An illegal state change
+        is refused and logged (:meth:`set_task_state`), never written."""
+        match write:
+            case BeginTask(task_id, room_id, command):
+                if not self.begin_task(task_id, room_id, command):
+                    logger.error("task %s: already recorded; not begun again", task_id)
+            case SetTaskState(task_id, state, approved_by):
+                self.set_task_state(task_id, state, approved_by)
+            case KeepHeld(request):
+                self.hold(request)
+            case DropHeld(code):
+                self._db.execute("DELETE FROM approvals WHERE code = ?", (code,))
+            case RecordNonce(nonce, now, keep):
+                self.record_nonce(nonce, now, keep)
 
     def unfinished_tasks(self) -> list[TaskRecord]:
         """Tasks a previous run left queued or running, oldest first, with their packets."""
