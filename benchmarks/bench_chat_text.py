@@ -52,7 +52,7 @@ def main() -> None:
     def redact_and_render(chat: Chat) -> Callable[[], object]:
         def work() -> object:
             redacted = redactor.redact_json(message)
-            return render_finished(chat, redacted["payload"])
+            return render_finished(chat, redacted["payload"], "RUN_RUNBOOK")
 
         return work
 

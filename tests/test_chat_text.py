@@ -18,13 +18,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.chat.i18n import Chat, Msg, i18n_json, nmsg
-from agent.chat.render import render_finished, render_pending, render_report
+from agent.chat.render import FINISHED_RENDERERS, render_finished, render_pending, render_report
 from agent.checks import CheckResult, CheckStatus
 from agent.config.schema import COUNT_LIMIT, MES_QC_COUNT_SQL
 from agent.errors import InvalidArguments, RunbookNotRunnable
 from agent.redaction import Redactor
 from agent.runs.results import HostResult, Outcome, RunResult
-from agent.session.protocol import ErrorCode, Status, finished_message
+from agent.session.protocol import Action, ErrorCode, Status, finished_message
 from tests.conftest import Operator
 from tests.services import HealthServer, free_port
 from tests.test_scheduler import start
@@ -63,7 +63,7 @@ def test_a_run_result(chat: Chat, expected: list[str]) -> None:
         HostResult("was01", Outcome.SUCCESS, 0, 0.21, stdout="use=25%\n"),
         HostResult("was02", Outcome.UNREACHABLE, None, 3.0, message=Msg("connection refused")),
     ])  # fmt: skip
-    text = render_finished(chat, wire({"status": "FAIL", "data": result.to_json()}))
+    text = render_finished(chat, wire({"status": "FAIL", "data": result.to_json()}), "RUN_RUNBOOK")
     for part in expected:
         assert part in text
 
@@ -93,7 +93,7 @@ def test_a_refusal_keeps_its_code_and_english_message_for_machines(chat: Chat, e
         ]),
         ErrorCode.INVALID_ARGUMENTS,
     )  # fmt: skip
-    text = render_finished(chat, tampered) + "\n" + render_finished(chat, bad)
+    text = render_finished(chat, tampered, "RUN_RUNBOOK") + "\n" + render_finished(chat, bad, "RUN_RUNBOOK")
     for part in expected:
         assert part in text
 
@@ -116,7 +116,7 @@ def test_checks(chat: Chat, words: list[str]) -> None:
         ),
     }
     data = {"status": "DOWN", "checks": {name: r.to_json() for name, r in checks.items()}}
-    text = render_finished(chat, wire({"status": "FAIL", "data": data}))
+    text = render_finished(chat, wire({"status": "FAIL", "data": data}), "RUN_CHECK")
     for word in words:
         assert word in text
 
@@ -131,14 +131,14 @@ def test_mes_qc_rows_count_honestly(chat: Chat, cut: str, at_least: str, whole: 
         {"work_date": "2026-09-18", "prc_code": f"P{i}", "err_msg": "x", "reg_date": "t"} for i in range(10)
     ]
     data = {"date": "2026-09-18", "rows": rows, "row_count": 10, "truncated": True, "total": 15}
-    assert cut in render_finished(chat, wire({"status": "SUCCESS", "data": data}))
+    assert cut in render_finished(chat, wire({"status": "SUCCESS", "data": data}), "FETCH_MES_QC")
     capped = {**data, "total": COUNT_LIMIT, "total_at_least": True}
-    assert at_least in render_finished(chat, wire({"status": "SUCCESS", "data": capped}))
+    assert at_least in render_finished(chat, wire({"status": "SUCCESS", "data": capped}), "FETCH_MES_QC")
     # No count query: only "more than shown" is known.
     unknown = {"date": "d", "rows": rows, "row_count": 10, "truncated": True}
-    assert "10" in render_finished(chat, wire({"status": "SUCCESS", "data": unknown}))
+    assert "10" in render_finished(chat, wire({"status": "SUCCESS", "data": unknown}), "FETCH_MES_QC")
     three = {"date": "d", "rows": rows[:3], "row_count": 3, "truncated": False, "total": 3}
-    assert whole in render_finished(chat, wire({"status": "SUCCESS", "data": three}))
+    assert whole in render_finished(chat, wire({"status": "SUCCESS", "data": three}), "FETCH_MES_QC")
 
 
 def test_the_built_in_count_is_bounded_as_documented() -> None:
@@ -260,5 +260,21 @@ payloads = st.dictionaries(keys, json_values | st.dictionaries(keys, json_values
 @given(payload=payloads)
 def test_renderers_never_raise_on_odd_payloads(payload: dict[str, Any]) -> None:
     for chat in (KO, EN):
-        for render in (render_finished, render_report, render_pending):
+        for render in (render_report, render_pending):
             assert isinstance(render(chat, payload), str)
+        for action in (*FINISHED_RENDERERS, None, "NO_SUCH_ACTION"):
+            assert isinstance(render_finished(chat, payload, action), str)
+
+
+def test_every_action_has_its_own_renderer_and_none_guesses_from_keys() -> None:
+    """Each action's answer is rendered by the action's renderer: a LIST_RUNBOOKS answer that happens to carry
+    ``hosts`` and ``runbook`` (as a run's does) is still a list, and an unknown action shows its status only."""
+    assert set(FINISHED_RENDERERS) == {action.value for action in Action}
+    looks_like_a_run = {
+        "runbooks": [{"name": "disk_usage", "description": "df"}],
+        "hosts": [],
+        "runbook": "x",
+    }
+    listed = render_finished(EN, wire({"status": "SUCCESS", "data": looks_like_a_run}), "LIST_RUNBOOKS")
+    assert listed.startswith("📋") and "disk_usage — df" in listed
+    assert render_finished(EN, wire({"status": "SUCCESS", "data": looks_like_a_run}), None) == "✅ succeeded"

@@ -33,7 +33,7 @@ def test_rendered_run_shows_head_tail_what_was_left_out_and_the_paging_command()
         ],
         "output_ref": "t-1",
     }  # fmt: skip
-    text = render_finished(Chat("en"), {"status": "FAIL", "data": data})
+    text = render_finished(Chat("en"), {"status": "FAIL", "data": data}, "RUN_RUNBOOK")
     assert text.startswith("⏱️ disk_usage: 1 of 2 hosts succeeded")
     assert "✅ was01 succeeded (exit code 0, 0.2 s)" in text
     assert "⏱️ was02 timed out (exit code -, 30.0 s) — killed at" in text
@@ -44,21 +44,23 @@ def test_rendered_run_shows_head_tail_what_was_left_out_and_the_paging_command()
     assert "6–253" in left_out and "output t-1 was01 1" in text  # …and the exact command that pages the rest
     assert "a warning nobody needs" not in text  # stderr of a success with stdout stays out
     assert "partial" in text  # stderr of the failed host with empty stdout is shown
-    korean = render_finished(Chat(), {"status": "FAIL", "data": data})
+    korean = render_finished(Chat(), {"status": "FAIL", "data": data}, "RUN_RUNBOOK")
     assert "248줄 생략 (6–253번째 줄)" in korean and "전체 출력 보기: output t-1 was01 1" in korean
 
 
 def test_stderr_is_shown_when_the_run_failed_even_with_stdout() -> None:
     host = {"host": "h", "status": "FAIL", "exit_code": 2, "stdout": "some output", "stderr": "the reason"}
     text = render_finished(
-        Chat("en"), {"status": "FAIL", "data": {"runbook": "x", "status": "FAIL", "hosts": [host]}}
+        Chat("en"),
+        {"status": "FAIL", "data": {"runbook": "x", "status": "FAIL", "hosts": [host]}},
+        "RUN_RUNBOOK",
     )
     assert "some output" in text and "the reason" in text
 
 
 def test_rendered_refusal_and_report() -> None:
     refusal = render_finished(
-        Chat("en"), {"status": "FAIL", "error": {"code": "ROOM_NOT_ALLOWED", "message": "no @here"}}
+        Chat("en"), {"status": "FAIL", "error": {"code": "ROOM_NOT_ALLOWED", "message": "no @here"}}, None
     )
     assert refusal == f"❌ no @{ZWSP}here (ROOM_NOT_ALLOWED)"
     assert (

@@ -8,6 +8,7 @@ rendered from already redacted data (:meth:`agent.shell.runtime.AgentRuntime.out
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from agent.chat.i18n import N_, Chat
@@ -122,7 +123,7 @@ COMMANDS = [
 ]
 
 
-def render_help(data: dict[str, Any], chat: Chat) -> str:
+def render_help(data: Mapping[str, Any], chat: Chat) -> str:
     if "runbook" in data:
         return _render_runbook_help(data["runbook"], chat)
     lines = [chat._("📋 Runbooks this room may run:")]
@@ -164,7 +165,7 @@ def _render_runbook_help(runbook: dict[str, Any], chat: Chat) -> str:
 # -- 3. history -----------------------------------------------------------------------------------------------------
 
 
-def render_history(data: dict[str, Any], chat: Chat) -> str:
+def render_history(data: Mapping[str, Any], chat: Chat) -> str:
     runs = data.get("history") or []
     if not runs:
         return chat._("🕘 No runs from this room in the audit log.")
@@ -190,13 +191,13 @@ def render_history(data: dict[str, Any], chat: Chat) -> str:
 # -- 4. pending, cancel, decisions ----------------------------------------------------------------------------------
 
 
-def _what(data: dict[str, Any]) -> str:
+def _what(data: Mapping[str, Any]) -> str:
     hosts = ", ".join(neutralize(str(h)) for h in data.get("hosts") or [])
     args = _args(data.get("args"))
     return f"{neutralize(str(data.get('runbook')))} @ {hosts}" + (f" ({args})" if args else "")
 
 
-def render_pending_list(data: dict[str, Any], chat: Chat) -> str:
+def render_pending_list(data: Mapping[str, Any], chat: Chat) -> str:
     waiting = data.get("pending") or []
     if not waiting:
         return chat._("🔐 No request is waiting for approval in this room.")
@@ -214,17 +215,18 @@ def render_pending_list(data: dict[str, Any], chat: Chat) -> str:
     return "\n".join(lines)
 
 
-def render_decision(data: dict[str, Any], chat: Chat) -> str | None:
-    """The answer to APPROVE / REJECT / CANCEL: what was released, rejected or withdrawn."""
-    for key, template in (
-        ("approved", N_("✅ Released: {what}, asked by {user}. It runs now as task {task}.")),
-        ("rejected", N_("⛔ Rejected: {what}, asked by {user} (task {task}). It will not run.")),
-        ("cancelled", N_("↩️ Withdrawn: {what} (task {task}). It will not run.")),
-    ):
-        if key in data:
-            return chat._(template).format(what=_what(data), user=neutralize(str(data.get("requested_by"))),
-                                           task=neutralize(str(data[key])))  # fmt: skip
-    return None
+def render_decision(chat: Chat, decision: str, data: Mapping[str, Any]) -> str:
+    """The answer to APPROVE / REJECT / CANCEL (``decision``: approved, rejected, cancelled)."""
+    template = _DECISIONS[decision]
+    return chat._(template).format(what=_what(data), user=neutralize(str(data.get("requested_by"))),
+                                   task=neutralize(str(data.get(decision))))  # fmt: skip
+
+
+_DECISIONS = {
+    "approved": N_("✅ Released: {what}, asked by {user}. It runs now as task {task}."),
+    "rejected": N_("⛔ Rejected: {what}, asked by {user} (task {task}). It will not run."),
+    "cancelled": N_("↩️ Withdrawn: {what} (task {task}). It will not run."),
+}
 
 
 # -- 5. progress ----------------------------------------------------------------------------------------------------
@@ -301,7 +303,7 @@ def render_schedule(payload: dict[str, Any], chat: Chat) -> str:
 
 
 def render_console(event: str | None, payload: dict[str, Any], chat: Chat) -> str | None:
-    """The text for a console answer, progress line, notice or grouped report; None for everything else."""
+    """The text for a progress line, an agent notice or a grouped report; None for everything else."""
     if event == "TASK_PROGRESS":
         return render_progress(payload, chat)
     if event == "REPORT":
@@ -309,14 +311,4 @@ def render_console(event: str | None, payload: dict[str, Any], chat: Chat) -> st
             return render_agent_notice(payload, chat)
         if payload.get("kind") == "schedule":
             return render_schedule(payload, chat)
-        return None
-    if event != "TASK_FINISHED" or payload.get("error"):
-        return None
-    data = payload.get("data") or {}
-    if "help" in data:
-        return render_help(data["help"], chat)
-    if "history" in data:
-        return render_history(data, chat)
-    if "pending" in data:
-        return render_pending_list(data, chat)
-    return render_decision(data, chat)
+    return None

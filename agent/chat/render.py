@@ -16,10 +16,10 @@ since neutralising inserts zero-width spaces that would otherwise hide secrets f
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.chat.console import output_block
+from agent.chat.console import output_block, render_decision, render_help, render_history, render_pending_list
 from agent.chat.i18n import N_, Chat
 from agent.chat.markup import MARKS, STATUS_WORDS, ZWSP, neutralize, status_word
 
@@ -162,33 +162,54 @@ def render_rows(chat: Chat, data: Mapping[str, Any]) -> str:
     return f"✅ {head}" + (f"\n{_code(body)}" if body else "")
 
 
-def render_finished(chat: Chat, payload: Mapping[str, Any]) -> str:
-    """TASK_FINISHED: the run, the checks, a list, rows, a page, or the refusal."""
-    data = _map(payload.get("data"))
+def render_runbooks(chat: Chat, data: Mapping[str, Any]) -> str:
+    """LIST_RUNBOOKS: the runbooks this room may run, one line each."""
+    names = [f"• {_n(r.get('name'))} — {_n(r.get('description', ''))}" for r in _maps(data.get("runbooks"))]
+    body = "\n".join(names) if names else chat._("(none)")
+    return "📋 " + chat._("runbooks you can run here:") + "\n" + body
+
+
+def render_page(chat: Chat, data: Mapping[str, Any]) -> str:
+    """GET_OUTPUT: one page of a run's kept output."""
+    page = chat._("page {page} of {pages}").format(page=int(_number(data.get("page"))) + 1,
+                                                    pages=int(_number(data.get("pages"), 1)))  # fmt: skip
+    return f"📄 {page}\n{_code(str(data.get('lines', '')))}"
+
+
+def _run(chat: Chat, data: Mapping[str, Any]) -> str:
+    return render_run(chat, data, data.get("output_ref"))
+
+
+Renderer = Callable[[Chat, Mapping[str, Any]], str]
+
+#: The renderer of each action's answer, by the action's wire name (docs/protocol.md's action table; a test pins
+#: the keys to the protocol's actions). The answer's shape is the action's: no renderer guesses it from the keys.
+FINISHED_RENDERERS: dict[str, Renderer] = {
+    "RUN_RUNBOOK": _run,
+    "LIST_RUNBOOKS": render_runbooks,
+    "FETCH_MES_QC": render_rows,
+    "CHECK_INTERNAL_WAS_STATUS": render_checks,
+    "CHECK_DISK_SPACE": render_checks,
+    "RUN_CHECK": render_checks,
+    "GET_OUTPUT": render_page,
+    "APPROVE": lambda chat, data: render_decision(chat, "approved", data),
+    "REJECT": lambda chat, data: render_decision(chat, "rejected", data),
+    "CANCEL": lambda chat, data: render_decision(chat, "cancelled", data),
+    "HELP": lambda chat, data: render_help(_map(data.get("help")), chat),
+    "HISTORY": lambda chat, data: render_history(data, chat),
+    "PENDING": lambda chat, data: render_pending_list(data, chat),
+}
+
+
+def render_finished(chat: Chat, payload: Mapping[str, Any], action: str | None) -> str:
+    """TASK_FINISHED of ``action`` (the command's action as sent): the refusal, or the action's own renderer."""
     error = payload.get("error")
     if isinstance(error, Mapping) and error:
         return render_error(chat, error)
-    if "hosts" in data and "runbook" in data:
-        return render_run(chat, data, data.get("output_ref"))
-    if "checks" in data:
-        return render_checks(chat, data)
-    if "runbooks" in data:
-        names = [f"• {_n(r.get('name'))} — {_n(r.get('description', ''))}" for r in _maps(data["runbooks"])]
-        body = "\n".join(names) if names else chat._("(none)")
-        return "📋 " + chat._("runbooks you can run here:") + "\n" + body
-    if "rows" in data:
-        return render_rows(chat, data)
-    if "lines" in data:
-        page = chat._("page {page} of {pages}").format(page=int(_number(data.get("page"))) + 1,
-                                                        pages=int(_number(data.get("pages"), 1)))  # fmt: skip
-        return f"📄 {page}\n{_code(str(data['lines']))}"
-    if "approved" in data or "rejected" in data:
-        which = "approved" if "approved" in data else "rejected"
-        text = (chat._("approved: {runbook} (task {task}) runs now") if which == "approved"
-                else chat._("rejected: {runbook} (task {task}) will not run"))  # fmt: skip
-        return ("✅ " if which == "approved" else "🚫 ") + text.format(
-            runbook=_n(data.get("runbook")), task=_n(data.get(which)))  # fmt: skip
-    return f"{_mark(payload.get('status'))} {_word(chat, payload.get('status'))}"
+    render = FINISHED_RENDERERS.get(action or "")
+    if render is None:  # an answer to no known action (a refusal always has its error): its status alone
+        return f"{_mark(payload.get('status'))} {_word(chat, payload.get('status'))}"
+    return render(chat, _map(payload.get("data")))
 
 
 def _at(chat: Chat, payload: Mapping[str, Any]) -> str:
