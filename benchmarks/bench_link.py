@@ -32,6 +32,7 @@ from typing import Any
 
 import asyncssh
 import websockets.asyncio.client
+import websockets.asyncio.server
 
 from agent.catalog.store import Catalog
 from agent.reference.relay import Relay
@@ -213,12 +214,14 @@ class Agent:
                 if future is not None and not future.done():
                     future.set_result(event)
 
-    async def round_trip(self, task_id: str) -> float:
+    async def round_trip(self, task_id: str, action: str = "RUN_RUNBOOK") -> float:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.events[task_id] = future
+        params = {"runbook": "trivial", "hosts": ["h1"]} if action == "RUN_RUNBOOK" else {}
         started = time.perf_counter()
-        await self.ws.send(json.dumps({"action": "RUN_RUNBOOK", "task_id": task_id, "room_id": "ops",
-                                       "params": {"runbook": "trivial", "hosts": ["h1"]}}))  # fmt: skip
+        await self.ws.send(
+            json.dumps({"action": action, "task_id": task_id, "room_id": "ops", "params": params})
+        )
         event = await asyncio.wait_for(future, 30)
         elapsed = time.perf_counter() - started
         assert event["payload"]["status"] == "SUCCESS", event
@@ -233,6 +236,42 @@ class Agent:
         lost = sum(1 for t in ids if self.counts.get(t, 0) == 0)
         duplicated = sum(1 for t in ids if self.counts.get(t, 0) > 1)
         return IN_FLIGHT / elapsed, lost, duplicated
+
+
+async def echo_round_trips(count: int) -> list[float]:
+    """The floor of the plumbing: one websockets round trip to an echo server on loopback (the relay path is two
+    such hops out and two back)."""
+
+    async def echo(ws: websockets.asyncio.server.ServerConnection) -> None:
+        async for frame in ws:
+            await ws.send(frame)
+
+    async with websockets.asyncio.server.serve(echo, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with websockets.asyncio.client.connect(f"ws://127.0.0.1:{port}") as ws:
+            times = []
+            for i in range(count + 10):
+                started = time.perf_counter()
+                await ws.send(json.dumps({"action": "LIST_RUNBOOKS", "task_id": f"e-{i}", "room_id": "ops"}))
+                await ws.recv()
+                times.append(time.perf_counter() - started)
+    return times[10:]
+
+
+async def command_round_trips(agent: Agent) -> None:
+    """The v1 round trip without SSH: operator -> relay -> agent -> durable answer -> relay -> operator."""
+    for i in range(10):
+        await agent.round_trip(f"lw-{i}", "LIST_RUNBOOKS")
+    values = [await agent.round_trip(f"l-{i}", "LIST_RUNBOOKS") for i in range(ROUND_TRIPS)]
+    floor = await echo_round_trips(ROUND_TRIPS)
+    echo = percentile(floor, 50)
+    print(f"   LIST_RUNBOOKS round trip ({agent.variant}, answer fsynced before it is sent), {ROUND_TRIPS}:")
+    print(f"     agent        p50 {percentile(values, 50) * 1000:5.1f} ms, p99 {percentile(values, 99) * 1000:5.1f} ms"
+          f"  ({spread(values)}; {percentile(values, 50) / echo:.1f}x one echo)")  # fmt: skip
+    print(
+        f"     bare websockets echo, one hop: p50 {echo * 1000:.2f} ms, p99 {percentile(floor, 99) * 1000:.2f} ms"
+    )
+    print("     targets (issue 23): p50 <= 10 ms, p99 <= 30 ms")
 
 
 async def bare(fleet: SshFleet) -> list[float]:
@@ -289,6 +328,7 @@ async def end_to_end(fleet: SshFleet, home: Path) -> None:
         for i in range(ROUND_TRIPS):
             for variant in VARIANTS if i % 2 == 0 else reversed(VARIANTS):
                 latencies[variant].append(await agents[variant].round_trip(f"rt-{i}"))
+        await command_round_trips(agents["FULL"])
         floor = await bare(fleet)
         print(
             f"   RUN_RUNBOOK round trip, agent and relay in separate processes, {ROUND_TRIPS} each, alternating:"
