@@ -31,6 +31,67 @@ def _page(word: str) -> int:
     return int(word) - 1
 
 
+def _history(rest: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for word in rest:
+        if word.isdigit():
+            params["limit"] = int(word)
+        elif "runbook" not in params:
+            params["runbook"] = word
+        else:
+            raise ValueError(Msg("usage: {usage}", usage="history [RUNBOOK] [N]"))
+    return {"action": "HISTORY", "params": params}
+
+
+def _output(rest: list[str]) -> dict[str, Any]:
+    stream = "stdout"
+    tail = rest[2:]
+    if tail and tail[0].lower() in ("stdout", "stderr"):
+        stream, tail = tail[0].lower(), tail[1:]
+    if len(tail) > 1:
+        raise ValueError(Msg("usage: {usage}", usage="output TASK HOST [stderr] [PAGE]"))
+    page = _page(tail[0]) if tail else 0
+    return {
+        "action": "GET_OUTPUT",
+        "params": {"task_id": rest[0], "host": rest[1], "stream": stream, "page": page},
+    }
+
+
+def _run(rest: list[str]) -> dict[str, Any]:
+    hosts, args = [], {}
+    for word in rest[1:]:
+        key, sep, value = word.partition("=")
+        if not sep:
+            raise ValueError(Msg("expected KEY=VALUE, got {word!r}", word=word[:20]))
+        if key == "host":
+            hosts.append(value)
+        else:
+            args[key] = value
+    return {"action": "RUN_RUNBOOK", "params": {"runbook": rest[0], "hosts": hosts, "args": args}}
+
+
+def _code(action: str) -> Callable[[list[str]], dict[str, Any]]:
+    return lambda rest: {"action": action, "params": {"code": rest[0]}}
+
+
+#: The grammar as a table: command word -> (fewest words after it, most (None: any), its action and params).
+#: A line whose word count is out of range is not in the grammar.
+_COMMANDS: dict[str, tuple[int, int | None, Callable[[list[str]], dict[str, Any]]]] = {
+    "list": (0, 0, lambda rest: {"action": "LIST_RUNBOOKS"}),
+    "help": (0, 1, lambda rest: {"action": "HELP", "params": {"runbook": rest[0]} if rest else {}}),
+    "history": (0, 2, _history),
+    "pending": (0, 0, lambda rest: {"action": "PENDING"}),
+    "approve": (1, 1, _code("APPROVE")),
+    "reject": (1, 1, _code("REJECT")),
+    "cancel": (1, 1, _code("CANCEL")),
+    "was": (0, 0, lambda rest: {"action": "CHECK_INTERNAL_WAS_STATUS"}),
+    "disk": (0, 0, lambda rest: {"action": "CHECK_DISK_SPACE"}),
+    "check": (1, 1, lambda rest: {"action": "RUN_CHECK", "params": {"check": rest[0]}}),
+    "output": (2, 4, _output),
+    "run": (1, None, _run),
+}
+
+
 def parse_chat(line: str, task_id: str, room: str = "ops", user: str | None = "kim") -> dict[str, Any]:
     """What a chat bridge would turn a typed line into (a command packet for the relay).
 
@@ -46,55 +107,15 @@ def parse_chat(line: str, task_id: str, room: str = "ops", user: str | None = "k
     if not words:
         raise ValueError(Msg("type a command; 'help' lists them"))
     verb, rest = words[0].lower(), words[1:]
+    if verb not in _COMMANDS:
+        raise ValueError(Msg("commands: {grammar}", grammar=GRAMMAR))
+    fewest, most, parse = _COMMANDS[verb]
+    if len(rest) < fewest or (most is not None and len(rest) > most):
+        raise ValueError(Msg("commands: {grammar}", grammar=GRAMMAR))
     base: dict[str, Any] = {"task_id": task_id, "room_id": room}
     if user is not None:
         base["user_id"] = user
-    if verb == "list" and not rest:
-        return {**base, "action": "LIST_RUNBOOKS"}
-    if verb == "help" and len(rest) <= 1:
-        return {**base, "action": "HELP", "params": {"runbook": rest[0]} if rest else {}}
-    if verb == "history" and len(rest) <= 2:
-        params: dict[str, Any] = {}
-        for word in rest:
-            if word.isdigit():
-                params["limit"] = int(word)
-            elif "runbook" not in params:
-                params["runbook"] = word
-            else:
-                raise ValueError(Msg("usage: {usage}", usage="history [RUNBOOK] [N]"))
-        return {**base, "action": "HISTORY", "params": params}
-    if verb == "pending" and not rest:
-        return {**base, "action": "PENDING"}
-    if verb in ("approve", "reject", "cancel") and len(rest) == 1:
-        return {**base, "action": verb.upper(), "params": {"code": rest[0]}}
-    if verb == "was" and not rest:
-        return {**base, "action": "CHECK_INTERNAL_WAS_STATUS"}
-    if verb == "disk" and not rest:
-        return {**base, "action": "CHECK_DISK_SPACE"}
-    if verb == "check" and len(rest) == 1:
-        return {**base, "action": "RUN_CHECK", "params": {"check": rest[0]}}
-    if verb == "output" and 2 <= len(rest) <= 4:
-        stream = "stdout"
-        tail = rest[2:]
-        if tail and tail[0].lower() in ("stdout", "stderr"):
-            stream, tail = tail[0].lower(), tail[1:]
-        if len(tail) > 1:
-            raise ValueError(Msg("usage: {usage}", usage="output TASK HOST [stderr] [PAGE]"))
-        page = _page(tail[0]) if tail else 0
-        return {**base, "action": "GET_OUTPUT",
-                "params": {"task_id": rest[0], "host": rest[1], "stream": stream, "page": page}}  # fmt: skip
-    if verb == "run" and rest:
-        hosts, args = [], {}
-        for word in rest[1:]:
-            key, sep, value = word.partition("=")
-            if not sep:
-                raise ValueError(Msg("expected KEY=VALUE, got {word!r}", word=word[:20]))
-            if key == "host":
-                hosts.append(value)
-            else:
-                args[key] = value
-        return {**base, "action": "RUN_RUNBOOK", "params": {"runbook": rest[0], "hosts": hosts, "args": args}}
-    raise ValueError(Msg("commands: {grammar}", grammar=GRAMMAR))
+    return {**base, **parse(rest)}
 
 
 def text_of(event: dict[str, Any]) -> str:

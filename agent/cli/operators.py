@@ -1,0 +1,232 @@
+"""Serves the operator of an installed agent: ``agent run``, ``audit``, ``checks``, ``config`` and ``redact``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from agent.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    catalog_of,
+    config_of,
+    fail,
+    os_user,
+    prepare_or_exit,
+    print_json,
+    run_gate,
+)
+from agent.errors import ConfigError
+
+# Each command imports what it uses, inside its function: no command but `agent run` loads websockets, APScheduler,
+# requests or psycopg2 (benchmarks/bench_process.py).
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.checks import CheckResult
+
+
+# -- agent run ----------------------------------------------------------------------------------------------
+
+
+@click.command("run")
+@click.option(
+    "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
+)
+@click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")
+@click.option(
+    "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Also log to this file (rotated)."
+)
+@click.pass_context
+def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path | None) -> None:
+    """Run the agent: dial the relay ($EXTERNAL_WS_URL or relay.url) and serve commands until SIGTERM/SIGINT.
+
+    Every log line passes the same redaction as chat answers. Refuses to start (exit 2) on any problem that
+    'agent config check' lists; exits 1 if the relay link ever stops by itself.
+    """
+    from agent.shell.app import App, install_signal_handlers
+    from agent.shell.logsetup import configure_logging, log_startup
+
+    config = config_of(ctx)
+    prepared = prepare_or_exit(config, print_warnings=False)
+
+    async def serve() -> int:
+        try:
+            app = App(config)
+        except ConfigError as exc:
+            fail(str(exc))
+        configure_logging(app.redactor, log_level, log_json, log_file)
+        log_startup(app.config, app.catalog.verify())
+        for warning in prepared.warnings:
+            logging.getLogger("agent").warning("config: %s", warning)
+        install_signal_handlers(app.stopping)
+        return await app.run()
+
+    sys.exit(asyncio.run(serve()))
+
+
+# -- agent audit --------------------------------------------------------------------------------------------
+
+
+@click.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("verify")
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Audit log to check (default: audit.jsonl in the config's state dir).")  # fmt: skip
+@click.pass_context
+def audit_verify(ctx: click.Context, path: Path | None) -> None:
+    """Check that no entry was edited, removed, inserted or reordered. Exit 0 if intact, 1 if not.
+
+    Record the printed head hash elsewhere: entries cut from the end can only be detected against it.
+    """
+    from agent.state.audit import verify_chain
+
+    if path is None:
+        config = config_of(ctx)
+        path = config.path(config.state.dir) / "audit.jsonl"
+        if not path.exists():
+            fail(f"no audit log at {path}")
+    report = verify_chain(path)
+    if report.ok:
+        click.echo(f"OK: {report.entries} entries, head {report.head}")
+        sys.exit(EXIT_OK)
+    click.echo(f"BROKEN: {len(report.problems)} problem(s) in {report.entries} entries", err=True)
+    for problem in report.problems:
+        click.echo(f"  {problem}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+# -- agent checks -------------------------------------------------------------------------------------------
+
+
+@click.group()
+def checks() -> None:
+    """Health and DB checks from the config."""
+
+
+@checks.command("list")
+@click.pass_context
+def checks_list(ctx: click.Context) -> None:
+    """List configured checks and the schedules that run them."""
+    config = config_of(ctx)
+    scheduled: dict[str, list[str]] = {}
+    for schedule in config.schedules:
+        when = f"every {schedule.interval:g} s" if schedule.interval else f"cron {schedule.cron}"
+        for name in schedule.checks:
+            scheduled.setdefault(name, []).append(f"{schedule.name} ({when}, {schedule.notify})")
+    if not config.checks:
+        click.echo("no checks configured ([checks.NAME] in the config)")
+    for name, spec in config.checks.items():
+        click.echo(f"{name:<20} {spec.kind:<8} {', '.join(scheduled.get(name, [])) or 'on demand only'}")
+    for schedule in config.schedules:
+        if schedule.kind == "summary":
+            click.echo(
+                f"{'(summary)':<20} {'':<8} {schedule.name} (cron {schedule.cron or schedule.interval})"
+            )
+
+
+@checks.command("run")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def checks_run(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Run one check now and print its result. Exit 0 only when it is OK (1 for WARN, DOWN or ERROR)."""
+    config = config_of(ctx)
+    if name not in config.checks:
+        fail(f"no check named {name!r} (see 'agent checks list')")
+    from agent.checks import CheckStatus
+    from agent.checks.runner import CheckRunner
+    from agent.runs.gate import Via
+
+    catalog = catalog_of(ctx)
+    catalog.verify()
+    try:
+        redactor = config.redactor()
+        gate = run_gate(config, catalog, redactor)
+    except ConfigError as exc:
+        fail(str(exc))
+
+    async def go() -> CheckResult:
+        try:
+            return await CheckRunner(config, gate).run(name, via=Via.CLI, user=os_user())
+        finally:
+            await gate.close()
+
+    result = asyncio.run(go())
+    shown = redactor.redact_json(result.to_json())
+    if as_json:
+        print_json(shown)
+    else:
+        click.echo(f"{name}: {shown['status']}  {shown['message']}  ({result.duration:.2f}s)")
+    sys.exit(EXIT_OK if result.status is CheckStatus.OK else EXIT_FAILED)
+
+
+# -- agent redact -----------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--runbook", "runbook_name", help="Also apply this runbook's own [[redact]] rules.")
+@click.option("--stats", is_flag=True, help="Print how many of each kind were masked to stderr.")
+@click.pass_context
+def redact(ctx: click.Context, runbook_name: str | None, stats: bool) -> None:
+    """Redact standard input to standard output, exactly as the agent redacts what it sends.
+
+    Uses the inventory aliases, secrets (environment and secret files) and rules of the config, so an operator
+    can see what a log would look like in the chat room, and a reviewer can test new rules:
+
+        journalctl -u tomcat9 -n 200 | agent -c agent.toml redact --stats
+    """
+    config = config_of(ctx)
+    rules = []
+    if runbook_name is not None:
+        status = catalog_of(ctx).verify().runbooks.get(runbook_name)
+        if status is None or status.manifest is None:
+            fail(f"no runbook named {runbook_name!r} with a valid manifest")
+        rules = status.manifest.redact
+    try:
+        redactor = config.redactor(rules)
+    except ConfigError as exc:
+        fail(str(exc))
+    stream = redactor.stream()
+    out = sys.stdout.buffer
+    read = getattr(sys.stdin.buffer, "read1", sys.stdin.buffer.read)
+    while chunk := read(64 * 1024):
+        out.write(stream.feed(chunk))
+        out.flush()
+    out.write(stream.finish())
+    out.flush()
+    if stats:
+        summary = ", ".join(f"{rule}: {n}" for rule, n in sorted(stream.counts.items())) or "nothing"
+        click.echo(f"masked: {summary}", err=True)
+
+
+# -- agent config -----------------------------------------------------------------------------------------
+
+
+@click.group("config")
+def config_group() -> None:
+    """Check the agent configuration."""
+
+
+@config_group.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate the config and everything it points to; list every problem at once (exit 2 if any).
+
+    The same check 'agent run' makes before it starts: relay URL and token, files and keys, redaction rules,
+    cron lines, the catalog against its lock, and every runbook check against the catalog and inventory.
+    """
+    config = config_of(ctx)
+    found = prepare_or_exit(config)
+    hosts = len(config.inventory.hosts)
+    runnable = len(found.catalog.report.runnable) if found.catalog else 0
+    click.echo(
+        f"OK: agent {config.agent_id}, {hosts} host(s), {runnable} runnable runbook(s), "
+        f"{len(config.checks)} check(s), {len(config.schedules)} schedule(s)"
+    )

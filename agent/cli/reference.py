@@ -1,0 +1,137 @@
+"""Serves trials and development: the reference tools ``agent relay``, ``agent chat`` and ``agent demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from agent.cli.common import EXIT_USAGE, OPERATOR_TOKEN_ENV, fail
+from agent.config.schema import COMMAND_KEY_ENV, RELAY_TOKEN_ENV
+
+# The reference side (agent.reference.*) is imported inside each command: the agent itself never loads it.
+
+
+@click.command("relay")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one)."
+)
+@click.option(
+    "--config", "relay_config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The relay's TOML config: [agents.ID] rooms, offline_wait, notices (docs/protocol.md).",
+)  # fmt: skip
+def relay_command(host: str, port: int, relay_config: Path | None) -> None:
+    """Run the reference relay: agents on /agent, operators on /operator (see docs/protocol.md).
+
+    Tokens: $AGENT_RELAY_TOKEN for agents, $AGENT_OPERATOR_TOKEN for operators (unset: not checked).
+    With $AGENT_COMMAND_KEY it signs every command before forwarding it (the agent must have the same key).
+    """
+    from agent.reference.relay import AGENT_PATH, OPERATOR_PATH, Relay, RelayConfigError, load_relay_settings
+    from agent.shell.app import install_signal_handlers
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        settings = load_relay_settings(relay_config) if relay_config else None
+    except RelayConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+    async def serve() -> None:
+        relay = Relay(
+            os.environ.get(RELAY_TOKEN_ENV) or None,
+            os.environ.get(OPERATOR_TOKEN_ENV) or None,
+            command_key=os.environ.get(COMMAND_KEY_ENV) or None,
+            settings=settings,
+        )
+        bound = await relay.start(host, port)
+        click.echo(
+            f"relay on ws://{host}:{bound}{AGENT_PATH} (agents) and ws://{host}:{bound}{OPERATOR_PATH}"
+        )
+        stopping = asyncio.Event()
+        install_signal_handlers(stopping)
+        await stopping.wait()
+        await relay.stop()
+
+    asyncio.run(serve())
+
+
+@click.command("chat")
+@click.option(
+    "--relay", "relay_url", required=True, help="The relay's operator URL (ws://HOST:PORT/operator)."
+)
+@click.option("--room", required=True, help="The chat room to speak in.")
+@click.option("--user", required=True, help="Who you are in the room (the relay's user_id).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for an answer.")
+@click.argument("line", nargs=-1)
+def chat_command(relay_url: str, room: str, user: str, timeout: float, line: tuple[str, ...]) -> None:
+    """Speak in a room through the relay, as a chat bridge would: one LINE, or an interactive prompt.
+
+    The token comes from $AGENT_OPERATOR_TOKEN. Example: agent chat --relay ws://127.0.0.1:8765/operator
+    --room ops --user kim help tail_log. Exit status: 0 when the answer succeeded (or the request is now held for
+    an approver), 1 when it failed, 2 for a bad line or relay URL. Like the agent, it refuses a plain ws:// URL to a
+    relay that is not on loopback (the operator token would travel in clear text).
+    """
+    import shlex
+
+    from agent.config.schema import is_loopback_url, ws_url_problems
+
+    problems = ws_url_problems(relay_url)
+    if problems:
+        fail(f"--relay: {'; '.join(problems)}", EXIT_USAGE)
+    if relay_url.startswith("ws://") and not is_loopback_url(relay_url):
+        fail("--relay: a plain ws:// URL is allowed for a loopback relay only (the operator token would travel "
+              "in clear text): use wss://", EXIT_USAGE)  # fmt: skip
+
+    from agent.reference.chat import ChatSession
+    from agent.reference.operator_client import OperatorClient
+
+    async def talk() -> int:
+        try:
+            client = await OperatorClient.connect(relay_url, token=os.environ.get(OPERATOR_TOKEN_ENV) or None)
+        except (OSError, TimeoutError, ValueError) as exc:
+            fail(f"cannot reach the relay at {relay_url}: {exc}", EXIT_USAGE)
+        except Exception as exc:  # websockets' handshake errors (HTTP 401 and the like)
+            fail(f"the relay refused the connection: {exc}", EXIT_USAGE)
+        session = ChatSession(client, room, user, sys.stdout)
+        try:
+            if not line:
+                await session.interactive()
+                return 0
+            try:
+                typed = line[0] if len(line) == 1 else shlex.join(line)  # one quoted LINE, or its words
+                answer = await session.ask(typed, timeout=timeout, echo=False, until_held=True)
+            except ValueError as exc:
+                fail(str(exc), EXIT_USAGE)
+            except TimeoutError:
+                fail(f"no answer within {timeout:g} s", 1)
+            held = answer.get("event") == "TASK_PENDING_APPROVAL"
+            return 0 if held or answer.get("payload", {}).get("status") == "SUCCESS" else 1
+        finally:
+            await client.close()
+
+    sys.exit(asyncio.run(talk()))
+
+
+@click.command()
+@click.option(
+    "--interactive", is_flag=True, help="Type chat commands yourself instead of the scripted scenes."
+)
+@click.option("-v", "--verbose", is_flag=True, help="Also show the agent's own log (INFO).")
+@click.option(
+    "--language", type=click.Choice(["ko", "en"]), default="ko", show_default=True,
+    help="The chat language ([chat] language) of the demo's agent and transcript.",
+)  # fmt: skip
+def demo(interactive: bool, verbose: bool, language: str) -> None:
+    """See the whole path work on this machine, in ~10 s, on loopback only.
+
+    Starts the reference relay, an embedded SSH host and the agent with a temp copy of the bundled runbooks, then
+    plays a chat conversation: a runbook that succeeds, a hostile argument refused, a tampered script refused, a
+    timeout, and a scheduled report nobody asked for. Nothing outside a temp folder is touched.
+    """
+    from agent.reference.demo import run_demo
+
+    sys.exit(run_demo(interactive=interactive, verbose=verbose, language=language))
