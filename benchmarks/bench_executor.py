@@ -31,6 +31,7 @@ from pathlib import Path
 import asyncssh
 
 from agent.catalog.store import Catalog
+from agent.config.environment import Environment
 from agent.config.schema import load_config
 from agent.runs.executor import Executor
 from agent.runs.plan import RunPlan, plan_run
@@ -148,7 +149,7 @@ class Bench:
         self.config = load_config(home / "agent.toml")
         self.catalog = catalog
         self.aliases = aliases
-        self.redactor = self.config.redactor(environ={})
+        self.redactor = Environment(self.config, {}).redactor()
 
     def plan(self, n: int, runbook: str = "bench") -> RunPlan:
         return plan_run(
@@ -160,7 +161,7 @@ class Bench:
         )
 
     def executor(self) -> Executor:
-        return Executor(self.config.inventory, self.config.executor, self.config.base_dir)
+        return Executor(self.config.inventory, self.config.executor, self.config.base_dir, {})
 
     async def agent_run(self, executor: Executor, n: int, runbook: str = "bench") -> None:
         result = await executor.run(self.plan(n, runbook), self.redactor)

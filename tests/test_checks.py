@@ -16,6 +16,7 @@ from agent.checks import CheckStatus, notify_decision
 from agent.checks import db as dbcheck
 from agent.checks.runner import CheckRunner
 from agent.cli import main
+from agent.config.environment import Environment
 from agent.config.schema import AgentConfig, load_config
 from agent.errors import InvalidArguments
 from agent.runs.executor import Executor
@@ -57,10 +58,11 @@ def write_config(home: Path, checks: str, extra: str = "") -> AgentConfig:
 async def run_checks(config: AgentConfig, env: dict[str, str], *names: str) -> dict[str, Any]:
     catalog = Catalog(config.path(config.catalog.dir), config.path(config.catalog.lock))
     catalog.verify()
-    executor = Executor(config.inventory, config.executor, config.base_dir)
-    redactor = config.redactor(environ={})
+    environment = Environment(config, env)
+    executor = Executor(config.inventory, config.executor, config.base_dir, env)
+    redactor = environment.redactor()
     audit = AuditLog(config.path(config.state.dir) / "audit.jsonl", redact=redactor.redact_json)
-    gate = RunGate(config, catalog, executor, audit, redactor)
+    gate = RunGate(environment, catalog, executor, audit, redactor)
     try:
         runner = CheckRunner(config, gate, env)
         return {name: await runner.run(name) for name in names}

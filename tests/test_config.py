@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from agent.config.environment import Environment
 from agent.config.schema import AgentConfig, load_config
 from agent.errors import ConfigError
 
@@ -94,16 +95,21 @@ def test_secret_values_come_from_env_names_and_files(tmp_path: Path) -> None:
         "EXTRA_TOKEN": "tok-456789",
         "HOME": "/root",
     }
-    assert sorted(config.secret_values(env)) == ["db-pw-123", "file-secret-123", "key-pass-1", "tok-456789"]
+    assert sorted(Environment(config, env).secret_values()) == [
+        "db-pw-123",
+        "file-secret-123",
+        "key-pass-1",
+        "tok-456789",
+    ]
     (tmp_path / "relay.token").unlink()
     with pytest.raises(ConfigError, match="cannot read"):
-        config.secret_values(env)
+        Environment(config, env).secret_values()
 
 
 def test_default_config_has_no_hosts_and_redacts_builtin_kinds() -> None:
     config = AgentConfig()
     assert config.inventory.hosts == {}
-    assert config.redactor(environ={}).redact("at 10.1.2.3") == "at [IP]"
+    assert Environment(config, {}).redactor().redact("at 10.1.2.3") == "at [IP]"
 
 
 def test_agent_redact_filters_stdin_like_the_agent(

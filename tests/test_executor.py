@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from agent.catalog.store import Catalog
 from agent.cli import main
+from agent.config.environment import Environment
 from agent.config.schema import AgentConfig, load_config
 from agent.errors import RunbookNotRunnable
 from agent.redaction import Redactor
@@ -36,8 +37,8 @@ class Agent:
         self.config: AgentConfig = load_config(home / "agent.toml")
         self.catalog = Catalog(home / "runbooks", home / "runbooks.lock")
         assert self.catalog.verify().ok
-        self.executor = Executor(self.config.inventory, self.config.executor, self.config.base_dir)
-        self.redactor: Redactor = self.config.redactor(environ={})
+        self.executor = Executor(self.config.inventory, self.config.executor, self.config.base_dir, {})
+        self.redactor: Redactor = Environment(self.config, {}).redactor()
 
     async def run(self, name: str, hosts: list[str], **args: Any) -> RunResult:
         plan = plan_run(self.catalog.load(name), self.config.inventory, hosts, args, room="ops")

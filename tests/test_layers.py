@@ -147,3 +147,28 @@ def test_packages_import_only_the_layers_below_them() -> None:
         and LAYERS.index(_package(dep)) > LAYERS.index(_package(name))
     )
     assert upward == []
+
+
+#: The modules that may read the process environment, and why: the entry points take it once and hand it on
+#: (agent/config/environment.py), and two read where Windows keeps its system folders.
+ENVIRON_READERS = {
+    "agent.cli.root": "--env-file and AGENT_DEBUG, before anything else runs",
+    "agent.cli.common": "the command line's Environment",
+    "agent.cli.authors": "the signing key's passphrase",
+    "agent.cli.service": "the service account's password",
+    "agent.cli.reference": "the reference relay's and operator's tokens",
+    "agent.config.schema": "AGENT_CONFIG: which file to load",
+    "agent.shell.app": "the running agent's Environment",
+    "agent.actions.dispatch": "SYSTEMDRIVE: the Windows system drive for CHECK_DISK_SPACE",
+    "agent.cli.service_install": "SYSTEMROOT: where icacls.exe and sc.exe live",
+}
+
+
+def test_only_the_entry_points_read_the_process_environment() -> None:
+    readers = {
+        name
+        for name, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and ast.unparse(node) in ("os.environ", "os.getenv")
+    }
+    assert readers == set(ENVIRON_READERS)

@@ -4,6 +4,7 @@ without saying any credential."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from agent import __version__
 from agent.catalog.store import Catalog
+from agent.config.environment import Environment
 from agent.config.schema import AgentConfig
 from agent.redaction import Redactor
 from agent.shell.logsetup import configure_logging, log_startup, relay_display
@@ -81,7 +83,7 @@ def test_start_up_line_names_version_agent_catalog_and_relay_host(
     report = Catalog(ROOT / "runbooks", ROOT / "runbooks.lock").verify()
     assert report.lock is not None
     configure_logging(Redactor(), "INFO")
-    log_startup(config, report)
+    log_startup(Environment(config, os.environ), report)
     (line,) = [line for line in capsys.readouterr().err.splitlines() if "starting" in line]
     assert f"guardia-agent {__version__}" in line and "agent agent-42" in line
     assert f"catalog {report.lock.catalog_sha256[:16]} (8 of 8 runbooks runnable)" in line

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 
@@ -20,11 +19,12 @@ class CheckRunner:
         self,
         config: AgentConfig,
         gate: RunGate,
-        environ: Mapping[str, str] | None = None,
+        environ: Mapping[str, str],
     ) -> None:
         self.config = config
         self.gate = gate
-        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        #: Where DB_* are read from: the environment the agent was started with (agent/config/environment.py).
+        self.environ = environ
 
     @property
     def names(self) -> list[str]:

@@ -343,7 +343,7 @@ def run_command(
             f"warning: {len(report.problems)} catalog problem(s); see 'agent runbooks verify'", err=True
         )
     try:
-        gate = run_gate(config, catalog, config.redactor())
+        gate = run_gate(config, catalog)
     except ConfigError as exc:
         fail(str(exc))
     request = RunRequest(name, list(hosts), args, via=Via.CLI, user=os_user())

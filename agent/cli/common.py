@@ -15,7 +15,7 @@ from agent.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.catalog.store import Catalog
-    from agent.redaction import Redactor
+    from agent.config.environment import Environment
     from agent.runs.gate import RunGate
     from agent.shell.prepare import Prepared
 
@@ -67,27 +67,37 @@ def catalog_of(ctx: click.Context) -> Catalog:
     return Catalog.for_config(config_of(ctx))
 
 
-def run_gate(config: AgentConfig, catalog: Catalog, redactor: Redactor) -> RunGate:
-    """The run gate for a command on the agent PC: the agent's audit log and output store, a fresh executor.
+def environment_of(config: AgentConfig) -> Environment:
+    """The config with this process's environment (after ``--env-file``): the command line's one place for it."""
+    from agent.config.environment import Environment
+
+    return Environment(config, os.environ)
+
+
+def run_gate(config: AgentConfig, catalog: Catalog) -> RunGate:
+    """The run gate for a command on the agent PC: the agent's redactor, audit log and output store, a fresh
+    executor.
 
     Raises:
-        ConfigError: a key or known_hosts file that cannot be read.
+        ConfigError: a key, known_hosts or secret file that cannot be read.
     """
     from agent.runs.executor import Executor
     from agent.runs.gate import RunGate
     from agent.runs.outputs import OutputStore
     from agent.state.audit import AuditLog
 
-    executor = Executor(config.inventory, config.executor, config.base_dir)
+    environment = environment_of(config)
+    redactor = environment.redactor()
+    executor = Executor(config.inventory, config.executor, config.base_dir, environment.environ)
     audit_log = AuditLog(config.path(config.state.dir) / "audit.jsonl", redact=redactor.redact_json)
-    return RunGate(config, catalog, executor, audit_log, redactor, OutputStore.for_config(config))
+    return RunGate(environment, catalog, executor, audit_log, redactor, OutputStore.for_config(config))
 
 
 def prepare_or_exit(config: AgentConfig, print_warnings: bool = True) -> Prepared:
     """Run the prepare step; print warnings (unless the caller logs them); on errors print every one and exit 2."""
     from agent.shell.prepare import prepare
 
-    found = prepare(config)
+    found = prepare(environment_of(config))
     for warning in found.warnings if print_warnings else []:
         click.echo(f"warning: {warning}", err=True)
     if found.errors:

@@ -15,6 +15,7 @@ from agent.cli.common import (
     EXIT_OK,
     catalog_of,
     config_of,
+    environment_of,
     fail,
     os_user,
     prepare_or_exit,
@@ -59,7 +60,7 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
         except ConfigError as exc:
             fail(str(exc))
         configure_logging(app.redactor, log_level, log_json, log_file)
-        log_startup(app.config, app.catalog.verify())
+        log_startup(app.environment, app.catalog.verify())
         for warning in prepared.warnings:
             logging.getLogger("agent").warning("config: %s", warning)
         install_signal_handlers(app.stopping)
@@ -147,19 +148,20 @@ def checks_run(ctx: click.Context, name: str, as_json: bool) -> None:
     catalog = catalog_of(ctx)
     catalog.verify()
     try:
-        redactor = config.redactor()
-        gate = run_gate(config, catalog, redactor)
+        gate = run_gate(config, catalog)
     except ConfigError as exc:
         fail(str(exc))
 
     async def go() -> CheckResult:
         try:
-            return await CheckRunner(config, gate).run(name, via=Via.CLI, user=os_user())
+            return await CheckRunner(config, gate, gate.environment.environ).run(
+                name, via=Via.CLI, user=os_user()
+            )
         finally:
             await gate.close()
 
     result = asyncio.run(go())
-    shown = redactor.redact_json(result.to_json())
+    shown = gate.redactor.redact_json(result.to_json())
     if as_json:
         print_json(shown)
     else:
@@ -190,7 +192,7 @@ def redact(ctx: click.Context, runbook_name: str | None, stats: bool) -> None:
             fail(f"no runbook named {runbook_name!r} with a valid manifest")
         rules = status.manifest.redact
     try:
-        redactor = config.redactor(rules)
+        redactor = environment_of(config).redactor(rules)
     except ConfigError as exc:
         fail(str(exc))
     stream = redactor.stream()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
@@ -32,7 +31,6 @@ from agent.catalog.manifest import TARGET_PATTERN, RedactRuleModel, format_valid
 from agent.catalog.signing import ApproverKey
 from agent.chat.i18n import DEFAULT_TIMEZONE, Chat
 from agent.errors import ConfigError, SigningError
-from agent.redaction import Redactor
 
 CONFIG_ENV = "AGENT_CONFIG"
 
@@ -501,106 +499,6 @@ class AgentConfig(_Section):
 
     def path(self, relative: Path) -> Path:
         return relative if relative.is_absolute() else self.base_dir / relative
-
-    def relay_url(self, environ: Mapping[str, str] | None = None) -> str:
-        """Raises: ConfigError when neither $EXTERNAL_WS_URL nor relay.url is set."""
-        env = os.environ if environ is None else environ
-        url = env.get(RELAY_URL_ENV) or self.relay.url
-        if not url:
-            raise ConfigError("relay", [f"no relay URL: set ${RELAY_URL_ENV} or relay.url"])
-        problems = ws_url_problems(url)
-        if problems:
-            source = f"${RELAY_URL_ENV}" if env.get(RELAY_URL_ENV) else "relay.url"
-            raise ConfigError("relay", [f"{source}: {p}" for p in problems])
-        if url.startswith("ws://") and not self.relay.allow_insecure and not is_loopback_url(url):
-            raise ConfigError(
-                "relay",
-                [
-                    "a plain ws:// URL is allowed for a loopback relay only (the token would travel in clear "
-                    "text): use wss://, or set [relay] allow_insecure = true"
-                ],
-            )
-        return url
-
-    def relay_token(self, environ: Mapping[str, str] | None = None) -> str | None:
-        """The relay token from $AGENT_RELAY_TOKEN or relay.token_file (None: connect without one)."""
-        env = os.environ if environ is None else environ
-        if env.get(RELAY_TOKEN_ENV):
-            return env[RELAY_TOKEN_ENV]
-        if self.relay.token_file is None:
-            return None
-        try:
-            return self.path(self.relay.token_file).read_text(encoding="utf-8").strip() or None
-        except OSError as exc:
-            raise ConfigError("relay.token_file", [f"cannot read: {exc.strerror}"]) from None
-
-    def runtime_problems(self, environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
-        """What would stop ``agent run`` (errors) or is worth knowing (warnings), beyond the schema."""
-        errors: list[str] = []
-        warnings: list[str] = []
-        try:
-            self.relay_url(environ)
-        except ConfigError as exc:
-            errors.extend(exc.problems)
-        try:
-            if self.relay_token(environ) is None:
-                warnings.append(
-                    f"no relay token (${RELAY_TOKEN_ENV} or relay.token_file): the relay cannot check who dials"
-                )
-        except ConfigError as exc:
-            errors.extend(f"{exc.source}: {p}" for p in exc.problems)
-        files = [("catalog.dir", self.catalog.dir)]
-        if self.inventory.known_hosts is not None:
-            files.append(("inventory.known_hosts", self.inventory.known_hosts))
-        for alias, host in self.inventory.hosts.items():
-            key = host.key_file or self.inventory.key_file
-            if key is not None:
-                files.append((f"hosts.{alias}.key_file", key))
-        files += [("redaction.secret_files", f) for f in self.redaction.secret_files]
-        if self.relay.ca_file is not None:
-            files.append(("relay.ca_file", self.relay.ca_file))
-        for name, path in files:
-            if not self.path(path).exists():
-                errors.append(f"{name}: {self.path(path)} does not exist")
-        return errors, warnings
-
-    def secret_values(self, environ: Mapping[str, str] | None = None) -> list[str]:
-        """Every secret the agent was given: known and configured environment variables, secret files.
-
-        Raises:
-            ConfigError: a configured secret file cannot be read.
-        """
-        env = os.environ if environ is None else environ
-        names = {*SECRET_ENV_NAMES, *self.redaction.secret_env}
-        names |= {n for n in [self.inventory.passphrase_env] if n}
-        names |= {h.passphrase_env for h in self.inventory.hosts.values() if h.passphrase_env}
-        values = [env[name] for name in sorted(names) if env.get(name)]
-        for file in [
-            *self.redaction.secret_files,
-            *([self.relay.token_file] if self.relay.token_file else []),
-        ]:
-            try:
-                text = self.path(file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(
-                    "redaction.secret_files", [f"{file}: cannot read: {exc.strerror}"]
-                ) from None
-            if text:
-                values.append(text)
-        return values
-
-    def redactor(
-        self, manifest_rules: Sequence[RedactRuleModel] = (), environ: Mapping[str, str] | None = None
-    ) -> Redactor:
-        """The redactor for everything the agent sends: its secrets, inventory aliases, configured rules.
-
-        ``manifest_rules`` adds a runbook's own rules for that runbook's output.
-        """
-        return Redactor(
-            secrets=self.secret_values(environ),
-            known_hosts=self.inventory.known_addresses(),
-            extra_rules=[r.rule() for r in (*self.redaction.rules, *manifest_rules)],
-        )
 
 
 def load_config(path: Path | str | None = None) -> AgentConfig:

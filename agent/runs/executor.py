@@ -133,7 +133,7 @@ class Executor:
         inventory: the hosts.
         settings: limits and timeouts.
         base_dir: what relative key and known_hosts paths in the config are relative to.
-        environ: where key passphrases are read from (default: the process environment).
+        environ: where key passphrases are read from (the agent's environment, agent/config/environment.py).
 
     Raises:
         ConfigError: the known_hosts file cannot be read.
@@ -144,7 +144,7 @@ class Executor:
         inventory: InventoryConfig,
         settings: ExecutorConfig,
         base_dir: Path,
-        environ: Mapping[str, str] | None = None,
+        environ: Mapping[str, str],
     ) -> None:
         self.inventory = inventory
         self.settings = settings
@@ -177,8 +177,7 @@ class Executor:
         path = self._path(key_file)
         cache_key = (path, passphrase_env)
         if cache_key not in self._keys:
-            env = os.environ if self._environ is None else self._environ
-            passphrase = env.get(passphrase_env) if passphrase_env else None
+            passphrase = self._environ.get(passphrase_env) if passphrase_env else None
             try:
                 self._keys[cache_key] = asyncssh.read_private_key(str(path), passphrase)
             except (OSError, asyncssh.KeyImportError) as exc:

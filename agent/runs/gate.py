@@ -31,6 +31,7 @@ from agent.runs.results import HostResult, RunResult
 if TYPE_CHECKING:  # pragma: no cover
     from agent.catalog.manifest import RedactRuleModel
     from agent.catalog.store import Catalog
+    from agent.config.environment import Environment
     from agent.config.schema import AgentConfig
     from agent.redaction import Redactor
     from agent.runs.executor import Executor
@@ -111,7 +112,7 @@ class RunGate:
 
     def __init__(
         self,
-        config: AgentConfig,
+        environment: Environment,
         catalog: Catalog,
         executor: Executor,
         audit: AuditLog,
@@ -119,7 +120,9 @@ class RunGate:
         outputs: OutputStore | None = None,
         on_evicted: Callable[[list[Any]], None] | None = None,
     ) -> None:
-        self.config = config
+        #: The config and its environment (a runbook's own redaction rules add to the secrets found there).
+        self.environment = environment
+        self.config = environment.config
         self.catalog = catalog
         self._executor = executor
         self.audit = audit
@@ -139,7 +142,7 @@ class RunGate:
             return self.redactor
         key = (name, tuple(rules))
         if key not in self._redactors:
-            self._redactors[key] = self.config.redactor(rules)
+            self._redactors[key] = self.environment.redactor(rules)
         return self._redactors[key]
 
     async def run(

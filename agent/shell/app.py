@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from agent.actions.dispatch import Parts
 from agent.catalog.store import Catalog
 from agent.checks.runner import CheckRunner
-from agent.config.schema import COMMAND_KEY_ENV, AgentConfig
+from agent.config.environment import Environment
+from agent.config.schema import AgentConfig
 from agent.runs.executor import Executor
 from agent.runs.gate import RunGate
 from agent.runs.outputs import OutputStore
@@ -47,9 +48,11 @@ class App:
 
     def __init__(self, config: AgentConfig, environ: Mapping[str, str] | None = None) -> None:
         self.config = config
-        self.redactor = config.redactor(environ=environ)
+        #: The one place the agent's environment is taken (``environ``: a test's, else the process's).
+        self.environment = environment = Environment(config, os.environ if environ is None else environ)
+        self.redactor = environment.redactor()
         self.catalog = Catalog.for_config(config)
-        self.executor = Executor(config.inventory, config.executor, config.base_dir, environ)
+        self.executor = Executor(config.inventory, config.executor, config.base_dir, environment.environ)
         state = config.path(config.state.dir)
         self.outbox = Outbox(
             state / "outbox.sqlite3",
@@ -60,14 +63,13 @@ class App:
         )
         self.audit = AuditLog(state / "audit.jsonl", redact=self.redactor.redact_json)
         self.outputs = OutputStore.for_config(config)
-        self.gate = RunGate(config, self.catalog, self.executor, self.audit, self.redactor, self.outputs)
-        self.checks = CheckRunner(config, self.gate, environ)
+        self.gate = RunGate(environment, self.catalog, self.executor, self.audit, self.redactor, self.outputs)
+        self.checks = CheckRunner(config, self.gate, environment.environ)
         parts = Parts(config, self.catalog, self.gate, self.checks, self.outputs, self.outbox, self.audit)
-        env = os.environ if environ is None else environ
         #: Protocol 1 or the original (v0), chosen here once and handed to the runtime and the link.
         self.wire = wire_protocol(config)
         self.runtime = AgentRuntime(
-            parts, self.outbox, self.redactor, env.get(COMMAND_KEY_ENV) or None, wire=self.wire
+            parts, self.outbox, self.redactor, environment.command_key(), wire=self.wire
         )
         self.gate.on_evicted = self.runtime.outputs_evicted
         #: Only with schedules configured: an agent without them never loads APScheduler.
@@ -77,13 +79,13 @@ class App:
 
             self.scheduler = CheckScheduler(config, self.checks, self.outbox, self.runtime.report)
         self.link = Link(
-            config.relay_url(environ),
+            environment.relay_url(),
             self.outbox,
             on_frame=self.runtime.receive,
             hello=self.runtime.hello,
             queued=self.runtime.queued,
             acked=self.runtime.acked,
-            token=config.relay_token(environ),
+            token=environment.relay_token(),
             ca_file=config.path(config.relay.ca_file) if config.relay.ca_file else None,
             proxy=config.relay.proxy,
             ping_interval=config.relay.ping_interval,

@@ -21,7 +21,7 @@ from agent.redaction import Redactor
 
 if TYPE_CHECKING:
     from agent.catalog.store import VerifyReport
-    from agent.config.schema import AgentConfig
+    from agent.config.environment import Environment
 
 #: Libraries whose INFO is noise to an operator (every SSH channel, every scheduler tick, every handshake).
 QUIET_LIBRARIES = ("asyncssh", "apscheduler", "websockets")
@@ -114,17 +114,17 @@ def relay_display(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def log_startup(config: AgentConfig, report: VerifyReport) -> None:
+def log_startup(environment: Environment, report: VerifyReport) -> None:
     """One INFO line saying what is starting: version, agent id, catalog digest and state, relay host."""
     try:
-        relay = relay_display(config.relay_url())
+        relay = relay_display(environment.relay_url())
     except ValueError:
         relay = "(not set)"
     digest = report.lock.catalog_sha256[:16] if report.lock else "none"
     logger.info(
         "starting guardia-agent %s: agent %s, catalog %s (%d of %d runbooks runnable), relay %s",
         __version__,
-        config.agent_id,
+        environment.config.agent_id,
         digest,
         len(report.runnable),
         len(report.runbooks),

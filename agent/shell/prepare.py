@@ -7,11 +7,11 @@ problem is one line naming the setting at fault; none echoes a secret.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.catalog.store import Catalog
-from agent.config.schema import AgentConfig, RunbookCheck
+from agent.config.environment import Environment
+from agent.config.schema import RunbookCheck
 from agent.errors import (
     CatalogError,
     ConfigError,
@@ -34,9 +34,7 @@ class Prepared:
         return not self.errors
 
 
-def prepare(
-    config: AgentConfig, environ: Mapping[str, str] | None = None, *, executor: bool = True
-) -> Prepared:
+def prepare(environment: Environment, *, executor: bool = True) -> Prepared:
     """Validate the config and every runtime reference in it; list every problem.
 
     Checks: relay URL and token, files (catalog, known_hosts, keys, secret files, CA), redaction rules and
@@ -44,8 +42,9 @@ def prepare(
     the catalog and inventory as its schedule would run it (runbook, room, hosts, arguments, approval).
     ``executor``: also load the SSH keys and known_hosts as the executor would.
     """
+    config = environment.config
     found = Prepared()
-    errors, warnings = config.runtime_problems(environ)
+    errors, warnings = environment.problems()
     found.errors += errors
     found.warnings += warnings
     if config.schedules:
@@ -53,14 +52,14 @@ def prepare(
 
         found.errors += schedule_problems(config)
     try:
-        config.redactor(environ=environ)
+        environment.redactor()
     except ConfigError as exc:
         found.errors += [f"{exc.source}: {p}" for p in exc.problems]
     if executor and not any(e.startswith(("inventory.known_hosts", "hosts.")) for e in found.errors):
         from agent.runs.executor import Executor
 
         try:
-            Executor(config.inventory, config.executor, config.base_dir, environ)
+            Executor(config.inventory, config.executor, config.base_dir, environment.environ)
         except ConfigError as exc:
             found.errors += [f"{exc.source}: {p}" for p in exc.problems]
     try:
