@@ -10,7 +10,6 @@ import pytest
 from agent.catalog.reference import (
     BEGIN,
     END,
-    FALLBACK_DESCRIPTIONS,
     REGENERATE,
     main,
     manifest_reference,
@@ -52,18 +51,10 @@ def test_the_reference_covers_the_top_level_parameter_types_and_redaction_rules(
     }  # fmt: skip
 
 
-def test_every_field_has_a_description_and_no_fallback_outlives_its_need() -> None:
-    """A field without ``Field(description=...)`` borrows the guide's words; once it has one, drop the borrowed."""
-    lacking = set(undocumented_fields())
-    borrowing = {
-        f"{model.__name__}.{key}": f"{scope}.{key}"
-        for scope, model, key in schema_fields()
-        if f"{model.__name__}.{key}" in lacking
-    }
-    without_words = sorted(name for name, key in borrowing.items() if key not in FALLBACK_DESCRIPTIONS)
-    assert not without_words, "give these fields Field(description=...) in agent/catalog/manifest.py"
-    stale = sorted(set(FALLBACK_DESCRIPTIONS) - set(borrowing.values()))
-    assert not stale, "these have a description in the schema now: remove them from FALLBACK_DESCRIPTIONS"
+def test_every_field_has_a_description_in_the_schema() -> None:
+    """The schema is the reference's one source: each field says what it is for in ``Field(description=...)``."""
+    lacking = undocumented_fields()
+    assert not lacking, f"give these fields Field(description=...) in agent/catalog/manifest.py: {lacking}"
 
 
 def test_the_section_is_replaced_between_the_markers_and_the_rest_kept() -> None:

@@ -60,18 +60,33 @@ DEFAULT_ROLES: tuple[RoleName, ...] = ("operator",)
 Target = Annotated[str, StringConstraints(pattern=TARGET_PATTERN)]
 Flag = Annotated[str, StringConstraints(pattern=r"^--?[A-Za-z0-9][A-Za-z0-9-]{0,62}$")]
 
+# Descriptions of the fields each parameter type declares for itself (with its own type), worded alike.
+_TYPE_DESCRIPTION = "Which kind of parameter this table is."
+_DEFAULT_DESCRIPTION = (
+    "Used when the request gives none; must itself be a valid value. A positional parameter that is optional "
+    "needs one, so that later positions stay put."
+)
+_MAX_LENGTH_DESCRIPTION = "The longest value accepted, in characters."
+
 
 class _ParamModel(BaseModel):
     """Fields every parameter type shares."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Name
-    help: str = ""
-    #: ``None``: required unless a default is given.
-    required: bool | None = None
-    #: Passed as ``FLAG VALUE`` (two argv elements) instead of positionally.
-    flag: Flag | None = None
+    name: Name = Field(
+        description="The argument's name (`--arg NAME=VALUE`); upper-case in the argv shape "
+        "`agent runbooks show` prints."
+    )
+    help: str = Field(default="", description="Shown to the room as written.")
+    required: bool | None = Field(
+        default=None,
+        description="Not set: required unless it has a default. A required parameter cannot have a default.",
+    )
+    flag: Flag | None = Field(
+        default=None,
+        description="Passed as two argv elements, `FLAG VALUE` (`--lines 100`), instead of positionally.",
+    )
 
     @property
     def is_required(self) -> bool:
@@ -117,11 +132,18 @@ def _check_text(value: object, *, min_length: int, max_length: int) -> str:
 
 
 class StringParam(_ParamModel):
-    type: Literal["string"]
-    pattern: str | None = None
-    min_length: int = Field(default=1, ge=0, le=4096)
-    max_length: int = Field(default=256, ge=1, le=4096)
-    default: str | None = None
+    type: Literal["string"] = Field(description=_TYPE_DESCRIPTION)
+    pattern: str | None = Field(
+        default=None,
+        description="A regular expression the whole value must match, with `re.ASCII` (`\\d` is `[0-9]`, not "
+        "full-width digits); without it, printable ASCII only. It must compile. To admit Hangul, say so: "
+        "`[가-힣a-z]+`.",
+    )
+    min_length: int = Field(
+        default=1, ge=0, le=4096, description="The shortest value accepted, in characters."
+    )
+    max_length: int = Field(default=256, ge=1, le=4096, description=_MAX_LENGTH_DESCRIPTION)
+    default: str | None = Field(default=None, description=_DEFAULT_DESCRIPTION)
 
     @field_validator("pattern")
     @classmethod
@@ -155,9 +177,9 @@ class StringParam(_ParamModel):
 class IdentifierParam(_ParamModel):
     """A host, service or file name: letters, digits and ``. _ @ : -``, not starting with a punctuation mark."""
 
-    type: Literal["identifier"]
-    max_length: int = Field(default=253, ge=1, le=1024)
-    default: str | None = None
+    type: Literal["identifier"] = Field(description=_TYPE_DESCRIPTION)
+    max_length: int = Field(default=253, ge=1, le=1024, description=_MAX_LENGTH_DESCRIPTION)
+    default: str | None = Field(default=None, description=_DEFAULT_DESCRIPTION)
 
     def convert(self, value: object) -> str:
         text = _check_text(value, min_length=1, max_length=self.max_length)
@@ -170,10 +192,10 @@ class IdentifierParam(_ParamModel):
 
 
 class IntegerParam(_ParamModel):
-    type: Literal["integer"]
-    min: int | None = None
-    max: int | None = None
-    default: int | None = None
+    type: Literal["integer"] = Field(description=_TYPE_DESCRIPTION)
+    min: int | None = Field(default=None, description="The smallest value accepted.")
+    max: int | None = Field(default=None, description="The largest value accepted.")
+    default: int | None = Field(default=None, description=_DEFAULT_DESCRIPTION)
 
     @model_validator(mode="after")
     def _bounds(self) -> IntegerParam:
@@ -217,12 +239,12 @@ class IntegerParam(_ParamModel):
 
 
 class EnumParam(_ParamModel):
-    type: Literal["enum"]
+    type: Literal["enum"] = Field(description=_TYPE_DESCRIPTION)
     choices: Annotated[
         list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,127}$")]],
-        Field(min_length=1),
+        Field(min_length=1, description="The values accepted, exactly as written."),
     ]
-    default: str | None = None
+    default: str | None = Field(default=None, description=_DEFAULT_DESCRIPTION)
 
     def convert(self, value: object) -> str:
         if not isinstance(value, str) or value not in self.choices:
@@ -236,8 +258,8 @@ class EnumParam(_ParamModel):
 class DateParam(_ParamModel):
     """A calendar date written ``YYYY-MM-DD``."""
 
-    type: Literal["date"]
-    default: str | None = None
+    type: Literal["date"] = Field(description=_TYPE_DESCRIPTION)
+    default: str | None = Field(default=None, description=_DEFAULT_DESCRIPTION)
 
     def convert(self, value: object) -> str:
         if not isinstance(value, str) or not _DATE.fullmatch(value):
@@ -262,9 +284,15 @@ class RedactRuleModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
-    pattern: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
-    replacement: Annotated[str, StringConstraints(max_length=64)] = "[REDACTED]"
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")] = Field(
+        description="The rule's name."
+    )
+    pattern: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description="What to mask, in RE2 syntax; bound every repeat (`[0-9]{1,12}`, not `[0-9]+`)."
+    )
+    replacement: Annotated[str, StringConstraints(max_length=64)] = Field(
+        default="[REDACTED]", description="What each match is replaced with."
+    )
 
     @model_validator(mode="after")
     def _compiles(self) -> RedactRuleModel:
@@ -283,29 +311,64 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    description: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\n\r]*$")]
-    interpreter: Literal["bash", "sh"] = "bash"
-    #: Hard time limit of one run on one host, in seconds.
-    timeout: float = Field(default=60.0, gt=0, le=86400)
-    #: Output kept per stream (stdout, stderr) after redaction, in bytes.
-    max_output: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
-    #: True: the runbook changes the host; at most one run of it per host at a time.
-    changes_state: bool = False
-    #: True: the runbook starts a process meant to outlive it (a daemon), so nothing it started is killed when it
-    #: ends (at its time limit only the script itself is stopped). False: every process the run started is gone
-    #: when it ends, including those that left its process group or session.
-    leaves_daemon: bool = False
-    #: Host aliases or group names of the inventory this runbook may target.
-    targets: Annotated[list[Target], Field(min_length=1)]
-    #: Chat rooms that may trigger it; empty: only the command line on the agent PC.
-    rooms: list[Target]
-    #: Roles that may request it (when the config lists users and their roles).
-    roles: Annotated[list[RoleName], Field(min_length=1)] = Field(default_factory=lambda: list(DEFAULT_ROLES))
-    #: True: a request waits until a different user with the approver role approves it (four eyes).
-    requires_approval: bool = False
-    params: list[Param] = Field(default_factory=list)
-    #: Extra redaction rules for this runbook's output, on top of the built-in and configured ones.
-    redact: list[RedactRuleModel] = Field(default_factory=list)
+    description: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\n\r]*$")] = (
+        Field(
+            description="What the runbook does, in one line; shown to the room as written (the bundled runbooks use "
+            "Korean, like the chat texts)."
+        )
+    )
+    interpreter: Literal["bash", "sh"] = Field(
+        default="bash",
+        description="The shell the script is streamed to on the host, as `bash -s -- ARG…` (or `sh`); "
+        "`agent runbooks lint` checks the script as that dialect.",
+    )
+    timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="Seconds; the run is killed on the host after this (`TIMEOUT`, partial output kept).",
+    )
+    max_output: int = Field(
+        default=64 * 1024,
+        ge=256,
+        le=16 * 1024 * 1024,
+        description="Bytes of each stream (stdout, stderr) in the chat answer, after redaction; the config's "
+        "`executor.max_output` caps it.",
+    )
+    changes_state: bool = Field(
+        default=False,
+        description="`true`: the runbook changes the host, and at most one run of it per host at a time.",
+    )
+    # `false` also sweeps the processes that left the run's process group or session.
+    leaves_daemon: bool = Field(
+        default=False,
+        description="`true`: a process it starts may outlive the run, so nothing is swept when it ends and at its "
+        "time limit only the script itself is stopped. `false`: every process the run started is killed.",
+    )
+    targets: Annotated[list[Target], Field(min_length=1)] = Field(
+        description="Host aliases or groups of the inventory it may run on."
+    )
+    rooms: list[Target] = Field(
+        description="Chat rooms that may trigger it; `[]`: only the command line on the agent PC."
+    )
+    roles: Annotated[list[RoleName], Field(min_length=1)] = Field(
+        default_factory=lambda: list(DEFAULT_ROLES),
+        description="Who may request it (when `access.users` is set).",
+    )
+    requires_approval: bool = Field(
+        default=False,
+        description="`true`: a request is held until a second person with the approver role approves it "
+        "(four eyes); refused on the command line.",
+    )
+    params: list[Param] = Field(
+        default_factory=list,
+        description="One `[[params]]` table per parameter, in argv order (see below).",
+    )
+    redact: list[RedactRuleModel] = Field(
+        default_factory=list,
+        description="Extra redaction rules for this runbook's output (`[[redact]]` tables, see below), on top of "
+        "the built-in and configured ones.",
+    )
 
     @model_validator(mode="after")
     def _params_consistent(self) -> Manifest:

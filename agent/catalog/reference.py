@@ -5,8 +5,8 @@ whether it is required or its default, the values it accepts (patterns, bounds, 
 docs/runbooks.md holds that output between ``<!-- manifest-reference:begin -->`` and
 ``<!-- manifest-reference:end -->``; ``tests/test_manifest_reference.py`` fails when the two differ.
 
-A description comes from the schema (``Field(description=...)``); a field without one borrows the wording of the
-author's guide from :data:`FALLBACK_DESCRIPTIONS`, and :func:`undocumented_fields` names those fields. No I/O here
+Every description comes from the schema (``Field(description=...)`` in :mod:`agent.catalog.manifest`), the one
+source; :func:`undocumented_fields` names the fields that lack one, and the test requires there be none. No I/O here
 except in :func:`main`::
 
     python -m agent.catalog.reference                  # print the reference
@@ -32,47 +32,6 @@ BEGIN = "<!-- manifest-reference:begin -->"
 END = "<!-- manifest-reference:end -->"
 #: The command that rewrites the section, as the doc and the test name it.
 REGENERATE = "python -m agent.catalog.reference --write"
-
-#: Descriptions for fields whose schema has none, keyed ``SCOPE.FIELD`` (scope: ``manifest``, ``params`` or
-#: ``redact``), in the words of docs/runbooks.md. A field that gains ``Field(description=...)`` loses its entry here.
-FALLBACK_DESCRIPTIONS: dict[str, str] = {
-    "manifest.description": "What the runbook does, in one line; shown to the room as written (the bundled runbooks "
-    "use Korean, like the chat texts).",
-    "manifest.interpreter": "The shell the script is streamed to on the host, as `bash -s -- ARG…` (or `sh`); "
-    "`agent runbooks lint` checks the script as that dialect.",
-    "manifest.timeout": "Seconds; the run is killed on the host after this (`TIMEOUT`, partial output kept).",
-    "manifest.max_output": "Bytes of each stream (stdout, stderr) in the chat answer, after redaction; the config's "
-    "`executor.max_output` caps it.",
-    "manifest.changes_state": "`true`: the runbook changes the host, and at most one run of it per host at a time.",
-    "manifest.leaves_daemon": "`true`: a process it starts may outlive the run, so nothing is swept when it ends and "
-    "at its time limit only the script itself is stopped. `false`: every process the run started is killed.",
-    "manifest.targets": "Host aliases or groups of the inventory it may run on.",
-    "manifest.rooms": "Chat rooms that may trigger it; `[]`: only the command line on the agent PC.",
-    "manifest.roles": "Who may request it (when `access.users` is set).",
-    "manifest.requires_approval": "`true`: a request is held until a second person with the approver role approves "
-    "it (four eyes); refused on the command line.",
-    "manifest.params": "One `[[params]]` table per parameter, in argv order (see below).",
-    "manifest.redact": "Extra redaction rules for this runbook's output (`[[redact]]` tables, see below), on top of "
-    "the built-in and configured ones.",
-    "params.name": "The argument's name (`--arg NAME=VALUE`); upper-case in the argv shape `agent runbooks show` "
-    "prints.",
-    "params.help": "Shown to the room as written.",
-    "params.required": "Not set: required unless it has a default. A required parameter cannot have a default.",
-    "params.flag": "Passed as two argv elements, `FLAG VALUE` (`--lines 100`), instead of positionally.",
-    "params.type": "Which kind of parameter this table is.",
-    "params.pattern": "A regular expression the whole value must match, with `re.ASCII` (`\\d` is `[0-9]`, not "
-    "full-width digits); without it, printable ASCII only. It must compile. To admit Hangul, say so: `[가-힣a-z]+`.",
-    "params.min_length": "The shortest value accepted, in characters.",
-    "params.max_length": "The longest value accepted, in characters.",
-    "params.min": "The smallest value accepted.",
-    "params.max": "The largest value accepted.",
-    "params.choices": "The values accepted, exactly as written.",
-    "params.default": "Used when the request gives none; must itself be a valid value. A positional parameter that "
-    "is optional needs one, so that later positions stay put.",
-    "redact.name": "The rule's name.",
-    "redact.pattern": "What to mask, in RE2 syntax; bound every repeat (`[0-9]{1,12}`, not `[0-9]+`).",
-    "redact.replacement": "What each match is replaced with.",
-}
 
 _TOML_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
 _HEADER = "| field | type | required / default | accepts | description |\n|---|---|---|---|---|"
@@ -180,27 +139,16 @@ def _key(name: str, field: FieldInfo) -> str:
     return field.alias or name
 
 
-def _description(scope: str, key: str, field: FieldInfo, prop: dict[str, Any]) -> str:
-    text = field.description or prop.get("description") or FALLBACK_DESCRIPTIONS.get(f"{scope}.{key}", "")
-    return _prose(text)
-
-
-def _row(scope: str, key: str, field: FieldInfo, prop: dict[str, Any]) -> str:
-    cells = [
-        _code(key),
-        _type(prop),
-        _default(field),
-        "; ".join(_accepts(prop)),
-        _description(scope, key, field, prop),
-    ]
+def _row(key: str, field: FieldInfo, prop: dict[str, Any]) -> str:
+    cells = [_code(key), _type(prop), _default(field), "; ".join(_accepts(prop)), _prose(field.description)]
     return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
 
 
-def _table(model: type[BaseModel], scope: str, keys: Sequence[str] | None = None) -> str:
+def _table(model: type[BaseModel], keys: Sequence[str] | None = None) -> str:
     """The rows of ``model``'s fields (those named in ``keys``, when given), in declaration order."""
     props = model.model_json_schema()["properties"]
     rows = [
-        _row(scope, _key(name, field), field, props[_key(name, field)])
+        _row(_key(name, field), field, props[_key(name, field)])
         for name, field in model.model_fields.items()
         if keys is None or _key(name, field) in keys
     ]
@@ -256,7 +204,7 @@ def _params_section() -> list[str]:
         "### Parameters (`[[params]]`)",
         "Each `[[params]]` table is one parameter; its `type` says which of the tables below applies. "
         "Fields every type takes:",
-        _table(variants[0], "params", common),
+        _table(variants[0], common),
     ]
     for model in variants:
         own = [key for key in _properties(model) if key not in common]
@@ -264,7 +212,7 @@ def _params_section() -> list[str]:
         parts += [
             f"#### {_variant_title(model, 'type')}",
             *([intro] if intro else []),
-            _table(model, "params", own),
+            _table(model, own),
         ]
     return parts
 
@@ -274,7 +222,7 @@ def _redact_section() -> list[str]:
     return [
         "### Redaction rules (`[[redact]]`)",
         _prose(model.model_json_schema().get("description")),
-        _table(model, "redact"),
+        _table(model),
     ]
 
 
@@ -284,7 +232,7 @@ def manifest_reference() -> str:
         f"<!-- Generated from agent/catalog/manifest.py by `{REGENERATE}`: edit the schema, not this section. -->",
         "### Top-level fields",
         _prose(Manifest.model_json_schema().get("description")) + " A key not listed here is refused.",
-        _table(Manifest, "manifest"),
+        _table(Manifest),
         *_params_section(),
         *_redact_section(),
     ]
@@ -304,7 +252,7 @@ def schema_fields() -> list[tuple[str, type[BaseModel], str]]:
 
 
 def undocumented_fields() -> list[str]:
-    """``Model.key`` of every field whose schema has no description (the reference borrows the guide's words)."""
+    """``Model.key`` of every field whose schema has no description: give each ``Field(description=...)``."""
     return [
         f"{model.__name__}.{key}"
         for _, model, key in schema_fields()
