@@ -37,7 +37,8 @@ import websockets.asyncio.server
 from agent.catalog.store import Catalog
 from agent.reference.relay import Relay
 from agent.runs.remote import new_run_id, remote_command
-from agent.state.outbox import GroupCommit, Outbox, Synchronous
+from agent.state.group_commit import GroupCommit
+from agent.state.outbox import Outbox, Synchronous
 from tests.sshd import SshFleet
 
 ROUND_TRIPS = 200

@@ -30,7 +30,8 @@ from agent.session.ledger import (
     check_transition,
 )
 from agent.state.audit import AuditLog, verify_chain
-from agent.state.outbox import SCHEMA_VERSION, GroupCommit, HeldRequest, Outbox, TaskState, packet_digest
+from agent.state.group_commit import GroupCommit
+from agent.state.outbox import SCHEMA_VERSION, HeldRequest, Outbox, TaskState, packet_digest
 
 SECRET = "Sup3r-S3cret-Typed-In"
 

@@ -53,7 +53,8 @@ from agent.session.protocol import (
 )
 from agent.session.wire import WireProtocol, wire_protocol
 from agent.state.audit import AuditLog
-from agent.state.outbox import GroupCommit, Outbox
+from agent.state.group_commit import GroupCommit
+from agent.state.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
