@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from agent.session.ledger import (
     BeginTask,
@@ -58,7 +58,6 @@ from agent.state.files import private_dir, private_file
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Synchronous = Literal["FULL", "NORMAL"]
 
 #: The schema this code writes; see :func:`_migrate`.
