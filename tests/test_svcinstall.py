@@ -299,6 +299,22 @@ def test_status_and_uninstall(site: Path) -> None:
     assert again.returncode == 1 and "no service named guardia-agent" in again.stderr
 
 
+def test_uninstall_without_the_config_says_the_secrets_file_stays(site: Path) -> None:
+    """Without -c the environment file cannot be found: the uninstall says so instead of claiming it deleted it."""
+    assert install(site).returncode == 0
+    done = agent("service", "uninstall", "--platform", "windows")
+    assert done.returncode == 0, done.stderr
+    assert "guardia-agent.env" in done.stderr and "not deleted" in done.stderr
+    assert (site / "guardia-agent.env").exists() and services(site) == []
+
+
+def test_keep_env_keeps_exactly_the_environment_file_step_out(tmp_path: Path) -> None:
+    kept = [step.what for step in svcinstall.linux_uninstall_steps("guardia-agent", tmp_path, keep_env=True)]
+    removed = [step.what for step in svcinstall.linux_uninstall_steps("guardia-agent", tmp_path)]
+    env = str(tmp_path / "etc/guardia-agent.env")
+    assert [w for w in removed if w not in kept] == [f"delete {env}"] and all(env not in w for w in kept)
+
+
 @icacls_from_system32
 def test_dry_run_prints_the_argument_lists_and_calls_nothing(site: Path) -> None:
     done = install(site, "--dry-run")

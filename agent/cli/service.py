@@ -193,11 +193,12 @@ def service_uninstall(
             env_path = None
             if not keep_env and config_path is not None:
                 env_path = config_path.absolute().parent / f"{name}.env"
+            elif not keep_env:  # its folder is the config's: without -c it cannot be found, so say it stays
+                click.echo(f"warning: without -c the service's environment file ({name}.env beside agent.toml, "
+                           "holding its secrets) is not deleted: rerun with -c, or delete it by hand", err=True)  # fmt: skip
             steps = svcinstall.windows_uninstall_steps(name, exe, env_path)
         else:
-            steps = svcinstall.linux_uninstall_steps(name, root)
-            if keep_env:
-                steps = [s for s in steps if not s.what.endswith(".env")]
+            steps = svcinstall.linux_uninstall_steps(name, root, keep_env)
     except svcinstall.ServiceError as exc:
         fail(str(exc))
     _carry_out(steps, dry_run, f"removing service {name} ({platform})")

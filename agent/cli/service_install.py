@@ -444,15 +444,17 @@ def linux_install_steps(spec: ServiceSpec, root: Path | None) -> list[Step]:
     return steps
 
 
-def linux_uninstall_steps(name: str, root: Path | None) -> list[Step]:
+def linux_uninstall_steps(name: str, root: Path | None, keep_env: bool = False) -> list[Step]:
+    """Stop, disable and delete the unit, and its environment file (the secrets) unless ``keep_env``."""
     unit_path, _, env_path = linux_paths(name, root)
     systemctl: tuple[str, ...] = ("systemctl",) if root is None else ("systemctl", f"--root={root}")
     disable = ("disable", "--now", name) if root is None else ("disable", name)
     steps = [
         Step(f"stop and disable {name}", (*systemctl, *disable)),
         Step(f"delete {unit_path}", action=lambda: unit_path.unlink(missing_ok=True)),
-        Step(f"delete {env_path}", action=lambda: env_path.unlink(missing_ok=True)),
     ]
+    if not keep_env:
+        steps.append(Step(f"delete {env_path}", action=lambda: env_path.unlink(missing_ok=True)))
     if root is None:
         steps.append(Step("reload systemd", ("systemctl", "daemon-reload")))
     return steps
