@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import replace
 from typing import Any
@@ -10,6 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.actions.dispatch import HANDLERS
+from agent.session.answers import ACTION_DATA
 from agent.session.command_auth import sign
 from agent.session.core import (
     Acked,
@@ -44,7 +47,7 @@ from agent.session.ledger import (
     TaskState,
     check_transition,
 )
-from agent.session.protocol import Command, Status, parse_frame
+from agent.session.protocol import Action, Command, Status, parse_frame
 
 NOW = 1_800_000_000.0
 
@@ -264,7 +267,9 @@ def test_held_request_is_released_once_as_the_approvers_and_its_timer_cancelled(
     assert ArmTimer(approval_timer("ABCDEF"), 600) in held and ledger.tasks["t-10"].state is TaskState.PENDING
     approve = command(packet("t-11", action="APPROVE"))
     released = core.handle(
-        TaskEnded(approve, Decided(ledger.claim("ABCDEF"), Decision.APPROVED, Answer(Status.SUCCESS)), NOW)
+        TaskEnded(
+            approve, Decided(ledger.claim("ABCDEF"), Decision.APPROVED, Answer(Status.SUCCESS, {})), NOW
+        )
     )
     assert CancelTimer(approval_timer("ABCDEF")) in released
     (start,) = [e for e in released if isinstance(e, StartRun)]
@@ -368,7 +373,7 @@ def test_a_typed_secret_is_never_kept_and_a_restart_asks_for_the_request_again()
     assert "s3cret" not in json.dumps(ledger.kept["ABCDEF"].request) and held
     # Released by the same process: runs with the original arguments.
     release = core.handle(TaskEnded(command(packet("t-51", action="APPROVE")),
-                                    Decided(ledger.claim("ABCDEF"), Decision.APPROVED, Answer(Status.SUCCESS)), NOW))  # fmt: skip
+                                    Decided(ledger.claim("ABCDEF"), Decision.APPROVED, Answer(Status.SUCCESS, {})), NOW))  # fmt: skip
     (start,) = [e for e in release if isinstance(e, StartRun)]
     assert start.command.params["args"] == {"password": "s3cret"}
     # After a restart the original is gone: a second such request is answered, not run with the masked value.
@@ -377,7 +382,7 @@ def test_a_typed_secret_is_never_kept_and_a_restart_asks_for_the_request_again()
                           Hold({"runbook": "x"}), NOW))  # fmt: skip
     restarted, _ = make_core(ledger, redact=mask)
     after = restarted.handle(TaskEnded(command(packet("t-53", action="APPROVE")),
-                                       Decided(ledger.claim("GHJKLM"), Decision.APPROVED, Answer(Status.SUCCESS)), NOW))  # fmt: skip
+                                       Decided(ledger.claim("GHJKLM"), Decision.APPROVED, Answer(Status.SUCCESS, {})), NOW))  # fmt: skip
     assert not any(isinstance(e, StartRun) for e in after)
     assert sent(after)[0]["payload"]["error"]["code"] == "INTERRUPTED"
 
@@ -402,3 +407,15 @@ def test_a_task_id_reused_from_another_room_learns_nothing_of_the_task() -> None
     (answer,) = sent(core.handle(FrameReceived(json.dumps(other), NOW)))
     assert answer["room_id"] == "lobby" and answer["payload"]["status"] == "FAIL"
     assert "duplicate" not in answer["payload"] and "in_progress" not in json.dumps(answer)
+
+
+def test_every_action_has_its_answer_type() -> None:
+    """agent/session/answers.py names the data type of every action's answer (handlers are held to it by mypy)."""
+    assert set(ACTION_DATA) == {action.value for action in Action}
+    assert all(ACTION_DATA[name].__required_keys__ for name in ACTION_DATA)  # each says what it carries
+    for action, handler in HANDLERS.items():
+        returns = inspect.get_annotations(handler)["return"]
+        if action in (Action.APPROVE, Action.REJECT, Action.CANCEL):  # the decision carries its answer
+            assert "Decided" in returns, action
+        else:
+            assert f"Answer[{ACTION_DATA[action.value].__name__}]" in returns, (action, returns)

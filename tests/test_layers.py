@@ -22,9 +22,11 @@ OWNERS = {
 IO_LIBRARIES = {*OWNERS, "asyncio", "sqlite3", "socket", "ssl", "subprocess"}
 #: Modules of pure logic: no I/O library, directly or through another agent module.
 PURE = {
-    "agent.session.core", "agent.session.ledger", "agent.session.protocol", "agent.redaction", "agent.catalog.manifest", "agent.runs.plan",
-    "agent.chat.render", "agent.runs.results", "agent.errors", "agent.session.command_auth", "agent.catalog.lockfile", "agent.runs.gate",
-    "agent.chat.i18n", "agent.session.protocol_v0", "agent.session.wire", "agent.shell.startup", "agent.session.notices",
+    "agent.session.core", "agent.session.ledger", "agent.session.protocol", "agent.session.answers",
+    "agent.session.command_auth", "agent.session.protocol_v0", "agent.session.wire", "agent.session.notices",
+    "agent.redaction", "agent.catalog.manifest", "agent.catalog.lockfile",
+    "agent.runs.plan", "agent.runs.results", "agent.runs.gate", "agent.chat.render", "agent.chat.i18n",
+    "agent.errors", "agent.shell.startup",
 }  # fmt: skip
 
 

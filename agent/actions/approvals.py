@@ -8,9 +8,10 @@ answer tells the core what to do: run the released request as the approver's, or
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from agent.chat.i18n import Msg
+from agent.session.answers import Refused, Rejected, Released, Withdrawn
 from agent.session.core import APPROVAL_CODE, Answer, Decided, Decision
 from agent.session.protocol import Command, ErrorCode, Status
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from agent.state.outbox import Outbox
 
 
-def _held_here(command: Command, ledger: Outbox) -> HeldRequest | Answer:
+def _held_here(command: Command, ledger: Outbox) -> HeldRequest | Answer[Refused]:
     """The held request ``params.code`` names, if it was asked in this room; else the refusal to answer with.
 
     Another room gets the answer an unknown code gets, so it learns nothing of the request.
@@ -38,7 +39,7 @@ def _held_here(command: Command, ledger: Outbox) -> HeldRequest | Answer:
     return held
 
 
-def _claim(ledger: Outbox, held: HeldRequest) -> HeldRequest | Answer:
+def _claim(ledger: Outbox, held: HeldRequest) -> HeldRequest | Answer[Refused]:
     """Take the request out, once: a second decision of the same code is refused."""
     claimed = ledger.claim(held.code)
     if claimed is None:
@@ -46,7 +47,9 @@ def _claim(ledger: Outbox, held: HeldRequest) -> HeldRequest | Answer:
     return claimed
 
 
-def decide(command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now: float) -> Answer | Decided:
+def decide(
+    command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now: float
+) -> Answer[Refused] | Decided:
     """APPROVE or REJECT a held request: a different user, with the approver role, before it expires, once."""
     approval = _held_here(command, ledger)
     if isinstance(approval, Answer):
@@ -64,11 +67,16 @@ def decide(command: Command, ledger: Outbox, audit: AuditLog, approve: bool, now
     decision = "approved" if approve else "rejected"
     audit.append("approval_decided", task_id=claimed.task_id, requester=claimed.requester,
                  approver=decider, decision=decision)  # fmt: skip
-    data = decision_data(decision, claimed)
-    return Decided(claimed, Decision.APPROVED if approve else Decision.REJECTED, Answer(Status.SUCCESS, data))
+    summary = _summary(claimed)
+    if approve:
+        released = Released(approved=claimed.task_id, **summary)
+        return Decided(claimed, Decision.APPROVED, Answer(Status.SUCCESS, released))
+    return Decided(
+        claimed, Decision.REJECTED, Answer(Status.SUCCESS, Rejected(rejected=claimed.task_id, **summary))
+    )
 
 
-def cancel(command: Command, ledger: Outbox, audit: AuditLog) -> Answer | Decided:
+def cancel(command: Command, ledger: Outbox, audit: AuditLog) -> Answer[Refused] | Decided:
     """CANCEL. ``params``: ``code``. The requester withdraws their own held request; it is answered CANCELLED."""
     held = _held_here(command, ledger)
     if isinstance(held, Answer):
@@ -79,11 +87,19 @@ def cancel(command: Command, ledger: Outbox, audit: AuditLog) -> Answer | Decide
     if isinstance(claimed, Answer):
         return claimed
     audit.append("approval_cancelled", task_id=claimed.task_id, requester=claimed.requester)
-    return Decided(claimed, Decision.CANCELLED, Answer(Status.SUCCESS, decision_data("cancelled", claimed)))
+    withdrawn = Withdrawn(cancelled=claimed.task_id, **_summary(claimed))
+    return Decided(claimed, Decision.CANCELLED, Answer(Status.SUCCESS, withdrawn))
 
 
-def decision_data(decision: str, held: HeldRequest) -> dict[str, Any]:
-    """What an approve / reject / cancel answer says was released, rejected or withdrawn."""
+class _Summary(TypedDict):
+    runbook: Any
+    hosts: list[Any]
+    args: dict[str, Any]
+    requested_by: str | None
+
+
+def _summary(held: HeldRequest) -> _Summary:
+    """What an approve / reject / cancel answer says was released, rejected or withdrawn, beside its task id."""
     summary = held.summary
-    return {decision: held.task_id, "runbook": summary.get("runbook"), "hosts": summary.get("hosts") or [],
-            "args": summary.get("args") or {}, "requested_by": held.requester}  # fmt: skip
+    return _Summary(runbook=summary.get("runbook"), hosts=summary.get("hosts") or [],
+                    args=summary.get("args") or {}, requested_by=held.requester)  # fmt: skip

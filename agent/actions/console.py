@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from agent.catalog.manifest import EnumParam, IntegerParam, Manifest
 from agent.chat.i18n import Msg
 from agent.errors import InvalidArguments
+from agent.session.answers import Help, History, Pending, Refused
 from agent.session.core import Answer
 from agent.session.protocol import ErrorCode, Status
 
@@ -76,7 +77,7 @@ def runbook_help(name: str, manifest: Manifest) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def help_answer(report: VerifyReport, room: str, params: dict[str, Any]) -> Answer:
+def help_answer(report: VerifyReport, room: str, params: dict[str, Any]) -> Answer[Help] | Answer[Refused]:
     """HELP. ``params``: ``runbook`` (optional). The room's runbooks, or how to call one of them."""
     mine = {}
     for name in report.runnable:
@@ -91,10 +92,10 @@ def help_answer(report: VerifyReport, room: str, params: dict[str, Any]) -> Answ
                 ErrorCode.RUNBOOK_NOT_RUNNABLE,
                 Msg("no runbook by that name may run in this room; 'help' lists them"),
             )
-        return Answer(Status.SUCCESS, {"help": {"runbook": runbook_help(wanted, mine[wanted])}})
+        return Answer(Status.SUCCESS, Help(help={"runbook": runbook_help(wanted, mine[wanted])}))
     listed = [{"name": n, "description": m.description, "usage": usage_line(n, m),
                "requires_approval": m.requires_approval} for n, m in sorted(mine.items())]  # fmt: skip
-    return Answer(Status.SUCCESS, {"help": {"runbooks": listed}})
+    return Answer(Status.SUCCESS, Help(help={"runbooks": listed}))
 
 
 # -- HISTORY ----------------------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def room_history(
     return runs
 
 
-def history_answer(audit_path: Path, room: str, params: dict[str, Any]) -> Answer:
+def history_answer(audit_path: Path, room: str, params: dict[str, Any]) -> Answer[History]:
     """HISTORY. ``params``: ``runbook`` (optional), ``limit`` (1–50, default 10). The room's own runs, newest first.
 
     Raises:
@@ -169,13 +170,13 @@ def history_answer(audit_path: Path, room: str, params: dict[str, Any]) -> Answe
     if problems:
         raise InvalidArguments(problems)
     runs = room_history(recent_entries(audit_path), room, runbook, limit)
-    return Answer(Status.SUCCESS, {"history": runs, "runbook": runbook, "limit": limit})
+    return Answer(Status.SUCCESS, History(history=runs, runbook=runbook, limit=limit))
 
 
 # -- PENDING and CANCEL -----------------------------------------------------------------------------------------
 
 
-def pending_answer(ledger: Outbox, room: str, now: float) -> Answer:
+def pending_answer(ledger: Outbox, room: str, now: float) -> Answer[Pending]:
     """PENDING: the requests of this room that wait for an approver: code, what, who asked, when it expires."""
     waiting: list[dict[str, Any]] = [
         {"code": a.code, "task_id": a.task_id, "requested_by": a.requester, "expires": a.expires,
@@ -185,4 +186,4 @@ def pending_answer(ledger: Outbox, room: str, now: float) -> Answer:
         if a.room_id == room and a.expires >= now
     ]  # fmt: skip
     waiting.sort(key=lambda a: float(a["expires"]))
-    return Answer(Status.SUCCESS, {"pending": waiting})
+    return Answer(Status.SUCCESS, Pending(pending=waiting))

@@ -35,6 +35,17 @@ from agent.errors import (
 from agent.runs.gate import Held, RunRequest, Via
 from agent.runs.outputs import OutputNotFound
 from agent.runs.results import HostResult
+from agent.session.answers import (
+    CheckResults,
+    Help,
+    History,
+    OutputPage,
+    Pending,
+    QueryRows,
+    Refused,
+    RunbookList,
+    RunData,
+)
 from agent.session.core import Answer, Decided, Hold, Outcome
 from agent.session.protocol import Action, Command, ErrorCode, Status
 
@@ -90,7 +101,7 @@ class TaskContext:
 Handler = Callable[[TaskContext], Awaitable[Outcome]]
 
 
-async def run_runbook(ctx: TaskContext) -> Answer | Hold:
+async def run_runbook(ctx: TaskContext) -> Answer[RunData] | Answer[Refused] | Hold:
     """``params``: ``runbook`` (name), ``hosts`` (aliases or groups), ``args`` (parameter values)."""
     command, gate = ctx.command, ctx.parts.gate
     params = command.params
@@ -117,12 +128,13 @@ async def run_runbook(ctx: TaskContext) -> Answer | Hold:
                 Msg("{runbook} needs an approver, and none is configured", runbook=result.runbook),
             )
         return Hold({"runbook": result.runbook, "hosts": result.hosts, "args": result.args})
-    data = result.to_json()
-    for row, host in zip(data["hosts"], result.hosts, strict=True):
+    rows = [h.to_json() for h in result.hosts]
+    for row, host in zip(rows, result.hosts, strict=True):
         # How long each kept stream is, so the chat view can say how many lines it left out and which page.
         row["stdout_lines"] = _line_count(host.stdout_full or host.stdout)
         row["stderr_lines"] = _line_count(host.stderr_full or host.stderr)
-    data.update(output_ref=command.task_id, page_lines=ctx.parts.outputs.page_lines)
+    data = RunData(runbook=result.runbook, script_sha256=result.script_sha256, status=result.status.value,
+                   hosts=rows, output_ref=command.task_id, page_lines=ctx.parts.outputs.page_lines)  # fmt: skip
     return Answer(Status.SUCCESS if result.ok else Status.FAIL, data)
 
 
@@ -167,7 +179,7 @@ class _Progress:
                                "exit_code": host.exit_code, "duration": round(host.duration, 3)})  # fmt: skip
 
 
-async def get_output(ctx: TaskContext) -> Answer:
+async def get_output(ctx: TaskContext) -> Answer[OutputPage] | Answer[Refused]:
     """``params``: ``task_id`` (the run's, its ``output_ref``), ``host``, ``stream`` (stdout), ``page`` (0)."""
     params = ctx.command.params
     task_id = params.get("task_id")
@@ -183,12 +195,12 @@ async def get_output(ctx: TaskContext) -> Answer:
         return Answer.fail(ErrorCode.NOT_AVAILABLE, message_of(exc))
     except ValueError as exc:
         raise InvalidArguments([("page" if "page" in str(exc) else "stream", message_of(exc))]) from None
-    return Answer(Status.SUCCESS, {"task_id": params["task_id"], "host": params["host"],
-                                   "stream": params.get("stream", "stdout"), "page": page, "pages": pages,
-                                   "lines": lines})  # fmt: skip
+    return Answer(Status.SUCCESS, OutputPage(task_id=params["task_id"], host=params["host"],
+                                             stream=params.get("stream", "stdout"), page=page, pages=pages,
+                                             lines=lines))  # fmt: skip
 
 
-async def list_runbooks(ctx: TaskContext) -> Answer:
+async def list_runbooks(ctx: TaskContext) -> Answer[RunbookList]:
     """The runbooks this room may run, with their parameters."""
     report = ctx.parts.catalog.report
     room = ctx.command.room_id
@@ -210,16 +222,18 @@ async def list_runbooks(ctx: TaskContext) -> Answer:
                 ],
             }
         )
-    return Answer(Status.SUCCESS, {"runbooks": listed})
+    return Answer(Status.SUCCESS, RunbookList(runbooks=listed))
 
 
-def _check_answer(results: dict[str, CheckResult]) -> Answer:
+def _check_answer(results: dict[str, CheckResult]) -> Answer[CheckResults]:
     overall = worst([r.status for r in results.values()])
     status = Status.SUCCESS if overall in (CheckStatus.OK, CheckStatus.WARN) else Status.FAIL
-    return Answer(status, {"status": overall.value, "checks": {n: r.to_json() for n, r in results.items()}})
+    return Answer(
+        status, CheckResults(status=overall.value, checks={n: r.to_json() for n, r in results.items()})
+    )
 
 
-async def _run_checks(ctx: TaskContext, names: list[str]) -> Answer:
+async def _run_checks(ctx: TaskContext, names: list[str]) -> Answer[CheckResults]:
     runner = ctx.parts.checks
     ctx.accept({"checks": names})
     cmd = ctx.command
@@ -229,7 +243,7 @@ async def _run_checks(ctx: TaskContext, names: list[str]) -> Answer:
     return _check_answer(dict(zip(names, results, strict=True)))
 
 
-async def run_check(ctx: TaskContext) -> Answer:
+async def run_check(ctx: TaskContext) -> Answer[CheckResults]:
     """``params``: ``check`` (a check name from the config)."""
     name = ctx.command.params.get("check")
     if not isinstance(name, str) or name not in ctx.parts.config.checks:
@@ -237,7 +251,7 @@ async def run_check(ctx: TaskContext) -> Answer:
     return await _run_checks(ctx, [name])
 
 
-async def check_was_status(ctx: TaskContext) -> Answer:
+async def check_was_status(ctx: TaskContext) -> Answer[CheckResults] | Answer[Refused]:
     name = ctx.parts.config.actions.was_status_check
     if name is None:
         return Answer.fail(
@@ -246,7 +260,7 @@ async def check_was_status(ctx: TaskContext) -> Answer:
     return await _run_checks(ctx, [name])
 
 
-async def check_disk_space(ctx: TaskContext) -> Answer:
+async def check_disk_space(ctx: TaskContext) -> Answer[CheckResults]:
     config = ctx.parts.config
     names = config.actions.disk_space_checks
     if names is None:
@@ -277,7 +291,7 @@ def agent_today(config: AgentConfig) -> dt.date:
     return dt.datetime.now(ZoneInfo(name)).date()
 
 
-async def fetch_mes_qc(ctx: TaskContext) -> Answer:
+async def fetch_mes_qc(ctx: TaskContext) -> Answer[QueryRows] | Answer[Refused]:
     """``params``: ``date`` (YYYY-MM-DD). Runs the fixed MES QC query for that day."""
     config = ctx.parts.config
     query = config.db.query(config.actions.mes_qc_query)
@@ -294,37 +308,37 @@ async def fetch_mes_qc(ctx: TaskContext) -> Answer:
     except db.QueryFailed as exc:
         return Answer.fail(ErrorCode.CHECK_FAILED, exc.message)
     # Honest counts: "total" from the query's bounded count_sql (the built-in mes_qc has one), else unknown.
-    return Answer(Status.SUCCESS, {"date": day, "rows": result.rows, "row_count": len(result.rows),
-                                   "truncated": result.truncated, "total": result.total,
-                                   "total_at_least": result.total_at_least})  # fmt: skip
+    return Answer(Status.SUCCESS, QueryRows(date=day, rows=result.rows, row_count=len(result.rows),
+                                            truncated=result.truncated, total=result.total,
+                                            total_at_least=result.total_at_least))  # fmt: skip
 
 
-async def approve(ctx: TaskContext) -> Answer | Decided:
+async def approve(ctx: TaskContext) -> Answer[Refused] | Decided:
     """``params``: ``code`` (from TASK_PENDING_APPROVAL). A different user with the approver role releases it."""
     return approvals.decide(ctx.command, ctx.parts.ledger, ctx.parts.audit, approve=True, now=time.time())
 
 
-async def reject(ctx: TaskContext) -> Answer | Decided:
+async def reject(ctx: TaskContext) -> Answer[Refused] | Decided:
     """``params``: ``code``. A different user with the approver role cancels the request."""
     return approvals.decide(ctx.command, ctx.parts.ledger, ctx.parts.audit, approve=False, now=time.time())
 
 
-async def help_command(ctx: TaskContext) -> Answer:
+async def help_command(ctx: TaskContext) -> Answer[Help] | Answer[Refused]:
     """``params``: ``runbook`` (optional). The runbooks this room may run, or how to call one."""
     return console.help_answer(ctx.parts.catalog.report, ctx.command.room_id, ctx.command.params)
 
 
-async def history(ctx: TaskContext) -> Answer:
+async def history(ctx: TaskContext) -> Answer[History]:
     """``params``: ``runbook`` (optional), ``limit``. This room's runs from the audit log, newest first."""
     return console.history_answer(ctx.parts.audit.path, ctx.command.room_id, ctx.command.params)
 
 
-async def pending(ctx: TaskContext) -> Answer:
+async def pending(ctx: TaskContext) -> Answer[Pending]:
     """This room's requests waiting for an approver."""
     return console.pending_answer(ctx.parts.ledger, ctx.command.room_id, time.time())
 
 
-async def cancel(ctx: TaskContext) -> Answer | Decided:
+async def cancel(ctx: TaskContext) -> Answer[Refused] | Decided:
     """``params``: ``code``. The requester withdraws their own held request."""
     return approvals.cancel(ctx.command, ctx.parts.ledger, ctx.parts.audit)
 

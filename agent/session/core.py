@@ -26,12 +26,13 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from agent.chat.i18n import Msg
+from agent.session.answers import Refused, Rejected, Released, Withdrawn
 from agent.session.command_auth import verify as verify_signature
 from agent.session.ledger import (
     BeginTask,
@@ -150,17 +151,22 @@ Effect = Send | Acked | StartRun | Audit | ArmTimer | CancelTimer | Log | Store
 # -- answers of handlers ----------------------------------------------------------------------------------------
 
 
+#: The type of an answer's data: one of agent/session/answers.py's, the action's own.
+D = TypeVar("D", bound=Mapping[str, object], covariant=True)
+
+
 @dataclass(frozen=True)
-class Answer:
-    """A final answer: the command's status, its data (per action), and the error when it failed."""
+class Answer(Generic[D]):
+    """A final answer: the command's status, its data (``Answer[RunData]``: the action's own type, from
+    agent/session/answers.py), and the error when it failed."""
 
     status: Status
-    data: dict[str, Any] = field(default_factory=dict)
+    data: D
     error: tuple[ErrorCode, str] | None = None
 
-    @classmethod
-    def fail(cls, code: ErrorCode, message: str, data: dict[str, Any] | None = None) -> Answer:
-        return cls(Status.FAIL, data or {}, (code, message))
+    @staticmethod
+    def fail(code: ErrorCode, message: str, data: Refused | None = None) -> Answer[Refused]:
+        return Answer(Status.FAIL, data or Refused(), (code, message))
 
 
 @dataclass(frozen=True)
@@ -184,11 +190,11 @@ class Decided:
 
     held: HeldRequest
     decision: Decision
-    answer: Answer
+    answer: Answer[Released] | Answer[Rejected] | Answer[Withdrawn]
 
 
 #: What a handler returns: exactly one of these (a tagged union; the core dispatches on the type).
-Outcome = Answer | Hold | Decided
+Outcome = Answer[Any] | Hold | Decided
 
 
 def approval_timer(code: str) -> str:

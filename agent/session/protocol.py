@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -362,10 +363,10 @@ def finished_message(
     task_id: str | None,
     room_id: str | None,
     status: Status,
-    data: dict[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
     error: tuple[ErrorCode, str] | None = None,
 ) -> dict[str, Any]:
-    payload: dict[str, Any] = {"status": status.value, "data": data or {}}
+    payload: dict[str, Any] = {"status": status.value, "data": dict(data or {})}
     if error is not None:
         payload["error"] = {"code": error[0].value, "message": str(error[1])}
         if (i18n := i18n_json(error[1])) is not None:
