@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import subprocess
-import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +25,7 @@ from agent.runs.executor import Executor
 from agent.runs.plan import plan_run
 from agent.runs.results import Outcome, RunResult
 from tests.sshd import SshFleet, keygen
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.external_service
 
@@ -124,10 +124,7 @@ async def test_timeout_kills_the_whole_process_tree(agent: Agent) -> None:
     assert host.status is Outcome.TIMEOUT, host
     assert host.message == "killed at the 2 s time limit"
     assert f"started {marker}" in host.stdout  # the partial output is kept
-    deadline = time.monotonic() + 15
-    while _survivors(marker) and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)  # polling the host's process table until it is clean
-    assert _survivors(marker) == []
+    await eventually(lambda: not _survivors(marker), 15, "the host's process table clean of the run's tree")
 
 
 async def test_unreachable_host_fails_only_its_own_row(agent: Agent) -> None:

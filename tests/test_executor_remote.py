@@ -7,7 +7,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 
 from agent.runs.remote import WRAPPER, new_run_id, remote_command
 from tests.test_executor_survivors import live_processes
+from tests.waiting import settled
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
 SHELLS = [s for s in ("dash", "bash") if shutil.which(s)]
@@ -120,11 +120,9 @@ def test_the_watchdogs_sleep_never_outlives_a_quick_run(shell: str) -> None:
             range(300),
         )  # fmt: skip
         assert set(codes) == {0}
-    deadline = (
-        time.monotonic() + 10
-    )  # a KILL already sent takes effect at once; this only covers a slow reaper
-    while (left := sleeping(limit)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # A KILL already sent takes effect at once; the wait only covers a slow reaper.
+    settled(lambda: not sleeping(limit), 10)
+    left = sleeping(limit)
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == [], f"{len(left)} watchdog sleeps outlived their runs"

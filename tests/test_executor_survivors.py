@@ -16,6 +16,7 @@ import pytest
 from agent.catalog.store import Catalog
 from agent.runs.results import Outcome
 from tests.test_executor import Agent
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.external_service
 
@@ -86,15 +87,12 @@ async def test_nothing_survives_the_time_limit_even_outside_the_process_group(
 
 async def test_the_host_sweeps_after_the_connection_dropped(agent: Agent, marker: str) -> None:
     run = asyncio.create_task(agent.run("spawner", ["h2"], mode="timeout", marker=marker))
-    async with asyncio.timeout(30):
-        while len(live_processes(marker)) < 2:  # the script and its setsid child are running on the host
-            await asyncio.sleep(0.05)
-        agent.executor._pool["h2"].connection.abort()  # the agent loses the host mid-run
-        [host] = (await run).hosts
-        assert host.status is Outcome.ERROR, host
-        # Nobody is connected any more: the host's own limit (3 s + 1 s grace) and sweep must clean up.
-        while live_processes(marker):
-            await asyncio.sleep(0.1)
+    await eventually(lambda: len(live_processes(marker)) >= 2, 30, "the script and its setsid child running")
+    agent.executor._pool["h2"].connection.abort()  # the agent loses the host mid-run
+    [host] = (await run).hosts
+    assert host.status is Outcome.ERROR, host
+    # Nobody is connected any more: the host's own limit (3 s + 1 s grace) and sweep must clean up.
+    await eventually(lambda: not live_processes(marker), 30, "the host's own limit and sweep ending the run")
     assert ps_lines(marker) == []
 
 

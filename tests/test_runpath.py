@@ -19,6 +19,7 @@ from agent.shell.app import App
 from agent.state.outbox import Outbox, TaskState
 from tests.conftest import Operator, RunningApp, agent_environ
 from tests.sshd import SshFleet
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.external_service
 
@@ -236,9 +237,8 @@ async def test_link_failures_are_logged_at_error_with_their_cause(
     env = {"EXTERNAL_WS_URL": f"ws://127.0.0.1:{port}/agent", "AGENT_RELAY_TOKEN": "t0ken-0123456789"}
     app = RunningApp.of(agent_home / "agent.toml", env)
     try:
-        async with asyncio.timeout(10):
-            while not any("relay connection failed" in r.getMessage() for r in caplog.records):
-                await asyncio.sleep(0.05)
+        await eventually(lambda: any("relay connection failed" in r.getMessage() for r in caplog.records), 10,
+                         "the failed dial logged")  # fmt: skip
     finally:
         await app.stop()
     failure = next(r for r in caplog.records if "relay connection failed" in r.getMessage())

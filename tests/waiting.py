@@ -7,6 +7,7 @@ What is awaited here has no event to wait on (another process's files, a log lin
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -27,4 +28,13 @@ async def eventually(
                 await asyncio.sleep(every)
     except TimeoutError:
         raise TimeoutError(f"still not true after {timeout:g} s: {what or condition}") from None
+    return value
+
+
+def settled(condition: Callable[[], T], timeout: float, every: float = 0.05) -> T:
+    """For a test without an event loop: ``condition()`` once it is true, or its last value after ``timeout`` s
+    (for the test to report, and clean up, what never settled)."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(every)
     return value
