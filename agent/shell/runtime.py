@@ -54,9 +54,12 @@ from agent.session.protocol import (
 from agent.session.wire import WireProtocol, wire_protocol
 from agent.state.audit import AuditLog
 from agent.state.group_commit import GroupCommit
-from agent.state.outbox import Outbox
+from agent.state.outbox import CAP_NOTICE, Outbox
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two notices of one kind about something dropped (the later one carries the whole count).
+NOTICE_EVERY = 60.0
 
 #: The messages that carry a chat-ready ``payload.text``, and how it is rendered.
 _RENDERERS = {
@@ -105,6 +108,9 @@ class AgentRuntime:
         self.queued = asyncio.Event()
         #: Set when an ACK removed a message from the outbox (the link's flush waits on it).
         self.acked = asyncio.Event()
+        #: The pending "the cap dropped N" notice, and when the last one went (at most one a NOTICE_EVERY).
+        self._cap_notice: asyncio.TimerHandle | None = None
+        self._cap_noticed = -NOTICE_EVERY
 
     def _changes_state(self, name: str) -> bool:
         status = self.catalog.report.runbooks.get(name)
@@ -202,10 +208,13 @@ class AgentRuntime:
         task_id: str | None = None,
         action: str | None = None,
         stored: bool = False,
+        notice: tuple[str, int] | None = None,
     ) -> None:
         """Queue a message for the relay, durably; ``task_id``: it is that task's final answer (kept for repeats).
 
         The write joins this loop iteration's group commit; the link sends it once that commit is done.
+        ``notice``: (kind, count) of a coalesced notice, stored outside the cap in place of the unsent one of its
+        kind (:meth:`Outbox.put_notice`).
         ``action``: the command's action as sent (its answer's text and v0's shape follow it); ``stored``: a final
         kept from before, already redacted, rendered and shaped for the wire, sent again (redacted once more, in
         case a rule was added since; its text stays the one rendered for its own action).
@@ -220,7 +229,9 @@ class AgentRuntime:
                 return
             if shaped is not redacted:  # reshaped for the protocol (v0 echoes the action): redacted again
                 redacted = self.redactor.redact_json(shaped)
-        if task_id is not None:
+        if notice is not None:  # a coalesced notice, outside the cap (Outbox.put_notice)
+            done = self._group.submit(lambda box: box.put_notice(notice[0], redacted, notice[1]))
+        elif task_id is not None:
             done = self._group.submit(lambda box: box.finish_task(task_id, redacted))
         else:
             done = self._group.submit(lambda box: box.put(redacted))
@@ -237,12 +248,23 @@ class AgentRuntime:
             logger.error("a message could not be stored in the outbox: %s", done.exception())
             return
         self.queued.set()
-        dropped = self.outbox.take_dropped()
-        if dropped:
-            logger.warning(
-                "the outbox cap dropped %d old report(s)/acceptance(s) while the relay was away", dropped
-            )
-            self.report(self.config.operations_room, notices.outbox_cap(dropped))
+        if self.outbox.untold_drops() is not None and self._cap_notice is None:
+            # At most one notice a NOTICE_EVERY: it replaces the unsent one and carries the whole count, and it is
+            # outside the cap, so it never drops another message (never self-feeding).
+            delay = max(0.0, self._cap_noticed + NOTICE_EVERY - time.monotonic())
+            self._cap_notice = asyncio.get_running_loop().call_later(delay, self._tell_dropped)
+
+    def _tell_dropped(self) -> None:
+        self._cap_notice = None
+        dropped = self.outbox.untold_drops()
+        if dropped is None:
+            return
+        self._cap_noticed = time.monotonic()
+        logger.warning(
+            "the outbox cap dropped %d old report(s)/acceptance(s) while the relay was away", dropped
+        )
+        message = report_message(self.config.operations_room, notices.outbox_cap(dropped))
+        self.send(message, notice=(CAP_NOTICE, dropped))
 
     def outputs_evicted(self, evicted: list[Any]) -> None:
         """Kept outputs removed to stay under [outputs] caps: say so in the operations room."""
@@ -352,8 +374,8 @@ class AgentRuntime:
         is answered INTERRUPTED (see :mod:`agent.session.core`).
         """
         self.feed(Closing())
-        for timer in self._timers.values():
-            timer.cancel()
+        for timer in [*self._timers.values(), *filter(None, [self._cap_notice])]:
+            timer.cancel()  # an untold drop count is on disk: the next start tells it
         self._timers.clear()
         if not self._tasks:
             return

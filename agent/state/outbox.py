@@ -16,8 +16,12 @@ dedupes by ``msg_id``, and the next durable commit fsyncs it along (the WAL is o
 
 **Bounded.** Messages are capped at ``max_bytes`` in total. Over the cap, the oldest *droppable* messages go first
 (REPORT and TASK_ACCEPTED: a REPORT is repeated by its schedule, a TASK_FINISHED follows every TASK_ACCEPTED), and
-:meth:`Outbox.take_dropped` tells the caller how many, to say so in a REPORT. A TASK_FINISHED, a pending-approval
+:meth:`Outbox.untold_drops` tells the caller how many, to say so in a notice. A TASK_FINISHED, a pending-approval
 notice or any other message is never dropped; :attr:`Outbox.over_cap` says when those alone exceed the cap.
+
+**Never self-feeding.** A notice about dropping (:meth:`Outbox.put_notice`) is outside the cap: neither counted
+nor dropped, and at most one per kind is pending: a new one replaces the unsent one before it, carrying the whole
+count. The count goes down only when the relay acknowledges the notice that carried it.
 
 **Private.** The database and its ``-wal``/``-shm`` files are created 0600 in a 0700 folder whatever the umask
 (SQLite gives the companions the database file's mode). A held approval request keeps only a redacted view of the
@@ -64,6 +68,11 @@ Synchronous = Literal["FULL", "NORMAL"]
 SCHEMA_VERSION = 1
 #: Events the cap may drop (oldest first); everything else is kept until acknowledged.
 DROPPABLE_EVENTS = ("REPORT", "TASK_ACCEPTED")
+#: The ``droppable`` column: 0 kept until acknowledged, 1 the cap may drop it, NOTICE a coalesced notice (one per
+#: kind, outside the cap).
+NOTICE = 2
+#: The notice kind of messages the cap dropped.
+CAP_NOTICE = "outbox_cap"
 #: Default cap on the outbox's messages, in bytes of their frames.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
@@ -249,12 +258,46 @@ class Outbox:
             )
         self._over_logged = self._bytes > self.max_bytes
 
-    def take_dropped(self) -> int:
-        """How many messages the cap dropped since the last call (durable across restarts); resets the count."""
-        dropped, self._dropped = self._dropped, 0
-        if dropped:
-            self.set_state("outbox.dropped", "0")
-        return dropped
+    @property
+    def dropped(self) -> int:
+        """Messages the cap dropped that no acknowledged notice has told yet (durable across restarts)."""
+        return self._dropped
+
+    def untold_drops(self) -> int | None:
+        """The drop count to tell now: None when nothing was dropped, or the pending notice already says it."""
+        if not self._dropped or self.get_state(f"notice.{CAP_NOTICE}.count") == str(self._dropped):
+            return None
+        return self._dropped
+
+    def put_notice(self, kind: str, message: dict[str, Any], count: int) -> int:
+        """Store the notice of ``kind`` (replacing its unsent predecessor), outside the cap; its sequence number.
+
+        ``count``: what it tells (for :data:`CAP_NOTICE`, the dropped messages): taken off the count once the
+        relay acknowledges it.
+        """
+        body = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+        with self.batch():
+            previous = self.get_state(f"notice.{kind}")
+            if previous is not None:
+                self._db.execute("DELETE FROM outbox WHERE msg_id = ?", (previous,))
+            cursor = self._db.execute(
+                "INSERT INTO outbox (msg_id, body, created, size, droppable) VALUES (?, ?, ?, ?, ?)",
+                (message["msg_id"], body, time.time(), len(body.encode("utf-8", "surrogatepass")), NOTICE),
+            )
+            self.set_state(f"notice.{kind}", message["msg_id"])
+            self.set_state(f"notice.{kind}.count", str(count))
+        return int(cursor.lastrowid or 0)
+
+    def _told(self, msg_id: str) -> None:
+        """An acknowledged notice: what it carried is told."""
+        if self.get_state(f"notice.{CAP_NOTICE}") != msg_id:
+            return
+        carried = int(self.get_state(f"notice.{CAP_NOTICE}.count") or 0)
+        self._dropped = max(0, self._dropped - carried)
+        self.set_state("outbox.dropped", str(self._dropped))
+        self._db.execute(
+            "DELETE FROM state WHERE key IN (?, ?)", (f"notice.{CAP_NOTICE}", f"notice.{CAP_NOTICE}.count")
+        )
 
     @property
     def over_cap(self) -> bool:
@@ -267,7 +310,11 @@ class Outbox:
         return self._bytes
 
     def _sum_bytes(self) -> int:
-        return int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
+        return int(
+            self._db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE droppable != ?", (NOTICE,)
+            ).fetchone()[0]
+        )
 
     def pending(self, after: int = 0) -> list[tuple[int, str]]:
         """Unacknowledged messages with a sequence number above ``after``, oldest first: ``(seq, frame text)``."""
@@ -283,10 +330,14 @@ class Outbox:
         with self.relaxed(), self.batch():
             for msg_id in msg_ids:
                 row = self._db.execute(
-                    "DELETE FROM outbox WHERE msg_id = ? RETURNING size", (msg_id,)
+                    "DELETE FROM outbox WHERE msg_id = ? RETURNING size, droppable", (msg_id,)
                 ).fetchone()
-                if row is not None:
-                    removed += 1
+                if row is None:
+                    continue
+                removed += 1
+                if row[1] == NOTICE:
+                    self._told(msg_id)
+                else:
                     self._bytes -= int(row[0])
         return removed
 
@@ -307,7 +358,8 @@ class Outbox:
 
     def ack_through(self, seq: int) -> int:
         """Forget every message up to sequence number ``seq`` (protocol v0: delivered without an ACK); how many."""
-        return self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
+        delivered = [row[0] for row in self._db.execute("SELECT msg_id FROM outbox WHERE seq <= ?", (seq,))]
+        return self.ack_many(delivered)
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
