@@ -299,6 +299,19 @@ def test_status_and_uninstall(site: Path) -> None:
     assert again.returncode == 1 and "no service named guardia-agent" in again.stderr
 
 
+@icacls_from_system32
+def test_env_naming_the_services_own_file_keeps_its_secrets(site: Path) -> None:
+    """The README's layout: the secrets file is written where the service keeps its copy, and --env names it."""
+    own = site / "guardia-agent.env"
+    shutil.copy2(site.parent / "secrets.env", own)
+    secrets = own.read_bytes()
+    done = agent(
+        "-c", str(site / "agent.toml"), "service", "install", "--platform", "windows", "--env", str(own)
+    )
+    assert done.returncode == 0, done.stderr
+    assert own.read_bytes() == secrets  # it was emptied, then filled from itself: nothing, before
+
+
 def test_uninstall_without_the_config_says_the_secrets_file_stays(site: Path) -> None:
     """Without -c the environment file cannot be found: the uninstall says so instead of claiming it deleted it."""
     assert install(site).returncode == 0

@@ -220,11 +220,15 @@ def windows_install_steps(spec: ServiceSpec, nssm: str) -> list[Step]:
     def nssm_set(what: str, *args: str) -> Step:
         return Step(what, (nssm, "set", name, *args))
 
+    secrets: list[bytes] = []
+
     def create_env() -> None:
+        # Read first: --env may name this very file (the README's layout); emptying it would lose the secrets.
+        secrets.append(spec.env_source.read_bytes())
         env_path.write_bytes(b"")
 
     def fill_env() -> None:
-        env_path.write_bytes(spec.env_source.read_bytes())
+        env_path.write_bytes(secrets.pop())
 
     def remove_env() -> None:
         env_path.unlink(missing_ok=True)
@@ -396,10 +400,11 @@ def linux_install_steps(spec: ServiceSpec, root: Path | None) -> list[Step]:
     systemctl: tuple[str, ...] = ("systemctl",) if root is None else ("systemctl", f"--root={root}")
 
     def write_env() -> None:
+        secrets = spec.env_source.read_bytes()  # before the truncation below: --env may name this very file
         env_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(env_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
-            out.write(spec.env_source.read_bytes())
+            out.write(secrets)
         os.chmod(env_path, 0o600)
 
     def write_unit() -> None:
