@@ -27,7 +27,9 @@ def _reports(box: Outbox, kind: str) -> list[dict[str, object]]:
 async def test_a_dropped_report_is_told_once_and_the_notice_never_drops_another(tmp_path: Path) -> None:
     home = tmp_path
     (home / "runbooks").mkdir()
-    (home / "agent.toml").write_text('agent_id = "a"\n[state]\nmax_outbox_bytes = 1048576\n', encoding="utf-8")
+    (home / "agent.toml").write_text(
+        'agent_id = "a"\n[state]\nmax_outbox_bytes = 1048576\n', encoding="utf-8"
+    )
     away = {"EXTERNAL_WS_URL": f"ws://127.0.0.1:{free_port()}/agent"}  # nothing listens: the relay is away
     running = RunningApp(App(load_config(home / "agent.toml"), environ=away))
     runtime = running.app.runtime
@@ -45,7 +47,10 @@ async def test_a_dropped_report_is_told_once_and_the_notice_never_drops_another(
         # Every dropped report is counted (on disk); the one notice tells what was known when it went, and the
         # rest is told by the next, at most one a minute, or after the relay acknowledges this one.
         assert box.dropped >= 4 and 1 <= notices[0]["dropped"] <= box.dropped
-        assert [p["kind"] for p in _reports(box, "check")] in ([], ["check"])  # the reports were dropped, not kept
+        assert [p["kind"] for p in _reports(box, "check")] in (
+            [],
+            ["check"],
+        )  # the reports were dropped, not kept
         audit = (home / "var" / "audit.jsonl").read_text(encoding="utf-8").splitlines()
         assert sum('"report_kind":"outbox_cap"' in line.replace(" ", "") for line in audit) <= 1
     finally:

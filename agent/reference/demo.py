@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -275,9 +276,11 @@ was_status_check = "was01_health"
                 await relay.stop()
                 await host.stop()
         if not self.interactive:
+            # The command that started this demo, as typed (scripts/demo names itself; else the installed one).
+            again = os.environ.get("AGENT_DEMO_COMMAND") or "agent demo"
             self.say("\n" + self._("Done in {duration}; nothing was left behind. Type commands yourself: "
-                                    "agent demo --interactive").format(
-                duration=self.lang.duration(time.monotonic() - started)))  # fmt: skip
+                                    "{command} --interactive").format(
+                duration=self.lang.duration(time.monotonic() - started), command=again))  # fmt: skip
 
 
 def expect(condition: bool, what: str) -> None:
