@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,9 @@ from agent.session.ledger import (
     Store,
     check_transition,
 )
+from agent.shell.logsetup import configure_logging
 from agent.state.audit import AuditLog, verify_chain
+from agent.state.files import StateNotPrivate
 from agent.state.group_commit import GroupCommit
 from agent.state.outbox import SCHEMA_VERSION, HeldRequest, Outbox, TaskState, packet_digest
 
@@ -58,6 +63,58 @@ def run_of(text: str) -> RunResult:
 
 
 # -- private files ----------------------------------------------------------------------------------------------
+
+#: Another local user (the attack needs one; only root can make a folder theirs in a test).
+NOBODY = 65534
+as_root = pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() != 0, reason="needs root to act as another user"
+)
+
+
+@as_root
+@pytest.mark.posix_only(reason="POSIX owners and modes; on Windows the installer's ACL protects the folder")
+@pytest.mark.parametrize("how", ["made 0777 by another user", "a link to another user's folder"])
+def test_a_state_folder_another_user_made_in_advance_is_refused_naming_the_fix(
+    tmp_path: Path, how: str
+) -> None:
+    """Issue 27: a state folder made in advance by another local user was used silently; that user could then
+    delete the outbox (unacknowledged results) or swap in a rebuilt audit chain."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o777)
+    os.chmod(theirs, 0o777)
+    os.chown(theirs, NOBODY, NOBODY)
+    state = theirs if how.startswith("made") else tmp_path / "var"
+    if state != theirs:
+        state.symlink_to(theirs)
+    for opening in (lambda: Outbox(state / "outbox.sqlite3"), lambda: AuditLog(state / "audit.jsonl")):
+        with pytest.raises(StateNotPrivate, match=r"chmod 700") as refused:
+            opening()
+        assert str(state) in str(refused.value)
+    assert list(theirs.iterdir()) == []  # nothing written there
+    (tmp_path / "agent.toml").write_text(f'agent_id = "a"\n[state]\ndir = "{state.name}"\n', encoding="utf-8")
+    (tmp_path / "runbooks").mkdir()
+    env = {**os.environ, "EXTERNAL_WS_URL": "ws://127.0.0.1:9/agent"}
+    done = subprocess.run([sys.executable, "-m", "agent", "-c", str(tmp_path / "agent.toml"), "run"], env=env,
+                          capture_output=True, text=True, encoding="utf-8", timeout=120, check=False)  # fmt: skip
+    assert done.returncode != 0 and str(state) in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.posix_only(reason="POSIX modes and umask")
+def test_a_log_file_and_its_rotations_are_private_whatever_the_umask(
+    tmp_path: Path, open_umask: None
+) -> None:
+    """Issue 27: --log-file logs/agent.log made logs/ 0777 and the log 0666 under a permissive umask."""
+    log = tmp_path / "logs" / "agent.log"
+    configure_logging(Redactor(), "INFO", file=log, max_bytes=200, backups=2)
+    try:
+        for i in range(20):
+            logging.getLogger("agent.test").warning("line %d %s", i, "x" * 50)
+    finally:
+        configure_logging(Redactor(), "INFO")  # back to stderr only: closes the file handler
+    files = sorted(log.parent.iterdir())
+    assert len(files) == 3  # the log and two rotations
+    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX modes")

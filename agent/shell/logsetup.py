@@ -8,9 +8,11 @@ never carry what a chat answer may not.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import logging.handlers
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 
 from agent import __version__
 from agent.redaction import Redactor
+from agent.state.files import open_private, private_dir
 
 if TYPE_CHECKING:
     from agent.catalog.store import VerifyReport
@@ -80,11 +83,9 @@ def configure_logging(
     )
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(file.parent)
         handlers.append(
-            logging.handlers.RotatingFileHandler(
-                file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-            )
+            PrivateRotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         )
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -99,6 +100,14 @@ def configure_logging(
     debug = isinstance(numeric, int) and numeric <= logging.DEBUG
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose every file, the first and each after a rotation, is created 0600 whatever the umask."""
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = open_private(Path(self.baseFilename), os.O_WRONLY | os.O_APPEND)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 def relay_display(url: str) -> str:

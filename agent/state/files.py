@@ -37,7 +37,38 @@ def private_dir(path: Path) -> Path:
         with contextlib.suppress(FileExistsError):
             os.mkdir(folder, DIR_MODE)
     _narrow(path, DIR_MODE)
+    _refuse_foreign(path)
     return path
+
+
+class StateNotPrivate(PermissionError):
+    """A state folder another user owns or may write: the agent will not keep its outbox or audit log there."""
+
+
+def _refuse_foreign(path: Path) -> None:
+    """Raise :class:`StateNotPrivate` when ``path`` (or what a link there names) is owned by another user or is
+    writable by group or others after narrowing (it was made in advance by someone else, who could then delete
+    unacknowledged results or swap in a rebuilt audit chain). POSIX only: on Windows the folder's ACL, set by the
+    service installer, is what protects it."""
+    if os.name != "posix":
+        return
+    found = path.stat()
+    euid = os.geteuid()
+    if found.st_uid == euid and not found.st_mode & 0o022:
+        return
+    import pwd  # POSIX only
+
+    who = "another user" if found.st_uid != euid else "group or others (it cannot be narrowed)"
+    try:
+        me = pwd.getpwuid(euid).pw_name
+    except KeyError:
+        me = str(euid)
+    raise StateNotPrivate(
+        errno.EPERM,
+        f"the state folder belongs to or is writable by {who}; remove it, or make it this user's alone "
+        f"(chown {me} {path} && chmod 700 {path})",
+        str(path),
+    )
 
 
 def private_file(path: Path) -> Path:
