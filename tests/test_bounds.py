@@ -8,15 +8,21 @@ itself a droppable REPORT over the cap, dropped and re-reported: 37,299 notices 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from agent.config.schema import load_config
+from agent.session.core import MAX_AUDIT_TEXT, Audit, FrameReceived, audit_view
 from agent.session.protocol import Status, finished_message, report_message
 from agent.shell.app import App
 from agent.state.outbox import Outbox
 from tests.conftest import RunningApp
 from tests.sshd import free_port
+from tests.test_core import NOW, make_core
 
 
 def _reports(box: Outbox, kind: str) -> list[dict[str, object]]:
@@ -89,3 +95,34 @@ def test_v0_delivery_without_acks_frees_the_cap_it_delivered(tmp_path: Path) -> 
     box = Outbox(tmp_path / "o.sqlite3", max_bytes=1_000_000)
     seqs = [box.put(report_message("ops", {"kind": "check", "n": i})) for i in range(5)]
     assert box.size > 0 and box.ack_through(seqs[-1]) == 5 and box.size == 0 == box.count()
+
+
+def test_a_refused_huge_argument_is_audited_as_its_digest_and_length_not_itself() -> None:
+    """Issue 27: a refused 900 KB argument was stored verbatim in audit.jsonl (any operator: ~1 MB a frame)."""
+    huge = "A" * 900_000
+    core, _ = make_core()
+    frame = json.dumps({"action": "RUN_RUNBOOK", "task_id": "t-huge", "room_id": "ops", "user_id": "kim",
+                        "params": {"runbook": "disk_usage", "hosts": ["was01"], "args": {"path": huge}}})  # fmt: skip
+    (audited,) = [
+        e for e in core.handle(FrameReceived(frame, NOW)) if isinstance(e, Audit) and e.kind == "command"
+    ]
+    kept = json.dumps(audited.fields)
+    assert huge not in kept and len(kept) < 4096
+    digest = hashlib.sha256(huge.encode()).hexdigest()
+    assert audited.fields["params"]["args"]["path"] == {"sha256": digest, "length": 900_000}
+    assert audited.fields["params"]["runbook"] == "disk_usage"  # what fits is kept as it was
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3000),
+    lambda inner: st.lists(inner, max_size=8) | st.dictionaries(st.text(max_size=40), inner, max_size=8),
+    max_leaves=40,
+)
+
+
+@given(value=json_values)
+def test_the_audit_view_of_any_parameters_is_bounded_and_keeps_what_fits(value: object) -> None:
+    view = audit_view(value)
+    assert len(json.dumps(view, ensure_ascii=False)) <= 16 * MAX_AUDIT_TEXT + 200
+    if len(json.dumps(value, ensure_ascii=False)) <= MAX_AUDIT_TEXT:
+        assert view == value

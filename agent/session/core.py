@@ -22,6 +22,7 @@ nothing happened; one that had started runs again when it cannot change anything
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -339,7 +340,8 @@ class AgentCore:
     def _command(self, command: Command) -> list[Effect]:
         effects: list[Effect] = [
             Audit("command", {"task_id": command.task_id, "room_id": command.room_id,
-                              "action": command.action.value, "user_id": command.user, "params": command.params})
+                              "action": command.action.value, "user_id": command.user,
+                              "params": audit_view(command.params)})
         ]  # fmt: skip
         if self.closing:
             error = (ErrorCode.SHUTTING_DOWN, Msg("the agent is shutting down; send it again later"))
@@ -476,6 +478,30 @@ class AgentCore:
             *self._close(held, ErrorCode.APPROVAL_EXPIRED,
                          Msg("nobody approved it within {minutes:g} min; request it again", minutes=minutes)),
         ]  # fmt: skip
+
+
+#: The longest text the audit log keeps of a command's parameter; a longer one is kept as its digest and length.
+MAX_AUDIT_TEXT = 1024
+
+
+def audit_view(value: Any) -> Any:
+    """``value`` as the audit log keeps it: every text over :data:`MAX_AUDIT_TEXT` characters (and any container
+    that would still be over it as JSON) replaced by ``{"sha256": …, "length": …}``, so an operator cannot grow the
+    log by a megabyte a frame, and what was sent can still be matched."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_AUDIT_TEXT else _digest(value)
+    if isinstance(value, dict):
+        value = {str(k)[:MAX_AUDIT_TEXT]: audit_view(v) for k, v in value.items()}
+    elif isinstance(value, list):
+        value = [audit_view(v) for v in value]
+    else:
+        return value
+    text = json.dumps(value, ensure_ascii=False)
+    return value if len(text) <= 16 * MAX_AUDIT_TEXT else _digest(text)
+
+
+def _digest(text: str) -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), "length": len(text)}
 
 
 def _command_of(raw: str | None) -> Command | None:
