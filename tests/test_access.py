@@ -279,3 +279,24 @@ def test_the_documented_test_vector_verifies() -> None:
     assert canonical(packet).decode() in doc
     with pytest.raises(ValueError, match="floating-point"):
         canonical({**packet, "params": {"x": 1.5}})
+
+
+async def test_a_burst_of_held_requests_is_capped_per_requester_with_a_reason(
+    agent_home: Path, relay: Relay, operator: Operator
+) -> None:
+    """Issue 27: 1,000 held approval requests from one operator in 7 s were all kept (and PENDING answered 500 KB)."""
+    app = await start(agent_home, relay)
+    try:
+        for i in range(8):
+            await send(operator, f"h{i}", "RUN_RUNBOOK", "choi", runbook="approved_change", hosts=["h1"],
+                       args={"note": f"n{i}"})  # fmt: skip
+        for i in range(5):  # max_held_per_user's default
+            await pending(operator, f"h{i}")
+        for i in range(5, 8):
+            error = (await operator.finished(f"h{i}"))["payload"]["error"]
+            assert error["code"] == "NOT_AVAILABLE" and "5 of your requests already wait" in error["message"]
+        assert len(app.app.outbox.held()) == 5
+        await send(operator, "p1", "PENDING", "choi")
+        assert len((await operator.finished("p1"))["payload"]["data"]["pending"]) == 5
+    finally:
+        await app.stop()

@@ -444,6 +444,9 @@ class AccessConfig(_Section):
     )
     #: How long a request waiting for a second person's approval stays valid, in seconds.
     approval_window: float = Field(default=600.0, gt=0, le=7 * 86400)
+    #: Requests that may wait for approval at once, per requester and per room; one more is refused with a reason.
+    max_held_per_user: int = Field(default=5, ge=1, le=1000)
+    max_held_per_room: int = Field(default=20, ge=1, le=10000)
     #: Signed commands ($AGENT_COMMAND_KEY set): how far a command's timestamp may be from the agent's clock.
     clock_skew: float = Field(default=300.0, gt=0, le=3600)
 

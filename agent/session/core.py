@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from agent.chat.i18n import Msg
+from agent.chat.i18n import Msg, nmsg
 from agent.session.answers import Refused, Rejected, Released, Withdrawn
 from agent.session.command_auth import verify as verify_signature
 from agent.session.ledger import (
@@ -224,6 +224,8 @@ class AgentCore:
         new_code: Callable[[], str] = new_approval_code,
         redact: Callable[[Any], Any] = lambda value: value,
         holds_approvals: bool = True,
+        max_held_per_user: int = 5,
+        max_held_per_room: int = 20,
     ) -> None:
         self.ledger = ledger
         #: Whether the named runbook changes state on its hosts (from the verified catalog).
@@ -239,6 +241,9 @@ class AgentCore:
         self._held_packets: dict[str, Command] = {}
         #: False (protocol v0, which cannot show an approval code): a four-eyes request is refused, not held.
         self.holds_approvals = holds_approvals
+        #: At most this many requests wait for approval per requester and per room (1,000 were all kept).
+        self.max_held_per_user = max_held_per_user
+        self.max_held_per_room = max_held_per_room
         self.closing = False
 
     def handle(self, event: Event) -> list[Effect]:
@@ -398,6 +403,8 @@ class AgentCore:
             answer = Answer.fail(ErrorCode.NOT_AVAILABLE, Msg("this runbook needs four-eyes approval, which "
                                  "protocol v0 cannot carry; run it through a protocol-1 relay"))  # fmt: skip
         if isinstance(answer, Hold):
+            answer = self._over_held(command) or answer
+        if isinstance(answer, Hold):
             return self._hold(command, answer.summary, event.now)
         effects: list[Effect] = []
         if isinstance(answer, Decided):
@@ -421,6 +428,22 @@ class AgentCore:
         return effects
 
     # -- four eyes ------------------------------------------------------------------------------------------
+
+    def _over_held(self, command: Command) -> Answer[Refused] | None:
+        """The refusal when the requester or the room already has as many requests waiting as they may."""
+        held = self.ledger.held()
+        mine = sum(1 for h in held if h.requester == command.user)
+        room = sum(1 for h in held if h.room_id == command.room_id)
+        if mine >= self.max_held_per_user:
+            why = nmsg("{n} of your requests already waits for approval; let it be decided or cancel it "
+                       "('pending' lists it)", "{n} of your requests already wait for approval; let them be "
+                       "decided or cancel one ('pending' lists them)", mine)  # fmt: skip
+        elif room >= self.max_held_per_room:
+            why = nmsg("{n} request of this room already waits for approval; let it be decided first",
+                       "{n} requests of this room already wait for approval; let them be decided first", room)  # fmt: skip
+        else:
+            return None
+        return Answer.fail(ErrorCode.NOT_AVAILABLE, why)
 
     def _hold(self, command: Command, summary: dict[str, Any], now: float) -> list[Effect]:
         """Keep a request until a second person approves it; tell the room what would run and the code.

@@ -97,6 +97,8 @@ class AgentRuntime:
             approval_window=self.config.access.approval_window,
             redact=redactor.redact_json,
             holds_approvals=self.wire.holds_approvals,
+            max_held_per_user=self.config.access.max_held_per_user,
+            max_held_per_room=self.config.access.max_held_per_room,
         )
         #: Writes made within one loop iteration share one durable commit (one fsync); the link is woken only
         #: once a message is on disk, so nothing is sent that a power cut could take back.
