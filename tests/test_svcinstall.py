@@ -417,6 +417,23 @@ def test_linux_install_without_its_user_says_how_to_make_it(tmp_path: Path) -> N
     )  # fmt: skip
     assert done.returncode == 2
     assert "user nosuchuser7 does not exist: useradd --system" in done.stderr
+    dry = agent(
+        "-c", str(tmp_path / "agent.toml"), "service", "install", "--platform", "linux",
+        "--account", "nosuchuser7", "--env", str(secrets), "--dry-run",
+    )  # fmt: skip
+    assert (dry.returncode, dry.stderr) == (
+        done.returncode,
+        done.stderr,
+    )  # the dry run stops where the install would
+
+
+def test_the_relay_url_may_come_from_the_config_instead_of_the_environment_file(site: Path) -> None:
+    (site.parent / "secrets.env").write_text("AGENT_RELAY_TOKEN=tok-3f9a1c77e2\n", encoding="utf-8")
+    (site / "agent.toml").write_text(
+        'agent_id = "agent-07"\n[relay]\nurl = "wss://relay.example.org/agent"\n', encoding="utf-8"
+    )
+    done = install(site, "--dry-run")
+    assert done.returncode == 0, done.stderr
 
 
 def _write_env(folder: Path) -> Path:

@@ -128,7 +128,7 @@ def service_install(
         start=not no_start,
     )
     problems = svcinstall.check_spec(spec)
-    if platform == "linux" and root is None and not dry_run:
+    if platform == "linux" and root is None:  # a dry run says what would stop the real install, too
         problems += svcinstall.check_linux_host(spec)
     if problems:
         print_error("cannot install the service:", EXIT_USAGE, False, problems)

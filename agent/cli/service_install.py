@@ -487,9 +487,24 @@ def check_spec(spec: ServiceSpec) -> list[str]:
         except ValueError as exc:
             problems.append(str(exc))
         else:
-            if "EXTERNAL_WS_URL" not in env:
-                problems.append(f"{spec.env_source} sets no EXTERNAL_WS_URL (the relay the service dials)")
+            if "EXTERNAL_WS_URL" not in env and not _relay_in_config(spec.config):
+                problems.append(
+                    f"{spec.env_source} sets no EXTERNAL_WS_URL and the config no [relay] url (the relay the "
+                    "service dials)"
+                )
     return problems
+
+
+def _relay_in_config(config: Path) -> bool:
+    """True when the config names the relay itself (``[relay] url``); a config that does not load is the config
+    check's to report."""
+    from agent.config.schema import load_config
+    from agent.errors import ConfigError
+
+    try:
+        return load_config(config).relay.url is not None
+    except ConfigError:
+        return False
 
 
 def check_linux_host(spec: ServiceSpec) -> list[str]:
