@@ -161,3 +161,10 @@ def test_config_check_lists_every_runtime_problem(
     ok = agent_cli("-c", "agent.toml", "config", "check")
     assert ok.exit_code == 0, ok.stderr
     assert "OK: agent agent-01, 3 host(s)" in ok.stdout
+    # A catalog problem: the agent would start, but not every runbook would run. Not "OK", exit 1 (issue 28).
+    script = sorted((catalog_dir / "runbooks").glob("*.sh"))[0]
+    script.write_text(script.read_text(encoding="utf-8") + "\necho changed\n", encoding="utf-8", newline="\n")
+    tampered = agent_cli("-c", "agent.toml", "config", "check")
+    assert tampered.exit_code == 1 and "OK:" not in tampered.stdout
+    assert "NOT OK" in tampered.stderr and "1 catalog problem(s)" in tampered.stderr
+    assert f"catalog: {script.stem}: modified_script" in tampered.stderr

@@ -219,7 +219,8 @@ def config_group() -> None:
 @config_group.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:
-    """Validate the config and everything it points to; list every problem at once (exit 2 if any).
+    """Validate the config and everything it points to; list every problem at once (exit 2 if any; 1 when it
+    would start but a runbook of the catalog would not run).
 
     The same check 'agent run' makes before it starts: relay URL and token, files and keys, redaction rules,
     cron lines, the catalog against its lock, and every runbook check against the catalog and inventory.
@@ -227,8 +228,14 @@ def check(ctx: click.Context) -> None:
     config = config_of(ctx)
     found = prepare_or_exit(config)
     hosts = len(config.inventory.hosts)
-    runnable = len(found.catalog.report.runnable) if found.catalog else 0
-    click.echo(
-        f"OK: agent {config.agent_id}, {hosts} host(s), {runnable} runnable runbook(s), "
+    report = found.catalog.report if found.catalog else None
+    runnable = len(report.runnable) if report else 0
+    summary = (
+        f"agent {config.agent_id}, {hosts} host(s), {runnable} runnable runbook(s), "
         f"{len(config.checks)} check(s), {len(config.schedules)} schedule(s)"
     )
+    if report is not None and report.problems:  # the agent would start, but not everything would run
+        click.echo(f"NOT OK: {summary}; {len(report.problems)} catalog problem(s) above: "
+                   "'agent runbooks verify' says what to fix", err=True)  # fmt: skip
+        sys.exit(EXIT_FAILED)
+    click.echo(f"OK: {summary}")
