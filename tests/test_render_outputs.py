@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.chat.i18n import Chat
 from agent.chat.render import ZWSP, neutralize, render_finished, render_report
@@ -123,3 +127,10 @@ async def test_get_output_pages_through_a_large_stored_output(
         assert (await operator.finished(task))["payload"]["error"]["code"] == code
     kept = running_agent.app.config.path(running_agent.app.config.state.dir) / "outputs"
     assert (kept / key_of("big-1")).is_dir() and not (kept / "big-1").exists()  # named by digest, not by id
+
+
+@given(st.lists(st.sampled_from([*"@ab :/<`\n\t", "@all", "@here", "://"]), max_size=40).map("".join))
+def test_neutralised_text_has_no_mention_link_or_fence_left(text: str) -> None:
+    out = neutralize(text)
+    assert re.search(r"@(?!\u200b)\S", out) is None and "://" not in out and "```" not in out
+    assert out.replace(ZWSP, "") == text  # only zero-width spaces were added

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.catalog.manifest import EnumParam, IntegerParam, Manifest
-from agent.chat.i18n import Msg
+from agent.chat.i18n import Msg, i18n_json
 from agent.errors import InvalidArguments
 from agent.session.answers import Help, History, Pending, Refused
 from agent.session.core import Answer
@@ -61,7 +61,8 @@ def runbook_help(name: str, manifest: Manifest) -> dict[str, Any]:
     """Everything a room needs to call one runbook."""
     params = []
     for param in manifest.params:
-        entry: dict[str, Any] = {"name": param.name, "required": param.is_required, "accepts": param.describe(),
+        entry: dict[str, Any] = {"name": param.name, "required": param.is_required, "accepts": str(param.describe()),
+                                 "accepts_i18n": i18n_json(param.describe()),
                                  "help": param.help}  # fmt: skip
         if isinstance(param, EnumParam):
             entry["choices"] = list(param.choices)

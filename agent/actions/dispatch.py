@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from agent.actions import approvals, console
-from agent.chat.i18n import DEFAULT_TIMEZONE, Msg, message_of
+from agent.chat.i18n import DEFAULT_TIMEZONE, Msg, i18n_json, message_of
 from agent.checks import CheckResult, CheckStatus, db, disk, worst
 from agent.config.schema import DiskCheck
 from agent.errors import (
@@ -217,7 +217,13 @@ async def list_runbooks(ctx: TaskContext) -> Answer[RunbookList]:
                 "targets": manifest.targets,
                 "argv": manifest.argv_template(),
                 "params": [
-                    {"name": p.name, "required": p.is_required, "accepts": p.describe(), "help": p.help}
+                    {
+                        "name": p.name,
+                        "required": p.is_required,
+                        "accepts": str(p.describe()),
+                        "accepts_i18n": i18n_json(p.describe()),
+                        "help": p.help,
+                    }
                     for p in manifest.params
                 ],
             }

@@ -110,8 +110,9 @@ class _ParamModel(BaseModel):
         """Return the argv element for ``value`` or raise ``ValueError`` with a reason that omits the value."""
         raise NotImplementedError
 
-    def describe(self) -> str:  # pragma: no cover - every subclass overrides
-        """A one-line description of what the parameter accepts."""
+    def describe(self) -> Msg:  # pragma: no cover - every subclass overrides
+        """A one-line description of what the parameter accepts (a message of the catalog: the room reads it in
+        its language)."""
         raise NotImplementedError
 
 
@@ -169,9 +170,11 @@ class StringParam(_ParamModel):
             )
         return text
 
-    def describe(self) -> str:
-        shape = f"matching {self.pattern}" if self.pattern else "printable ASCII"
-        return f"string, {shape}, {self.min_length}-{self.max_length} characters"
+    def describe(self) -> Msg:
+        if self.pattern:
+            return Msg("text in the form {pattern}, {min}–{max} characters", pattern=self.pattern,
+                       min=self.min_length, max=self.max_length)  # fmt: skip
+        return Msg("printable ASCII text, {min}–{max} characters", min=self.min_length, max=self.max_length)
 
 
 class IdentifierParam(_ParamModel):
@@ -187,8 +190,8 @@ class IdentifierParam(_ParamModel):
             raise ValueError(Msg("must be letters, digits and . _ @ : - (starting with a letter or digit)"))
         return text
 
-    def describe(self) -> str:
-        return f"identifier (letters, digits, . _ @ : -), up to {self.max_length} characters"
+    def describe(self) -> Msg:
+        return Msg("a name of letters, digits and . _ @ : -, up to {max} characters", max=self.max_length)
 
 
 class IntegerParam(_ParamModel):
@@ -225,17 +228,14 @@ class IntegerParam(_ParamModel):
             return Msg("must be an integer of at most {max}", max=self.max)
         return Msg("must be an integer")
 
-    def _range(self) -> str:
+    def describe(self) -> Msg:
         if self.min is not None and self.max is not None:
-            return f"from {self.min} to {self.max}"
+            return Msg("a whole number from {min} to {max}", min=self.min, max=self.max)
         if self.min is not None:
-            return f"of at least {self.min}"
+            return Msg("a whole number of at least {min}", min=self.min)
         if self.max is not None:
-            return f"of at most {self.max}"
-        return ""
-
-    def describe(self) -> str:
-        return f"integer {self._range()}".rstrip()
+            return Msg("a whole number of at most {max}", max=self.max)
+        return Msg("a whole number")
 
 
 class EnumParam(_ParamModel):
@@ -251,8 +251,8 @@ class EnumParam(_ParamModel):
             raise ValueError(Msg("must be one of: {choices}", choices=", ".join(self.choices)))
         return value
 
-    def describe(self) -> str:
-        return "one of: " + ", ".join(self.choices)
+    def describe(self) -> Msg:
+        return Msg("one of {choices}", choices=", ".join(self.choices))
 
 
 class DateParam(_ParamModel):
@@ -269,8 +269,8 @@ class DateParam(_ParamModel):
         except ValueError:
             raise ValueError(Msg("must be a real calendar date (YYYY-MM-DD)")) from None
 
-    def describe(self) -> str:
-        return "date, YYYY-MM-DD"
+    def describe(self) -> Msg:
+        return Msg("a date, YYYY-MM-DD")
 
 
 Param = Annotated[

@@ -145,7 +145,8 @@ def _render_runbook_help(runbook: dict[str, Any], chat: Chat) -> str:
              _code(str(runbook.get("usage", "")))]  # fmt: skip
     for param in runbook.get("params") or []:
         need = chat._("required") if param.get("required") else chat._("optional")
-        text = f"• {neutralize(str(param.get('name')))} ({need}): {neutralize(str(param.get('accepts', '')))}"
+        accepts = chat.text(param.get("accepts_i18n"), fallback=str(param.get("accepts", "")))
+        text = f"• {neutralize(str(param.get('name')))} ({need}): {neutralize(accepts)}"
         if "default" in param:
             text += chat._(", default {value}").format(value=neutralize(str(param["default"])))
         if param.get("help"):

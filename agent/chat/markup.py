@@ -6,6 +6,7 @@ code fences cannot trigger anything.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from agent.chat.i18n import N_, Chat
@@ -27,11 +28,14 @@ STATUS_WORDS = {
 }
 
 
+#: An ``@`` a messenger could read as a mention: one with a name right after it (a lone ``@`` stays as it is).
+_MENTION = re.compile(r"@(?=\S)")
+
+
 def neutralize(text: str) -> str:
     """Break mentions, links and markup so a messenger shows them as plain text."""
     return (
-        text.replace("```", "``" + ZWSP + "`")
-        .replace("@", "@" + ZWSP)
+        _MENTION.sub("@" + ZWSP, text.replace("```", "``" + ZWSP + "`"))
         .replace("://", ":" + ZWSP + "//")
         .replace("<", "<" + ZWSP)
     )
