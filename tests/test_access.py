@@ -166,7 +166,7 @@ async def test_reject_and_expiry(agent_home: Path, relay: Relay, operator: Opera
             "code": "REJECTED",
             "message": "rejected by lee",
         }
-        assert "lee님이 거절함" in rejected["text"]  # the room reads Korean by default
+        assert "lee님이 반려함" in rejected["text"]  # the room reads Korean by default
 
         await send(
             operator, "e1", "RUN_RUNBOOK", "kim", runbook="approved_change", hosts=["h1"], args={"note": "b"}

@@ -200,3 +200,14 @@ def test_the_wheel_ships_the_compiled_catalogs() -> None:
     project = tomllib.loads((AGENT.parent / "pyproject.toml").read_text(encoding="utf-8"))
     assert "locale/*/LC_MESSAGES/*.mo" in project["tool"]["setuptools"]["package-data"]["agent.chat"]
     assert any(dep.startswith("tzdata") for dep in project["project"]["dependencies"])  # zoneinfo on Windows
+
+
+def test_no_korean_text_leaves_a_particle_for_the_reader_to_choose() -> None:
+    """Issue 28: '을(를)', '(으)로' after a placeholder read as a machine's; each text is phrased so the particle
+    follows a word of its own. And one word for reject: 반려."""
+    po = (Path(__file__).resolve().parent.parent / "agent/chat/locale/ko/LC_MESSAGES/guardia.po").read_text(
+        encoding="utf-8"
+    )
+    strings = [line for line in po.splitlines() if line.startswith("msgstr")]
+    assert [s for s in strings if re.search(r"\((을|를|은|는|이|가|으|와|과)\)|을\(를\)|\(으\)로", s)] == []
+    assert [s for s in strings if "거절" in s] == []
