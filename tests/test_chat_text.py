@@ -147,8 +147,8 @@ def test_the_built_in_count_is_bounded_as_documented() -> None:
 
 @pytest.mark.parametrize(
     ("chat", "words"),
-    [(KO, ["🔴 was: 연결 거부", "실행 3회를 건너뜀", "에이전트가 멈춘 동안", "일일 요약: 점검 2개 중 비정상: was"]),
-     (EN, ["🔴 was: connection refused", "3 runs missed", "daily summary: 2 checks, not OK: was"])],
+    [(KO, ["🔴 was: 연결 거부", "실행 3회를 건너뜀", "에이전트가 멈춘 동안", "요약: 점검 2개 중 비정상: was"]),
+     (EN, ["🔴 was: connection refused", "3 runs missed", "summary: 2 checks, not OK: was"])],
 )  # fmt: skip
 def test_reports_show_kst_times_without_seconds(chat: Chat, words: list[str]) -> None:
     at = dt.datetime(2026, 11, 28, 5, 5, 42, 123456, tzinfo=dt.UTC)

@@ -123,16 +123,38 @@ COMMANDS = [
 ]
 
 
+def _items(value: Any) -> list[Any]:
+    """``value`` if it is a list, else empty: the renderers never raise on an odd payload."""
+    return value if isinstance(value, list) else []
+
+
+def _objects(value: Any) -> list[Mapping[str, Any]]:
+    return [v for v in _items(value) if isinstance(v, Mapping)]
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _when(chat: Chat, value: Any) -> str:
+    try:
+        return (
+            chat.when(float(value)) if isinstance(value, int | float) and not isinstance(value, bool) else "?"
+        )
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
 def render_help(data: Mapping[str, Any], chat: Chat) -> str:
     if "runbook" in data:
-        return _render_runbook_help(data["runbook"], chat)
+        return _render_runbook_help(_object(data["runbook"]), chat)
     lines = [chat._("📋 Runbooks this room may run:")]
-    for runbook in data.get("runbooks") or []:
+    for runbook in _objects(data.get("runbooks")):
         mark = " 🔐" if runbook.get("requires_approval") else ""
         lines.append(
             f"• {neutralize(str(runbook.get('name')))}{mark} — {neutralize(str(runbook.get('description', '')))}"
         )
-    if not data.get("runbooks"):
+    if not _objects(data.get("runbooks")):
         lines.append(chat._("(none)"))
     lines.append("")
     lines.append(chat._("Commands:"))
@@ -140,10 +162,10 @@ def render_help(data: Mapping[str, Any], chat: Chat) -> str:
     return "\n".join(lines)
 
 
-def _render_runbook_help(runbook: dict[str, Any], chat: Chat) -> str:
+def _render_runbook_help(runbook: Mapping[str, Any], chat: Chat) -> str:
     lines = [f"📖 {neutralize(str(runbook.get('name')))} — {neutralize(str(runbook.get('description', '')))}",
              _code(str(runbook.get("usage", "")))]  # fmt: skip
-    for param in runbook.get("params") or []:
+    for param in _objects(runbook.get("params")):
         need = chat._("required") if param.get("required") else chat._("optional")
         accepts = chat.text(param.get("accepts_i18n"), fallback=str(param.get("accepts", "")))
         text = f"• {neutralize(str(param.get('name')))} ({need}): {neutralize(accepts)}"
@@ -152,9 +174,10 @@ def _render_runbook_help(runbook: dict[str, Any], chat: Chat) -> str:
         if param.get("help"):
             text += f" — {neutralize(str(param['help']))}"
         lines.append(text)
-    hosts = ", ".join(neutralize(str(t)) for t in runbook.get("targets") or [])
+    hosts = ", ".join(neutralize(str(t)) for t in _items(runbook.get("targets")))
     lines.append(chat._("Hosts: {hosts}").format(hosts=hosts))
-    lines.append(chat._("Who may run it: {roles}").format(roles=", ".join(runbook.get("roles") or [])))
+    roles = ", ".join(neutralize(str(r)) for r in _items(runbook.get("roles")))
+    lines.append(chat._("Who may run it: {roles}").format(roles=roles))
     lines.append(
         chat._("Needs an approver's release (four eyes).")
         if runbook.get("requires_approval")
@@ -167,16 +190,15 @@ def _render_runbook_help(runbook: dict[str, Any], chat: Chat) -> str:
 
 
 def render_history(data: Mapping[str, Any], chat: Chat) -> str:
-    runs = data.get("history") or []
+    runs = _objects(data.get("history"))
     if not runs:
         return chat._("🕘 No runs from this room in the audit log.")
     lines = [chat.ngettext("🕘 The latest run from this room:", "🕘 The latest {n} runs from this room:",
                            len(runs)).format(n=len(runs))]  # fmt: skip
     for run in runs:
-        ts = run.get("ts")
-        when = chat.when(float(ts)) if isinstance(ts, int | float) else "?"
+        when = _when(chat, run.get("ts"))
         hosts = ", ".join(f"{neutralize(str(h.get('host')))} {MARKS.get(str(h.get('status')), '•')}"
-                          for h in run.get("hosts") or [])  # fmt: skip
+                          for h in _objects(run.get("hosts")))  # fmt: skip
         args = _args(run.get("args"))
         who = neutralize(str(run.get("user_id") or chat._("(schedule)")))
         text = (f"{MARKS.get(str(run.get('status')), '•')} {when} {who}: {neutralize(str(run.get('runbook')))}"
@@ -193,13 +215,13 @@ def render_history(data: Mapping[str, Any], chat: Chat) -> str:
 
 
 def _what(data: Mapping[str, Any]) -> str:
-    hosts = ", ".join(neutralize(str(h)) for h in data.get("hosts") or [])
+    hosts = ", ".join(neutralize(str(h)) for h in _items(data.get("hosts")))
     args = _args(data.get("args"))
     return f"{neutralize(str(data.get('runbook')))} @ {hosts}" + (f" ({args})" if args else "")
 
 
 def render_pending_list(data: Mapping[str, Any], chat: Chat) -> str:
-    waiting = data.get("pending") or []
+    waiting = _objects(data.get("pending"))
     if not waiting:
         return chat._("🔐 No request is waiting for approval in this room.")
     lines = [chat.ngettext("🔐 {n} request waits for approval:", "🔐 {n} requests wait for approval:",
@@ -207,10 +229,10 @@ def render_pending_list(data: Mapping[str, Any], chat: Chat) -> str:
     for item in waiting:
         lines.append(
             chat._("• {code}: {what}, asked by {user}, expires {when}").format(
-                code=item.get("code"),
+                code=neutralize(str(item.get("code"))),
                 what=_what(item),
                 user=neutralize(str(item.get("requested_by"))),
-                when=chat.when(float(item.get("expires") or 0)),
+                when=_when(chat, item.get("expires")),
             )
         )
     return "\n".join(lines)

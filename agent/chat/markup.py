@@ -30,15 +30,14 @@ STATUS_WORDS = {
 
 #: An ``@`` a messenger could read as a mention: one with a name right after it (a lone ``@`` stays as it is).
 _MENTION = re.compile(r"@(?=\S)")
+#: A backtick that another follows: breaking every such pair leaves no code fence (```), however long the run.
+_FENCE = re.compile(r"`(?=`)")
 
 
 def neutralize(text: str) -> str:
     """Break mentions, links and markup so a messenger shows them as plain text."""
-    return (
-        _MENTION.sub("@" + ZWSP, text.replace("```", "``" + ZWSP + "`"))
-        .replace("://", ":" + ZWSP + "//")
-        .replace("<", "<" + ZWSP)
-    )
+    text = _FENCE.sub("`" + ZWSP, text)
+    return _MENTION.sub("@" + ZWSP, text).replace("://", ":" + ZWSP + "//").replace("<", "<" + ZWSP)
 
 
 def status_word(chat: Chat, status: Any) -> str:

@@ -118,11 +118,13 @@ def render_run(chat: Chat, data: Mapping[str, Any], output_ref: str | None = Non
     lines = [f"{_mark(data.get('status'))} {summary}"]
     for host in hosts:
         status = host.get("status")
-        code = "-" if host.get("exit_code") is None else host.get("exit_code")
-        head = chat._("{host} {status} (exit code {code}, {duration})").format(
-            host=_n(host.get("host")), status=_word(chat, status), code=code,
-            duration=chat.duration(_number(host.get("duration"))),
-        )  # fmt: skip
+        code, duration = host.get("exit_code"), chat.duration(_number(host.get("duration")))
+        if code is None:  # it never ran, or was killed: no exit code to show
+            head = chat._("{host} {status} ({duration})").format(
+                host=_n(host.get("host")), status=_word(chat, status), duration=duration)  # fmt: skip
+        else:
+            head = chat._("{host} {status} (exit code {code}, {duration})").format(
+                host=_n(host.get("host")), status=_word(chat, status), code=code, duration=duration)  # fmt: skip
         if host.get("message"):
             head += " — " + _message(chat, host)
         lines.append(f"{_mark(status)} {head}")
@@ -223,7 +225,7 @@ def render_report(chat: Chat, payload: Mapping[str, Any]) -> str:
     mark = "✅" if payload.get("recovered") else _mark(payload.get("status"))
     message = _message(chat, payload)
     if kind == "summary":
-        lines = [f"{mark} " + chat._("daily summary: {message}").format(message=message) + _at(chat, payload)]
+        lines = [f"{mark} " + chat._("summary: {message}").format(message=message) + _at(chat, payload)]
         for name, check in _map(payload.get("checks")).items():
             check = _map(check)
             tally = chat._("not OK in {not_ok} of {runs} runs").format(
