@@ -285,9 +285,9 @@ def render_agent_notice(payload: dict[str, Any], chat: Chat) -> str:
             agent=agent, version=neutralize(str(payload.get("version"))),
             digest=neutralize(str(payload.get("catalog") or chat._("not locked"))), n=payload.get("runnable", 0),
         )  # fmt: skip
-    return chat._("⚪ Agent {agent} is stopping; commands sent now wait until it is back.").format(
-        agent=agent
-    )
+    return chat._(
+        "⚪ Agent {agent} is stopping; the relay keeps commands sent now only for a while: send them again once it is back."
+    ).format(agent=agent)
 
 
 # -- 8. grouped scheduled reports -----------------------------------------------------------------------------------
