@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent.chat.i18n import Msg, message_of
+from agent.chat.i18n import N_, Msg, message_of
 from agent.errors import InvalidArguments, InvalidManifest
 from agent.redaction import ExtraRule, InvalidRule, check_rule
 
@@ -194,6 +194,15 @@ class IdentifierParam(_ParamModel):
         return Msg("a name of letters, digits and . _ @ : -, up to {max} characters", max=self.max_length)
 
 
+#: (has a minimum, has a maximum) -> what an integer parameter accepts, and how a value outside is refused.
+_INTEGER_RANGES = {
+    (True, True): (N_("a whole number from {min} to {max}"), N_("must be an integer from {min} to {max}")),
+    (True, False): (N_("a whole number of at least {min}"), N_("must be an integer of at least {min}")),
+    (False, True): (N_("a whole number of at most {max}"), N_("must be an integer of at most {max}")),
+    (False, False): (N_("a whole number"), N_("must be an integer")),
+}
+
+
 class IntegerParam(_ParamModel):
     type: Literal["integer"] = Field(description=_TYPE_DESCRIPTION)
     min: int | None = Field(default=None, description="The smallest value accepted.")
@@ -220,22 +229,15 @@ class IntegerParam(_ParamModel):
         return str(number)
 
     def _range_msg(self) -> Msg:
-        if self.min is not None and self.max is not None:
-            return Msg("must be an integer from {min} to {max}", min=self.min, max=self.max)
-        if self.min is not None:
-            return Msg("must be an integer of at least {min}", min=self.min)
-        if self.max is not None:
-            return Msg("must be an integer of at most {max}", max=self.max)
-        return Msg("must be an integer")
+        return self._bounded(1)
 
     def describe(self) -> Msg:
-        if self.min is not None and self.max is not None:
-            return Msg("a whole number from {min} to {max}", min=self.min, max=self.max)
-        if self.min is not None:
-            return Msg("a whole number of at least {min}", min=self.min)
-        if self.max is not None:
-            return Msg("a whole number of at most {max}", max=self.max)
-        return Msg("a whole number")
+        return self._bounded(0)
+
+    def _bounded(self, which: int) -> Msg:
+        """The description (0) or the refusal (1) of this parameter's range."""
+        template = _INTEGER_RANGES[(self.min is not None, self.max is not None)][which]
+        return Msg(template, min=self.min, max=self.max)
 
 
 class EnumParam(_ParamModel):
