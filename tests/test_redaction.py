@@ -22,7 +22,7 @@ from agent.redaction import (
     cap_output,
     secret_variants,
 )
-from agent.redaction.engine import _visible_length
+from agent.redaction.normalise import visible_length as _visible_length
 from agent.shell.logsetup import RedactingFilter, configure_logging
 
 SECRET = "s3cr3t-Relay-Tok3n"
