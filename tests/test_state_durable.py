@@ -36,7 +36,8 @@ from agent.shell.logsetup import configure_logging
 from agent.state.audit import AuditLog, verify_chain
 from agent.state.files import StateNotPrivate
 from agent.state.group_commit import GroupCommit
-from agent.state.outbox import SCHEMA_VERSION, HeldRequest, Outbox, TaskState, packet_digest
+from agent.state.outbox import HeldRequest, Outbox, TaskState, packet_digest
+from agent.state.schema import SCHEMA_VERSION
 
 SECRET = "Sup3r-S3cret-Typed-In"
 
