@@ -289,7 +289,7 @@ def test_list_and_show(agent_cli: Cli, catalog_dir: Path) -> None:
     ]
     text = agent_cli("runbooks", "show", "tail_log").output
     assert "argv:          bash -s -- DIR FILE [--lines LINES]" in text
-    assert "lines (default 100): integer from 1 to 2000" in text
+    assert "lines (default 100): a whole number from 1 to 2000" in text
     shown = json.loads(agent_cli("runbooks", "show", "mem_load", "--json").output)
     assert shown["verified"] is False and "modified_script" in shown["problems"][0]
     assert agent_cli("runbooks", "show", "nope").exit_code == 1

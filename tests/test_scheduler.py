@@ -245,7 +245,7 @@ cron = "0 9 * * *"
             "broken": {"status": "DOWN", "message": "HTTP 503, status DOWN", "runs": 2, "not_ok": 2},
         }
         assert (
-            "일일 요약: 점검 2개 중 비정상: broken" in summary["text"]
+            "요약: 점검 2개 중 비정상: broken" in summary["text"]
             and "실행 2회 중 비정상 2회" in summary["text"]
         )
     finally:
