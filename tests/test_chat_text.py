@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.chat.i18n import Chat, Msg, i18n_json, nmsg
-from agent.chat.render import FINISHED_RENDERERS, render_finished, render_pending, render_report
+from agent.chat.render import FINISHED_RENDERERS, render_finished, render_pending, render_report, render_text
 from agent.checks import CheckResult, CheckStatus
 from agent.config.schema import COUNT_LIMIT, MES_QC_COUNT_SQL
 from agent.errors import InvalidArguments, RunbookNotRunnable
@@ -264,6 +264,10 @@ def test_renderers_never_raise_on_odd_payloads(payload: dict[str, Any]) -> None:
             assert isinstance(render(chat, payload), str)
         for action in (*FINISHED_RENDERERS, None, "NO_SUCH_ACTION"):
             assert isinstance(render_finished(chat, payload, action), str)
+        for kind in ("agent", "schedule", "summary", "catalog", "check", None):  # every report layout
+            assert isinstance(render_text(chat, "REPORT", {**payload, "kind": kind}), str)
+        assert isinstance(render_text(chat, "TASK_PROGRESS", payload), str)
+        assert render_text(chat, "AGENT_HELLO", payload) is None
 
 
 def test_every_action_has_its_own_renderer_and_none_guesses_from_keys() -> None:

@@ -8,10 +8,10 @@ answer tells the core what to do: run the released request as the approver's, or
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING
 
 from agent.chat.i18n import Msg
-from agent.session.answers import Refused, Rejected, Released, Withdrawn
+from agent.session.answers import HeldSummary, Refused, Rejected, Released, Withdrawn
 from agent.session.core import APPROVAL_CODE, Answer, Decided, Decision
 from agent.session.protocol import Command, ErrorCode, Status
 
@@ -91,15 +91,8 @@ def cancel(command: Command, ledger: Outbox, audit: AuditLog) -> Answer[Refused]
     return Decided(claimed, Decision.CANCELLED, Answer(Status.SUCCESS, withdrawn))
 
 
-class _Summary(TypedDict):
-    runbook: Any
-    hosts: list[Any]
-    args: dict[str, Any]
-    requested_by: str | None
-
-
-def _summary(held: HeldRequest) -> _Summary:
+def _summary(held: HeldRequest) -> HeldSummary:
     """What an approve / reject / cancel answer says was released, rejected or withdrawn, beside its task id."""
     summary = held.summary
-    return _Summary(runbook=summary.get("runbook"), hosts=summary.get("hosts") or [],
-                    args=summary.get("args") or {}, requested_by=held.requester)  # fmt: skip
+    return HeldSummary(runbook=summary.get("runbook"), hosts=summary.get("hosts") or [],
+                       args=summary.get("args") or {}, requested_by=held.requester)  # fmt: skip

@@ -7,6 +7,7 @@ rendered from already redacted data (:meth:`agent.shell.runtime.AgentRuntime.out
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -136,6 +137,13 @@ def _object(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _seconds(value: Any) -> float:
+    """A duration in seconds, or 0 when it is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0.0
+    return float(value)
+
+
 def _when(chat: Chat, value: Any) -> str:
     try:
         return (
@@ -255,35 +263,36 @@ _DECISIONS = {
 # -- 5. progress ----------------------------------------------------------------------------------------------------
 
 
-def render_progress(payload: dict[str, Any], chat: Chat) -> str:
+def render_progress(payload: Mapping[str, Any], chat: Chat) -> str:
     name = neutralize(str(payload.get("runbook")))
-    done, total = payload.get("done", 0), payload.get("total", 0)
+    done, total = (int(_seconds(payload.get(key))) for key in ("done", "total"))
     if payload.get("kind") == "running":
         return chat.ngettext(
             "⏳ {runbook} is still running after {elapsed}: {done} of {total} host done",
             "⏳ {runbook} is still running after {elapsed}: {done} of {total} hosts done",
-            int(total) if isinstance(total, int) else 0,
+            total,
         ).format(
-            runbook=name, elapsed=chat.duration(float(payload.get("elapsed") or 0)), done=done, total=total
+            runbook=name, elapsed=chat.duration(_seconds(payload.get("elapsed"))), done=done, total=total
         )
     status = str(payload.get("status"))
-    code = "-" if payload.get("exit_code") is None else payload.get("exit_code")
+    code = "-" if payload.get("exit_code") is None else neutralize(str(payload.get("exit_code")))
     return chat._("{mark} {runbook}: {host} {status} exit={code} in {duration} ({done} of {total})").format(
         mark=MARKS.get(status, "•"), runbook=name, host=neutralize(str(payload.get("host"))),
         status=status_word(chat, status),
-        code=code, duration=chat.duration(float(payload.get("duration") or 0)), done=done, total=total,
+        code=code, duration=chat.duration(_seconds(payload.get("duration"))), done=done, total=total,
     )  # fmt: skip
 
 
 # -- 6. liveness ----------------------------------------------------------------------------------------------------
 
 
-def render_agent_notice(payload: dict[str, Any], chat: Chat) -> str:
+def render_agent_notice(payload: Mapping[str, Any], chat: Chat) -> str:
     agent = neutralize(str(payload.get("agent_id")))
     if payload.get("state") == "started":
         return chat._("🟢 Agent {agent} started (version {version}, catalog {digest}, {n} runbooks runnable).").format(
             agent=agent, version=neutralize(str(payload.get("version"))),
-            digest=neutralize(str(payload.get("catalog") or chat._("not locked"))), n=payload.get("runnable", 0),
+            digest=neutralize(str(payload.get("catalog") or chat._("not locked"))),
+            n=int(_seconds(payload.get("runnable"))),
         )  # fmt: skip
     return chat._(
         "⚪ Agent {agent} is stopping; the relay keeps commands sent now only for a while: send them again once it is back."
@@ -293,45 +302,28 @@ def render_agent_notice(payload: dict[str, Any], chat: Chat) -> str:
 # -- 8. grouped scheduled reports -----------------------------------------------------------------------------------
 
 
-def _check_line(item: dict[str, Any], chat: Chat) -> str:
+def _check_line(item: Mapping[str, Any], chat: Chat) -> str:
     status = str(item.get("status"))
     mark = "✅" if item.get("recovered") else MARKS.get(status, "•")
     message = chat.text(item.get("i18n"), fallback=str(item.get("message") or ""))
     text = f"{mark} {neutralize(message)} ({status_word(chat, status)})"
     if item.get("reminder") and not item.get("recovered"):
-        since = item.get("failing_since")
         text += " " + chat._("(still failing since {when})").format(
-            when=chat.when(float(since)) if isinstance(since, int | float) else "?"
+            when=_when(chat, item.get("failing_since"))
         )
     if item.get("at") and item.get("quiet"):
-        text += f" [{chat.when(float(item['at']))}]"
+        text += f" [{_when(chat, item['at'])}]"
     return text
 
 
-def render_schedule(payload: dict[str, Any], chat: Chat) -> str:
-    at = payload.get("at")
-    when = chat.when(float(at)) if isinstance(at, int | float) else "?"
+def render_schedule(payload: Mapping[str, Any], chat: Chat) -> str:
+    when = _when(chat, payload.get("at"))
     mark = MARKS.get(str(payload.get("status")), "•")
     lines = [chat._("{mark} [{schedule}] {when}").format(mark=mark, schedule=neutralize(str(payload.get("schedule"))),
                                                        when=when)]  # fmt: skip
-    lines.extend(_check_line(item, chat) for item in payload.get("checks") or [])
-    held = payload.get("quiet_collected") or []
+    lines.extend(_check_line(item, chat) for item in _objects(payload.get("checks")))
+    held = _objects(payload.get("quiet_collected"))
     if held:
         lines.append(chat._("During quiet hours:"))
         lines.extend(_check_line({**item, "quiet": True}, chat) for item in held)
     return "\n".join(lines)
-
-
-# -- the runtime's entry point --------------------------------------------------------------------------------------
-
-
-def render_console(event: str | None, payload: dict[str, Any], chat: Chat) -> str | None:
-    """The text for a progress line, an agent notice or a grouped report; None for everything else."""
-    if event == "TASK_PROGRESS":
-        return render_progress(payload, chat)
-    if event == "REPORT":
-        if payload.get("kind") == "agent":
-            return render_agent_notice(payload, chat)
-        if payload.get("kind") == "schedule":
-            return render_schedule(payload, chat)
-    return None

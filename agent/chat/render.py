@@ -19,7 +19,16 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.chat.console import output_block, render_decision, render_help, render_history, render_pending_list
+from agent.chat.console import (
+    output_block,
+    render_agent_notice,
+    render_decision,
+    render_help,
+    render_history,
+    render_pending_list,
+    render_progress,
+    render_schedule,
+)
 from agent.chat.i18n import N_, Chat
 from agent.chat.markup import MARKS, STATUS_WORDS, ZWSP, neutralize, status_word
 
@@ -269,3 +278,22 @@ def render_pending(chat: Chat, payload: Mapping[str, Any]) -> str:
             code=code, minutes=round(_number(payload.get("expires_in")) / 60))
         + until + "."
     )  # fmt: skip
+
+
+def render_text(chat: Chat, event: Any, payload: dict[str, Any], action: str | None = None) -> str | None:
+    """The chat-ready ``payload.text`` of any message the agent sends, or None for one that carries none (HELLO):
+    the one place that decides which renderer writes it. ``action``: a final answer's command, as sent."""
+    if event == "TASK_FINISHED":
+        return render_finished(chat, payload, action)
+    if event == "TASK_PENDING_APPROVAL":
+        return render_pending(chat, payload)
+    if event == "TASK_PROGRESS":
+        return render_progress(payload, chat)
+    if event == "REPORT":
+        own = _REPORT_RENDERERS.get(str(payload.get("kind")))
+        return own(payload, chat) if own is not None else render_report(chat, payload)
+    return None
+
+
+#: Reports with a layout of their own, by ``payload.kind``; every other kind is :func:`render_report`'s.
+_REPORT_RENDERERS = {"agent": render_agent_notice, "schedule": render_schedule}

@@ -192,7 +192,7 @@ def service_uninstall(
             config_path = ctx.ensure_object(dict).get("config_path")
             env_path = None
             if not keep_env and config_path is not None:
-                env_path = config_path.absolute().parent / f"{name}.env"
+                env_path = svcinstall.windows_env_path(config_path, name)
             elif not keep_env:  # its folder is the config's: without -c it cannot be found, so say it stays
                 click.echo(f"warning: without -c the service's environment file ({name}.env beside agent.toml, "
                            "holding its secrets) is not deleted: rerun with -c, or delete it by hand", err=True)  # fmt: skip

@@ -190,8 +190,9 @@ def windows_account(spec: ServiceSpec) -> str:
     return spec.account or f"NT SERVICE\\{spec.name}"
 
 
-def windows_env_path(spec: ServiceSpec) -> Path:
-    return spec.app_dir / f"{spec.name}.env"
+def windows_env_path(config: Path, name: str) -> Path:
+    """The service's own copy of its environment (its secrets): ``NAME.env`` beside the config."""
+    return config.absolute().parent / f"{name}.env"
 
 
 def config_check_step(spec: ServiceSpec) -> Step:
@@ -212,7 +213,7 @@ def windows_install_steps(spec: ServiceSpec, nssm: str) -> list[Step]:
     """The install, as argument lists for nssm and icacls; the config check runs first, so nothing is left
     behind by a config that would not start."""
     name, account = spec.name, windows_account(spec)
-    env_path = windows_env_path(spec)
+    env_path = windows_env_path(spec.config, name)
     params = subprocess.list2cmdline(
         ["-c", str(spec.config), "--env-file", str(env_path), "run", "--log-json"]
     )

@@ -58,34 +58,31 @@ class OutputPage(TypedDict):
     lines: str
 
 
-class Released(TypedDict):
+class HeldSummary(TypedDict):
+    """What a decided request was: its runbook, hosts and arguments (redacted) and who asked."""
+
+    runbook: Any
+    hosts: list[Any]
+    args: dict[str, Any]
+    requested_by: str | None
+
+
+class Released(HeldSummary):
     """APPROVE: the held request released (``approved``: its task id) and what it runs."""
 
     approved: str
-    runbook: Any
-    hosts: list[Any]
-    args: dict[str, Any]
-    requested_by: str | None
 
 
-class Rejected(TypedDict):
+class Rejected(HeldSummary):
     """REJECT: the held request that will not run."""
 
     rejected: str
-    runbook: Any
-    hosts: list[Any]
-    args: dict[str, Any]
-    requested_by: str | None
 
 
-class Withdrawn(TypedDict):
+class Withdrawn(HeldSummary):
     """CANCEL: the requester's own held request, withdrawn."""
 
     cancelled: str
-    runbook: Any
-    hosts: list[Any]
-    args: dict[str, Any]
-    requested_by: str | None
 
 
 class Help(TypedDict):

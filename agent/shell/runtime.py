@@ -16,9 +16,8 @@ from typing import Any
 from agent import __version__
 from agent.actions.dispatch import Parts, TaskContext, dispatch
 from agent.catalog.store import Catalog
-from agent.chat.console import render_console
 from agent.chat.i18n import Msg
-from agent.chat.render import render_finished, render_pending, render_report
+from agent.chat.render import render_text
 from agent.redaction import Redactor
 from agent.session import notices
 from agent.session.core import (
@@ -54,18 +53,12 @@ from agent.session.protocol import (
 from agent.session.wire import WireProtocol, wire_protocol
 from agent.state.audit import AuditLog
 from agent.state.group_commit import GroupCommit
-from agent.state.outbox import CAP_NOTICE, Outbox
+from agent.state.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between two notices of one kind about something dropped (the later one carries the whole count).
 NOTICE_EVERY = 60.0
-
-#: The messages that carry a chat-ready ``payload.text``, and how it is rendered.
-_RENDERERS = {
-    Wire.REPORT.value: render_report,
-    Wire.TASK_PENDING_APPROVAL.value: render_pending,
-}
 
 
 class AgentRuntime:
@@ -191,12 +184,7 @@ class AgentRuntime:
         if isinstance(payload, dict):
             event = redacted.get("event")
             try:
-                if event == Wire.TASK_FINISHED.value:
-                    text: str | None = render_finished(self.chat, payload, action)
-                else:
-                    text = render_console(str(event), payload, self.chat)
-                if text is None and (render := _RENDERERS.get(str(event))) is not None:
-                    text = render(self.chat, payload)
+                text = render_text(self.chat, event, payload, action)
             except Exception:  # a rendering bug must never cost the message itself
                 logger.exception("could not render the chat text of a %s", event)
                 text = f"{payload.get('status', '')} {payload.get('message', '')}".strip()
@@ -210,13 +198,13 @@ class AgentRuntime:
         task_id: str | None = None,
         action: str | None = None,
         stored: bool = False,
-        notice: tuple[str, int] | None = None,
+        notice: int | None = None,
     ) -> None:
         """Queue a message for the relay, durably; ``task_id``: it is that task's final answer (kept for repeats).
 
         The write joins this loop iteration's group commit; the link sends it once that commit is done.
-        ``notice``: (kind, count) of a coalesced notice, stored outside the cap in place of the unsent one of its
-        kind (:meth:`Outbox.put_notice`).
+        ``notice``: it is the outbox-cap notice, telling this many dropped messages: stored outside the cap in
+        place of the unsent one before it (:meth:`Outbox.put_notice`).
         ``action``: the command's action as sent (its answer's text and v0's shape follow it); ``stored``: a final
         kept from before, already redacted, rendered and shaped for the wire, sent again (redacted once more, in
         case a rule was added since; its text stays the one rendered for its own action).
@@ -231,8 +219,8 @@ class AgentRuntime:
                 return
             if shaped is not redacted:  # reshaped for the protocol (v0 echoes the action): redacted again
                 redacted = self.redactor.redact_json(shaped)
-        if notice is not None:  # a coalesced notice, outside the cap (Outbox.put_notice)
-            done = self._group.submit(lambda box: box.put_notice(notice[0], redacted, notice[1]))
+        if notice is not None:  # the coalesced cap notice, outside the cap (Outbox.put_notice)
+            done = self._group.submit(lambda box: box.put_notice(redacted, notice))
         elif task_id is not None:
             done = self._group.submit(lambda box: box.finish_task(task_id, redacted))
         else:
@@ -266,7 +254,7 @@ class AgentRuntime:
             "the outbox cap dropped %d old report(s)/acceptance(s) while the relay was away", dropped
         )
         message = report_message(self.config.operations_room, notices.outbox_cap(dropped))
-        self.send(message, notice=(CAP_NOTICE, dropped))
+        self.send(message, notice=dropped)
 
     def outputs_evicted(self, evicted: list[Any]) -> None:
         """Kept outputs removed to stay under [outputs] caps: say so in the operations room."""

@@ -229,12 +229,10 @@ class Outbox:
             return None
         return self._dropped
 
-    def put_notice(self, kind: str, message: dict[str, Any], count: int) -> int:
-        """Store the notice of ``kind`` (replacing its unsent predecessor), outside the cap; its sequence number.
-
-        ``count``: what it tells (for :data:`CAP_NOTICE`, the dropped messages): taken off the count once the
-        relay acknowledges it.
-        """
+    def put_notice(self, message: dict[str, Any], count: int) -> int:
+        """Store the notice that the cap dropped ``count`` messages, outside the cap and in place of its unsent
+        predecessor; its sequence number. ``count`` is taken off :attr:`dropped` once the relay acknowledges it."""
+        kind = CAP_NOTICE
         body = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
         with self.batch():
             previous = self.get_state(f"notice.{kind}")
