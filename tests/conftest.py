@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # HYPOTHESIS_PROFILE=deep scripts/test  runs every property ten times harder.
 settings.register_profile("default", max_examples=300, deadline=None)
 settings.register_profile("deep", max_examples=3000, deadline=None)
+# scripts/test-windows: the properties' search is the Linux run's job; under Wine (5-10x slower per example) each
+# property runs enough examples to show the code behaves the same on Windows, and CI stays under its 20 minutes.
+settings.register_profile("windows", max_examples=40, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 

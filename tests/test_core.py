@@ -343,7 +343,7 @@ def test_a_cancelled_read_only_task_is_left_for_the_next_start_and_a_changing_on
 # -- never raises -----------------------------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(st.one_of(st.text(max_size=300), st.binary(max_size=300),
                  st.dictionaries(st.sampled_from(["action", "task_id", "room_id", "user_id", "params", "event",
                                                   "msg_id"]),

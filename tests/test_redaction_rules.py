@@ -396,7 +396,7 @@ WHOLE_TEXT = Redactor(secrets=[SECRET], known_hosts=HOSTS, engine="re")  # Pytho
 HOSTILE_UNITS = ["=-u", " -u a", "jdbc:oracle:thin:u/", "a://", 'password="', "x", " ", "10.1.2.3", ":", "@"]
 
 
-@settings(max_examples=60)
+@settings(max_examples=min(60, settings.default.max_examples))
 @given(
     st.lists(
         st.one_of(

@@ -111,7 +111,11 @@ def snapshot(root: Path) -> set[str]:
     }
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=150, deadline=None)
+@settings(
+    suppress_health_check=[HealthCheck.too_slow],
+    max_examples=min(150, settings.default.max_examples),
+    deadline=None,
+)
 @given(st.lists(st.one_of(st.sampled_from(HOSTILE), st.text(max_size=200)), min_size=2, max_size=2))
 def test_outputs_saved_and_paged_with_hostile_ids_stay_inside_the_state_folder(ids: list[str]) -> None:
     task_id, host = ids

@@ -430,8 +430,9 @@ def check_suite(wine: Wine, results: Results, pytest_args: list[str]) -> None:
     """The test suite as a Windows process; tests needing sshd or PostgreSQL here are skipped by conftest."""
     command = [str(wine.scripts / "python.exe"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=15",
                *pytest_args]  # fmt: skip
+    profile = {"CI": "", "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "windows")}
     done = asyncio.run(
-        _bridged(wine, lambda env: wine.run(command, cwd=ROOT, timeout=1800, env={"CI": "", **env}))
+        _bridged(wine, lambda env: wine.run(command, cwd=ROOT, timeout=1800, env={**profile, **env}))
     )
     out = text(done.stdout + done.stderr)
     print(out)
