@@ -16,8 +16,10 @@ from agent.checks.http import health_body
 from agent.config.schema import HttpCheck
 from agent.session import protocol_v0
 from agent.session.command_auth import canonical, signature
-from agent.session.core import Hold, Send, TaskEnded
+from agent.session.core import Answer, FrameReceived, Hold, Send, StartRun, TaskEnded
+from agent.session.ledger import BeginTask
 from agent.session.protocol import (
+    Command,
     ErrorCode,
     InvalidPacket,
     Status,
@@ -28,12 +30,14 @@ from agent.session.protocol import (
     pending_message,
     report_message,
 )
+from agent.session.wire import OriginalProtocol
 from tests.test_core import NOW, MemoryLedger, driven
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
 V0 = {"event", "room_id", "task_id", "payload", "msg_id"}
 COMMAND = parse_frame(json.dumps({"action": "FETCH_MES_QC", "task_id": "t-1", "room_id": "ops"}))
 assert not isinstance(COMMAND, InvalidPacket)
+TO_T1 = protocol_v0.Address("t-1", "ops")
 
 
 def finished(data: dict[str, Any], status: Status = Status.SUCCESS, **kw: Any) -> dict[str, Any]:
@@ -84,7 +88,7 @@ def was(result: dict[str, Any]) -> dict[str, Any]:
 def test_each_answer_in_the_original_shape(
     message: dict[str, Any], action: str | None, expected: Any
 ) -> None:
-    frame = protocol_v0.adapt(message, action)
+    frame = protocol_v0.adapt(message, action, address=TO_T1)
     assert frame is not None and set(frame) == V0
     assert (frame["event"], frame["room_id"], frame["task_id"]) == ("TASK_FINISHED", "ops", "t-1")
     assert frame["payload"] == expected
@@ -102,7 +106,7 @@ def test_v0_has_no_hello_accepted_pending_and_reports_only_when_configured() -> 
     assert frame is not None and frame["task_id"] == f"report-{report['msg_id']}"
     assert frame["payload"] == {"status": "SUCCESS", "data": {"kind": "check", "status": "WARN", "message": "m"},
                                 "text": "t"}  # fmt: skip
-    # A refusal the relay could not match to a command (no readable task_id or room_id) is not sent.
+    # An answer the agent cannot trace to a command's ids (a frame that was no JSON object) is not sent.
     assert (
         protocol_v0.adapt(finished_message(None, "ops", Status.FAIL, error=(ErrorCode.MALFORMED, "x")), None)
         is None
@@ -125,7 +129,7 @@ def test_any_finished_payload_gives_one_well_formed_v0_frame(
         "msg_id": "m",
         "payload": payload,
     }
-    frame = protocol_v0.adapt(message, action)
+    frame = protocol_v0.adapt(message, action, address=TO_T1)
     assert frame is not None and set(frame) == V0
     assert frame["payload"]["status"] in ("SUCCESS", "FAIL") and "data" in frame["payload"]
 
@@ -209,3 +213,137 @@ def test_the_documented_control_character_vector_verifies_against_command_auth()
 
     text = b"guardia-command/1\n1767225600\nn0nce-for-the-test-vector\n" + other
     assert hmac.new(b"guardia-test-vector-key", text, hashlib.sha256).hexdigest() != sig
+
+
+# -- v0 ids are data, not keys (issue 25: the original answered every command with the ids it carried) ---------
+
+
+class V0Agent:
+    """The session as the runtime drives it in v0: each frame through the wire, the core, a handler answering
+    SUCCESS with ``{"n": k}`` (k-th run), each answer through the wire as the relay would receive it."""
+
+    def __init__(self, **core: Any) -> None:
+        self.wire = OriginalProtocol()
+        self.ledger = MemoryLedger()
+        self.core = driven(self.ledger, changes_state=lambda _: False, holds_approvals=False, **core)
+        self.runs: list[Command] = []
+
+    def send(self, frame: str | bytes, now: float = NOW) -> list[dict[str, Any]]:
+        inbound = self.wire.inbound(frame, now)
+        answers: list[dict[str, Any]] = []
+        effects = list(self.core.handle(FrameReceived(inbound.frame, now, inbound.signed)))
+        while effects:
+            effect = effects.pop(0)
+            if isinstance(effect, StartRun):
+                self.runs.append(effect.command)
+                answer = Answer(Status.SUCCESS, {"n": len(self.runs)})
+                effects += self.core.handle(TaskEnded(effect.command, answer, now))
+            elif isinstance(effect, Send):
+                shaped = (
+                    effect.message if effect.stored else self.wire.outgoing(effect.message, effect.action)
+                )
+                if shaped is not None:
+                    if effect.task_id is not None and not effect.stored:
+                        self.ledger.finish(effect.task_id, shaped)
+                    answers.append(json.loads(protocol_v0.wire(json.dumps(shaped))))
+        return answers
+
+
+JSON_IDS = (
+    st.none() | st.integers() | st.text(max_size=40) | st.booleans() | st.lists(st.integers(), max_size=2)
+)
+
+
+@given(task_id=JSON_IDS, room_id=JSON_IDS, binary=st.booleans(), present=st.booleans())
+def test_every_command_is_answered_once_with_its_ids_as_they_came(
+    task_id: Any, room_id: Any, binary: bool, present: bool
+) -> None:
+    agent = V0Agent()
+    packet = {
+        "action": "LIST_RUNBOOKS",
+        "params": {},
+        **({"task_id": task_id, "room_id": room_id} if present else {}),
+    }
+    text = json.dumps(packet, ensure_ascii=False)
+    answers = agent.send(text.encode() if binary else text)
+    assert len(answers) == 1 and set(answers[0]) == {"event", "task_id", "room_id", "payload"}
+    echoed, sent = (
+        (answers[0]["task_id"], answers[0]["room_id"]),
+        (task_id, room_id) if present else (None, None),
+    )
+    assert echoed == sent and [type(v) for v in echoed] == [type(v) for v in sent]  # 1 is not "1", nor True
+    assert answers[0]["payload"]["status"] == "SUCCESS" and len(agent.runs) == 1
+
+
+def test_a_reused_task_id_runs_the_new_command_and_two_at_once_both_answer() -> None:
+    agent = V0Agent()
+    first = agent.send(json.dumps({"action": "FETCH_MES_QC", "task_id": "t/1", "room_id": 7}))
+    second = agent.send(json.dumps({"action": "CHECK_DISK_SPACE", "task_id": "t/1", "room_id": 7}))
+    assert [a["task_id"] for a in first + second] == ["t/1", "t/1"] and len(agent.runs) == 2
+    assert [c.action.value for c in agent.runs] == ["FETCH_MES_QC", "CHECK_DISK_SPACE"]
+    assert "duplicate" not in second[0]["payload"]
+
+
+def test_a_verbatim_resend_within_the_window_is_the_same_command_after_it_a_new_one() -> None:
+    agent = V0Agent()
+    frame = json.dumps({"action": "LIST_RUNBOOKS", "task_id": 12, "room_id": "ops"})
+    first = agent.send(frame)
+    again = agent.send(frame, NOW + protocol_v0.RESEND_WINDOW - 1)
+    assert len(agent.runs) == 1 and again[0]["payload"]["duplicate"] is True
+    assert {k: v for k, v in again[0].items() if k != "payload"} == {
+        k: v for k, v in first[0].items() if k != "payload"
+    }
+    later = agent.send(frame, NOW + protocol_v0.RESEND_WINDOW + 1)
+    assert len(agent.runs) == 2 and "duplicate" not in later[0]["payload"] and later[0]["task_id"] == 12
+
+
+def test_a_signed_v0_command_verifies_over_the_packet_the_relay_signed() -> None:
+    key = "v0-command-key"
+    packet = {"action": "LIST_RUNBOOKS", "task_id": 5, "room_id": None, "params": {}}
+    nonce = "n" * 24
+    signed = {
+        **packet,
+        "auth": {"ts": int(NOW), "nonce": nonce, "sig": signature(key, packet, int(NOW), nonce)},
+    }
+    agent = V0Agent(command_key=key)
+    answers = agent.send(json.dumps(signed))
+    assert answers[0]["payload"]["status"] == "SUCCESS" and answers[0]["task_id"] == 5
+    tampered = {**signed, "task_id": 6, "auth": {**signed["auth"], "nonce": "m" * 24}}
+    refused = agent.send(json.dumps(tampered))
+    assert refused[0]["payload"]["code"] == "BAD_SIGNATURE" and refused[0]["task_id"] == 6
+    assert len(agent.runs) == 1
+
+
+@pytest.mark.parametrize(
+    ("packet", "error"),
+    [
+        ({"task_id": "a", "room_id": "r"}, "허용되지 않은 action: None"),
+        ({"action": 42, "task_id": "a", "room_id": "r"}, "허용되지 않은 action: 42"),
+        ({"action": "fetch_mes_qc", "task_id": "a", "room_id": "r"}, "허용되지 않은 action: fetch_mes_qc"),
+    ],
+)
+def test_a_refused_action_is_named_as_the_original_named_it(packet: dict[str, Any], error: str) -> None:
+    answers = V0Agent().send(json.dumps(packet))
+    assert answers[0]["payload"]["data"] == {"error": error} and answers[0]["task_id"] == "a"
+
+
+def test_params_the_original_ignored_are_ignored_and_frames_that_are_no_object_get_nothing() -> None:
+    agent = V0Agent()
+    assert agent.send(json.dumps({"action": "CHECK_DISK_SPACE", "params": "x", "task_id": 1, "room_id": 2}))[0][
+        "payload"]["status"] == "SUCCESS"  # fmt: skip
+    assert agent.send(json.dumps({"action": "FETCH_MES_QC", "params": "x", "task_id": 1, "room_id": 2}))[0][
+        "payload"]["code"] == "MALFORMED"  # fmt: skip
+    for frame in ("not json", "[1, 2]", b"\xff\xfe", "null"):
+        assert agent.send(frame) == []
+
+
+def test_after_a_restart_a_kept_task_is_answered_to_the_relay_ids() -> None:
+    before = V0Agent()
+    inbound = before.wire.inbound(json.dumps({"action": "LIST_RUNBOOKS", "task_id": 99, "room_id": [1]}), NOW)
+    effects = before.core.handle(FrameReceived(inbound.frame, NOW))
+    begun = next(e for e in effects if isinstance(e, BeginTask))
+    after = OriginalProtocol()
+    after.resume([(begun.task_id, begun.command)])
+    message = finished_message(begun.task_id, "x", Status.SUCCESS, {"runbooks": []})
+    frame = after.outgoing({**message, "msg_id": "m"}, "LIST_RUNBOOKS")
+    assert frame is not None and (frame["task_id"], frame["room_id"]) == (99, [1])

@@ -81,12 +81,15 @@ class V0Relay:
                 self.changed.clear()
                 await self.changed.wait()
 
-    async def command(self, action: str, task_id: str, signed: bool = True, **params: Any) -> None:
+    async def command(self, action: str, task_id: str, signed: bool = True, **params: Any) -> str:
+        """Send a command; return the frame as sent."""
         await self.wait(lambda: self.ws is not None)
         packet: dict[str, Any] = {"action": action, "params": params, "task_id": task_id, "room_id": "ops",
                                   "user_id": "kim"}  # fmt: skip
         assert self.ws is not None
-        await self.ws.send(json.dumps(sign(packet) if signed else packet, ensure_ascii=False))
+        frame = json.dumps(sign(packet) if signed else packet, ensure_ascii=False)
+        await self.ws.send(frame)
+        return frame
 
     async def answer(self, task_id: str) -> dict[str, Any]:
         await self.wait(lambda: any(f.get("task_id") == task_id for f in self.frames))
@@ -167,10 +170,12 @@ async def v0(
     relay, health = V0Relay(), SwitchableHealth()
     await health.start()
     config = agent_home / "agent.toml"
-    reports = "true" if getattr(request, "param", False) else "false"
+    param = getattr(request, "param", False)  # True: v0_reports; a string: more [relay] lines
+    reports = "true" if param is True else "false"
+    more = param if isinstance(param, str) else ""
     config.write_text(
         config.read_text(encoding="utf-8").replace(
-            "[relay]\n", f'[relay]\nprotocol = "v0"\nv0_reports = {reports}\n'
+            "[relay]\n", f'[relay]\nprotocol = "v0"\nv0_reports = {reports}\n{more}'
         )
         + '\n[[schedules]]\nname = "was_often"\nchecks = ["was"]\ninterval = 0.3\nnotify = "always"\nroom = "ops"\n'
         + f'\n[checks.was]\nkind = "http"\nurl = "http://127.0.0.1:{health.port}/actuator/health"\ntimeout = 0.5\n'
@@ -256,11 +261,15 @@ async def test_v0_relay_gets_exactly_the_original_answers(v0: tuple[V0Relay, Swi
     x3 = (await relay.answer("x-3"))["payload"]
     assert x3["status"] == "FAIL" and x3["data"]["error"].startswith("허용되지 않은 action: RESET")
 
-    # Not a JSON object: logged and ignored; a command that breaks the id pattern cannot be addressed: ignored.
+    # Not a JSON object: logged and ignored (the original answered none of these either). Ids are data: a task_id
+    # with a space is answered, echoed as it came.
     assert relay.ws is not None
-    for junk in ("garbage", "[1, 2]", "42", json.dumps(sign({"action": "CHECK_DISK_SPACE", "params": {},
-                                                               "task_id": "bad id!", "room_id": "ops"}))):  # fmt: skip
+    for junk in ("garbage", "[1, 2]", "42"):
         await relay.ws.send(junk)
+    await relay.ws.send(json.dumps(sign({"action": "CHECK_DISK_SPACE", "params": {}, "task_id": "bad id!",
+                                         "room_id": "ops", "user_id": "kim"})))  # fmt: skip
+    spaced = await relay.answer("bad id!")
+    assert spaced["room_id"] == "ops" and spaced["payload"]["status"] == "SUCCESS", spaced
     # Signed commands still apply: an unsigned one is refused.
     await relay.command("CHECK_DISK_SPACE", "unsigned-1", signed=False)
     assert (await relay.answer("unsigned-1"))["payload"]["status"] == "FAIL"
@@ -272,11 +281,18 @@ async def test_v0_relay_gets_exactly_the_original_answers(v0: tuple[V0Relay, Swi
     listed = (await relay.answer("list-1"))["payload"]
     assert listed["status"] == "SUCCESS" and "echo_args" in [r["name"] for r in listed["data"]["runbooks"]]
 
-    # The same task_id again: not run again; the same answer, marked duplicate.
-    await relay.command("FETCH_MES_QC", "qc-2", date="2026-09-20")
-    await relay.wait(lambda: len([f for f in relay.frames if f["task_id"] == "qc-2"]) == 2)
-    again = [f for f in relay.frames if f["task_id"] == "qc-2"][1]
-    assert again["payload"]["data"] == qc_data(relay, "qc-2") and again["payload"]["duplicate"] is True
+    # The same frame again (a relay's resend): not run again; the same answer, marked duplicate. The same task_id
+    # in a new command: v0 ids are not promised unique, so it runs (the original ran it too).
+    frame = await relay.command("LIST_RUNBOOKS", "list-2")
+    await relay.answer("list-2")
+    await relay.ws.send(frame)
+    await relay.wait(lambda: len([f for f in relay.frames if f["task_id"] == "list-2"]) == 2)
+    again = [f for f in relay.frames if f["task_id"] == "list-2"][1]
+    assert again["payload"]["data"] == qc_data(relay, "list-2") and again["payload"]["duplicate"] is True
+    await relay.command("FETCH_MES_QC", "qc-1", date="2026-09-20")
+    await relay.wait(lambda: len([f for f in relay.frames if f["task_id"] == "qc-1"]) == 2)
+    reused = [f for f in relay.frames if f["task_id"] == "qc-1"][1]["payload"]
+    assert reused["status"] == "SUCCESS" and reused["date"] == "2026-09-20" and "duplicate" not in reused
 
     # Exactly the v0 shape, one frame per command, nothing else (no report: v0_reports is off); no secret, no
     # address; all counted delivered.
@@ -284,8 +300,9 @@ async def test_v0_relay_gets_exactly_the_original_answers(v0: tuple[V0Relay, Swi
     assert not any(t.startswith("report-") for t in answered)
     assert all(set(f) == V0_KEYS and f["event"] == "TASK_FINISHED" for f in relay.frames)
     assert all(f["payload"]["status"] in ("SUCCESS", "FAIL") and "data" in f["payload"] for f in relay.frames)
-    assert len(relay.frames) == len(answered) + 1  # one frame each; qc-2's repeat is the only second one
-    assert "bad id!" not in answered and None not in answered
+    assert (
+        len(relay.frames) == len(answered) + 2
+    )  # one frame each; list-2's resend and qc-1's reuse: a second
     assert not any(SECRET in raw or "10.1.2.3" in raw or "127.0.0.1" in raw for raw in relay.raw)
     await wait_process(lambda: outbox_count(home) == 0)
     log = (home / "agent.log").read_text(encoding="utf-8")
@@ -316,6 +333,30 @@ async def test_a_result_made_while_the_v0_relay_is_away_arrives_after_it_reconne
     await wait_process(lambda: outbox_count(home) == 0)
     # The relay must accept duplicates by task_id; this one arrived on the second connection, once.
     assert [f["task_id"] for f in relay.frames].count("away-1") == 1
+
+
+@pytest.mark.parametrize(("v0", "resent"), [("", True), ('v0_resend = "never"\n', False)], indirect=["v0"])
+async def test_an_answer_written_but_unread_when_the_relay_drops_is_resent_unless_never(
+    v0: tuple[V0Relay, SwitchableHealth, Path], resent: bool
+) -> None:
+    relay, health, home = v0
+    await relay.wait(lambda: relay.ws is not None)
+    assert relay.ws is not None
+    health.mode = "hang"  # the answer comes after the 0.5 s check timeout
+    await relay.command("CHECK_INTERNAL_WAS_STATUS", "unread-1")
+    relay.ws.transport.pause_reading()  # the relay reads nothing more: no frame, no ping answered
+    await wait_process(lambda: '"task_id":"unread-1"' in (home / "agent.log").read_text(encoding="utf-8"))
+    if not resent:  # counted delivered once written
+        await wait_process(lambda: outbox_count(home) == 0)
+    else:
+        assert outbox_count(home) == 1
+    relay.ws.transport.abort()  # the relay dies without having read it
+    await relay.wait(lambda: relay.connections == 2)
+    health.mode = "up"
+    await relay.command("CHECK_INTERNAL_WAS_STATUS", "after-1")
+    await relay.answer("after-1")  # answers go in order: a resend of unread-1 would have come first
+    assert [f["task_id"] for f in relay.frames].count("unread-1") == (1 if resent else 0)
+    await wait_process(lambda: outbox_count(home) == 0)
 
 
 @pytest.mark.parametrize("v0", [True], indirect=True)

@@ -224,6 +224,10 @@ class RelayConfig(_Section):
     protocol: Literal["v1", "v0"] = "v1"
     #: v0 only: push REPORTs too, as TASK_FINISHED frames with task_id "report-<id>" (off: v0 sends no reports).
     v0_reports: bool = False
+    #: v0 only: an answer sent but not known to be read when the connection drops is sent again after the next
+    #: connection ("unread", the default: a v0 relay may see it twice, byte-identical, keyed by task_id), or never
+    #: ("never": it is counted delivered once written, and lost if the relay did not read it).
+    v0_resend: Literal["unread", "never"] = "unread"
 
     @field_validator("url")
     @classmethod

@@ -74,6 +74,9 @@ class Started:
 class FrameReceived:
     frame: str | bytes
     now: float
+    #: The packet as the relay signed it, when ``frame`` is not that (protocol v0 gives each command the agent's own
+    #: task key: :class:`agent.session.protocol_v0.Addressing`); None: the signature covers ``frame``'s packet.
+    signed: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -321,9 +324,12 @@ class AgentCore:
             return self._command(packet)
         keep = 2 * self.clock_skew
         try:
-            nonce = verify_signature(self.command_key, packet.raw, event.now, self.clock_skew,
+            signed = event.signed if event.signed is not None else packet.raw
+            nonce = verify_signature(self.command_key, signed, event.now, self.clock_skew,
                                      lambda nonce: self.ledger.nonce_seen(nonce, event.now, keep))  # fmt: skip
         except InvalidPacket as exc:
+            # Answered to the command's own keys (in v0, ``signed`` carries the relay's ids, not the agent's).
+            exc.task_id, exc.room_id = packet.task_id, packet.room_id
             if exc.code is ErrorCode.REPLAYED and self.ledger.task(packet.task_id) is not None:
                 # Authentic (signed, fresh), only sent again: a duplicate of a known task, answered as one,
                 # never a second, contradicting answer for it.
@@ -346,7 +352,9 @@ class AgentCore:
         effects: list[Effect] = [
             Audit("command", {"task_id": command.task_id, "room_id": command.room_id,
                               "action": command.action.value, "user_id": command.user,
-                              "params": audit_view(command.params)})
+                              "params": audit_view(command.params),
+                              **({"relay_ids": audit_view(command.raw["reply_to"])}
+                                 if "reply_to" in command.raw else {})})
         ]  # fmt: skip
         if self.closing:
             error = (ErrorCode.SHUTTING_DOWN, Msg("the agent is shutting down; send it again later"))

@@ -14,11 +14,16 @@ nothing of msg_ids and cannot ACK. docs/protocol.md, "The original protocol (v0)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from agent.session.protocol import Action, ErrorCode, Event, Status
+from agent.session.protocol import ROOM_ID, Action, ErrorCode, Event, Status, valid_identifier
 
 #: What a v0 refusal of an unknown action says (the original agent's words).
 NOT_ALLOWED = "허용되지 않은 action: "
@@ -32,13 +37,131 @@ MES_QC_COLUMNS = ("work_date", "prc_code", "err_msg", "reg_date")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+#: A frame byte-identical to one received less than this many seconds earlier is the relay sending it again: it
+#: is the same command (run once, answered once). Any other frame is a new command, whatever its ``task_id``.
+RESEND_WINDOW = 60.0
+#: At most this many recent frames are remembered for :data:`RESEND_WINDOW` (the oldest are forgotten first).
+MAX_RECENT = 4096
+#: The original's handlers that read ``params``; the others ignore it, whatever it is.
+READS_PARAMS = frozenset({Action.FETCH_MES_QC.value})
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A frame from the relay as the core is to read it."""
+
+    #: A protocol-1 frame (in v0: the v0 packet with the agent's own task and room keys, see :class:`Addressing`).
+    frame: str | bytes
+    #: The packet exactly as the relay sent it, when that is what a signature covers (v0); None: ``frame`` is.
+    signed: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a v0 answer goes: the command's ``task_id`` and ``room_id`` exactly as the relay sent them (any JSON
+    value, ``None`` when absent: the original echoed ``packet.get(...)``)."""
+
+    task_id: Any
+    room_id: Any
+
+
+class Addressing:
+    """v0's ids are data, not keys: the original agent answered every command with whatever ``task_id`` and
+    ``room_id`` it carried (a number, ``null``, a reused or any string), and a v0 relay does not promise them
+    unique. So each v0 command gets a task key of the agent's own (``v0-`` and 24 hex digits), under which the core,
+    the ledger and the outbox know it, and its answer goes back with the relay's ids, as they came, by
+    :meth:`address`. The one exception: a frame byte-identical to one received within :data:`RESEND_WINDOW` is a
+    resend of it and gets the same key (the core answers it as a duplicate, never runs it twice).
+
+    The translated packet keeps the relay's ids under ``reply_to``, so a task the ledger kept over a restart is
+    answered to them too (:meth:`resume`).
+    """
+
+    def __init__(self, new_key: Callable[[], str] = lambda: "v0-" + secrets.token_hex(12)) -> None:
+        self._new_key = new_key
+        #: sha256 of a recent frame → (its key, when it first came).
+        self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        #: A task's key → where its answer goes (until its final answer went).
+        self._addresses: dict[str, Address] = {}
+
+    def inbound(self, frame: str | bytes, now: float) -> Inbound:
+        """The frame the core reads for one v0 frame: a JSON object gets the agent's keys; anything else is passed
+        on as it came (the core refuses it, and with no ids to answer, v0 sends nothing)."""
+        try:
+            text = (
+                frame.decode("utf-8") if isinstance(frame, bytes) else frame
+            )  # the original read binary too
+            packet = json.loads(text)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return Inbound(frame)
+        if not isinstance(packet, dict) or packet.get("event") == Event.ACK.value:
+            return Inbound(frame)
+        key = self._key(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), now)
+        address = Address(packet.get("task_id"), packet.get("room_id"))
+        self._addresses.setdefault(key, address)
+        translated = {**packet, "task_id": key, "room_id": _room_key(address.room_id),
+                      "reply_to": {"task_id": address.task_id, "room_id": address.room_id}}  # fmt: skip
+        action = packet.get("action")
+        if not isinstance(action, str):  # the original answered "허용되지 않은 action: None"
+            translated["action"] = str(action)
+        if not isinstance(packet.get("params", {}), dict) and translated["action"] not in READS_PARAMS:
+            translated["params"] = {}
+        user = packet.get("user_id")
+        if user is not None and not valid_identifier(user, ROOM_ID):
+            translated["user_id"] = (
+                str(user) if isinstance(user, int) and not isinstance(user, bool) else None
+            )
+        return Inbound(json.dumps(translated, ensure_ascii=False), signed=packet)
+
+    def _key(self, digest: str, now: float) -> str:
+        while self._recent:
+            oldest, (_, first) = next(iter(self._recent.items()))
+            if now - first < RESEND_WINDOW and len(self._recent) < MAX_RECENT:
+                break
+            del self._recent[oldest]
+        seen = self._recent.get(digest)
+        if seen is not None:
+            return seen[0]
+        key = self._new_key()
+        self._recent[digest] = (key, now)
+        return key
+
+    def address(self, task_key: Any, final: bool) -> Address | None:
+        """Where the answer for ``task_key`` goes (forgotten once ``final``); None when the agent does not know."""
+        if final:
+            return self._addresses.pop(task_key, None) if isinstance(task_key, str) else None
+        return self._addresses.get(task_key) if isinstance(task_key, str) else None
+
+    def resume(self, packets: Iterable[tuple[str, str | None]]) -> None:
+        """After a restart: remember where the answers of the tasks the ledger kept go (``(key, packet JSON)``)."""
+        for key, raw in packets:
+            try:
+                reply = json.loads(raw)["reply_to"] if raw else None
+            except (ValueError, KeyError, TypeError):
+                reply = None
+            if isinstance(reply, dict):
+                self._addresses[key] = Address(reply.get("task_id"), reply.get("room_id"))
+
+
+def _room_key(room: Any) -> str:
+    """The room as the agent's rules know it: a room id that is a valid identifier as it is, a number as its digits
+    (``[access]`` names rooms in text), anything else by a digest of its JSON."""
+    if valid_identifier(room, ROOM_ID):
+        return str(room)
+    if isinstance(room, int) and not isinstance(room, bool):
+        return str(room)
+    return "v0-room-" + hashlib.sha256(json.dumps(room).encode()).hexdigest()[:16]
+
+
 def echo_action(action: str) -> str:
     """A refused action as the v0 answer may show it: control characters as ``?``, at most 64 characters."""
     shown = _CONTROL.sub("?", action)
     return shown if len(shown) <= MAX_ECHO else shown[:MAX_ECHO] + "…"
 
 
-def adapt(message: dict[str, Any], action: str | None = None, reports: bool = False) -> dict[str, Any] | None:
+def adapt(
+    message: dict[str, Any], action: str | None = None, reports: bool = False, address: Address | None = None
+) -> dict[str, Any] | None:
     """The v0 frame (plus its outbox ``msg_id``) for one redacted protocol-1 message, or ``None`` to send nothing.
 
     Args:
@@ -46,10 +169,11 @@ def adapt(message: dict[str, Any], action: str | None = None, reports: bool = Fa
         action: the command's action as sent, for a TASK_FINISHED (``None`` when unknown: a final that is not a
             handler's answer, such as INTERRUPTED or SHUTTING_DOWN).
         reports: push REPORTs, in the TASK_FINISHED shape, with ``task_id`` ``report-<msg_id>``.
+        address: where a TASK_FINISHED goes: the command's ids as the relay sent them (:class:`Addressing`).
 
     Returns:
         A dict with exactly ``event``, ``room_id``, ``task_id``, ``payload`` and ``msg_id``; or ``None`` when v0
-        has no such message, or when the message cannot be addressed (no readable ``task_id`` or ``room_id``).
+        has no such message, or when the answer has no ``address`` (a task the agent cannot trace to a command).
     """
     event = message.get("event")
     payload = message.get("payload")
@@ -64,13 +188,12 @@ def adapt(message: dict[str, Any], action: str | None = None, reports: bool = Fa
         return _frame(message["room_id"], f"report-{message['msg_id']}", v0_payload, message["msg_id"])
     if event != Event.TASK_FINISHED.value:
         return None
-    room_id, task_id = message.get("room_id"), message.get("task_id")
-    if not room_id or not task_id:
+    if address is None:
         return None
-    return _frame(room_id, task_id, finished_payload(payload, action), message["msg_id"])
+    return _frame(address.room_id, address.task_id, finished_payload(payload, action), message["msg_id"])
 
 
-def _frame(room_id: str, task_id: str, payload: dict[str, Any], msg_id: str) -> dict[str, Any]:
+def _frame(room_id: Any, task_id: Any, payload: dict[str, Any], msg_id: str) -> dict[str, Any]:
     return {"event": Event.TASK_FINISHED.value, "room_id": room_id, "task_id": task_id, "payload": payload,
             "msg_id": msg_id}  # fmt: skip
 

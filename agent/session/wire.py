@@ -15,11 +15,13 @@ result to the runtime, the core (``holds_approvals``) and the link.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.session import protocol_v0
 from agent.session.protocol import Event
+from agent.session.protocol_v0 import Addressing, Inbound
 
 if TYPE_CHECKING:
     from agent.config.schema import AgentConfig
@@ -38,6 +40,16 @@ class WireProtocol:
     holds_approvals: bool = True
     #: A stored final answer, sent again for a repeated task_id, is already in this protocol's shape.
     stores_wire_shape: bool = False
+    #: Without ACKs: a message sent but not known to be read when the connection drops is sent again (False:
+    #: counted delivered once written; ``[relay] v0_resend = "never"``).
+    resends_unread: bool = True
+
+    def inbound(self, frame: str | bytes, now: float) -> Inbound:
+        """What the core reads for a frame from the relay (protocol 1: the frame itself)."""
+        return Inbound(frame)
+
+    def resume(self, tasks: Iterable[tuple[str, str | None]]) -> None:
+        """After a restart, before the core settles them: the tasks the ledger kept, ``(task_id, packet JSON)``."""
 
     def outgoing(self, message: dict[str, Any], action: str | None) -> dict[str, Any] | None:
         """The message to store for the relay (already redacted), or None when this protocol has no such message."""
@@ -63,18 +75,28 @@ class OriginalProtocol(WireProtocol):
     stores_wire_shape: bool = True
     #: ``[relay] v0_reports``: push REPORTs in the TASK_FINISHED shape.
     reports: bool = False
+    #: The relay's ids of each command, by the agent's own task key (v0 ids are data, not keys).
+    addressing: Addressing = field(default_factory=Addressing, compare=False)
+
+    def inbound(self, frame: str | bytes, now: float) -> Inbound:
+        return self.addressing.inbound(frame, now)
+
+    def resume(self, tasks: Iterable[tuple[str, str | None]]) -> None:
+        self.addressing.resume(tasks)
 
     def outgoing(self, message: dict[str, Any], action: str | None) -> dict[str, Any] | None:
-        return protocol_v0.adapt(message, action, self.reports)
+        final = message.get("event") == Event.TASK_FINISHED.value
+        address = self.addressing.address(message.get("task_id"), final)
+        return protocol_v0.adapt(message, action, self.reports, address)
 
     def why_not_sent(self, message: dict[str, Any]) -> tuple[int, str]:
         event = message.get("event")
-        if event == Event.TASK_FINISHED.value and (
-            message.get("task_id") is None or message.get("room_id") is None
-        ):
+        if event == Event.TASK_FINISHED.value:
             return (
                 logging.WARNING,
-                "protocol v0: a refusal without a readable task_id or room_id cannot be answered",
+                f"protocol v0: the answer of task {message.get('task_id')} cannot be addressed: the agent does not"
+                " know the relay's ids for it (a frame that was not a JSON object, or a task kept over a restart"
+                " without its packet)",
             )
         if event == Event.REPORT.value:
             kind = message.get("payload", {}).get("kind")
@@ -91,5 +113,5 @@ class OriginalProtocol(WireProtocol):
 def wire_protocol(config: AgentConfig) -> WireProtocol:
     """The protocol ``[relay] protocol`` names."""
     if config.relay.protocol == "v0":
-        return OriginalProtocol(reports=config.relay.v0_reports)
+        return OriginalProtocol(reports=config.relay.v0_reports, resends_unread=config.relay.v0_resend != "never")
     return WireProtocol()

@@ -206,8 +206,10 @@ class Link:
                 await ws.send(frame)
                 last = seq
             if not self._protocol.acknowledged and last > sent:
-                # No ACKs (v0): the relay's pong to a ping sent after these frames shows it read them (in order).
-                await (await ws.ping())
+                # No ACKs (v0): the relay's pong to a ping sent after these frames shows it read them (in order);
+                # or, when the relay would rather lose an answer than see it twice, written is delivered.
+                if self._protocol.resends_unread:
+                    await (await ws.ping())
                 if self.outbox.ack_through(last):
                     self._acked.set()
                 continue

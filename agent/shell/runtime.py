@@ -134,7 +134,9 @@ class AgentRuntime:
 
     def receive(self, frame: str | bytes) -> None:
         """A frame from the relay (the link calls this)."""
-        self.feed(FrameReceived(frame, time.time()))
+        now = time.time()
+        inbound = self.wire.inbound(frame, now)
+        self.feed(FrameReceived(inbound.frame, now, inbound.signed))
 
     # -- effects out ----------------------------------------------------------------------------------------
 
@@ -304,6 +306,7 @@ class AgentRuntime:
             logger.warning(
                 "no users in access.users: every chat user may do what each room and runbook allows"
             )
+        self.wire.resume((task.task_id, task.command) for task in self.outbox.unfinished_tasks())
         self.feed(Started(time.time()))
         self.audit.append("start", runnable=report.runnable, problems=len(report.problems))
         self.notice("started")
