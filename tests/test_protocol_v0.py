@@ -240,7 +240,9 @@ class V0Agent:
                 effects += self.core.handle(TaskEnded(effect.command, answer, now))
             elif isinstance(effect, Send):
                 shaped = (
-                    effect.message if effect.stored else self.wire.outgoing(effect.message, effect.action)
+                    effect.message
+                    if effect.stored
+                    else self.wire.outgoing(effect.message, effect.action, lambda v: v)
                 )
                 if shaped is not None:
                     if effect.task_id is not None and not effect.stored:
@@ -345,5 +347,5 @@ def test_after_a_restart_a_kept_task_is_answered_to_the_relay_ids() -> None:
     after = OriginalProtocol()
     after.resume([(begun.task_id, begun.command)])
     message = finished_message(begun.task_id, "x", Status.SUCCESS, {"runbooks": []})
-    frame = after.outgoing({**message, "msg_id": "m"}, "LIST_RUNBOOKS")
+    frame = after.outgoing({**message, "msg_id": "m"}, "LIST_RUNBOOKS", lambda v: v)
     assert frame is not None and (frame["task_id"], frame["room_id"]) == (99, [1])

@@ -18,13 +18,17 @@ FINISHED = {"event": "TASK_FINISHED", "msg_id": "f1", "room_id": "ops", "task_id
 ANONYMOUS = {**FINISHED, "task_id": None}
 
 
+def same(value: object) -> object:
+    return value
+
+
 def test_protocol_1_sends_every_message_as_made_and_frames_it_unchanged() -> None:
     wire = WireProtocol()
     assert (wire.says_hello, wire.acknowledged, wire.holds_approvals, wire.stores_wire_shape) == (
         True,
     ) * 3 + (False,)
     for message in (HELLO, REPORT, FINISHED):
-        assert wire.outgoing(message, None) is message
+        assert wire.carries(message) and wire.outgoing(message, None, same) is message
     assert wire.frame('{"a":1}') == '{"a":1}'
 
 
@@ -33,7 +37,7 @@ def test_protocol_1_sends_every_message_as_made_and_frames_it_unchanged() -> Non
     [
         (HELLO, logging.DEBUG, "has no AGENT_HELLO"),
         (REPORT, logging.INFO, "sends no reports"),
-        (ANONYMOUS, logging.WARNING, "cannot be answered"),
+        (ANONYMOUS, logging.WARNING, "cannot be addressed"),
     ],
 )
 def test_the_original_protocol_sends_only_finished_answers_and_says_why_not(
@@ -41,17 +45,31 @@ def test_the_original_protocol_sends_only_finished_answers_and_says_why_not(
 ) -> None:
     wire = OriginalProtocol()
     assert not (wire.says_hello or wire.acknowledged or wire.holds_approvals) and wire.stores_wire_shape
-    assert wire.outgoing(message, None) is None
+    assert wire.outgoing(message, None, same) is None
+    assert wire.carries(message) is (message["event"] == "TASK_FINISHED")
     assert wire.why_not_sent(message)[0] == level and says in wire.why_not_sent(message)[1]
 
 
 def test_the_original_protocol_frames_a_finished_answer_without_the_agents_msg_id() -> None:
     wire = OriginalProtocol()
-    stored = wire.outgoing(FINISHED, "RUN_RUNBOOK")
+    inbound = json.loads(
+        wire.inbound(json.dumps({"action": "RUN_RUNBOOK", "task_id": 1, "room_id": "10.0.0.1"}), 0).frame
+    )
+    key = inbound["task_id"]
+    stored = wire.outgoing(
+        {**FINISHED, "task_id": key}, "RUN_RUNBOOK", lambda v: "[IP]" if v == "10.0.0.1" else v
+    )
     assert stored is not None and stored["msg_id"] == "f1"
     sent = json.loads(wire.frame(json.dumps(stored)))
     assert set(sent) == {"event", "room_id", "task_id", "payload"} and sent["payload"]["status"] == "SUCCESS"
-    assert OriginalProtocol(reports=True).outgoing(REPORT, None) is not None  # [relay] v0_reports
+    assert (sent["task_id"], sent["room_id"]) == (1, "[IP]")  # the relay's ids, through the redactor
+    assert (
+        wire.outgoing({**FINISHED, "task_id": key}, "RUN_RUNBOOK", same) is None
+    )  # answered once: forgotten
+    reporting = OriginalProtocol(reports=True)
+    assert (
+        reporting.carries(REPORT) and reporting.outgoing(REPORT, None, same) is not None
+    )  # [relay] v0_reports
 
 
 def test_the_protocol_is_chosen_from_the_config(tmp_path: Path) -> None:

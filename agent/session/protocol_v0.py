@@ -160,7 +160,11 @@ def echo_action(action: str) -> str:
 
 
 def adapt(
-    message: dict[str, Any], action: str | None = None, reports: bool = False, address: Address | None = None
+    message: dict[str, Any],
+    action: str | None = None,
+    reports: bool = False,
+    address: Address | None = None,
+    redact: Callable[[Any], Any] = lambda value: value,
 ) -> dict[str, Any] | None:
     """The v0 frame (plus its outbox ``msg_id``) for one redacted protocol-1 message, or ``None`` to send nothing.
 
@@ -170,6 +174,8 @@ def adapt(
             handler's answer, such as INTERRUPTED or SHUTTING_DOWN).
         reports: push REPORTs, in the TASK_FINISHED shape, with ``task_id`` ``report-<msg_id>``.
         address: where a TASK_FINISHED goes: the command's ids as the relay sent them (:class:`Addressing`).
+        redact: applied to what the frame takes from elsewhere than ``message`` (the relay's ids, a refused action
+            as sent): the frame is then as redacted as ``message`` was, with no second pass over all of it.
 
     Returns:
         A dict with exactly ``event``, ``room_id``, ``task_id``, ``payload`` and ``msg_id``; or ``None`` when v0
@@ -190,7 +196,9 @@ def adapt(
         return None
     if address is None:
         return None
-    return _frame(address.room_id, address.task_id, finished_payload(payload, action), message["msg_id"])
+    shown = redact(action) if action is not None else None
+    return _frame(redact(address.room_id), redact(address.task_id), finished_payload(payload, shown),
+                  message["msg_id"])  # fmt: skip
 
 
 def _frame(room_id: Any, task_id: Any, payload: dict[str, Any], msg_id: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ result to the runtime, the core (``holds_approvals``) and the link.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +51,15 @@ class WireProtocol:
     def resume(self, tasks: Iterable[tuple[str, str | None]]) -> None:
         """After a restart, before the core settles them: the tasks the ledger kept, ``(task_id, packet JSON)``."""
 
-    def outgoing(self, message: dict[str, Any], action: str | None) -> dict[str, Any] | None:
-        """The message to store for the relay (already redacted), or None when this protocol has no such message."""
+    def carries(self, message: dict[str, Any]) -> bool:
+        """False when this protocol has no such message (asked before it is redacted and rendered for nothing)."""
+        return True
+
+    def outgoing(
+        self, message: dict[str, Any], action: str | None, redact: Callable[[Any], Any]
+    ) -> dict[str, Any] | None:
+        """The message to store for the relay, or None when this protocol has no such message. ``message`` is
+        redacted; whatever the result takes from elsewhere (an id, an action as sent) passes through ``redact``."""
         return message
 
     def why_not_sent(self, message: dict[str, Any]) -> tuple[int, str]:
@@ -84,10 +91,16 @@ class OriginalProtocol(WireProtocol):
     def resume(self, tasks: Iterable[tuple[str, str | None]]) -> None:
         self.addressing.resume(tasks)
 
-    def outgoing(self, message: dict[str, Any], action: str | None) -> dict[str, Any] | None:
+    def carries(self, message: dict[str, Any]) -> bool:
+        event = message.get("event")
+        return event == Event.TASK_FINISHED.value or (event == Event.REPORT.value and self.reports)
+
+    def outgoing(
+        self, message: dict[str, Any], action: str | None, redact: Callable[[Any], Any]
+    ) -> dict[str, Any] | None:
         final = message.get("event") == Event.TASK_FINISHED.value
         address = self.addressing.address(message.get("task_id"), final)
-        return protocol_v0.adapt(message, action, self.reports, address)
+        return protocol_v0.adapt(message, action, self.reports, address, redact)
 
     def why_not_sent(self, message: dict[str, Any]) -> tuple[int, str]:
         event = message.get("event")
@@ -113,5 +126,7 @@ class OriginalProtocol(WireProtocol):
 def wire_protocol(config: AgentConfig) -> WireProtocol:
     """The protocol ``[relay] protocol`` names."""
     if config.relay.protocol == "v0":
-        return OriginalProtocol(reports=config.relay.v0_reports, resends_unread=config.relay.v0_resend != "never")
+        return OriginalProtocol(
+            reports=config.relay.v0_reports, resends_unread=config.relay.v0_resend != "never"
+        )
     return WireProtocol()

@@ -192,6 +192,9 @@ class Link:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("< %s", frame[:2000])
             self._on_frame(frame)
+            # websockets hands over frames already received without suspending: without this, a burst of N
+            # commands is parsed, audited and recorded before the first one's task may start (and answer).
+            await asyncio.sleep(0)
 
     async def _write(self, ws: ClientConnection) -> None:
         """Send every unacknowledged message in order, then each new one as it is queued."""

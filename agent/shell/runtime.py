@@ -214,13 +214,15 @@ class AgentRuntime:
         if stored:
             redacted = message if self.wire.stores_wire_shape else self.redactor.redact_json(message)
         else:
-            redacted = self.outbound(message, action)
-            shaped = self.wire.outgoing(redacted, action)
-            if shaped is None:
-                self._not_sent(redacted, task_id)
+            if not self.wire.carries(message):  # v0: no HELLO, ACCEPTED, PENDING; reports only when asked for
+                self._not_sent(message, task_id)
                 return
-            if shaped is not redacted:  # reshaped for the protocol (v0 echoes the action): redacted again
-                redacted = self.redactor.redact_json(shaped)
+            # Reshaped for the protocol: v0 adds the relay's ids and the action as sent, through the redactor.
+            shaped = self.wire.outgoing(self.outbound(message, action), action, self.redactor.redact_json)
+            if shaped is None:
+                self._not_sent(message, task_id)
+                return
+            redacted = shaped
         if notice is not None:  # the coalesced cap notice, outside the cap (Outbox.put_notice)
             done = self._group.submit(lambda box: box.put_notice(redacted, notice))
         elif task_id is not None:
