@@ -115,7 +115,8 @@ def _nullcontext(value: dict[str, str]) -> Iterator[dict[str, str]]:
 
 
 class HealthServer:
-    """A real HTTP server with actuator-style endpoints: /up, /down, /503, /slow, /text, and /flip (settable)."""
+    """A real HTTP server with actuator-style endpoints: /up, /down, /503, /slow, /text, /html, /up-as-text, and /flip
+    (settable)."""
 
     def __init__(self) -> None:
         self.flip_status = "UP"
@@ -137,6 +138,14 @@ class HealthServer:
                 if self.path == "/503" or self.path == "/text":
                     payload = b"Service Unavailable" if self.path == "/503" else b"ok"
                     self.send_response(503 if self.path == "/503" else 200)
+                    self.send_header("Content-Type", "text/plain")
+                elif self.path == "/html":
+                    payload = b"<!doctype html><html><body><h1>Login</h1></body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                elif self.path == "/up-as-text":  # the health JSON under another Content-Type: still health
+                    payload = b'{"status": "UP"}'
+                    self.send_response(200)
                     self.send_header("Content-Type", "text/plain")
                 else:
                     payload = json.dumps(body).encode() if body else b"{}"

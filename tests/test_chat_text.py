@@ -240,8 +240,9 @@ timeout = 0.3
             assert word in answer["text"]
         await operator.command("FETCH_MES_QC", "m-3", date="2026-02-30")
         bad = (await operator.finished("m-3"))["payload"]
-        assert bad["error"]["code"] == "INVALID_ARGUMENTS" and "calendar date" in bad["error"]["message"]
-        assert ("실제 있는 날짜" in bad["text"]) == (language == "ko")
+        assert bad["error"]["code"] == "INVALID_ARGUMENTS" and "PostgreSQL reads" in bad["error"]["message"]
+        assert ("날짜/시간 값이 범위를 벗어남" in bad["text"]) == (language == "ko")
+        assert ("datetime field out of range" in bad["text"]) == (language == "en")
     finally:
         await app.stop()
 

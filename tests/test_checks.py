@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.catalog.store import Catalog
 from agent.checks import CheckStatus, notify_decision
@@ -100,10 +102,45 @@ url = "{health.url("/text")}"
     summary = {name: (r.status, r.message) for name, r in results.items()}
     assert summary == {
         "up": (OK, "HTTP 200, UP"), "down": (DOWN, "HTTP 503, status DOWN"), "unavailable": (DOWN, "HTTP 503"),
-        "slow": (DOWN, "timeout (no answer within 0.5 s)"), "refused": (DOWN, "connection refused"), "plain": (OK, "HTTP 200"),
+        "slow": (DOWN, "timeout (no answer within 0.5 s)"), "refused": (DOWN, "connection refused"),
+        "plain": (DOWN, "HTTP 200, not a health answer (no JSON status)"),
     }  # fmt: skip
     assert results["up"].data["health"] == {"status": "UP", "components": {"db": "UP", "disk": "UP"}}
     assert all("127.0.0.1" not in r.message for r in results.values())
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [("/html", DOWN, "HTTP 200, not a health answer (no JSON status)"),
+     ("/text", DOWN, "HTTP 200, not a health answer (no JSON status)"),
+     ("/up-as-text", OK, "HTTP 200, UP"), ("/up", OK, "HTTP 200, UP")],
+)  # fmt: skip
+async def test_one_verdict_on_a_health_answer_in_data_room_text_and_v0(
+    health: HealthServer, tmp_path: Path, path: str, status: CheckStatus, message: str
+) -> None:
+    """Issue 25: a WAS answering 200 with an HTML page had data DOWN (v0) and the room text ✅ 정상. The check
+    decides once (agent/checks/http.py, judge); the text and the v0 data follow it."""
+    from agent.actions.dispatch import _check_answer
+    from agent.chat.i18n import Chat
+    from agent.chat.render import render_finished
+    from agent.session.protocol import finished_message
+    from agent.session.protocol_v0 import finished_payload
+
+    config = write_config(tmp_path, f'[checks.was]\nkind = "http"\nurl = "{health.url(path)}"\n')
+    result = (await run_checks(config, {}, "was"))["was"]
+    assert (result.status, result.message) == (status, message)
+    assert (result.data.get("reason") == "NOT_HEALTH_JSON") == (status is DOWN)
+    answer = _check_answer({"was": result})
+    payload = json.loads(json.dumps(finished_message("t", "ops", answer.status, data=answer.data)["payload"]))
+    text = render_finished(Chat("ko"), payload, "CHECK_INTERNAL_WAS_STATUS")
+    v0 = finished_payload({**payload, "text": text}, "CHECK_INTERNAL_WAS_STATUS")
+    if status is DOWN:
+        assert payload["status"] == "FAIL" and payload["data"]["status"] == "DOWN"
+        assert "장애" in text and "정상" not in text and "✅" not in text
+        assert v0["data"] == {"status": "DOWN", "error": message}
+    else:
+        assert payload["status"] == "SUCCESS" and "✅" in text and "정상" in text
+        assert v0["data"]["status"] == "UP"
 
 
 async def test_disk_thresholds_on_a_real_path(tmp_path: Path) -> None:
@@ -227,12 +264,36 @@ query = "writes"
 def test_db_values_are_typed_and_never_formatted_into_sql() -> None:
     query = AgentConfig().db.query("mes_qc")
     assert query is not None and "%(date)s" in query.sql
-    assert dbcheck.bind(query, {"date": "2026-09-18"}) == {"date": __import__("datetime").date(2026, 9, 18)}
-    for hostile in ["2026-09-18'; DROP TABLE x;--", "2026-13-01", 20260918, None, "today'"]:
-        with pytest.raises(InvalidArguments):
+    # A date is the text as sent, for PostgreSQL to read (agent/checks/db.py, DateText): bound, never formatted in.
+    for text in [
+        "2026-09-18",
+        "2026/09/18",
+        "20260918",
+        "today",
+        "2026-09-18'; DROP TABLE x;--",
+        "2026-13-01",
+    ]:
+        bound = dbcheck.bind(query, {"date": text})["date"]
+        assert isinstance(bound, dbcheck.DateText) and bound == text
+    for hostile in [20260918, None, True, ["2026-09-18"], "x" * 65, "2026-09-18\x00", "\ud800"]:
+        with pytest.raises(InvalidArguments) as refused:
             dbcheck.bind(query, {"date": hostile})
+        assert "x" * 65 not in str(refused.value) and "\ud800" not in str(refused.value)
     with pytest.raises(InvalidArguments, match="unknown parameter"):
         dbcheck.bind(query, {"date": "2026-09-18", "extra": 1})
+
+
+@given(st.one_of(st.text(max_size=100), st.integers(), st.none(), st.booleans(), st.floats(allow_nan=False)))
+def test_a_date_text_is_refused_before_the_database_only_when_postgresql_could_never_get_it(
+    value: Any,
+) -> None:
+    """What goes to PostgreSQL: every string of at most 64 characters it can hold; the rest is refused, unechoed."""
+    problem = dbcheck.date_problem(value)
+    sendable = isinstance(value, str) and len(value) <= dbcheck.DATE_TEXT_MAX and "\x00" not in value
+    sendable = sendable and not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    assert (problem is None) == sendable
+    if problem is not None and isinstance(value, str) and len(value) > 3:
+        assert value not in str(problem)
 
 
 async def test_runbook_check_status_from_exit_codes(agent_home: Path) -> None:
@@ -338,16 +399,20 @@ def _accepted(sock: socket.socket) -> int:
         count += 1
 
 
-async def test_fetch_mes_qc_refuses_a_hostile_date_without_touching_the_database(tmp_path: Path) -> None:
+async def test_fetch_mes_qc_refuses_only_an_unsendable_date_without_touching_the_database(
+    tmp_path: Path,
+) -> None:
     sock, port = _listener()  # stands in for the database: counts every connection attempt
     try:
         config = write_config(tmp_path, "[db]\nconnect_timeout = 1\n")
         query = config.db.query("mes_qc")
         assert query is not None
-        with pytest.raises(InvalidArguments):
-            dbcheck.bind(query, {"date": "2026-09-18' OR '1'='1"})
+        for unsendable in ["2026-09-18" + " " * 60, "2026-09-18\x00", 20260918]:
+            with pytest.raises(InvalidArguments):
+                dbcheck.bind(query, {"date": unsendable})
         assert _accepted(sock) == 0
-        bound = dbcheck.bind(query, {"date": "2026-09-18"})
+        # Anything else is PostgreSQL's to read or refuse, bound as a parameter.
+        bound = dbcheck.bind(query, {"date": "2026-09-18' OR '1'='1"})
         with pytest.raises(dbcheck.QueryFailed):
             await dbcheck.query(query, bound, config.db, {"DB_HOST": "127.0.0.1", "DB_PORT": str(port)})
         assert _accepted(sock) == 1

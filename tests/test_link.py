@@ -139,10 +139,10 @@ async def test_list_runbooks_shows_what_this_room_may_run(
                 "action": "FETCH_MES_QC",
                 "task_id": "r8",
                 "room_id": "ops",
-                "params": {"date": "2026-09-18'; DROP TABLE tb_mes_wrk_prc_i;--"},
+                "params": {"date": "2026-09-18'; DROP TABLE tb_mes_wrk_prc_i;--" + " " * 64},
             },
             "INVALID_ARGUMENTS",
-            "date: must be a date written YYYY-MM-DD",
+            "date: must be a date written as text, at most 64 characters",
         ),
         (
             {"action": "CHECK_INTERNAL_WAS_STATUS", "task_id": "r9", "room_id": "ops"},

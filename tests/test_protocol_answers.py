@@ -226,26 +226,52 @@ async def test_list_runbooks_approve_and_reject_data_are_as_documented(
         await app.stop()
 
 
-async def test_fetch_mes_qc_today_is_resolved_and_echoed_as_a_date(
+async def test_fetch_mes_qc_dates_are_read_by_the_database_and_echoed_as_it_read_them(
     agent_home: Path, postgres: dict[str, str], operator: Operator, relay: Any
 ) -> None:
+    import psycopg2
+
     from tests.conftest import agent_environ
 
+    db = psycopg2.connect(host=postgres["DB_HOST"], port=int(postgres["DB_PORT"]), user=postgres["DB_USER"],
+                          dbname=postgres["DB_NAME"])  # fmt: skip
+    try:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT current_date::text, (current_date + 1)::text")
+            today, tomorrow = cursor.fetchone()
+    finally:
+        db.close()
     app = RunningApp.of(agent_home / "agent.toml", agent_environ(relay, **postgres))
     try:
         await asyncio.wait_for(relay.agent_connected.wait(), 10)
         await operator.command("FETCH_MES_QC", "d-1", date="today")
-        await operator.command("FETCH_MES_QC", "d-2", date="2026-09-18")
+        await operator.command("FETCH_MES_QC", "d-2", date="2026/09/18")
         await operator.command("FETCH_MES_QC", "d-3")
         await operator.command("FETCH_MES_QC", "d-4", date="tomorrow")
-        today = (await operator.finished("d-1"))["payload"]["data"]["date"]
-        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", today)
+        await operator.command("FETCH_MES_QC", "d-5", date="20260918")
+        await operator.command("FETCH_MES_QC", "d-6", date="the day after")
+        assert (await operator.finished("d-1"))["payload"]["data"][
+            "date"
+        ] == today  # the database's current_date
         assert (await operator.finished("d-2"))["payload"]["data"]["date"] == "2026-09-18"
         assert (await operator.finished("d-3"))["payload"]["data"]["date"] == today
-        refused = (await operator.finished("d-4"))["payload"]
-        assert (
-            refused["error"]["code"] == "INVALID_ARGUMENTS" and "tomorrow" not in refused["error"]["message"]
+        assert (await operator.finished("d-4"))["payload"]["data"]["date"] == tomorrow
+        compact = (await operator.finished("d-5"))["payload"]["data"]
+        assert (compact["date"], compact["row_count"], compact["total"]) == ("2026-09-18", 10, 15)
+        refused = (await operator.finished("d-6"))["payload"]
+        assert refused["error"]["code"] == "INVALID_ARGUMENTS" and "day after" not in json.dumps(refused)
+        assert refused["error"]["message"] == (
+            "date: not a date PostgreSQL reads (SQLSTATE 22007: invalid datetime format)"
         )
+        assert (
+            "PostgreSQL이 날짜로 인식하지 못하는 값 (SQLSTATE 22007: 날짜/시간 형식 오류)" in refused["text"]
+        )
+        # TASK_ACCEPTED, sent once the database read the date, names the day; none for the refused one.
+        accepted = {e["task_id"]: e["payload"] for e in operator.events if e.get("event") == "TASK_ACCEPTED"}
+        assert accepted["d-2"]["date"] == "2026-09-18" and accepted["d-3"]["date"] == today
+        assert "d-6" not in accepted
+        await operator.command("LIST_RUNBOOKS", "after")
+        assert (await operator.finished("after"))["payload"]["status"] == "SUCCESS"
     finally:
         await app.stop()
 

@@ -10,7 +10,6 @@ What the v0 relay knows: it sends ``{"action", "params", "task_id", "room_id"}``
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import hmac
 import json
@@ -24,7 +23,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg2
 import pytest
@@ -97,8 +95,8 @@ class V0Relay:
 
 
 class SwitchableHealth:
-    """A real HTTP server on loopback: ``up`` answers actuator JSON, ``hang`` accepts and never answers, ``down``
-    closes the listening socket (connections are refused)."""
+    """A real HTTP server on loopback: ``up`` answers actuator JSON, ``html`` a 200 web page, ``hang`` accepts and
+    never answers, ``down`` closes the listening socket (connections are refused)."""
 
     def __init__(self) -> None:
         self.mode = "up"
@@ -114,6 +112,13 @@ class SwitchableHealth:
         await reader.readuntil(b"\r\n\r\n")
         if self.mode == "hang":
             self.hung.append(writer)
+            return
+        if self.mode == "html":  # a WAS (or a proxy before it) answering 200 with a page, not the health JSON
+            page = b"<html><body><h1>Welcome</h1></body></html>"
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: "
+                         + str(len(page)).encode() + b"\r\nConnection: close\r\n\r\n" + page)  # fmt: skip
+            await writer.drain()
+            writer.close()
             return
         body = json.dumps({"status": "UP", "components": {
             "db": {"status": "UP", "details": {"database": "PostgreSQL", "url": "jdbc:postgresql://10.1.2.3/mes"}},
@@ -131,8 +136,19 @@ class SwitchableHealth:
         await self.server.wait_closed()
 
 
-def kst_today() -> dt.date:
-    return dt.datetime.now(ZoneInfo("Asia/Seoul")).date()
+def db_today(env: dict[str, str]) -> str:
+    """The database's current_date (its session's timezone), as FETCH_MES_QC's ``today`` is."""
+    db = psycopg2.connect(
+        host=env["DB_HOST"], port=int(env["DB_PORT"]), user=env["DB_USER"], dbname=env["DB_NAME"]
+    )
+    try:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT current_date::text")
+            row = cursor.fetchone()
+    finally:
+        db.close()
+    assert row is not None
+    return str(row[0])
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +159,15 @@ def mes_db() -> Any:
                               dbname=env["DB_NAME"])  # fmt: skip
         with db, db.cursor() as cursor:
             rows = [("2026-09-20", "N1", "no time", None), ("2026-09-20", "A1", "first", "2026-09-20 08:00:00"),
-                    ("2026-09-20", "B2", "second", "2026-09-20 09:30:00"),
-                    (kst_today().isoformat(), "T1", "today's", f"{kst_today().isoformat()} 07:00:00")]  # fmt: skip
+                    ("2026-09-20", "B2", "second", "2026-09-20 09:30:00")]  # fmt: skip
             cursor.executemany(
                 "INSERT INTO tb_mes_wrk_prc_i (work_date, prc_code, err_msg, reg_date) VALUES (%s, %s, %s, %s)",
                 rows,
+            )
+            # Today as the database counts it (its session's timezone), which is what FETCH_MES_QC's "today" is.
+            cursor.execute(
+                "INSERT INTO tb_mes_wrk_prc_i (work_date, prc_code, err_msg, reg_date) "
+                "VALUES (current_date, 'T1', 'today''s', current_date + time '07:00')"
             )
         db.close()
         yield env
@@ -206,9 +226,12 @@ async def v0(
                 await health.go_down()
 
 
-async def test_v0_relay_gets_exactly_the_original_answers(v0: tuple[V0Relay, SwitchableHealth, Path]) -> None:
+async def test_v0_relay_gets_exactly_the_original_answers(
+    v0: tuple[V0Relay, SwitchableHealth, Path], mes_db: dict[str, str]
+) -> None:
     relay, health, home = v0
-    # FETCH_MES_QC: the rows, exactly four keys, newest first, NULL last, at most 10; internal addresses masked.
+    # FETCH_MES_QC: the rows, exactly four keys, ORDER BY reg_date DESC (NULL first, as PostgreSQL puts it), at most
+    # 10; internal addresses masked.
     await relay.command("FETCH_MES_QC", "qc-1", date="2026-09-18")
     qc = await relay.answer("qc-1")
     assert qc["payload"]["status"] == "SUCCESS"
@@ -219,15 +242,19 @@ async def test_v0_relay_gets_exactly_the_original_answers(v0: tuple[V0Relay, Swi
     assert all(r["work_date"] == "2026-09-18" for r in rows)
     assert not any("10.20.30." in r["err_msg"] for r in rows)
     await relay.command("FETCH_MES_QC", "qc-2", date="2026-09-20")
-    assert [r["prc_code"] for r in (await relay.answer("qc-2"))["payload"]["data"]] == ["B2", "A1", "N1"]
-    await relay.command("FETCH_MES_QC", "qc-3")  # no date: today in the agent's timezone (KST)
+    assert [r["prc_code"] for r in (await relay.answer("qc-2"))["payload"]["data"]] == ["N1", "B2", "A1"]
+    await relay.command("FETCH_MES_QC", "qc-3")  # no date: today as the database counts it (its current_date)
     await relay.command("FETCH_MES_QC", "qc-4", date="today")
     for task in ("qc-3", "qc-4"):
         answer = (await relay.answer(task))["payload"]
-        assert [r["prc_code"] for r in answer["data"]] == ["T1"] and answer["date"] == kst_today().isoformat()
+        assert [r["prc_code"] for r in answer["data"]] == ["T1"] and answer["date"] == db_today(mes_db)
     await relay.command("FETCH_MES_QC", "qc-5", date="2026-02-30")
     bad = (await relay.answer("qc-5"))["payload"]
-    assert bad["status"] == "FAIL" and "date" in bad["data"]["error"]
+    assert bad["status"] == "FAIL" and bad["code"] == "INVALID_ARGUMENTS"
+    assert bad["data"]["error"].startswith("date: not a date PostgreSQL reads (SQLSTATE 22008")
+    await relay.command("FETCH_MES_QC", "qc-6", date="2026/09/20")  # PostgreSQL reads it: so did the original
+    slashes = (await relay.answer("qc-6"))["payload"]
+    assert [r["prc_code"] for r in slashes["data"]] == ["N1", "B2", "A1"] and slashes["date"] == "2026-09-20"
 
     # CHECK_INTERNAL_WAS_STATUS: the WAS's own JSON (no address), then 타임아웃, then 연결 거부.
     await relay.command("CHECK_INTERNAL_WAS_STATUS", "was-up")
@@ -235,6 +262,13 @@ async def test_v0_relay_gets_exactly_the_original_answers(v0: tuple[V0Relay, Swi
     assert up["status"] == "SUCCESS" and up["data"]["status"] == "UP"
     assert up["data"]["components"]["db"] == {"status": "UP", "details": {"database": "PostgreSQL"}}
     assert up["data"]["components"]["diskSpace"]["details"] == {"total": 100, "free": 60}
+    # HTTP 200 with an HTML page: not the health JSON, so DOWN, in data and in the room text alike (issue 25).
+    health.mode = "html"
+    await relay.command("CHECK_INTERNAL_WAS_STATUS", "was-html")
+    page = (await relay.answer("was-html"))["payload"]
+    assert page["data"] == {"status": "DOWN", "error": "HTTP 200, not a health answer (no JSON status)"}
+    assert "장애" in page["text"] and "정상" not in page["text"] and "✅" not in page["text"]
+    assert "헬스 체크 응답이 아님" in page["text"]
     health.mode = "hang"
     await relay.command("CHECK_INTERNAL_WAS_STATUS", "was-hang")
     assert (await relay.answer("was-hang"))["payload"] == {**_keep_text(relay, "was-hang"), "status": "SUCCESS",

@@ -10,7 +10,6 @@ turns into a FAIL with a code and a short message that echoes no raw input. Runb
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from agent.actions import approvals, console
-from agent.chat.i18n import DEFAULT_TIMEZONE, Msg, i18n_json, message_of
+from agent.chat.i18n import Msg, i18n_json, message_of
 from agent.checks import CheckResult, CheckStatus, db, disk, worst
 from agent.config.schema import DiskCheck
 from agent.errors import (
@@ -266,11 +264,17 @@ async def check_was_status(ctx: TaskContext) -> Answer[CheckResults] | Answer[Re
     return await _run_checks(ctx, [name])
 
 
-async def check_disk_space(ctx: TaskContext) -> Answer[CheckResults]:
-    config = ctx.parts.config
+def disk_space_checks(config: AgentConfig) -> list[str]:
+    """The checks CHECK_DISK_SPACE runs: ``[actions] disk_space_checks``, else every disk check (may be none)."""
     names = config.actions.disk_space_checks
     if names is None:
         names = [n for n, c in config.checks.items() if isinstance(c, DiskCheck)]
+    return names
+
+
+async def check_disk_space(ctx: TaskContext) -> Answer[CheckResults]:
+    config = ctx.parts.config
+    names = disk_space_checks(config)
     if not names:
         # None configured: the agent PC's own system drive (C:\ on Windows, / elsewhere).
         ctx.accept({"checks": [SYSTEM_DRIVE]})
@@ -290,29 +294,26 @@ def system_drive() -> Path:
     return Path("/")
 
 
-def agent_today(config: AgentConfig) -> dt.date:
-    """Today's date in the agent's timezone (``[chat] timezone``, default Asia/Seoul): what ``today`` means."""
-    chat = getattr(config, "chat", None)
-    name = getattr(chat, "timezone", None) or DEFAULT_TIMEZONE
-    return dt.datetime.now(ZoneInfo(name)).date()
-
-
 async def fetch_mes_qc(ctx: TaskContext) -> Answer[QueryRows] | Answer[Refused]:
-    """``params``: ``date`` (YYYY-MM-DD). Runs the fixed MES QC query for that day."""
+    """``params``: ``date``, text PostgreSQL reads as a date (``2026-09-18``, ``2026/09/18``, ``20260918``, ``today``,
+    ``yesterday``…); absent: ``today``, the database's current_date. Runs the fixed MES QC query for that day."""
     config = ctx.parts.config
     query = config.db.query(config.actions.mes_qc_query)
     if query is None:
         return Answer.fail(ErrorCode.NOT_AVAILABLE, Msg("the MES QC query is not configured"))
-    params = ctx.command.params
-    # No date: today, in the agent's timezone. InvalidArguments before any connection is made.
-    bound = db.bind(query, {"date": params.get("date") or "today"}, today=agent_today(config))
-    day = bound.get("date")
-    day = day.isoformat() if isinstance(day, dt.date) else params.get("date")
-    ctx.accept({"date": day})
+    sent = ctx.command.params.get("date")
+    # Refused here only what could never reach PostgreSQL (InvalidArguments); what it reads is its business.
+    bound = db.bind(query, {"date": "today" if sent is None else sent})
+
+    def read(dates: dict[str, str]) -> None:
+        ctx.accept({"date": dates.get("date", sent)})
+
     try:
-        result = await db.query(query, bound, config.db, ctx.parts.checks.environ)
+        result = await db.query(query, bound, config.db, ctx.parts.checks.environ, on_dates=read)
     except db.QueryFailed as exc:
         return Answer.fail(ErrorCode.CHECK_FAILED, exc.message)
+    # The day the database queried, in its words; a query whose date is a plain string: the text as sent.
+    day = result.dates.get("date", sent)
     # Honest counts: "total" from the query's bounded count_sql (the built-in mes_qc has one), else unknown.
     return Answer(Status.SUCCESS, QueryRows(date=day, rows=result.rows, row_count=len(result.rows),
                                             truncated=result.truncated, total=result.total,

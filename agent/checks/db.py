@@ -4,6 +4,10 @@ Values are converted to their declared type (:func:`bind`) and bound by psycopg2
 query runs in its own read-only transaction with ``statement_timeout`` and ``connect_timeout``, returns at most
 ``max_rows`` rows, and turns dates, decimals and bytes into JSON. Where to connect comes from DB_HOST, DB_PORT,
 DB_USER, DB_PASSWORD and DB_NAME; error messages never carry the address.
+
+A ``date`` parameter is the text as the request wrote it, read by PostgreSQL (:class:`DateText`): ``today`` is the
+database session's day, not the agent's, and a text PostgreSQL does not read is refused with its SQLSTATE in words
+(:func:`resolve_dates`) before the query runs.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import decimal
 import re
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.chat.i18n import Msg, nmsg
@@ -26,12 +30,73 @@ from agent.errors import InvalidArguments
 
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg2
+    import psycopg2.extensions
 
 DB_ENV = ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME")
 
 
-def bind(query: DbQuery, values: Mapping[str, Any], today: dt.date | None = None) -> dict[str, Any]:
+#: The longest date text passed to PostgreSQL; a longer one is refused before any connection is made.
+DATE_TEXT_MAX = 64
+
+
+class DateText(str):
+    """A ``date`` parameter as the request wrote it, bound as ``'<text>'::date``: PostgreSQL's own date input reads
+    it (``2026-09-18``, ``2026/09/18``, ``20260918``, ``today``, ``yesterday``…, in the server's DateStyle order and
+    the session's TimeZone), exactly what the original agent's ``work_date = %s`` with the text did to a date column.
+    The cast keeps the parameter a date wherever a query uses it (``%(day)s + 1``)."""
+
+    __slots__ = ()
+
+    def __conform__(self, protocol: object) -> _DateLiteral | None:
+        import psycopg2.extensions
+
+        return _DateLiteral(str(self)) if protocol is psycopg2.extensions.ISQLQuote else None
+
+
+class _DateLiteral:
+    """psycopg2's adapter of :class:`DateText`: the quoted string (quoted by psycopg2 itself), then ``::date``."""
+
+    def __init__(self, text: str) -> None:
+        import psycopg2.extensions
+
+        self._quoted = psycopg2.extensions.QuotedString(text)
+
+    def prepare(self, connection: object) -> None:
+        self._quoted.prepare(connection)
+
+    def getquoted(self) -> bytes:
+        return bytes(self._quoted.getquoted()) + b"::date"
+
+
+def date_problem(value: object) -> str | None:
+    """Why ``value`` cannot go to PostgreSQL as a date text (None: it can; PostgreSQL decides whether it reads it).
+
+    Only what could never reach it is refused here: not a string, longer than :data:`DATE_TEXT_MAX`, or a character
+    a PostgreSQL text cannot hold (NUL, a lone surrogate). The message never contains the value.
+    """
+    if not isinstance(value, str) or len(value) > DATE_TEXT_MAX:
+        return Msg("must be a date written as text, at most {max} characters", max=DATE_TEXT_MAX)
+    if "\x00" in value or not _encodable(value):
+        return Msg(
+            "not a date PostgreSQL reads (SQLSTATE {code}: {condition})",
+            code="22021",
+            condition=Msg("character not in repertoire"),
+        )
+    return None
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def bind(query: DbQuery, values: Mapping[str, Any]) -> dict[str, Any]:
     """Convert request values to the query's declared parameter types.
+
+    A ``date`` becomes a :class:`DateText`: PostgreSQL reads it (see :func:`resolve_dates`), not the agent.
 
     Raises:
         InvalidArguments: a missing, unknown or ill-typed value (the value itself is not echoed).
@@ -47,16 +112,11 @@ def bind(query: DbQuery, values: Mapping[str, Any], today: dt.date | None = None
         if value is None:
             problems.append((name, Msg("required")))
         elif kind == "date":
-            day = today or dt.date.today()
-            if value in ("today", "yesterday"):
-                bound[name] = day if value == "today" else day - dt.timedelta(days=1)
-            elif isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
-                try:
-                    bound[name] = dt.date.fromisoformat(value)
-                except ValueError:
-                    problems.append((name, Msg("must be a real calendar date (YYYY-MM-DD)")))
+            problem = date_problem(value)
+            if problem is None:
+                bound[name] = DateText(value)
             else:
-                problems.append((name, Msg("must be a date written YYYY-MM-DD")))
+                problems.append((name, problem))
         elif kind == "integer":
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63:
                 bound[name] = value
@@ -64,7 +124,7 @@ def bind(query: DbQuery, values: Mapping[str, Any], today: dt.date | None = None
                 bound[name] = int(value)
             else:
                 problems.append((name, Msg("must be an integer")))
-        elif isinstance(value, str) and len(value) <= 256 and "\x00" not in value:
+        elif isinstance(value, str) and len(value) <= 256 and "\x00" not in value and _encodable(value):
             bound[name] = value
         else:
             problems.append((name, Msg("must be a string of at most 256 characters")))
@@ -100,6 +160,8 @@ class QueryResult:
     #: How many rows match in all, when the query has a ``count_sql`` (capped at COUNT_LIMIT: ``total_at_least``).
     total: int | None = None
     total_at_least: bool = False
+    #: Each ``date`` parameter as the database read it, in its own words (``2026-09-18``; ``infinity``).
+    dates: dict[str, str] = field(default_factory=dict)
 
 
 class QueryFailed(Exception):
@@ -107,6 +169,26 @@ class QueryFailed(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+#: SQLSTATEs of PostgreSQL's date input, in words (others: psycopg2's name of the code).
+DATE_CONDITIONS = {
+    "22007": Msg("invalid datetime format"),
+    "22008": Msg("datetime field out of range"),
+    "22009": Msg("invalid time zone displacement"),
+    "22021": Msg("character not in repertoire"),
+    "22023": Msg("invalid parameter value"),
+}
+
+
+def date_refused(code: str) -> str:
+    """The problem of a date text PostgreSQL refused with ``code``: it does not read it, and why, in words."""
+    condition: str | None = DATE_CONDITIONS.get(code)
+    if condition is None:
+        import psycopg2.errorcodes
+
+        condition = (psycopg2.errorcodes.lookup(code) or "data exception").lower().replace("_", " ")
+    return Msg("not a date PostgreSQL reads (SQLSTATE {code}: {condition})", code=code, condition=condition)
 
 
 def _classify(exc: psycopg2.Error, settings: DbConfig) -> QueryFailed:
@@ -136,12 +218,9 @@ def _classify(exc: psycopg2.Error, settings: DbConfig) -> QueryFailed:
     return QueryFailed(CheckStatus.ERROR, Msg("the query failed (SQLSTATE {code})", code=code))
 
 
-def _execute(
-    query: DbQuery, params: dict[str, Any], settings: DbConfig, env: Mapping[str, str]
-) -> QueryResult:
-    # Imported on first use: an agent without DB checks never loads libpq (about 10 MiB).
+def _connect(settings: DbConfig, env: Mapping[str, str]) -> psycopg2.extensions.connection:
+    """A read-only session under the DB timeouts, reading dates and timestamps leniently (:func:`_lenient_dates`)."""
     import psycopg2
-    import psycopg2.extensions
 
     try:
         connection = psycopg2.connect(
@@ -159,7 +238,73 @@ def _execute(
         raise _classify(exc, settings) from None
     try:
         connection.set_session(readonly=True, autocommit=False)
+        _lenient_dates(connection)
+    except psycopg2.Error as exc:
+        connection.close()
+        raise _classify(exc, settings) from None
+    return connection
+
+
+def _lenient_dates(connection: psycopg2.extensions.connection) -> None:
+    """Dates and timestamps Python cannot hold (``infinity``, BC, year 10000 and later) come back as the database's
+    own text instead of failing the whole answer."""
+    import psycopg2.extensions as ext
+
+    def lenient(base: Any) -> Any:
+        def cast(value: str | None, cursor: Any) -> Any:
+            if value is None or value.endswith("infinity"):
+                return value
+            try:
+                return base(value, cursor)
+            except ValueError:
+                return value
+
+        return cast
+
+    for oid, base, name in ((1082, ext.DATE, "DATE"), (1114, ext.PYDATETIME, "TIMESTAMP"),
+                            (1184, ext.PYDATETIMETZ, "TIMESTAMPTZ")):  # fmt: skip
+        ext.register_type(ext.new_type((oid,), f"GUARDIA_{name}", lenient(base)), connection)
+
+
+def resolve_dates(cursor: psycopg2.extensions.cursor, params: Mapping[str, Any]) -> dict[str, str]:
+    """Each :class:`DateText` parameter as the database reads it (in its own words, under ``DateStyle`` ISO).
+
+    Runs in the query's transaction, so ``today`` here is the ``today`` the query sees.
+
+    Raises:
+        InvalidArguments: PostgreSQL refused one (SQLSTATE class 22), with the code in words; never the value.
+    """
+    import psycopg2
+
+    dates: dict[str, str] = {}
+    for name, value in params.items():
+        if not isinstance(value, DateText):
+            continue
+        try:
+            cursor.execute("SELECT (%s)::text", (value,))
+        except psycopg2.DataError as exc:
+            raise InvalidArguments([(name, date_refused(exc.pgcode or "22000"))]) from None
+        row = cursor.fetchone()
+        dates[name] = str(row[0]) if row else str(value)
+    return dates
+
+
+def _execute(
+    query: DbQuery,
+    params: dict[str, Any],
+    settings: DbConfig,
+    env: Mapping[str, str],
+    on_dates: Callable[[dict[str, str]], None] | None = None,
+) -> QueryResult:
+    # Imported on first use: an agent without DB checks never loads libpq (about 10 MiB).
+    import psycopg2
+
+    connection = _connect(settings, env)
+    try:
         with connection.cursor() as cursor:
+            dates = resolve_dates(cursor, params)
+            if on_dates is not None:
+                on_dates(dates)
             cursor.execute(query.sql, params)
             columns = [c.name for c in cursor.description or []]
             fetched = cursor.fetchmany(settings.max_rows + 1) if cursor.description else []
@@ -181,14 +326,70 @@ def _execute(
             min(total, COUNT_LIMIT), len(fetched)
         )  # what was fetched did match, whatever the count said
         truncated = truncated or total > len(rows)
-    return QueryResult(columns, rows, truncated, total, at_least)
+    return QueryResult(columns, rows, truncated, total, at_least, dates)
+
+
+def _probe(query: DbQuery, params: dict[str, Any], settings: DbConfig, env: Mapping[str, str]) -> None:
+    import psycopg2
+    import psycopg2.errorcodes
+
+    connection = _connect(settings, env)
+    try:
+        with connection.cursor() as cursor:
+            resolve_dates(cursor, params)
+            # The query as a subquery that returns no row: the tables, columns and rights it needs, nothing read. The
+            # SQL is the config's own fixed text; the values stay bound.
+            wrapped = f"SELECT * FROM (\n{query.sql.strip().rstrip(';')}\n) AS readiness LIMIT 0"  # noqa: S608
+            cursor.execute(wrapped, params)
+        connection.rollback()
+    except psycopg2.Error as exc:
+        failed = _classify(exc, settings)
+        words = psycopg2.errorcodes.lookup(exc.pgcode) if exc.pgcode else None
+        detail = f": {words.lower().replace('_', ' ')}" if words else ""
+        raise QueryFailed(failed.status, f"{failed.message}{detail}") from None
+    finally:
+        connection.close()
+
+
+async def probe(query: DbQuery, params: dict[str, Any], settings: DbConfig, env: Mapping[str, str]) -> None:
+    """Whether ``query`` can run: connect under the DB timeouts and run it with ``LIMIT 0`` (reads no row).
+
+    Raises:
+        QueryFailed: it cannot (the SQLSTATE's name appended in words); InvalidArguments: a date it does not read.
+    """
+    await asyncio.to_thread(_probe, query, params, settings, env)
 
 
 async def query(
-    query: DbQuery, params: dict[str, Any], settings: DbConfig, env: Mapping[str, str]
+    query: DbQuery,
+    params: dict[str, Any],
+    settings: DbConfig,
+    env: Mapping[str, str],
+    on_dates: Callable[[dict[str, str]], None] | None = None,
 ) -> QueryResult:
-    """Run a bound query. Raises QueryFailed (status and a room-safe message)."""
-    return await asyncio.to_thread(_execute, query, params, settings, env)
+    """Run a bound query. Raises QueryFailed (status and a room-safe message), or InvalidArguments when PostgreSQL
+    does not read a date parameter.
+
+    ``on_dates``: called on the event loop with :attr:`QueryResult.dates` once the database has read the dates,
+    before the query itself runs (FETCH_MES_QC's TASK_ACCEPTED names the day); never after this call was cancelled.
+    """
+    if on_dates is None:
+        return await asyncio.to_thread(_execute, query, params, settings, env)
+    loop = asyncio.get_running_loop()
+    callback = on_dates
+    waiting = True
+
+    def deliver(dates: dict[str, str]) -> None:
+        if waiting:  # queued before the thread's result, so it runs first unless the caller was cancelled
+            callback(dates)
+
+    def hook(dates: dict[str, str]) -> None:
+        loop.call_soon_threadsafe(deliver, dates)
+
+    try:
+        return await asyncio.to_thread(_execute, query, params, settings, env, hook)
+    finally:
+        waiting = False
 
 
 async def run(spec: DbCheck, settings: DbConfig, env: Mapping[str, str]) -> CheckResult:

@@ -2,7 +2,8 @@
 
 A health endpoint that does not answer is DOWN with ``data["reason"]`` saying why, in the words the original agent
 used in chat: ``CONNECTION_REFUSED`` (연결 거부: nothing listens, the host said so at once) apart from ``TIMEOUT``
-(타임아웃: no connection, or no answer, within the timeout), and ``CONNECT_FAILED``/``TLS_FAILED`` for the rest.
+(타임아웃: no connection, or no answer, within the timeout), and ``CONNECT_FAILED``/``TLS_FAILED`` for the rest. One that
+answers is judged by :func:`judge`: only the health JSON saying UP is OK.
 """
 
 from __future__ import annotations
@@ -51,13 +52,27 @@ def _get(spec: HttpCheck) -> CheckResult:
     finally:
         session.close()
     duration = time.monotonic() - started
-    data: dict[str, Any] = {"http_status": response.status_code}
-    health: Any = None
-    if "json" in response.headers.get("Content-Type", ""):
-        try:
-            health = response.json()
-        except ValueError:
-            health = None
+    return judge(response.status_code, _health_json(response), duration)
+
+
+def _health_json(response: Any) -> Any:
+    """The answer's JSON whatever its Content-Type says (the original agent read ``r.json()``), or None."""
+    try:
+        return response.json()
+    except (ValueError, RecursionError):  # not JSON (an HTML page, a bare "ok"), or nested beyond reason
+        return None
+
+
+def judge(code: int, health: Any, duration: float = 0.0) -> CheckResult:
+    """The one verdict on a health answer, which every rendering of it follows (``data``, the room text, v0).
+
+    OK only for an answer below 400 that is a JSON object with ``"status": "UP"``. Anything else is DOWN: 400 and
+    above; another ``status``; and an answer without the health JSON at all (an HTML page, a login redirect, a bare
+    ``ok``, JSON without ``status``), ``data.reason`` ``NOT_HEALTH_JSON``: a health endpoint that does not say
+    its health has not said the WAS is up.
+    """
+    data: dict[str, Any] = {"http_status": code}
+    has_status = isinstance(health, dict) and "status" in health
     if isinstance(health, dict):
         data["body"] = health_body(health)
         data["health"] = {"status": health.get("status")}
@@ -67,15 +82,21 @@ def _get(spec: HttpCheck) -> CheckResult:
                 str(name): part.get("status") for name, part in components.items() if isinstance(part, dict)
             }
     reported = data.get("health", {}).get("status")
-    if response.status_code >= 400:
-        message = (Msg("HTTP {code}, status {status}", code=response.status_code, status=str(reported)) if reported
-                   else Msg("HTTP {code}", code=response.status_code))  # fmt: skip
+    if code >= 400:
+        message = (Msg("HTTP {code}, status {status}", code=code, status=str(reported)) if reported
+                   else Msg("HTTP {code}", code=code))  # fmt: skip
         return CheckResult(CheckStatus.DOWN, message, data, duration)
-    if reported is not None and reported != "UP":
+    if not has_status:
+        data["reason"] = "NOT_HEALTH_JSON"
+        return CheckResult(
+            CheckStatus.DOWN,
+            Msg("HTTP {code}, not a health answer (no JSON status)", code=code),
+            data,
+            duration,
+        )
+    if reported != "UP":
         return CheckResult(CheckStatus.DOWN, Msg("status {status}", status=str(reported)), data, duration)
-    message = (Msg("HTTP {code}, UP", code=response.status_code) if reported
-               else Msg("HTTP {code}", code=response.status_code))  # fmt: skip
-    return CheckResult(CheckStatus.OK, message, data, duration)
+    return CheckResult(CheckStatus.OK, Msg("HTTP {code}, UP", code=code), data, duration)
 
 
 #: Keys of a health answer that name where something is (dropped from ``body``; redaction masks the rest).

@@ -28,6 +28,7 @@ from agent.errors import ConfigError
 # requests or psycopg2 (benchmarks/bench_process.py).
 if TYPE_CHECKING:  # pragma: no cover
     from agent.checks import CheckResult
+    from agent.config.schema import AgentConfig
 
 
 # -- agent run ----------------------------------------------------------------------------------------------
@@ -217,13 +218,21 @@ def config_group() -> None:
 
 
 @config_group.command()
+@click.option("--before-start", is_flag=True, help="What the service runs before each start: try no connection, "
+              "and fail only for what would keep 'agent run' from starting (exit 2). What the agent reports by itself "
+              "once running (a catalog problem, an original action not ready in v0 mode) is listed, exit 0: a WAS or "
+              "database that is down must not keep the agent that reports it from starting.")  # fmt: skip
 @click.pass_context
-def check(ctx: click.Context) -> None:
+def check(ctx: click.Context, before_start: bool) -> None:
     """Validate the config and everything it points to; list every problem at once (exit 2 if any; 1 when it
-    would start but a runbook of the catalog would not run).
+    would start but a runbook of the catalog would not run, or, with [relay] protocol = "v0", one of the original
+    agent's three actions would not work).
 
     The same check 'agent run' makes before it starts: relay URL and token, files and keys, redaction rules,
-    cron lines, the catalog against its lock, and every runbook check against the catalog and inventory.
+    cron lines, the catalog against its lock, and every runbook check against the catalog and inventory. In v0
+    mode also FETCH_MES_QC (DB_* set, the table readable), CHECK_INTERNAL_WAS_STATUS (a WAS http check that
+    answers) and CHECK_DISK_SPACE (the disk paths exist), each tried under its own timeouts (with --before-start,
+    only what the config and environment say: no connection).
     """
     config = config_of(ctx)
     found = prepare_or_exit(config)
@@ -234,8 +243,32 @@ def check(ctx: click.Context) -> None:
         f"agent {config.agent_id}, {hosts} host(s), {runnable} runnable runbook(s), "
         f"{len(config.checks)} check(s), {len(config.schedules)} schedule(s)"
     )
+    problems = []
     if report is not None and report.problems:  # the agent would start, but not everything would run
-        click.echo(f"NOT OK: {summary}; {len(report.problems)} catalog problem(s) above: "
-                   "'agent runbooks verify' says what to fix", err=True)  # fmt: skip
+        problems.append(
+            f"{len(report.problems)} catalog problem(s) above: 'agent runbooks verify' says what to fix"
+        )
+    if config.relay.protocol == "v0":
+        not_ready = _v0_readiness(config, offline=before_start)
+        if not_ready:
+            problems.append(f"{not_ready} of the original agent's 3 actions not ready in v0 mode (above)")
+    if problems and before_start:
+        click.echo(f"OK to start: {summary}; it will report: " + "; ".join(problems), err=True)
+        return
+    if problems:
+        click.echo(f"NOT OK: {summary}; " + "; ".join(problems), err=True)
         sys.exit(EXIT_FAILED)
     click.echo(f"OK: {summary}")
+
+
+def _v0_readiness(config: AgentConfig, offline: bool) -> int:
+    """Print whether each original action would work (ready on stdout, not ready on stderr); how many would not."""
+    from agent.actions.readiness import v0_readiness
+
+    results = asyncio.run(v0_readiness(config, environment_of(config).environ, connect=not offline))
+    for result in results:
+        if result.ready:
+            click.echo(f"v0 {result.action}: ready ({result.why})")
+        else:
+            click.echo(f"error: v0 {result.action}: not ready: {result.why}", err=True)
+    return sum(1 for r in results if not r.ready)

@@ -345,7 +345,7 @@ Group={user}
 WorkingDirectory={app}
 # EXTERNAL_WS_URL, AGENT_RELAY_TOKEN, DB_*, key passphrases: root-only, read by systemd before dropping privileges.
 EnvironmentFile={env}
-ExecStartPre={exe} -c {config} config check
+ExecStartPre={exe} -c {config} config check --before-start
 ExecStart={exe} -c {config} run --log-json
 # SIGTERM: stop taking tasks, let running ones finish (tasks.shutdown_grace), flush the outbox.
 KillSignal=SIGTERM

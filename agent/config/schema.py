@@ -296,10 +296,11 @@ class TasksConfig(_Section):
 
 CheckName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 ParamType = Literal["date", "integer", "string"]
-#: FETCH_MES_QC's query unless the config defines its own ``db.queries.mes_qc``.
+#: FETCH_MES_QC's query unless the config defines its own ``db.queries.mes_qc``: the original agent's, ``ORDER BY
+#: reg_date DESC`` with PostgreSQL's NULL order (rows without a reg_date first).
 MES_QC_SQL = (
     "SELECT work_date, prc_code, err_msg, reg_date FROM tb_mes_wrk_prc_i "
-    "WHERE work_date = %(date)s ORDER BY reg_date DESC NULLS LAST LIMIT 10"
+    "WHERE work_date = %(date)s ORDER BY reg_date DESC LIMIT 10"
 )
 #: A count_sql stops counting here (the room reads "at least 10,000"), so a huge day costs a bounded scan.
 COUNT_LIMIT = 10_000
@@ -333,7 +334,8 @@ class DbCheck(_Section):
 
     kind: Literal["db"]
     query: CheckName
-    #: Values for the query's parameters; a date may be "today" or "yesterday".
+    #: Values for the query's parameters; a date is any text PostgreSQL reads as one ("2026-09-18", "today",
+    #: "yesterday"), read by the database in its session's timezone.
     args: dict[str, str | int] = Field(default_factory=dict)
     warn_rows: int | None = Field(default=None, ge=0)
     critical_rows: int | None = Field(default=None, ge=0)
