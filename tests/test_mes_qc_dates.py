@@ -13,6 +13,7 @@ import psycopg2
 import pytest
 
 from agent.checks import db as dbcheck
+from agent.checks.db_idle import IDLE
 from agent.config.schema import MES_QC_SQL, AgentConfig
 from agent.errors import InvalidArguments
 from tests.services import ROWS, postgres_database
@@ -102,6 +103,7 @@ async def test_the_database_timezone_decides_what_today_is(mes: dict[str, str]) 
         for zone in ("Pacific/Kiritimati", "Etc/GMT+12"):
             with admin.cursor() as cursor:
                 cursor.execute(f"ALTER DATABASE \"{mes['DB_NAME']}\" SET timezone = '{zone}'")
+            IDLE.close_all()  # new sessions get the zone; kept ones within db_idle.MAX_AGE
             days[zone] = (await fetch(mes, "today")).dates["date"]
             assert days[zone] == db_today(mes).isoformat()
     finally:
@@ -141,3 +143,67 @@ async def test_days_python_cannot_hold_come_back_in_the_databases_words(mes: dic
     assert (await fetch(mes, "infinity")).dates == {"date": "infinity"}
     assert (await fetch(mes, "2026-09-21 BC")).dates == {"date": "2026-09-21 BC"}
     assert (await fetch(mes, "epoch")).dates == {"date": "1970-01-01"}
+
+
+# -- connections are kept for the next query (agent/checks/db_idle.py) -----------------------------------------
+
+
+def backends(env: dict[str, str]) -> set[int]:
+    """The server processes serving the agent's connections to this database now."""
+    db = connect(env)
+    try:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+                           (env["DB_NAME"], "guardia-agent"))  # fmt: skip
+            return {row[0] for row in cursor.fetchall()}
+    finally:
+        db.close()
+
+
+async def test_a_second_query_reuses_the_connection_and_one_the_server_closed_is_replaced(
+    mes: dict[str, str],
+) -> None:
+    first = await fetch(mes, DAY)
+    kept = backends(mes)
+    assert len(kept) == 1  # the connection outlived its query
+    second = await fetch(mes, DAY)
+    assert backends(mes) == kept and second.rows == first.rows  # and served the next one
+    db = connect(mes)
+    with db, db.cursor() as cursor:  # the server drops it while idle (a restart, idle_session_timeout)
+        cursor.execute("SELECT pg_terminate_backend(%s)", (kept.pop(),))
+    db.close()
+    third = await fetch(mes, DAY)
+    assert third.rows == first.rows and len(backends(mes)) == 1  # answered on a new one, not failed
+
+
+async def test_a_query_that_failed_leaves_no_connection_behind(mes: dict[str, str]) -> None:
+    IDLE.close_all()
+    with pytest.raises(InvalidArguments):
+        await fetch(mes, "2026-02-30")  # its transaction failed: closed, not kept in that state
+    assert backends(mes) == set()
+    await fetch(mes, DAY)
+    assert len(backends(mes)) == 1
+
+
+def test_idle_connections_are_taken_newest_first_and_closed_once_too_old() -> None:
+    from agent.checks.db_idle import IdleConnections
+
+    class Connection:
+        def __init__(self) -> None:
+            self.closed = 0
+
+        def close(self) -> None:
+            self.closed = 1
+
+    now = [0.0]
+    shelf = IdleConnections(idle_seconds=30, keep=2, max_age=100, clock=lambda: now[0])
+    a, b, c, d = Connection(), Connection(), Connection(), Connection()
+    for connection in (a, b, c):
+        shelf.give("db", connection, opened=0)
+    assert a.closed and not (b.closed or c.closed)  # at most two kept: the oldest closed
+    assert shelf.take("db") == (c, 0) and shelf.take("other") is None
+    now[0] = 31
+    assert shelf.take("db") is None and b.closed  # idle too long: closed, never handed out
+    now[0] = 101
+    shelf.give("db", d, opened=0)  # older than max_age: closed, not kept
+    assert d.closed and shelf.take("db") is None

@@ -21,10 +21,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agent.chat.i18n import Msg, nmsg
 from agent.checks import CheckResult, CheckStatus
+from agent.checks.db_idle import IDLE
 from agent.config.schema import COUNT_LIMIT, DbCheck, DbConfig, DbQuery
 from agent.errors import InvalidArguments
 
@@ -289,6 +290,33 @@ def resolve_dates(cursor: psycopg2.extensions.cursor, params: Mapping[str, Any])
     return dates
 
 
+def _database_key(settings: DbConfig, env: Mapping[str, str]) -> tuple[object, ...]:
+    """What makes two connections interchangeable: where, as whom, and under which timeouts."""
+    return (*(env.get(name) for name in DB_ENV), settings.connect_timeout, settings.statement_timeout)
+
+
+def _query(
+    connection: psycopg2.extensions.connection,
+    query: DbQuery,
+    params: dict[str, Any],
+    settings: DbConfig,
+    on_dates: Callable[[dict[str, str]], None],
+) -> tuple[list[str], list[tuple[Any, ...]], int | None, dict[str, str]]:
+    """Run ``query`` in one read-only transaction (left open: the caller ends it). Raises psycopg2.Error."""
+    with connection.cursor() as cursor:
+        dates = resolve_dates(cursor, params)
+        on_dates(dates)
+        cursor.execute(query.sql, params)
+        columns = [c.name for c in cursor.description or []]
+        fetched = cursor.fetchmany(settings.max_rows + 1) if cursor.description else []
+        total = None
+        if query.count_sql is not None:
+            cursor.execute(query.count_sql, params)
+            counted = cursor.fetchone()
+            total = int(counted[0]) if counted and isinstance(counted[0], int) else None
+    return columns, fetched, total, dates
+
+
 def _execute(
     query: DbQuery,
     params: dict[str, Any],
@@ -299,25 +327,44 @@ def _execute(
     # Imported on first use: an agent without DB checks never loads libpq (about 10 MiB).
     import psycopg2
 
-    connection = _connect(settings, env)
+    key = _database_key(settings, env)
+    told: list[bool] = []
+
+    def dates_read(dates: dict[str, str]) -> None:
+        told.append(True)
+        if on_dates is not None:
+            on_dates(dates)
+
+    kept = IDLE.take(key)
+    connection, opened = (
+        cast("psycopg2.extensions.connection", kept[0]) if kept else None,
+        kept[1] if kept else 0.0,
+    )
     try:
-        with connection.cursor() as cursor:
-            dates = resolve_dates(cursor, params)
-            if on_dates is not None:
-                on_dates(dates)
-            cursor.execute(query.sql, params)
-            columns = [c.name for c in cursor.description or []]
-            fetched = cursor.fetchmany(settings.max_rows + 1) if cursor.description else []
-            total = None
-            if query.count_sql is not None:
-                cursor.execute(query.count_sql, params)
-                counted = cursor.fetchone()
-                total = int(counted[0]) if counted and isinstance(counted[0], int) else None
+        if connection is not None:
+            try:
+                found = _query(connection, query, params, settings, dates_read)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                if exc.pgcode is not None or told:
+                    raise
+                # Closed by the server while it was idle (a restart, idle_session_timeout): a new one. The query
+                # is read-only and had not begun, so running it on the new connection is the first run.
+                connection.close()
+                connection = None
+        if connection is None:
+            connection, opened = _connect(settings, env), IDLE.now()
+            found = _query(connection, query, params, settings, dates_read)
         connection.rollback()
     except psycopg2.Error as exc:
+        if connection is not None:
+            connection.close()
         raise _classify(exc, settings) from None
-    finally:
-        connection.close()
+    except BaseException:
+        if connection is not None:
+            connection.close()
+        raise
+    IDLE.give(key, connection, opened)
+    columns, fetched, total, dates = found
     rows = [dict(zip(columns, (_json(v) for v in row), strict=True)) for row in fetched[: settings.max_rows]]
     truncated = len(fetched) > settings.max_rows
     at_least = total is not None and total > COUNT_LIMIT

@@ -17,7 +17,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -199,24 +199,40 @@ class Link:
     async def _write(self, ws: ClientConnection) -> None:
         """Send every unacknowledged message in order, then each new one as it is queued."""
         last = 0
-        while True:
-            self._wakeup.clear()
-            sent = last
-            for seq, body in self.outbox.pending(after=last):
-                frame = self._protocol.frame(body)
-                if logger.isEnabledFor(logging.DEBUG):
-                    logger.debug("> %s", frame[:2000])
-                await ws.send(frame)
-                last = seq
-            if not self._protocol.acknowledged and last > sent:
-                # No ACKs (v0): the relay's pong to a ping sent after these frames shows it read them (in order);
-                # or, when the relay would rather lose an answer than see it twice, written is delivered.
-                if self._protocol.resends_unread:
-                    await (await ws.ping())
-                if self.outbox.ack_through(last):
-                    self._acked.set()
-                continue
-            await self._wakeup.wait()
+        confirming: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._wakeup.clear()
+                sent = last
+                for seq, body in self.outbox.pending(after=last):
+                    frame = self._protocol.frame(body)
+                    if logger.isEnabledFor(logging.DEBUG):
+                        logger.debug("> %s", frame[:2000])
+                    await ws.send(frame)
+                    last = seq
+                if not self._protocol.acknowledged and last > sent:
+                    # No ACKs (v0): the relay's pong to a ping sent after these frames shows it read them (in
+                    # order). Never waited for here: the pong comes behind every command the relay sent before
+                    # it, so a burst of 100 commands held every answer until the agent had read the last command.
+                    # Or, when the relay would rather lose an answer than see it twice, written is delivered.
+                    if self._protocol.resends_unread:
+                        confirm = asyncio.create_task(self._confirm(await ws.ping(), last))
+                        confirming.add(confirm)
+                        confirm.add_done_callback(confirming.discard)
+                    elif self.outbox.ack_through(last):
+                        self._acked.set()
+                    continue
+                await self._wakeup.wait()
+        finally:
+            for confirm in confirming:
+                confirm.cancel()
+
+    async def _confirm(self, pong: Awaitable[float], seq: int) -> None:
+        """Count every message up to ``seq`` delivered once ``pong`` came (v0); nothing if the connection died."""
+        with contextlib.suppress(ConnectionClosed):
+            await pong
+            if self.outbox.ack_through(seq):
+                self._acked.set()
 
     async def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty (all acknowledged) or ``timeout`` passes; True if it emptied."""
