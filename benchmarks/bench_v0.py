@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ROUND_TRIPS = 200
 WARM = 10
 AT_ONCE = 100
-AT_ONCE_ROUNDS = 5
+AT_ONCE_ROUNDS = 9
 DATE = "2026-09-18"
 SIDES = ("original", "project")
 #: Environment the agents must not inherit: a proxy would take their loopback traffic elsewhere; without a command

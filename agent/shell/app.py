@@ -82,6 +82,7 @@ class App:
             environment.relay_url(),
             self.outbox,
             on_frame=self.runtime.receive,
+            after_frame=self.runtime.head_start,
             hello=self.runtime.hello,
             queued=self.runtime.queued,
             acked=self.runtime.acked,

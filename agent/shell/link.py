@@ -75,10 +75,14 @@ class Link:
         max_backoff: float = 60.0,
         max_frame: int = MAX_FRAME,
         protocol: WireProtocol | None = None,
+        after_frame: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.url = url
         self.outbox = outbox
         self._on_frame = on_frame
+        #: Awaited after each frame is handed over, before the next is read (the runtime's head start for the
+        #: commands that frame started: :meth:`agent.shell.runtime.Runtime.head_start`).
+        self._after_frame = after_frame
         self._hello = hello
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._ssl: ssl.SSLContext | None = None
@@ -192,9 +196,9 @@ class Link:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("< %s", frame[:2000])
             self._on_frame(frame)
-            # websockets hands over frames already received without suspending: without this, a burst of N
-            # commands is parsed, audited and recorded before the first one's task may start (and answer).
-            await asyncio.sleep(0)
+            # websockets hands over frames already received without suspending: without a pause here, a burst of
+            # N commands is parsed, audited and recorded before the first one's task may start (and answer).
+            await (self._after_frame() if self._after_frame is not None else asyncio.sleep(0))
 
     async def _write(self, ws: ClientConnection) -> None:
         """Send every unacknowledged message in order, then each new one as it is queued."""

@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two notices of one kind about something dropped (the later one carries the whole count).
 NOTICE_EVERY = 60.0
+#: How long a command just received may run before the next frame is read (:meth:`Runtime.head_start`).
+HEAD_START = 0.002
 
 
 class AgentRuntime:
@@ -97,6 +99,8 @@ class AgentRuntime:
         #: once a message is on disk, so nothing is sent that a power cut could take back.
         self._group = GroupCommit(outbox)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Tasks started since the last :meth:`head_start`.
+        self._fresh: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(self.config.tasks.max_tasks)
         #: Set when a message was queued (the link's writer waits on it).
@@ -318,7 +322,24 @@ class AgentRuntime:
     def _spawn(self, command: Command, approved_by: str | None) -> None:
         task = asyncio.create_task(self._run(command, approved_by), name=f"task-{command.task_id}")
         self._tasks.add(task)
+        self._fresh.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def head_start(self) -> None:
+        """Before the link reads the next frame: let the commands the last one started run, until they end or
+        :data:`HEAD_START` has passed (at once, after a frame that started none: an ACK).
+
+        Commands run concurrently, but each new one first gets this head start, as the original agent answered a
+        command before it read the next. A quick one (a query on a kept database connection, a listing) then
+        answers before the next frame is even parsed, so the first answer to a burst of 100 commands comes as soon
+        as the original's, and answers mostly keep their order; a slow one (a runbook) costs the next frame 2 ms.
+        Measured in benchmarks/bench_v0.py: without it, the first answer of 100 came 2.4x later than the original's.
+        """
+        fresh, self._fresh = self._fresh, set()
+        if fresh:
+            await asyncio.wait(fresh, timeout=HEAD_START)
+        else:
+            await asyncio.sleep(0)
 
     async def _run(self, command: Command, approved_by: str | None) -> None:
         """One command: wait for a slot, run its handler, hand the answer to the core. Never raises but cancel."""
