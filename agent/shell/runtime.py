@@ -97,7 +97,7 @@ class AgentRuntime:
         )
         #: Writes made within one loop iteration share one durable commit (one fsync); the link is woken only
         #: once a message is on disk, so nothing is sent that a power cut could take back.
-        self._group = GroupCommit(outbox)
+        self._group = GroupCommit(outbox, on_commit=lambda: self.queued.set())
         self._tasks: set[asyncio.Task[None]] = set()
         #: Tasks started since the last :meth:`head_start`.
         self._fresh: set[asyncio.Task[None]] = set()

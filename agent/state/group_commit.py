@@ -22,8 +22,11 @@ class GroupCommit:
     Usage (the link/runtime side): ``seq = await group.put(message)`` then send; or ``await group.submit(write)``.
     """
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, on_commit: Callable[[], None] | None = None) -> None:
         self.outbox = outbox
+        #: Called as soon as a commit carrying at least one write is done, before the writes' futures run their
+        #: callbacks (a loop iteration later): the link's writer is woken without waiting for them.
+        self._on_commit = on_commit
         self._queue: list[tuple[Callable[[Outbox], Any], asyncio.Future[Any]]] = []
         #: Commits made and writes they carried (benchmarks read these).
         self.commits = 0
@@ -64,6 +67,8 @@ class GroupCommit:
             return
         self.commits += 1
         self.writes += len(queue)
+        if self._on_commit is not None and any(error is None for _, _, error in results):
+            self._on_commit()
         for future, value, error in results:
             if future.done():
                 continue
