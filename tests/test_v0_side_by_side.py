@@ -45,7 +45,13 @@ from tests.services import postgres_database
 from tests.test_v0_relay import SECRET, V0_KEYS, _agent
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.external_service, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [
+    pytest.mark.external_service,
+    pytest.mark.asyncio(loop_scope="module"),
+    # Two agent processes, the Linux PostgreSQL and a relay, side by side: a comparison of behaviour, run on the
+    # Linux side; the agent as a Windows process is proven by scripts/test-windows' own checks.
+    pytest.mark.posix_only(reason="runs both agents as Linux processes against the Linux PostgreSQL"),
+]
 
 NOT_ALLOWED = "허용되지 않은 action: "
 IPV4 = re.compile(r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9.])")
