@@ -299,28 +299,39 @@ async def test_a_thousand_hostile_frames_leave_the_agent_alive(
     assert len(fails) >= 900  # every frame that could not run got an answer (the rest: duplicate task ids)
 
 
-async def test_oversized_frame_is_refused_and_the_agent_reconnects(
+async def test_a_frame_over_the_agents_limit_is_refused_at_the_relay_and_the_room_told(
     running_agent: RunningApp, operator: Operator, relay: Relay
 ) -> None:
+    """The agent's limit comes in its HELLO (max_frame): the relay answers the room, never sends or queues it."""
+    assert relay.hello is not None and relay.hello["payload"]["max_frame"] == 1024 * 1024
     connects = running_agent.app.link.connects
-    await operator.send(
-        json.dumps(
-            {
-                "action": "LIST_RUNBOOKS",
-                "task_id": "big",
-                "room_id": "ops",
-                "params": {"pad": "x" * (2 * 1024 * 1024)},
-            }
-        )
-    )
+    big = {"action": "LIST_RUNBOOKS", "task_id": "big", "room_id": "ops", "params": {"pad": "x" * (2 << 20)}}
+    await operator.send(json.dumps(big))
+    refused = (await operator.finished("big"))["payload"]
+    assert refused["error"]["code"] == "TOO_LARGE" and "big" not in relay.pending
+    await operator.command("LIST_RUNBOOKS", "small")
+    assert (await operator.finished("small"))["payload"]["status"] == "SUCCESS"
+    assert running_agent.app.link.connects == connects  # never sent: the agent was not cut off
+
+
+async def test_an_oversized_frame_that_reaches_the_agent_closes_1009_and_is_not_resent(
+    running_agent: RunningApp, operator: Operator, relay: Relay
+) -> None:
+    """A relay that does not know the agent's limit (here: told a larger one) sends it anyway: the agent closes with
+    1009 and dials again, and the relay does not send it again."""
+    for state in relay.agents.values():
+        state.max_frame = 64 << 20
+    connects = running_agent.app.link.connects
+    big = {"action": "LIST_RUNBOOKS", "task_id": "big2", "room_id": "ops", "params": {"pad": "x" * (2 << 20)}}
+    await operator.send(json.dumps(big))
     await eventually(
         lambda: running_agent.app.link.connects != connects and relay.agent_connected.is_set(),
         15,
         what="the agent dropping the connection and dialling again",
     )
-    assert "big" not in relay.pending  # the relay does not resend what the agent refused as too large
-    await operator.command("LIST_RUNBOOKS", "small")
-    assert (await operator.finished("small"))["payload"]["status"] == "SUCCESS"
+    assert "big2" not in relay.pending  # the relay does not resend what the agent refused as too large
+    await operator.command("LIST_RUNBOOKS", "small2")
+    assert (await operator.finished("small2"))["payload"]["status"] == "SUCCESS"
 
 
 def test_backoff_grows_with_jitter_up_to_the_cap() -> None:

@@ -46,6 +46,7 @@ def relay_command(host: str, port: int, relay_config: Path | None) -> None:
             os.environ.get(OPERATOR_TOKEN_ENV) or None,
             command_key=os.environ.get(COMMAND_KEY_ENV) or None,
             settings=settings,
+            environ=os.environ,
         )
         bound = await relay.start(host, port)
         click.echo(

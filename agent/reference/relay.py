@@ -32,7 +32,7 @@ import secrets
 import ssl
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -54,6 +54,8 @@ OPERATOR_PATH = "/operator"
 #: Frames the relay accepts from either side (larger than the agent's own limit, so tests can exceed that).
 RELAY_MAX_FRAME = 16 * 1024 * 1024
 SEEN_MSG_IDS = 100_000
+#: The relay keeps the newest frames agents sent up to this many bytes of UTF-8 (:attr:`Relay.log`).
+LOG_BYTES = 8 * 1024 * 1024
 #: Close code for a second connection with an agent_id that is already connected (docs/protocol.md).
 CLOSE_DUPLICATE_AGENT = 4409
 #: How long the relay waits for a new agent connection's AGENT_HELLO before treating it as anonymous.
@@ -71,8 +73,29 @@ class RelayConfigError(ValueError):
 class AgentRoute(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    #: The chat rooms this agent (site) serves: their commands go to it, its notices go to them.
+    #: The chat rooms this agent (site) serves: their commands go to it, its notices go to them; a frame it sends
+    #: for any other room is dropped and logged.
     rooms: list[str] = Field(min_length=1)
+    #: The environment variable holding this agent's own token: a connection presenting it is this agent_id and no
+    #: other, and no other token may connect as this agent_id.
+    token_env: str | None = None
+
+
+class OperatorCredential(BaseModel):
+    """Who may connect on /operator (a messenger bridge, a person's ``agent chat``): the rooms it reads and speaks
+    in, and optionally the user_ids it may speak as."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The environment variable holding its token (the token itself never goes in the config).
+    token_env: str
+    #: The rooms whose frames it receives and to which it may send commands; ``["*"]``: every room.
+    rooms: list[str] = Field(min_length=1)
+    #: The user_ids its commands may carry (None: any; a bridge vouches for its messenger's users).
+    users: list[str] | None = None
+
+    def sees(self, room: object) -> bool:
+        return "*" in self.rooms or (isinstance(room, str) and room in self.rooms)
 
 
 class RelaySettings(BaseModel):
@@ -92,6 +115,16 @@ class RelaySettings(BaseModel):
     #: Where the relay remembers each agent's catalog digest and approver keys (None: in memory only).
     state_file: Path | None = None
     agents: dict[str, AgentRoute] = Field(default_factory=dict)
+    #: Operator credentials by name (none: the one $AGENT_OPERATOR_TOKEN, every room).
+    operators: dict[str, OperatorCredential] = Field(default_factory=dict)
+    #: A connection with this many frames, or bytes, waiting to be written does not read: it is dropped (with the
+    #: reason logged, and told to an operator credential when it connects again), never allowed to hold up others.
+    peer_queue_frames: int = Field(default=10_000, ge=1)
+    peer_queue_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    #: Commands waiting for one agent (offline, or not yet answered): at most this many, and bytes; beyond, the
+    #: room is answered RELAY_FULL.
+    pending_per_agent: int = Field(default=5000, ge=1)
+    pending_bytes_per_agent: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     def agent_for(self, room: str) -> str | None:
         """The agent_id serving ``room``; :data:`ANY_AGENT` when no routing is configured; None: nobody."""
@@ -127,11 +160,92 @@ def load_relay_settings(path: Path) -> RelaySettings:
     return settings
 
 
+class _Peer:
+    """One connection's outgoing side: a bounded queue and the one task that writes it.
+
+    Nothing the relay does waits on a peer: :meth:`put` queues or, when the peer has let ``max_frames`` frames or
+    ``max_bytes`` bytes pile up (it does not read), drops the connection with the reason logged. So one chat client
+    that never reads cannot hold up another room's answers or an agent's ACKs (it froze the whole relay before).
+    """
+
+    def __init__(self, ws: ServerConnection, name: str, max_frames: int, max_bytes: int,
+                 on_drop: Callable[[str], None] | None = None, drop_when_full: bool = True) -> None:  # fmt: skip
+        self.ws = ws
+        #: False (an agent: slow, not gone): a frame over the bounds is refused (put returns False), and the
+        #: connection kept; the caller answers the room.
+        self.drop_when_full = drop_when_full
+        self.name = name
+        self.max_frames, self.max_bytes = max_frames, max_bytes
+        self._queue: deque[str] = deque()
+        self._bytes = 0
+        self._wake = asyncio.Event()
+        self._on_drop = on_drop
+        self.dropped: str | None = None
+        self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    def put(self, frame: str) -> bool:
+        """Queue ``frame``; False when the peer is gone or was just dropped for not reading."""
+        if self.dropped is not None:
+            return False
+        size = len(frame)
+        if len(self._queue) >= self.max_frames or self._bytes + size > self.max_bytes:
+            if self.drop_when_full:
+                self.drop(f"it does not read: {len(self._queue)} frames ({self._bytes} bytes) wait for it")
+            else:
+                logger.warning("%s reads slower than it is sent to: %d frames (%d bytes) wait; one refused",
+                               self.name, len(self._queue), self._bytes)  # fmt: skip
+            return False
+        self._queue.append(frame)
+        self._bytes += size
+        self._wake.set()
+        return True
+
+    def drop(self, reason: str) -> None:
+        if self.dropped is not None:
+            return
+        self.dropped = reason
+        logger.warning("dropped %s: %s", self.name, reason)
+        self._queue.clear()
+        self._writer.cancel()
+        # Policy violation; the closing handshake waits at most close_timeout, then the TCP connection is cut.
+        asyncio.get_running_loop().create_task(self.ws.close(1008, reason[:120]))
+        if self._on_drop is not None:
+            self._on_drop(reason)
+
+    async def _write(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    frame = self._queue.popleft()
+                    self._bytes -= len(frame)
+                    await self.ws.send(frame)
+
+    def close(self) -> None:
+        self._writer.cancel()
+
+
+@dataclass
+class _Operator:
+    """An operator connection: what it may see and say."""
+
+    peer: _Peer
+    credential: OperatorCredential
+
+
+#: An operator connection of the single $AGENT_OPERATOR_TOKEN (or of a relay with no operator token): every room.
+EVERY_ROOM = OperatorCredential(token_env="AGENT_OPERATOR_TOKEN", rooms=["*"])  # noqa: S106 - a variable's name
+
+
 @dataclass
 class _AgentState:
     """What the relay knows about one agent_id."""
 
     connection: ServerConnection | None = None
+    peer: _Peer | None = None
+    #: The largest frame the agent takes (its AGENT_HELLO's ``max_frame``; the protocol's 1 MiB until it says).
+    max_frame: int = 1024 * 1024
     offline_since: float | None = None
     announced_offline: bool = False
     notice_timer: asyncio.TimerHandle | None = None
@@ -148,8 +262,25 @@ class Relay:
         hold_acks: bool = False,
         command_key: str | None = None,
         settings: RelaySettings | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings or RelaySettings()
+        environ = environ or {}
+        #: Token → the agent_id it is bound to ([agents.ID] token_env).
+        self._agent_tokens = {environ[route.token_env]: agent for agent, route in self.settings.agents.items()
+                              if route.token_env and environ.get(route.token_env)}  # fmt: skip
+        #: Token → the operator credential it proves ([operators.NAME]).
+        self._operator_tokens = {environ[c.token_env]: (name, c) for name, c in self.settings.operators.items()
+                                 if environ.get(c.token_env)}  # fmt: skip
+        for name, credential in self.settings.operators.items():
+            if not environ.get(credential.token_env):
+                logger.warning("operator credential %r: $%s is not set; nobody can connect with it", name,
+                               credential.token_env)  # fmt: skip
+        #: Who each open connection is, from its token (set while the handshake is checked).
+        self._who: dict[ServerConnection, tuple[str, OperatorCredential | str | None]] = {}
+        #: Why an operator credential's last connection was dropped (told when it connects again).
+        self._drop_reasons: dict[str, str] = {}
+        self._log_bytes = 0
         self.chat = Chat(self.settings.language, self.settings.timezone)
         self.agent_token = agent_token
         self.operator_token = operator_token
@@ -158,7 +289,7 @@ class Relay:
         self.command_key = command_key
         #: Per agent_id (``""``: an agent that sent no AGENT_HELLO) what the relay knows about it.
         self.agents: dict[str, _AgentState] = {}
-        self.operators: set[ServerConnection] = set()
+        self.operators: dict[ServerConnection, _Operator] = {}
         self.pending: OrderedDict[str, str] = OrderedDict()  # task_id -> command frame
         self._pending_for: dict[str, str] = {}  # task_id -> agent_id it waits for
         self._offline_timers: dict[str, asyncio.TimerHandle] = {}
@@ -171,8 +302,8 @@ class Relay:
         self.hello: dict[str, Any] | None = None
         #: How often each msg_id arrived from an agent (a resend counts again).
         self.received: Counter[str] = Counter()
-        #: Every frame agents sent, in order (for tests and debugging; bounded).
-        self.log: deque[str] = deque(maxlen=100_000)
+        #: Every frame agents sent, in order (for tests and debugging; the newest LOG_BYTES).
+        self.log: deque[str] = deque()
         self._server: Server | None = None
 
     async def start(
@@ -202,6 +333,9 @@ class Relay:
             self._server = None
         for state in self.agents.values():
             state.connection = None
+            if state.peer is not None:
+                state.peer.close()
+                state.peer = None
             if state.notice_timer is not None:
                 state.notice_timer.cancel()
         for timer in self._offline_timers.values():
@@ -214,45 +348,86 @@ class Relay:
         """A connected agent (the one, when no routing is configured)."""
         return next((s.connection for s in self.agents.values() if s.connection is not None), None)
 
-    def _connection_for(self, agent_id: str) -> ServerConnection | None:
+    def _state_for(self, agent_id: str) -> _AgentState | None:
+        """The connected agent serving ``agent_id`` (the one connected, for :data:`ANY_AGENT`)."""
         if agent_id == ANY_AGENT:
-            return self.agent
+            return next((s for s in self.agents.values() if s.connection is not None), None)
         state = self.agents.get(agent_id)
-        return state.connection if state else None
+        return state if state is not None and state.connection is not None else None
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Who connects, from the path and the token: refused (401) unless a configured token matches."""
         path = request.path.split("?", 1)[0]
-        token = {AGENT_PATH: self.agent_token, OPERATOR_PATH: self.operator_token}.get(path, "")
-        if token == "":
+        if path not in (AGENT_PATH, OPERATOR_PATH):
             return connection.respond(HTTPStatus.NOT_FOUND, "unknown path\n")
-        if token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                logger.warning("refused a connection on %s: bad or missing token", path)
-                return _unauthorized()
-        return None
+        given = request.headers.get("Authorization", "")
+        if path == AGENT_PATH:
+            tokens: dict[str, Any] = dict(self._agent_tokens)
+            if self.agent_token is not None:
+                tokens[self.agent_token] = None  # shared: any agent_id without a token of its own
+            open_ = not tokens
+        else:
+            tokens = dict(self._operator_tokens)
+            if self.operator_token is not None:
+                tokens[self.operator_token] = ("operator", EVERY_ROOM)
+            open_ = not tokens
+        if open_:  # no token configured: not checked (tests, the demo on loopback)
+            self._who[connection] = ("open", None if path == AGENT_PATH else EVERY_ROOM)
+            return None
+        for token, who in tokens.items():  # every one compared, in constant time each
+            if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                self._who[connection] = who if isinstance(who, tuple) else ("agent", who)
+                return None
+        logger.warning("refused a connection on %s: bad or missing token", path)
+        return _unauthorized()
 
     async def _handle(self, connection: ServerConnection) -> None:
         path = connection.request.path.split("?", 1)[0] if connection.request else ""
-        if path == AGENT_PATH:
-            await self._agent_session(connection)
-        else:
-            await self._operator_session(connection)
+        _, who = self._who.get(connection, ("open", None))
+        try:
+            if path == AGENT_PATH:
+                await self._agent_session(connection, who if isinstance(who, str) else None)
+            else:
+                name = self._who.get(connection, ("operator", None))[0]
+                await self._operator_session(connection, name, who if isinstance(who, OperatorCredential) else
+                                             EVERY_ROOM)  # fmt: skip
+        finally:
+            self._who.pop(connection, None)
 
-    async def _agent_session(self, connection: ServerConnection) -> None:
+    def _peer(
+        self,
+        connection: ServerConnection,
+        name: str,
+        on_drop: Callable[[str], None] | None = None,
+        agent: bool = False,
+    ) -> _Peer:
+        return _Peer(connection, name, self.settings.peer_queue_frames, self.settings.peer_queue_bytes, on_drop,
+                     drop_when_full=not agent)  # fmt: skip
+
+    async def _admit(
+        self, connection: ServerConnection, bound: str | None
+    ) -> tuple[str, _AgentState, str | bytes | None] | None:
+        """Read the AGENT_HELLO, check who the connection may be, and make it the agent's connection: its id, its
+        state and the first frame; None when it was refused (and closed)."""
         first: str | bytes | None = None
         try:
             first = await asyncio.wait_for(connection.recv(), HELLO_TIMEOUT)
         except TimeoutError:
             first = None
         except ConnectionClosed:
-            return
+            return None
         hello = _json(first) if first is not None else None
-        agent_id = ""
-        if isinstance(hello, dict) and hello.get("event") == "AGENT_HELLO":
-            payload = hello.get("payload")
-            named = payload.get("agent_id") if isinstance(payload, dict) else None
-            agent_id = named if isinstance(named, str) and named else ""
+        payload = (
+            hello.get("payload") if isinstance(hello, dict) and hello.get("event") == "AGENT_HELLO" else None
+        )
+        payload = payload if isinstance(payload, dict) else {}
+        named = payload.get("agent_id")
+        agent_id = named if isinstance(named, str) and named else ""
+        refusal = self._agent_identity_problem(agent_id, bound)
+        if refusal is not None:
+            logger.error("refused an agent connection: %s", refusal)
+            await connection.close(1008, refusal[:120])
+            return None
         state = self.agents.setdefault(agent_id, _AgentState())
         if state.connection is not None and state.connection is not connection:
             if await _answers(state.connection):
@@ -262,24 +437,41 @@ class Relay:
                     agent_id, CLOSE_DUPLICATE_AGENT,
                 )  # fmt: skip
                 await connection.close(CLOSE_DUPLICATE_AGENT, "agent_id already connected")
-                return
+                return None
             logger.warning(
                 "agent %r reconnected; its old connection no longer answers and is replaced", agent_id
             )
             with contextlib.suppress(ConnectionClosed):
                 await state.connection.close(4000, "replaced by a new agent connection")
+        if state.peer is not None:
+            state.peer.close()
         state.connection = connection
+        state.peer = self._peer(connection, f"agent {agent_id or '(no hello)'}", agent=True)
+        max_frame = payload.get("max_frame")
+        if isinstance(max_frame, int) and not isinstance(max_frame, bool) and max_frame > 0:
+            state.max_frame = max_frame
         if state.notice_timer is not None:
             state.notice_timer.cancel()
             state.notice_timer = None
         self.agent_connected.set()
         logger.info("agent %r connected", agent_id or "(no hello)")
+        return agent_id, state, first
+
+    async def _agent_session(self, connection: ServerConnection, bound: str | None) -> None:
+        """``bound``: the agent_id its token belongs to (None: a shared token, or none configured)."""
+        admitted = await self._admit(connection, bound)
+        if admitted is None:
+            return
+        agent_id, state, first = admitted
         try:
             if first is not None:
-                await self._from_agent(connection, first, agent_id)
-            await self._agent_back(agent_id, state, connection)
+                await self._from_agent(state.peer, first, agent_id)
+            await self._agent_back(agent_id, state)
             async for frame in connection:
-                await self._from_agent(connection, frame, agent_id)
+                await self._from_agent(state.peer, frame, agent_id)
+                await asyncio.sleep(
+                    0
+                )  # let the writers run: a queue measures a peer not reading, not a burst
         except ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code == 1009 and self._last_to_agent is not None:
                 # The agent refused the last command as too large: sending it again would only repeat that.
@@ -290,13 +482,24 @@ class Relay:
         finally:
             if state.connection is connection:
                 state.connection = None
+                if state.peer is not None:
+                    state.peer.close()
+                state.peer = None
                 state.offline_since = time.time()
                 self._arm_offline_notice(agent_id, state)
             if self.agent is None:
                 self.agent_connected.clear()
             logger.info("agent %r disconnected", agent_id or "(no hello)")
 
-    async def _agent_back(self, agent_id: str, state: _AgentState, connection: ServerConnection) -> None:
+    def _agent_identity_problem(self, agent_id: str, bound: str | None) -> str | None:
+        """Why a connection may not be ``agent_id`` (None: it may)."""
+        if bound is not None and agent_id != bound:
+            return f"its token belongs to agent {bound!r}, but it says it is {agent_id or '(no hello)'!r}"
+        if bound is None and agent_id in self.settings.agents and self.settings.agents[agent_id].token_env:
+            return f"agent {agent_id!r} has a token of its own; a shared token cannot connect as it"
+        return None
+
+    async def _agent_back(self, agent_id: str, state: _AgentState) -> None:
         """Send the commands that waited for this agent; tell its rooms it is back if they heard it was gone."""
         delivered = 0
         for task_id, pending in list(self.pending.items()):
@@ -305,7 +508,8 @@ class Relay:
                 if timer is not None:
                     timer.cancel()
                     delivered += 1
-                await connection.send(pending)
+                if state.peer is not None:
+                    state.peer.put(pending)
         if state.announced_offline or delivered:
             state.announced_offline = False
             text = self.chat.ngettext(
@@ -341,19 +545,19 @@ class Relay:
         for room in rooms:
             message = {"event": "RELAY_NOTICE", "room_id": room, "task_id": task,
                        "payload": {**payload, "text": text}}  # fmt: skip
-            await self._to_operators(json.dumps(message, ensure_ascii=False))
+            self._to_operators(json.dumps(message, ensure_ascii=False), room)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _to_operators(self, text: str) -> None:
-        for operator in list(self.operators):
-            try:
-                await operator.send(text)
-            except ConnectionClosed:
-                self.operators.discard(operator)
+    def _to_operators(self, text: str, room: object) -> None:
+        """Queue ``text`` for every operator connection that sees ``room`` (a frame without a room: only those
+        that see every room). Never waits: a connection that does not read is dropped, not waited for."""
+        for operator in list(self.operators.values()):
+            if operator.credential.sees(room) if room is not None else "*" in operator.credential.rooms:
+                operator.peer.put(text)
 
     # -- what changed about an agent ---------------------------------------------------------------------------
 
@@ -405,13 +609,25 @@ class Relay:
         await self._notice(agent_id, {"kind": "agent_changed", "agent_id": agent_id, "before": before,
                                       "after": now}, "\n".join(lines))  # fmt: skip
 
-    async def _from_agent(self, connection: ServerConnection, frame: str | bytes, agent_id: str = "") -> None:
-        self.log.append(frame if isinstance(frame, str) else frame.decode("utf-8", "replace"))
+    def _keep_log(self, text: str) -> None:
+        self.log.append(text)
+        self._log_bytes += _size(text)
+        while self._log_bytes > LOG_BYTES and len(self.log) > 1:
+            self._log_bytes -= _size(self.log.popleft())
+
+    async def _from_agent(self, peer: _Peer | None, frame: str | bytes, agent_id: str = "") -> None:
+        text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+        self._keep_log(text)
         message = _json(frame)
         if message is None:
             logger.warning("agent sent a frame that is not JSON; dropped")
             return
         if not isinstance(message, dict):
+            return
+        room = message.get("room_id")
+        if self.settings.agents and room is not None and room not in self.settings.rooms_of(agent_id or None):
+            logger.warning("agent %r sent a %s for room %r, which is not routed to it; dropped (forged or "
+                           "misconfigured)", agent_id or "(no hello)", message.get("event"), room)  # fmt: skip
             return
         msg_id = message.get("msg_id")
         task_id = message.get("task_id")
@@ -423,57 +639,104 @@ class Relay:
                 await self._identity(agent_id, message["payload"])
         if isinstance(msg_id, str):
             self.received[msg_id] += 1
-        if isinstance(msg_id, str) and not self.hold_acks:
-            await connection.send(json.dumps({"event": "ACK", "msg_id": msg_id}))
+            if len(self.received) > SEEN_MSG_IDS:  # the oldest first (a dict keeps insertion order)
+                del self.received[next(iter(self.received))]
+        if isinstance(msg_id, str) and not self.hold_acks and peer is not None:
+            peer.put(json.dumps({"event": "ACK", "msg_id": msg_id}))
         if isinstance(msg_id, str):
             if msg_id in self.seen:
                 return
             self.seen[msg_id] = None
             if len(self.seen) > SEEN_MSG_IDS:
                 self.seen.popitem(last=False)
-        await self._to_operators(frame if isinstance(frame, str) else frame.decode("utf-8", "replace"))
+        self._to_operators(text, room)
 
-    async def _operator_session(self, connection: ServerConnection) -> None:
-        self.operators.add(connection)
-        logger.info("operator connected")
+    async def _operator_session(self, connection: ServerConnection, name: str,
+                                credential: OperatorCredential) -> None:  # fmt: skip
+        def dropped(reason: str) -> None:
+            self._drop_reasons[name] = reason
+
+        peer = self._peer(connection, f"operator {name!r}", dropped)
+        operator = _Operator(peer, credential)
+        self.operators[connection] = operator
+        logger.info("operator %r connected (rooms: %s)", name, ", ".join(credential.rooms))
+        before = self._drop_reasons.pop(name, None)
+        if before is not None:
+            text = self.chat._(
+                "⚠️ This client's previous connection was dropped by the relay: {reason}. Frames "
+                "sent to it meanwhile were lost; 'history' shows the results."
+            ).format(reason=before)
+            peer.put(json.dumps({"event": "RELAY_NOTICE", "room_id": None, "task_id": None,
+                                 "payload": {"kind": "dropped_before", "reason": before, "text": text}},
+                                ensure_ascii=False))  # fmt: skip
         try:
             async for frame in connection:
-                await self._from_operator(frame)
+                await self._from_operator(frame, operator)
+                await asyncio.sleep(0)  # as for agents: the writers run between frames
         except ConnectionClosed:
             pass
         finally:
-            self.operators.discard(connection)
+            peer.close()
+            self.operators.pop(connection, None)
 
-    async def _from_operator(self, frame: str | bytes) -> None:
+    def _may_send(self, message: Any, operator: _Operator | None) -> str | None:
+        """Why ``operator`` may not send ``message`` (None: it may)."""
+        if operator is None or not isinstance(message, dict):
+            return None
+        room, user = message.get("room_id"), message.get("user_id")
+        credential = operator.credential
+        if not credential.sees(room):
+            return self.chat._("This connection may not speak in that room.")
+        if credential.users is not None and user not in credential.users:
+            return self.chat._("This connection may not speak as that user.")
+        return None
+
+    async def _from_operator(self, frame: str | bytes, operator: _Operator | None = None) -> None:
         message = _json(frame)
         task_id = message.get("task_id") if isinstance(message, dict) else None
         room = message.get("room_id") if isinstance(message, dict) else None
+        refused = self._may_send(message, operator)
+        if refused is not None and operator is not None:
+            logger.warning("operator connection refused: command %s for room %r as user %r: %s", task_id, room,
+                           message.get("user_id"), refused)  # fmt: skip
+            operator.peer.put(self._fail_frame(message, "NOT_ALLOWED", refused))
+            return
         target = self.settings.agent_for(room) if isinstance(room, str) else ANY_AGENT
         if target is None:
             logger.warning("no agent serves room %r; command %s refused", room, task_id)
             await self._relay_fail(message, "NO_AGENT", self.chat._("No agent serves this room."))
             return
         if self.command_key is not None and isinstance(message, dict) and "action" in message:
+            # Signed for this agent: another agent sharing the key refuses it (docs/protocol.md, "Signed commands").
+            addressed = {**message, "agent_id": target} if target else message
             try:
                 frame = json.dumps(
-                    sign(self.command_key, message, int(time.time()), secrets.token_urlsafe(18))
+                    sign(self.command_key, addressed, int(time.time()), secrets.token_urlsafe(18))
                 )
             except ValueError:
                 logger.warning("not forwarding a command that cannot be signed (floating-point numbers)")
                 return
-        connection = self._connection_for(target)
-        if connection is None and isinstance(task_id, str) and self.settings.offline_wait == 0:
+        if isinstance(frame, bytes):
+            frame = frame.decode("utf-8", "replace")
+        if await self._refused_before_queueing(message, target, frame):
+            return
+        state = self._state_for(target)
+        if state is None and isinstance(task_id, str) and self.settings.offline_wait == 0:
             await self._relay_fail(
                 message, "AGENT_OFFLINE", self.chat._("The agent is offline; send it again later.")
             )
             return
-        if isinstance(task_id, str) and isinstance(frame, str):
+        if isinstance(task_id, str):
             self.pending[task_id] = frame
             self._pending_for[task_id] = target
         self._last_to_agent = task_id if isinstance(task_id, str) else None
-        if connection is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await connection.send(frame)
+        if state is not None and state.peer is not None:
+            if not state.peer.put(frame):  # the agent reads slower than commands come: this one is refused
+                if isinstance(task_id, str):
+                    self.pending.pop(task_id, None)
+                    self._pending_for.pop(task_id, None)
+                await self._relay_fail(message, "RELAY_FULL", self.chat._(
+                    "The agent is busy reading earlier commands; send this one again shortly."))  # fmt: skip
         elif isinstance(task_id, str) and task_id not in self._offline_timers:
             wait = self.settings.offline_wait
             logger.info(
@@ -501,15 +764,46 @@ class Relay:
             self.chat._("The agent stayed offline; the command was not sent. Send it again later."),
         )
 
-    async def _relay_fail(self, message: Any, code: str, text: str) -> None:
-        """The relay's own final answer to a command it will not deliver (docs/protocol.md, relay codes)."""
-        if not isinstance(message, dict):
-            return
+    async def _refused_before_queueing(self, message: Any, target: str, frame: str) -> bool:
+        """A command the agent could not take (over its frame limit) or the relay cannot keep (the agent's queue is
+        full): answered to the room, never queued or sent again."""
+        if not isinstance(message, dict) or "action" not in message:
+            return False
+        known = self._state_for(target) or self.agents.get(target)
+        limit = known.max_frame if known is not None else _AgentState.max_frame
+        size = _size(frame)
+        if size > limit:
+            logger.warning("command %s is %d bytes, over the agent's %d; refused", message.get("task_id"), size,
+                           limit)  # fmt: skip
+            await self._relay_fail(message, "TOO_LARGE", self.chat._(
+                "The command is too large for the agent ({size} bytes; it takes at most {limit})."
+            ).format(size=size, limit=limit))  # fmt: skip
+            return True
+        waiting = [t for t, agent in self._pending_for.items() if agent == target and t in self.pending]
+        waiting_bytes = sum(len(self.pending[t]) for t in waiting)
+        if (
+            len(waiting) >= self.settings.pending_per_agent
+            or waiting_bytes + size > self.settings.pending_bytes_per_agent
+        ):
+            logger.warning("agent %r has %d commands (%d bytes) waiting; command %s refused", target or "(any)",
+                           len(waiting), waiting_bytes, message.get("task_id"))  # fmt: skip
+            await self._relay_fail(message, "RELAY_FULL", self.chat._(
+                "Too many commands wait for this agent; send it again once they are answered."))  # fmt: skip
+            return True
+        return False
+
+    def _fail_frame(self, message: Any, code: str, text: str) -> str:
         answer = {"event": "TASK_FINISHED", "room_id": message.get("room_id"), "task_id": message.get("task_id"),
                   "msg_id": "relay-" + secrets.token_hex(12), "from_relay": True,
                   "payload": {"status": "FAIL", "data": {}, "error": {"code": code, "message": text},
                               "text": f"❌ {text} ({code})"}}  # fmt: skip
-        await self._to_operators(json.dumps(answer, ensure_ascii=False))
+        return json.dumps(answer, ensure_ascii=False)
+
+    async def _relay_fail(self, message: Any, code: str, text: str) -> None:
+        """The relay's own final answer to a command it will not deliver (docs/protocol.md, relay codes)."""
+        if not isinstance(message, dict):
+            return
+        self._to_operators(self._fail_frame(message, code, text), message.get("room_id"))
 
 
 async def _answers(connection: ServerConnection) -> bool:
@@ -520,6 +814,10 @@ async def _answers(connection: ServerConnection) -> bool:
     except (ConnectionClosed, TimeoutError, RuntimeError):
         return False
     return True
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _json(frame: str | bytes) -> Any:

@@ -229,8 +229,11 @@ class AgentCore:
         holds_approvals: bool = True,
         max_held_per_user: int = 5,
         max_held_per_room: int = 20,
+        agent_id: str | None = None,
     ) -> None:
         self.ledger = ledger
+        #: This agent's id: a signed command addressed to another (its ``agent_id``) is refused.
+        self.agent_id = agent_id
         #: Whether the named runbook changes state on its hosts (from the verified catalog).
         self.changes_state = changes_state
         self.command_key = command_key
@@ -335,6 +338,12 @@ class AgentCore:
                 # never a second, contradicting answer for it.
                 return [Audit("replayed", {"task_id": packet.task_id}), *self._repeat(packet)]
             return self._refuse(exc)
+        to = signed.get("agent_id")
+        if to is not None and self.agent_id is not None and to != self.agent_id:
+            # Signed for another agent that shares the key: replayed here, it must not run.
+            why = Msg("this command was signed for another agent ({agent})", agent=str(to)[:64])
+            return [RecordNonce(nonce, event.now, keep),
+                    *self._refuse(InvalidPacket(ErrorCode.WRONG_AGENT, why, packet.task_id, packet.room_id))]  # fmt: skip
         return [RecordNonce(nonce, event.now, keep), *self._command(packet)]
 
     def _refuse(self, exc: InvalidPacket) -> list[Effect]:

@@ -124,6 +124,7 @@ class ErrorCode(StrEnum):
     BAD_SIGNATURE = "BAD_SIGNATURE"
     STALE = "STALE"
     REPLAYED = "REPLAYED"
+    WRONG_AGENT = "WRONG_AGENT"
 
 
 class InvalidPacket(AgentError, ValueError):
@@ -320,6 +321,7 @@ def hello_message(
             "agent_id": agent_id,
             "version": version,
             "protocol": PROTOCOL_VERSION,
+            "max_frame": MAX_FRAME,
             "catalog_sha256": catalog_sha256,
             "runbooks": runbooks,
             "approver_keys": sorted(approver_keys or []),

@@ -94,6 +94,7 @@ class AgentRuntime:
             holds_approvals=self.wire.holds_approvals,
             max_held_per_user=self.config.access.max_held_per_user,
             max_held_per_room=self.config.access.max_held_per_room,
+            agent_id=self.config.agent_id,
         )
         #: Writes made within one loop iteration share one durable commit (one fsync); the link is woken only
         #: once a message is on disk, so nothing is sent that a power cut could take back.
