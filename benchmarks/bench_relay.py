@@ -380,7 +380,7 @@ def _spawn(
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", f"import benchmarks.bench_relay as b; b.{target}()"],
-        env=env, cwd=ROOT, stdin=stdin, stdout=stdout, stderr=stderr, text=True,
+        env=env, cwd=ROOT, stdin=stdin, stdout=stdout, stderr=stderr, text=True, encoding="utf-8",
     )  # fmt: skip
 
 
@@ -410,7 +410,13 @@ class Servers:
             if self.kind == "relay":
                 argv = [sys.executable, "-m", "agent", "relay", "--port", "0", "--config", str(self.config)]
                 self.server = subprocess.Popen(
-                    argv, env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True
+                    argv,
+                    env=self.env,
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                    encoding="utf-8",
                 )
             else:
                 env = {**self.env, "BENCH_RELAY_CONFIG": str(self.config)}

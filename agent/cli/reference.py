@@ -1,4 +1,5 @@
-"""Serves trials and development: the reference tools ``agent relay``, ``agent chat`` and ``agent demo``."""
+"""Serves trials and development: the reference tools ``agent relay``, ``agent chat``, ``agent bridge`` and
+``agent demo``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from agent.cli.common import EXIT_USAGE, OPERATOR_TOKEN_ENV, fail
+from agent.cli.common import EXIT_USAGE, OPERATOR_TOKEN_ENV, fail, print_error
 from agent.config.schema import COMMAND_KEY_ENV, RELAY_TOKEN_ENV
 
 # The reference side (agent.reference.*) is imported inside each command: the agent itself never loads it.
@@ -115,6 +116,76 @@ def chat_command(relay_url: str, room: str, user: str, timeout: float, line: tup
             await client.close()
 
     sys.exit(asyncio.run(talk()))
+
+
+@click.command("bridge", context_settings={"max_content_width": 110})
+@click.option(
+    "--config", "bridge_config", required=True, metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The bridge's TOML config: [listen], [relay], [messenger], [rooms.CHANNEL], [users] (docs/bridge.md).",
+)  # fmt: skip
+@click.option("--check", is_flag=True, help="Check the config and that every secret it names is there, print what "
+              "it maps, and exit (0: usable, 2: not).")  # fmt: skip
+def bridge_command(bridge_config: Path, check: bool) -> None:
+    """Connect a messenger (Mattermost, Slack, Rocket.Chat, ...) to the relay with webhooks.
+
+    Commands typed in a channel reach the bridge as an outgoing webhook or a slash command (form or JSON POST on
+    http://HOST:PORT/PATH of [listen]); it checks the messenger's token (or Slack's signature), maps the channel
+    to a relay room and the person to a relay user_id, and sends the command to the relay's operator side as
+    `agent chat` would. Everything the room says (answers, progress, approval prompts, the relay's notices,
+    scheduled reports) is posted to the channel's incoming webhook, in the same Korean text `agent chat` shows. A
+    messenger that is down loses nothing: each channel's posts wait in their own bounded queue and are retried.
+
+    Secrets never go in the file: it names environment variables (..._env) or files (..._file) that hold them.
+
+    \b
+    Example bridge.toml:
+      [listen]
+      host = "127.0.0.1"        # behind an HTTPS reverse proxy
+      port = 8790
+      path = "/guardia"
+      [relay]
+      url = "ws://127.0.0.1:8765/operator"
+      token_env = "GUARDIA_BRIDGE_RELAY_TOKEN"
+      [messenger]
+      token_env = ["MATTERMOST_SLASH_TOKEN"]
+      [rooms.hawos4dqtby53pd64o4a4cmeoo]     # the channel id
+      room = "ops"
+      webhook_env = "MATTERMOST_HOOK_OPS"     # its incoming webhook URL
+      [users]
+      rnina9994bde8mua79zqcg5hmo = "kim"      # messenger user_id = relay user_id
+
+    Exit status: 0 stopped (SIGTERM/Ctrl-C) or --check passed; 2 a bad config (every problem listed) or a busy
+    port. The guide: docs/bridge.md.
+    """
+    from agent.reference.webhook import Bridge, BridgeConfigError, load_bridge_config
+
+    try:
+        config = load_bridge_config(bridge_config, os.environ)
+    except BridgeConfigError as exc:
+        print_error(f"bridge config {bridge_config} is not usable ({len(exc.problems)} problem(s)):", EXIT_USAGE,
+                    False, exc.problems)  # fmt: skip
+        sys.exit(EXIT_USAGE)
+    if check:
+        click.echo(config.summary())
+        return
+
+    from agent.shell.app import install_signal_handlers
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    async def serve() -> None:
+        bridge = Bridge(config)
+        listen = config.settings.listen
+        port = await bridge.start()
+        click.echo(f"bridge on http://{listen.host}:{port}{listen.path} (the messenger's request URL, behind "
+                   f"your HTTPS proxy); {len(config.routes)} channel(s)")  # fmt: skip
+        stopping = asyncio.Event()
+        install_signal_handlers(stopping)
+        await stopping.wait()
+        await bridge.stop()
+
+    asyncio.run(serve())
 
 
 @click.command()

@@ -23,7 +23,7 @@ from agent import __version__
 from agent.cli.authors import keys, runbooks
 from agent.cli.common import DEBUG_ENV, EXIT_FAILED, EXIT_OK, EXIT_USAGE, describe_os_error, print_error
 from agent.cli.operators import audit, checks, config_group, redact, run_agent
-from agent.cli.reference import chat_command, demo, relay_command
+from agent.cli.reference import bridge_command, chat_command, demo, relay_command
 from agent.cli.service import service
 from agent.config.schema import CONFIG_ENV
 
@@ -82,6 +82,7 @@ main.add_command(service)
 # the reference tools
 main.add_command(relay_command)
 main.add_command(chat_command)
+main.add_command(bridge_command)
 main.add_command(demo)
 
 
