@@ -241,3 +241,28 @@ async def test_a_command_is_signed_for_its_agent_and_another_agent_sharing_the_k
     assert any(
         type(e).__name__ == "StartRun" for e in mine.handle(FrameReceived(frame, signed["auth"]["ts"]))
     )
+
+
+def test_relay_check_lists_every_problem_of_its_config_and_environment(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "relay.toml"
+    config.write_text('[agents.site-a]\nrooms = ["ops"]\ntoken_env = "SITE_A_TOKEN"\n\n[operators.bridge]\n'
+                      'token_env = "BRIDGE_TOKEN"\nrooms = ["ops", "nowhere"]\n', encoding="utf-8")  # fmt: skip
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "SITE_", "BRIDGE_"))}
+
+    def check(env: dict[str, str], host: str = "192.0.2.10") -> subprocess.CompletedProcess[str]:  # never bound
+        return subprocess.run([sys.executable, "-m", "agent", "relay", "--check", "--config", str(config),
+                               "--host", host], env={**base, **env}, capture_output=True, text=True,
+                              encoding="utf-8", timeout=60, check=False)  # fmt: skip
+
+    bad = check({})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    for expected in ("$SITE_A_TOKEN is not set", "$BRIDGE_TOKEN is not set", "no agent serves nowhere",
+                     "NOT OK: 3 problem(s)"):  # fmt: skip
+        assert expected in bad.stderr, bad.stderr
+    config.write_text(config.read_text(encoding="utf-8").replace(', "nowhere"', ""), encoding="utf-8")
+    good = check({"SITE_A_TOKEN": "a" * 24, "BRIDGE_TOKEN": "b" * 24})
+    assert good.returncode == 0 and good.stdout.startswith("OK: relay config: 1 routed agent(s)"), good.stderr

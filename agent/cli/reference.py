@@ -24,15 +24,27 @@ from agent.config.schema import COMMAND_KEY_ENV, RELAY_TOKEN_ENV
 )
 @click.option(
     "--config", "relay_config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The relay's TOML config: [agents.ID] rooms, offline_wait, notices (docs/protocol.md).",
+    help="The relay's TOML config: [agents.ID] rooms and tokens, [operators.NAME] credentials, offline_wait, "
+    "notices, queue bounds (docs/protocol.md, 'Messages of the relay itself').",
 )  # fmt: skip
-def relay_command(host: str, port: int, relay_config: Path | None) -> None:
+@click.option("--check", is_flag=True, help="Check the config and the environment it names, list every problem, "
+              "exit 0 (OK) or 2; start nothing.")  # fmt: skip
+def relay_command(host: str, port: int, relay_config: Path | None, check: bool) -> None:
     """Run the reference relay: agents on /agent, operators on /operator (see docs/protocol.md).
 
-    Tokens: $AGENT_RELAY_TOKEN for agents, $AGENT_OPERATOR_TOKEN for operators (unset: not checked).
-    With $AGENT_COMMAND_KEY it signs every command before forwarding it (the agent must have the same key).
+    Tokens: $AGENT_RELAY_TOKEN for agents, $AGENT_OPERATOR_TOKEN for operators (unset: not checked), or per agent
+    and per operator credential as the config names them. With $AGENT_COMMAND_KEY it signs every command for the
+    agent it routes it to (the agent must have the same key). Deploying it: docs/install.md, "Deploying the relay".
     """
-    from agent.reference.relay import AGENT_PATH, OPERATOR_PATH, Relay, RelayConfigError, load_relay_settings
+    from agent.reference.relay import (
+        AGENT_PATH,
+        OPERATOR_PATH,
+        Relay,
+        RelayConfigError,
+        RelaySettings,
+        load_relay_settings,
+        relay_problems,
+    )
     from agent.shell.app import install_signal_handlers
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -40,6 +52,20 @@ def relay_command(host: str, port: int, relay_config: Path | None) -> None:
         settings = load_relay_settings(relay_config) if relay_config else None
     except RelayConfigError as exc:
         fail(str(exc), EXIT_USAGE)
+    problems = relay_problems(settings or RelaySettings(), os.environ, host)
+    if check:
+        if problems:
+            for problem in problems:
+                click.echo(f"error: {problem}", err=True)
+            click.echo(f"NOT OK: {len(problems)} problem(s)", err=True)
+            sys.exit(EXIT_USAGE)
+        rooms = sorted({r for route in (settings or RelaySettings()).agents.values() for r in route.rooms})
+        click.echo(f"OK: relay config: {len((settings or RelaySettings()).agents)} routed agent(s), "
+                   f"{len((settings or RelaySettings()).operators)} operator credential(s), rooms: "
+                   f"{', '.join(rooms) or '(any: one agent)'}")  # fmt: skip
+        return
+    for problem in problems:
+        logging.getLogger("agent.reference.relay").warning("config: %s", problem)
 
     async def serve() -> None:
         relay = Relay(

@@ -28,6 +28,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import ssl
 import time
@@ -236,6 +237,41 @@ class _Operator:
 
 #: An operator connection of the single $AGENT_OPERATOR_TOKEN (or of a relay with no operator token): every room.
 EVERY_ROOM = OperatorCredential(token_env="AGENT_OPERATOR_TOKEN", rooms=["*"])  # noqa: S106 - a variable's name
+
+
+def relay_problems(settings: RelaySettings, environ: Mapping[str, str], host: str) -> list[str]:
+    """Everything in the relay's config and environment that would keep a part of it from working (``agent relay
+    --check``): a credential whose token is not set, no authentication on an address others can reach, an operator
+    room no agent serves, a state file that cannot be written."""
+    problems: list[str] = []
+    for agent, route in settings.agents.items():
+        if route.token_env and not environ.get(route.token_env):
+            problems.append(
+                f"agents.{agent}.token_env: ${route.token_env} is not set: that agent cannot connect"
+            )
+    for name, credential in settings.operators.items():
+        if not environ.get(credential.token_env):
+            problems.append(f"operators.{name}.token_env: ${credential.token_env} is not set: nobody can connect "
+                            "with it")  # fmt: skip
+        served = {room for route in settings.agents.values() for room in route.rooms}
+        stray = [r for r in credential.rooms if r != "*" and settings.agents and r not in served]
+        if stray:
+            problems.append(
+                f"operators.{name}.rooms: no agent serves {', '.join(stray)} (commands there get NO_AGENT)"
+            )
+    loopback = host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+    if not loopback:
+        if not environ.get("AGENT_RELAY_TOKEN") and not any(r.token_env for r in settings.agents.values()):
+            problems.append(f"listening on {host} with no agent token ($AGENT_RELAY_TOKEN or [agents.ID] "
+                            "token_env): anyone who reaches it could pose as an agent")  # fmt: skip
+        if not environ.get("AGENT_OPERATOR_TOKEN") and not settings.operators:
+            problems.append(f"listening on {host} with no operator credential ($AGENT_OPERATOR_TOKEN or "
+                            "[operators.NAME]): anyone who reaches it could send commands")  # fmt: skip
+    if settings.state_file is not None:
+        folder = settings.state_file.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            problems.append(f"state_file: {folder} is not a folder the relay can write")
+    return problems
 
 
 @dataclass
