@@ -64,8 +64,6 @@ def relay_command(host: str, port: int, relay_config: Path | None, check: bool) 
                    f"{len((settings or RelaySettings()).operators)} operator credential(s), rooms: "
                    f"{', '.join(rooms) or '(any: one agent)'}")  # fmt: skip
         return
-    for problem in problems:
-        logging.getLogger("agent.reference.relay").warning("config: %s", problem)
 
     async def serve() -> None:
         relay = Relay(
@@ -76,6 +74,8 @@ def relay_command(host: str, port: int, relay_config: Path | None, check: bool) 
             environ=os.environ,
         )
         bound = await relay.start(host, port)
+        for problem in problems:  # once it listens (a start that fails says only why it failed)
+            logging.getLogger("agent.reference.relay").warning("config: %s", problem)
         click.echo(
             f"relay on ws://{host}:{bound}{AGENT_PATH} (agents) and ws://{host}:{bound}{OPERATOR_PATH}"
         )
