@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.catalog.manifest import Manifest, build_argv, parse_manifest
+from agent.catalog.manifest import Manifest, build_argv, effective_args, parse_manifest
 from agent.errors import InvalidArguments, InvalidManifest
 
 BASE = """
@@ -228,3 +228,34 @@ def test_an_argument_never_carries_an_invisible_or_format_character(hidden: str)
     with pytest.raises(InvalidArguments):
         build_argv(m, {"v": f"a{hidden}b"})
     assert build_argv(m, {"v": "a-b 한글"}) == ["a-b 한글"]
+
+
+def test_the_arguments_an_approver_sees_include_every_default_in_the_manifests_order() -> None:
+    change = manifest(
+        """
+[[params]]
+name = "mode"
+type = "enum"
+choices = ["dry-run", "apply"]
+default = "dry-run"
+
+[[params]]
+name = "days"
+type = "integer"
+min = 1
+max = 90
+default = 30
+
+[[params]]
+name = "note"
+type = "string"
+max_length = 64
+required = false
+flag = "--note"
+""",
+        head="requires_approval = true\nchanges_state = true\n",
+    )
+    sent = {"days": 7}
+    build_argv(change, sent)  # accepted
+    assert list(effective_args(change, sent).items()) == [("mode", "dry-run"), ("days", 7)]
+    assert effective_args(change, {}) == {"mode": "dry-run", "days": 30}

@@ -433,6 +433,14 @@ def format_validation_error(exc: ValidationError) -> list[str]:
     return lines
 
 
+def effective_args(manifest: Manifest, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments a run would get, in the manifest's order: each one sent, and each default not sent (what an
+    approver must see: ``mode=dry-run days=30`` it was not asked about). Call after :func:`build_argv` accepted
+    ``args``."""
+    values = {param.name: args.get(param.name, getattr(param, "default", None)) for param in manifest.params}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def build_argv(manifest: Manifest, args: Mapping[str, Any]) -> list[str]:
     """Turn request arguments into the runbook's argv, validating each one.
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from agent.catalog.manifest import effective_args
 from agent.chat.i18n import Msg
 from agent.errors import InvalidArguments, NotAuthorized, RequestRefused, RunbookNotRunnable
 from agent.runs.plan import RunPlan, plan_run
@@ -103,7 +104,8 @@ def authorize(config: AgentConfig, catalog: Catalog, request: RunRequest) -> Run
             raise NotAuthorized(
                 Msg("runbook {name!r} needs an approver; a check cannot run it", name=runbook.name)
             )
-        return Held(plan.name, plan.hosts, dict(request.args))
+        # What would run, defaults included: the approver sees every argument, not only those typed.
+        return Held(plan.name, plan.hosts, effective_args(manifest, request.args))
     return plan
 
 
