@@ -253,7 +253,9 @@ def test_relay_check_lists_every_problem_of_its_config_and_environment(tmp_path:
                       'token_env = "BRIDGE_TOKEN"\nrooms = ["ops", "nowhere"]\n', encoding="utf-8")  # fmt: skip
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "SITE_", "BRIDGE_"))}
 
-    def check(env: dict[str, str], host: str = "192.0.2.10") -> subprocess.CompletedProcess[str]:  # never bound
+    def check(
+        env: dict[str, str], host: str = "192.0.2.10"
+    ) -> subprocess.CompletedProcess[str]:  # never bound
         return subprocess.run([sys.executable, "-m", "agent", "relay", "--check", "--config", str(config),
                                "--host", host], env={**base, **env}, capture_output=True, text=True,
                               encoding="utf-8", timeout=60, check=False)  # fmt: skip
