@@ -17,6 +17,7 @@ import pytest
 
 from agent.catalog.signing import generate_key_pair
 from agent.catalog.store import Catalog
+from agent.chat.i18n import Chat, message_of
 from agent.checks import CheckResult, CheckStatus
 from agent.checks.scheduler import CheckScheduler, in_quiet_hours
 from agent.config.schema import load_config
@@ -380,7 +381,7 @@ async def test_agent_chat_sends_one_line_with_the_operator_token(agent_home: Pat
         )
         assert code == 2 and "refused" in err and "Traceback" not in err
         code, _, err = await chat("frobnicate", environ=env)
-        assert code == 2 and "commands:" in err
+        assert code == 2 and "unknown command 'frobnicate'" in err and "help" in err  # nothing sent
     finally:
         await app.stop()
         await relay.stop()
@@ -466,3 +467,28 @@ async def test_progress_says_still_running_then_one_line_per_host_but_the_last()
     progress.stop()
     assert [(p["kind"], p.get("host"), p["done"]) for p in lines] == [("running", None, 1), ("host", "b", 2)]
     assert lines[0]["finished"] == ["a"] and lines[1]["status"] == "FAIL" and lines[1]["total"] == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "action", "params"),
+    [
+        ("도움말", "HELP", {}),
+        ("도움말 tail_log", "HELP", {"runbook": "tail_log"}),
+        ("실행 disk_usage host=was01 mount=/", "RUN_RUNBOOK",
+         {"runbook": "disk_usage", "hosts": ["was01"], "args": {"mount": "/"}}),
+        ("이력 3", "HISTORY", {"limit": 3}),
+        ("승인 ABCDEF", "APPROVE", {"code": "ABCDEF"}),
+        ("반려 ABCDEF", "REJECT", {"code": "ABCDEF"}),
+        ("점검 was", "RUN_CHECK", {"check": "was"}),
+    ],
+)  # fmt: skip
+def test_korean_command_words_mean_the_english_ones(line: str, action: str, params: dict[str, Any]) -> None:
+    packet = parse_chat(line, "k-1")
+    assert packet["action"] == action and packet.get("params", {}) == params
+
+
+def test_an_unknown_word_is_named_with_a_pointer_to_help_not_a_grammar_dump() -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_chat("재시작 was01", "k-2")
+    text = Chat("ko").text(message_of(refused.value))
+    assert "재시작" in text and "help" in text and "run NAME" not in text

@@ -436,7 +436,7 @@ async def test_a_bad_token_an_unknown_channel_or_user_or_a_bad_line_sends_nothin
     assert [r.status_code for r in (unknown_channel, unknown_user, bad_line, unbalanced)] == [200] * 4
     assert "GUARDiA 방" in unknown_channel.json()["text"] and "elsewhere" in unknown_channel.json()["text"]
     assert "[users]" in unknown_user.json()["text"] and "mallory" in unknown_user.json()["text"]
-    assert bad_line.json()["text"].startswith("❌ 명령: help [RUNBOOK]")
+    assert bad_line.json()["text"].startswith("❌ 'frobnicate'은 없는 명령입니다")
     assert unbalanced.json()["text"] == "❌ 따옴표가 짝이 맞지 않음"
     # An outgoing webhook without a trigger word sees every message of the channel, its own answers included
     # (Mattermost passes a webhook's answer to the outgoing webhooks): conversation is left alone, never answered.

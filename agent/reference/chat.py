@@ -92,10 +92,18 @@ _COMMANDS: dict[str, tuple[int, int | None, Callable[[list[str]], dict[str, Any]
 }
 
 
+#: Korean command words, as an SM engineer types them: each is the English word it stands for.
+KOREAN_WORDS = {
+    "도움말": "help", "목록": "list", "실행": "run", "이력": "history", "대기": "pending", "승인": "approve",
+    "반려": "reject", "취소": "cancel", "점검": "check", "출력": "output", "디스크": "disk",
+}  # fmt: skip
+
+
 def parse_chat(line: str, task_id: str, room: str = "ops", user: str | None = "kim") -> dict[str, Any]:
     """What a chat bridge would turn a typed line into (a command packet for the relay).
 
-    Grammar: see :data:`GRAMMAR`. ``output`` pages count from 1, as the answers show them.
+    Grammar: see :data:`GRAMMAR`; each command word also in Korean (:data:`KOREAN_WORDS`: ``도움말``, ``실행``…).
+    ``output`` pages count from 1, as the answers show them.
 
     Raises:
         ValueError: with a usage hint, for anything else.
@@ -107,8 +115,9 @@ def parse_chat(line: str, task_id: str, room: str = "ops", user: str | None = "k
     if not words:
         raise ValueError(Msg("type a command; 'help' lists them"))
     verb, rest = words[0].lower(), words[1:]
+    verb = KOREAN_WORDS.get(verb, verb)
     if verb not in _COMMANDS:
-        raise ValueError(Msg("commands: {grammar}", grammar=GRAMMAR))
+        raise ValueError(Msg("unknown command {word!r}; 'help' lists the commands", word=words[0][:20]))
     fewest, most, parse = _COMMANDS[verb]
     if len(rest) < fewest or (most is not None and len(rest) > most):
         raise ValueError(Msg("commands: {grammar}", grammar=GRAMMAR))
