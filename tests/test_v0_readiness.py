@@ -109,10 +109,9 @@ disk_space_checks = ["gone"]
     assert result.exit_code == 1 and "OK:" not in result.stdout
     stderr = result.stderr
     assert (
-        "v0 FETCH_MES_QC: not ready: cannot read tb_mes_wrk_prc_i: the query failed (SQLSTATE 42P01)"
+        "v0 FETCH_MES_QC: not ready: cannot read tb_mes_wrk_prc_i: the query failed (SQLSTATE 42P01: no such table)"
         in stderr
     )
-    assert "undefined table" in stderr
     assert (
         "v0 CHECK_INTERNAL_WAS_STATUS: not ready: check 'was': the URL answers HTTP 200, but not with the "
         in (stderr)

@@ -182,14 +182,37 @@ DATE_CONDITIONS = {
 }
 
 
-def date_refused(code: str) -> str:
-    """The problem of a date text PostgreSQL refused with ``code``: it does not read it, and why, in words."""
-    condition: str | None = DATE_CONDITIONS.get(code)
-    if condition is None:
+#: SQLSTATEs a DB check meets in an SM engineer's day, in words (others: psycopg2's name of the code).
+SQLSTATE_WORDS = {
+    "42P01": Msg("no such table"),
+    "42703": Msg("no such column"),
+    "42883": Msg("no such function"),
+    "42501": Msg("no permission"),
+    "3D000": Msg("no such database"),
+    "53300": Msg("too many connections"),
+    "55P03": Msg("a lock it needs is held"),
+    "57P01": Msg("the database is shutting down"),
+    "08006": Msg("the connection broke"),
+    "22012": Msg("division by zero"),
+    "42601": Msg("syntax error in the query"),
+    **DATE_CONDITIONS,
+}
+
+
+def condition_of(code: str, fallback: str = "error") -> str:
+    """SQLSTATE ``code`` in words: :data:`SQLSTATE_WORDS`, else psycopg2's name of it in lower case."""
+    words: str | None = SQLSTATE_WORDS.get(code)
+    if words is None:
         import psycopg2.errorcodes
 
-        condition = (psycopg2.errorcodes.lookup(code) or "data exception").lower().replace("_", " ")
-    return Msg("not a date PostgreSQL reads (SQLSTATE {code}: {condition})", code=code, condition=condition)
+        words = (psycopg2.errorcodes.lookup(code) or fallback).lower().replace("_", " ")
+    return words
+
+
+def date_refused(code: str) -> str:
+    """The problem of a date text PostgreSQL refused with ``code``: it does not read it, and why, in words."""
+    return Msg("not a date PostgreSQL reads (SQLSTATE {code}: {condition})", code=code,
+               condition=condition_of(code, "data exception"))  # fmt: skip
 
 
 def _classify(exc: psycopg2.Error, settings: DbConfig) -> QueryFailed:
@@ -215,8 +238,10 @@ def _classify(exc: psycopg2.Error, settings: DbConfig) -> QueryFailed:
                 CheckStatus.ERROR, Msg("the database or user does not exist (check DB_NAME, DB_USER)")
             )
         return QueryFailed(CheckStatus.DOWN, Msg("database unreachable"))
-    code = exc.pgcode or type(exc).__name__
-    return QueryFailed(CheckStatus.ERROR, Msg("the query failed (SQLSTATE {code})", code=code))
+    if exc.pgcode is None:
+        return QueryFailed(CheckStatus.ERROR, Msg("the query failed ({error})", error=type(exc).__name__))
+    return QueryFailed(CheckStatus.ERROR, Msg("the query failed (SQLSTATE {code}: {condition})", code=exc.pgcode,
+                                              condition=condition_of(exc.pgcode)))  # fmt: skip
 
 
 def _connect(settings: DbConfig, env: Mapping[str, str]) -> psycopg2.extensions.connection:
@@ -378,7 +403,6 @@ def _execute(
 
 def _probe(query: DbQuery, params: dict[str, Any], settings: DbConfig, env: Mapping[str, str]) -> None:
     import psycopg2
-    import psycopg2.errorcodes
 
     connection = _connect(settings, env)
     try:
@@ -390,10 +414,7 @@ def _probe(query: DbQuery, params: dict[str, Any], settings: DbConfig, env: Mapp
             cursor.execute(wrapped, params)
         connection.rollback()
     except psycopg2.Error as exc:
-        failed = _classify(exc, settings)
-        words = psycopg2.errorcodes.lookup(exc.pgcode) if exc.pgcode else None
-        detail = f": {words.lower().replace('_', ' ')}" if words else ""
-        raise QueryFailed(failed.status, f"{failed.message}{detail}") from None
+        raise _classify(exc, settings) from None  # the SQLSTATE in words
     finally:
         connection.close()
 
