@@ -669,6 +669,7 @@ class Relay:
         task_id = message.get("task_id")
         if isinstance(task_id, str):
             self.pending.pop(task_id, None)
+            self._pending_for.pop(task_id, None)  # (it grew by one entry per command, forever)
         if message.get("event") == "AGENT_HELLO":
             self.hello = message
             if agent_id and isinstance(message.get("payload"), dict):
