@@ -127,7 +127,8 @@ async def test_a_client_that_never_reads_is_dropped_and_no_other_room_waits(
         # The slow client, back, is told why it was dropped.
         again = await operator(scoped, "OP_SLOW")
         told = await again.wait_for(lambda e: e.get("payload", {}).get("kind") == "dropped_before", 10)
-        assert "does not read" in told["payload"]["reason"]
+        assert "does not read" in told["payload"]["reason"] and told["room_id"] == "ops"  # its room is told
+        assert "읽지 않아" in told["payload"]["text"]  # in the relay's language
         await again.close()
     finally:
         for client in (op_a, op_b, slow):

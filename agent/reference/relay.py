@@ -170,7 +170,8 @@ class _Peer:
     """
 
     def __init__(self, ws: ServerConnection, name: str, max_frames: int, max_bytes: int,
-                 on_drop: Callable[[str], None] | None = None, drop_when_full: bool = True) -> None:  # fmt: skip
+                 on_drop: Callable[[str, int, int], None] | None = None,
+                 drop_when_full: bool = True) -> None:  # fmt: skip
         self.ws = ws
         #: False (an agent: slow, not gone): a frame over the bounds is refused (put returns False), and the
         #: connection kept; the caller answers the room.
@@ -206,12 +207,13 @@ class _Peer:
             return
         self.dropped = reason
         logger.warning("dropped %s: %s", self.name, reason)
+        waiting, size = len(self._queue), self._bytes
         self._queue.clear()
         self._writer.cancel()
         # Policy violation; the closing handshake waits at most close_timeout, then the TCP connection is cut.
         asyncio.get_running_loop().create_task(self.ws.close(1008, reason[:120]))
         if self._on_drop is not None:
-            self._on_drop(reason)
+            self._on_drop(reason, waiting, size)
 
     async def _write(self) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -315,7 +317,7 @@ class Relay:
         #: Who each open connection is, from its token (set while the handshake is checked).
         self._who: dict[ServerConnection, tuple[str, OperatorCredential | str | None]] = {}
         #: Why an operator credential's last connection was dropped (told when it connects again).
-        self._drop_reasons: dict[str, str] = {}
+        self._drop_reasons: dict[str, tuple[str, int, int]] = {}
         self._log_bytes = 0
         self.chat = Chat(self.settings.language, self.settings.timezone)
         self.agent_token = agent_token
@@ -434,7 +436,7 @@ class Relay:
         self,
         connection: ServerConnection,
         name: str,
-        on_drop: Callable[[str], None] | None = None,
+        on_drop: Callable[[str, int, int], None] | None = None,
         agent: bool = False,
     ) -> _Peer:
         return _Peer(connection, name, self.settings.peer_queue_frames, self.settings.peer_queue_bytes, on_drop,
@@ -690,8 +692,8 @@ class Relay:
 
     async def _operator_session(self, connection: ServerConnection, name: str,
                                 credential: OperatorCredential) -> None:  # fmt: skip
-        def dropped(reason: str) -> None:
-            self._drop_reasons[name] = reason
+        def dropped(reason: str, waiting: int, size: int) -> None:
+            self._drop_reasons[name] = (reason, waiting, size)
 
         peer = self._peer(connection, f"operator {name!r}", dropped)
         operator = _Operator(peer, credential)
@@ -699,13 +701,16 @@ class Relay:
         logger.info("operator %r connected (rooms: %s)", name, ", ".join(credential.rooms))
         before = self._drop_reasons.pop(name, None)
         if before is not None:
+            reason, waiting, size = before
             text = self.chat._(
-                "⚠️ This client's previous connection was dropped by the relay: {reason}. Frames "
-                "sent to it meanwhile were lost; 'history' shows the results."
-            ).format(reason=before)
-            peer.put(json.dumps({"event": "RELAY_NOTICE", "room_id": None, "task_id": None,
-                                 "payload": {"kind": "dropped_before", "reason": before, "text": text}},
-                                ensure_ascii=False))  # fmt: skip
+                "⚠️ The relay dropped this client's previous connection: it did not read ({n} messages, {size} "
+                "waiting). What was sent to it meanwhile was lost; 'history' shows the results."
+            ).format(n=waiting, size=self.chat.size(size))
+            rooms: list[str | None] = [r for r in credential.rooms if r != "*"] or [None]
+            for room in rooms:  # each room it serves is told (an every-room credential: once, without a room)
+                peer.put(json.dumps({"event": "RELAY_NOTICE", "room_id": room, "task_id": None,
+                                     "payload": {"kind": "dropped_before", "reason": reason, "text": text}},
+                                    ensure_ascii=False))  # fmt: skip
         try:
             async for frame in connection:
                 await self._from_operator(frame, operator)
