@@ -264,7 +264,7 @@ def test_relay_check_lists_every_problem_of_its_config_and_environment(tmp_path:
     bad = check({})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     for expected in ("$SITE_A_TOKEN is not set", "$BRIDGE_TOKEN is not set", "no agent serves nowhere",
-                     "NOT OK: 3 problem(s)"):  # fmt: skip
+                     "NOT OK: 3 problem(s): "):  # fmt: skip
         assert expected in bad.stderr, bad.stderr
     config.write_text(config.read_text(encoding="utf-8").replace(', "nowhere"', ""), encoding="utf-8")
     good = check({"SITE_A_TOKEN": "a" * 24, "BRIDGE_TOKEN": "b" * 24})

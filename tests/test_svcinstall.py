@@ -471,3 +471,69 @@ def test_systemd_analyze_finds_fault_with_a_broken_unit(tmp_path: Path) -> None:
     )
     assert verify.returncode != 0
     assert "ProtectSytem" in verify.stdout + verify.stderr
+
+
+def relay_site(tmp_path: Path) -> tuple[Path, Path]:
+    app = tmp_path / "opt-guardia-relay"
+    app.mkdir()
+    (app / "relay.toml").write_text('state_file = "var/relay-state.json"\n[agents.site-a]\nrooms = ["ops"]\n'
+                                    'token_env = "SITE_A_TOKEN"\n', encoding="utf-8", newline="\n")  # fmt: skip
+    secrets = tmp_path / "relay.env"
+    secrets.write_text("SITE_A_TOKEN=tok-site-a-3f9a1c77e2\n", encoding="utf-8")
+    return app, secrets
+
+
+@icacls_from_system32
+def test_the_relay_installs_as_its_own_service_with_its_own_check(tmp_path: Path) -> None:
+    app, secrets = relay_site(tmp_path)
+    root = tmp_path / "root"
+    done = agent(
+        "-c", str(app / "relay.toml"), "service", "install", "--relay", "--platform", "linux", "--root", str(root),
+        "--env", str(secrets),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    unit = root / "etc/systemd/system/guardia-relay.service"
+    text = unit.read_text(encoding="utf-8")
+    assert f"ExecStartPre={AGENT} relay --config {app / 'relay.toml'} --host 127.0.0.1 --check" in text
+    assert f"ExecStart={AGENT} relay --config {app / 'relay.toml'} --host 127.0.0.1 --port 8765" in text
+    assert "EnvironmentFile=/etc/guardia-relay.env" in text and f"ReadWritePaths={app / 'var'}" in text
+    assert (root / "etc/guardia-relay.env").read_bytes() == secrets.read_bytes()
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False,
+                            encoding="utf-8")  # fmt: skip
+    assert verify.returncode == 0 and not verify.stdout + verify.stderr, verify.stdout + verify.stderr
+    # Its check runs first, with the service's environment: a token the config names but the file lacks stops it.
+    secrets.write_text("OTHER=1\n", encoding="utf-8")
+    refused = agent(
+        "-c", str(app / "relay.toml"), "service", "install", "--relay", "--platform", "linux",
+        "--root", str(tmp_path / "root2"), "--env", str(secrets),
+    )  # fmt: skip
+    assert refused.returncode == 1 and "$SITE_A_TOKEN is not set" in refused.stderr
+    assert not (tmp_path / "root2" / "etc/systemd/system/guardia-relay.service").exists()
+
+
+def test_the_relay_on_windows_is_nssm_running_agent_relay(site: Path, tmp_path: Path) -> None:
+    app, secrets = relay_site(tmp_path)
+    done = agent(
+        "-c", str(app / "relay.toml"), "service", "install", "--relay", "--platform", "windows", "--dry-run",
+        "--env", str(secrets), "--port", "9443",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "ok: check the relay's config with the service's environment" in done.stdout
+    env = app / "guardia-relay.env"
+    params = subprocess.list2cmdline(["--env-file", str(env), "relay", "--config", str(app / "relay.toml"),
+                                      "--host", "127.0.0.1", "--port", "9443"])  # fmt: skip
+    assert f"AppParameters {params}" in done.stdout.replace("\n    ", " ") or params in done.stdout
+    assert "GUARDiA relay" in done.stdout and "guardia-relay" in done.stdout
+
+
+def test_the_relay_unit_in_deploy_is_the_one_the_agent_writes() -> None:
+    spec = ServiceSpec(
+        agent_exe=Path("/opt/guardia-relay/.venv/bin/agent"),
+        config=Path("/opt/guardia-relay/relay.toml"),
+        env_source=Path("/dev/null"),
+        name="guardia-relay",
+        relay=svcinstall.RelayListen(),
+    )
+    assert (ROOT / "deploy/guardia-relay.service").read_text(encoding="utf-8") == systemd_unit(
+        spec, Path("/etc/guardia-relay.env")
+    )

@@ -57,7 +57,7 @@ def relay_command(host: str, port: int, relay_config: Path | None, check: bool) 
         if problems:
             for problem in problems:
                 click.echo(f"error: {problem}", err=True)
-            click.echo(f"NOT OK: {len(problems)} problem(s)", err=True)
+            click.echo(f"NOT OK: {len(problems)} problem(s): {'; '.join(problems)}", err=True)
             sys.exit(EXIT_USAGE)
         rooms = sorted({r for route in (settings or RelaySettings()).agents.values() for r in route.rooms})
         click.echo(f"OK: relay config: {len((settings or RelaySettings()).agents)} routed agent(s), "

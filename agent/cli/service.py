@@ -77,6 +77,13 @@ def _carry_out(steps: list[Any], dry_run: bool, title: str) -> None:
     "instead of the virtual account NT SERVICE\\NAME. Linux: the user (default guardia).",
 )
 @click.option("--no-start", is_flag=True, help="Install and enable, but do not start it now.")
+@click.option("--relay", is_flag=True, help="Install the relay (agent relay) instead of the agent: -c names the "
+              "relay's TOML, --env its tokens; the service is guardia-relay unless --name says otherwise.")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True, help="--relay: the address it listens on "
+              "(behind a reverse proxy that terminates TLS).")  # fmt: skip
+@click.option(
+    "--port", default=8765, show_default=True, type=click.IntRange(1, 65535), help="--relay: its port."
+)
 @_NAME
 @_PLATFORM
 @_NSSM
@@ -88,18 +95,23 @@ def service_install(
     env_source: Path,
     account: str | None,
     no_start: bool,
+    relay: bool,
+    host: str,
+    port: int,
     name: str,
     target: str,
     nssm: str | None,
     root: Path | None,
     dry_run: bool,
 ) -> None:
-    """Install and start the agent as a service, with the config given by -c and the secrets in --env.
+    """Install and start the agent (or, with --relay, the relay) as a service, with the config given by -c and the
+    secrets in --env.
 
     The config is checked with those secrets first; a failed step undoes the steps before it and says what, if
     anything, is left to do by hand. Exit 0 installed, 1 a step failed, 2 bad input.
 
         agent -c C:\\guardia\\agent.toml service install --env C:\\guardia\\secrets.env
+        agent -c /opt/guardia-relay/relay.toml service install --relay --env relay.env
     """
     import agent.cli.service_install as svcinstall
 
@@ -118,6 +130,8 @@ def service_install(
     scripts = Path(sys.executable).absolute().parent
     names = ("agent.exe", "agent") if platform == "windows" else ("agent",)
     agent_exe = next((scripts / n for n in names if (scripts / n).is_file()), scripts / names[0])
+    if relay and name == svcinstall.DEFAULT_NAME:
+        name = "guardia-relay"
     spec = svcinstall.ServiceSpec(
         agent_exe=agent_exe,
         config=config_path.absolute(),
@@ -126,6 +140,7 @@ def service_install(
         account=account,
         password=password,
         start=not no_start,
+        relay=svcinstall.RelayListen(host, port) if relay else None,
     )
     problems = svcinstall.check_spec(spec)
     if platform == "linux" and root is None:  # a dry run says what would stop the real install, too

@@ -78,6 +78,15 @@ class Step:
 
 
 @dataclass(frozen=True)
+class RelayListen:
+    """``agent service install --relay``: the reference relay as the service (``agent relay``), listening here
+    (behind a reverse proxy that terminates TLS: docs/install.md, "Deploying the relay")."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """What to install, all paths absolute."""
 
@@ -89,6 +98,36 @@ class ServiceSpec:
     account: str | None = None
     password: str | None = None  # Windows, dedicated account only
     start: bool = True
+    #: The relay instead of the agent (``config`` is then the relay's TOML).
+    relay: RelayListen | None = None
+
+    @property
+    def what(self) -> str:
+        """What runs: "agent" or "relay" (its display name is "GUARDiA <what>")."""
+        return "relay" if self.relay is not None else "agent"
+
+    def arguments(self, env_file: Path | None) -> list[str]:
+        """The program's arguments as the service runs it (``env_file``: given with --env-file; None: the service
+        manager sets the environment)."""
+        env = ["--env-file", str(env_file)] if env_file is not None else []
+        if self.relay is not None:
+            return [*env, "relay", "--config", str(self.config), "--host", self.relay.host,
+                    "--port", str(self.relay.port)]  # fmt: skip
+        return ["-c", str(self.config), *env, "run", "--log-json"]
+
+    def check_arguments(self, env_file: Path | None, before_start: bool) -> list[str]:
+        """The read-only check of the same config (``before_start``: the one the service runs before each start)."""
+        env = ["--env-file", str(env_file)] if env_file is not None else []
+        if self.relay is not None:
+            return [*env, "relay", "--config", str(self.config), "--host", self.relay.host, "--check"]
+        return [
+            "-c",
+            str(self.config),
+            *env,
+            "config",
+            "check",
+            *(["--before-start"] if before_start else []),
+        ]
 
     @property
     def app_dir(self) -> Path:
@@ -197,16 +236,9 @@ def windows_env_path(config: Path, name: str) -> Path:
 
 def config_check_step(spec: ServiceSpec) -> Step:
     """The first step of every install: ``agent config check`` as the service will run, before anything changes."""
-    argv = (
-        str(spec.agent_exe),
-        "-c",
-        str(spec.config),
-        "--env-file",
-        str(spec.env_source),
-        "config",
-        "check",
-    )
-    return Step("check the config with the service's environment", argv)
+    argv = (str(spec.agent_exe), *spec.check_arguments(spec.env_source, before_start=False))
+    whose = "the config" if spec.relay is None else "the relay's config"
+    return Step(f"check {whose} with the service's environment", argv)
 
 
 def windows_install_steps(spec: ServiceSpec, nssm: str) -> list[Step]:
@@ -214,9 +246,9 @@ def windows_install_steps(spec: ServiceSpec, nssm: str) -> list[Step]:
     behind by a config that would not start."""
     name, account = spec.name, windows_account(spec)
     env_path = windows_env_path(spec.config, name)
-    params = subprocess.list2cmdline(
-        ["-c", str(spec.config), "--env-file", str(env_path), "run", "--log-json"]
-    )
+    params = subprocess.list2cmdline(spec.arguments(env_path))
+    display = "GUARDiA agent: sandboxed runbook executor" if spec.relay is None else (
+        "GUARDiA relay: between the messenger and the agents")  # fmt: skip
 
     def nssm_set(what: str, *args: str) -> Step:
         return Step(what, (nssm, "set", name, *args))
@@ -252,10 +284,10 @@ def windows_install_steps(spec: ServiceSpec, nssm: str) -> list[Step]:
             (nssm, "install", name, str(spec.agent_exe)),
             undo=Step(f"remove service {name}", (nssm, "remove", name, "confirm")),
         ),
-        nssm_set("set the agent's arguments", "AppParameters", params),
+        nssm_set(f"set the {spec.what}'s arguments", "AppParameters", params),
         nssm_set("set the working folder", "AppDirectory", str(spec.app_dir)),
-        nssm_set("set the display name", "DisplayName", "GUARDiA agent"),
-        nssm_set("set the description", "Description", "GUARDiA agent: sandboxed runbook executor"),
+        nssm_set("set the display name", "DisplayName", f"GUARDiA {spec.what}"),
+        nssm_set("set the description", "Description", display),
         nssm_set("start automatically (delayed, after the network)", "Start", "SERVICE_DELAYED_AUTO_START"),
         nssm_set(f"run as {account}", "ObjectName", *object_name),
         nssm_set("restart on any exit", "AppExit", "Default", "Restart"),
@@ -326,15 +358,34 @@ def systemd_unit(spec: ServiceSpec, env_path: Path) -> str:
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
         raise ServiceError(f"{user!r} is not a Linux user name")
     exe = _unit_path(spec.agent_exe, "the agent program")
-    config = _unit_path(spec.config, "the config")
+    _unit_path(spec.config, "the config")
     app = _unit_path(spec.app_dir, "the agent's folder")
     state = _unit_path(spec.state_dir, "the state folder")
     env = _unit_path(env_path, "the environment file")
     in_home = any(p.startswith(("/home/", "/root/")) for p in (exe, app))
+    for value, what in ((spec.relay.host, "the relay's address"),) if spec.relay else ():
+        if not re.fullmatch(r"[A-Za-z0-9.:_-]+", value):
+            raise ServiceError(f"{what} {value!r} cannot go into a unit line as it is")
+    check = " ".join(spec.check_arguments(None, before_start=True))
+    run = " ".join(spec.arguments(None))
+    if spec.relay is None:
+        head = "the GUARDiA agent"
+        description = "GUARDiA agent (sandboxed runbook executor)"
+        secrets = "EXTERNAL_WS_URL, AGENT_RELAY_TOKEN, DB_*, key passphrases"
+        stopping = (
+            "# SIGTERM: stop taking tasks, let running ones finish (tasks.shutdown_grace), flush the outbox."
+        )
+        reads = "the agent reads its folder, writes var/, and dials out"
+    else:
+        head = "the GUARDiA relay"
+        description = "GUARDiA relay (between the messenger and the agents)"
+        secrets = "the agents' and operators' tokens, AGENT_COMMAND_KEY"
+        stopping = "# SIGTERM: stop listening and close the connections (the agents keep their answers and dial again)."
+        reads = "the relay reads its folder, writes var/ (state_file), and listens"
     return f"""\
-# systemd unit for the GUARDiA agent, written by `agent service install` (re-run it rather than editing this).
+# systemd unit for {head}, written by `agent service install{" --relay" if spec.relay else ""}` (re-run it rather than editing this).
 [Unit]
-Description=GUARDiA agent (sandboxed runbook executor)
+Description={description}
 After=network-online.target
 Wants=network-online.target
 
@@ -343,17 +394,17 @@ Type=simple
 User={user}
 Group={user}
 WorkingDirectory={app}
-# EXTERNAL_WS_URL, AGENT_RELAY_TOKEN, DB_*, key passphrases: root-only, read by systemd before dropping privileges.
+# {secrets}: root-only, read by systemd before dropping privileges.
 EnvironmentFile={env}
-ExecStartPre={exe} -c {config} config check --before-start
-ExecStart={exe} -c {config} run --log-json
-# SIGTERM: stop taking tasks, let running ones finish (tasks.shutdown_grace), flush the outbox.
+ExecStartPre={exe} {check}
+ExecStart={exe} {run}
+{stopping}
 KillSignal=SIGTERM
 TimeoutStopSec=60
 Restart=on-failure
 RestartSec={RESTART_DELAY_MS // 1000}
 
-# Hardening: the agent reads its folder, writes var/, and dials out. Nothing else.
+# Hardening: {reads}. Nothing else.
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome={"read-only" if in_home else "yes"}
@@ -488,7 +539,7 @@ def check_spec(spec: ServiceSpec) -> list[str]:
         except ValueError as exc:
             problems.append(str(exc))
         else:
-            if "EXTERNAL_WS_URL" not in env and not _relay_in_config(spec.config):
+            if spec.relay is None and "EXTERNAL_WS_URL" not in env and not _relay_in_config(spec.config):
                 problems.append(
                     f"{spec.env_source} sets no EXTERNAL_WS_URL and the config no [relay] url (the relay the "
                     "service dials)"

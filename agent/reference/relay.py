@@ -271,8 +271,9 @@ def relay_problems(settings: RelaySettings, environ: Mapping[str, str], host: st
                             "[operators.NAME]): anyone who reaches it could send commands")  # fmt: skip
     if settings.state_file is not None:
         folder = settings.state_file.parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            problems.append(f"state_file: {folder} is not a folder the relay can write")
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)  # it makes the rest
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            problems.append(f"state_file: {folder} is not a folder the relay can write or make")
     return problems
 
 
