@@ -106,28 +106,34 @@ class ServiceSpec:
         """What runs: "agent" or "relay" (its display name is "GUARDiA <what>")."""
         return "relay" if self.relay is not None else "agent"
 
-    def arguments(self, env_file: Path | None) -> list[str]:
+    def arguments(self, env_file: Path | None, config: str | None = None) -> list[str]:
         """The program's arguments as the service runs it (``env_file``: given with --env-file; None: the service
-        manager sets the environment)."""
+        manager sets the environment; ``config``: the config's path as the service manager writes it, a systemd
+        unit's in POSIX form whatever the machine making it)."""
         env = ["--env-file", str(env_file)] if env_file is not None else []
+        config = config or str(self.config)
         if self.relay is not None:
-            return [*env, "relay", "--config", str(self.config), "--host", self.relay.host,
-                    "--port", str(self.relay.port)]  # fmt: skip
-        return ["-c", str(self.config), *env, "run", "--log-json"]
+            return [
+                *env,
+                "relay",
+                "--config",
+                config,
+                "--host",
+                self.relay.host,
+                "--port",
+                str(self.relay.port),
+            ]
+        return ["-c", config, *env, "run", "--log-json"]
 
-    def check_arguments(self, env_file: Path | None, before_start: bool) -> list[str]:
+    def check_arguments(
+        self, env_file: Path | None, before_start: bool, config: str | None = None
+    ) -> list[str]:
         """The read-only check of the same config (``before_start``: the one the service runs before each start)."""
         env = ["--env-file", str(env_file)] if env_file is not None else []
+        config = config or str(self.config)
         if self.relay is not None:
-            return [*env, "relay", "--config", str(self.config), "--host", self.relay.host, "--check"]
-        return [
-            "-c",
-            str(self.config),
-            *env,
-            "config",
-            "check",
-            *(["--before-start"] if before_start else []),
-        ]
+            return [*env, "relay", "--config", config, "--host", self.relay.host, "--check"]
+        return ["-c", config, *env, "config", "check", *(["--before-start"] if before_start else [])]
 
     @property
     def app_dir(self) -> Path:
@@ -358,7 +364,7 @@ def systemd_unit(spec: ServiceSpec, env_path: Path) -> str:
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
         raise ServiceError(f"{user!r} is not a Linux user name")
     exe = _unit_path(spec.agent_exe, "the agent program")
-    _unit_path(spec.config, "the config")
+    config = _unit_path(spec.config, "the config")
     app = _unit_path(spec.app_dir, "the agent's folder")
     state = _unit_path(spec.state_dir, "the state folder")
     env = _unit_path(env_path, "the environment file")
@@ -366,8 +372,8 @@ def systemd_unit(spec: ServiceSpec, env_path: Path) -> str:
     for value, what in ((spec.relay.host, "the relay's address"),) if spec.relay else ():
         if not re.fullmatch(r"[A-Za-z0-9.:_-]+", value):
             raise ServiceError(f"{what} {value!r} cannot go into a unit line as it is")
-    check = " ".join(spec.check_arguments(None, before_start=True))
-    run = " ".join(spec.arguments(None))
+    check = " ".join(spec.check_arguments(None, before_start=True, config=config))
+    run = " ".join(spec.arguments(None, config=config))
     if spec.relay is None:
         head = "the GUARDiA agent"
         description = "GUARDiA agent (sandboxed runbook executor)"
