@@ -123,17 +123,22 @@ disk_space_checks = ["gone"]
     assert "3 of the original agent's 3 actions not ready in v0 mode" in stderr
 
 
-def test_an_unreachable_was_and_database_are_not_ready_within_their_timeouts(
-    agent_cli: Cli, catalog_dir: Path, environment: pytest.MonkeyPatch
-) -> None:
-    closed = free_port()
+def unreachable_database(environment: pytest.MonkeyPatch, port: int) -> None:
+    """DB_* set, naming a port where nothing listens."""
     for name, value in {
         "DB_HOST": "127.0.0.1",
-        "DB_PORT": str(closed),
+        "DB_PORT": str(port),
         "DB_USER": "u",
         "DB_NAME": "mes",
     }.items():
         environment.setenv(name, value)
+
+
+def test_an_unreachable_was_and_database_are_not_ready_within_their_timeouts(
+    agent_cli: Cli, catalog_dir: Path, environment: pytest.MonkeyPatch
+) -> None:
+    closed = free_port()
+    unreachable_database(environment, closed)
     configure(catalog_dir, f"""
 [checks.was]
 kind = "http"
@@ -172,13 +177,7 @@ def test_before_start_tries_no_connection_and_lets_the_agent_start_to_report_wha
     closed = free_port()
     configure(catalog_dir, f'[checks.was]\nkind = "http"\nurl = "http://127.0.0.1:{closed}/health"\n'
                            '[actions]\nwas_status_check = "was"\n')  # fmt: skip
-    for name, value in {
-        "DB_HOST": "127.0.0.1",
-        "DB_PORT": str(closed),
-        "DB_USER": "u",
-        "DB_NAME": "mes",
-    }.items():
-        environment.setenv(name, value)
+    unreachable_database(environment, closed)
     offline = agent_cli("-c", "agent.toml", "config", "check", "--before-start")
     assert offline.exit_code == 0, offline.stderr
     assert (

@@ -28,6 +28,7 @@ from agent.checks import CheckResult, CheckStatus
 from agent.checks.db_idle import IDLE
 from agent.config.schema import COUNT_LIMIT, DbCheck, DbConfig, DbQuery
 from agent.errors import InvalidArguments
+from agent.session.protocol import encodable
 
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg2
@@ -77,21 +78,13 @@ def date_problem(value: object) -> str | None:
     """
     if not isinstance(value, str) or len(value) > DATE_TEXT_MAX:
         return Msg("must be a date written as text, at most {max} characters", max=DATE_TEXT_MAX)
-    if "\x00" in value or not _encodable(value):
+    if "\x00" in value or not encodable(value):
         return Msg(
             "not a date PostgreSQL reads (SQLSTATE {code}: {condition})",
             code="22021",
             condition=Msg("character not in repertoire"),
         )
     return None
-
-
-def _encodable(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def bind(query: DbQuery, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -125,7 +118,7 @@ def bind(query: DbQuery, values: Mapping[str, Any]) -> dict[str, Any]:
                 bound[name] = int(value)
             else:
                 problems.append((name, Msg("must be an integer")))
-        elif isinstance(value, str) and len(value) <= 256 and "\x00" not in value and _encodable(value):
+        elif isinstance(value, str) and len(value) <= 256 and "\x00" not in value and encodable(value):
             bound[name] = value
         else:
             problems.append((name, Msg("must be a string of at most 256 characters")))

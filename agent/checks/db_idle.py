@@ -6,8 +6,8 @@ beside the original agent, which connected for every query). So each connection 
 for :data:`IDLE_SECONDS`, at most :data:`KEEP` per database, and the next query to the same database (same address,
 user, password, name and timeouts) takes the newest one. A connection idle longer, or older than :data:`MAX_AGE`, is
 closed, never used; an empty shelf just means a new connection. So what a DBA changes for new sessions (``ALTER
-DATABASE … SET timezone``) reaches the agent's queries within :data:`MAX_AGE` at the latest. psycopg2's own pools keep connections forever and raise when full, which is why
-this is not one of them.
+DATABASE … SET timezone``) reaches the agent's queries within :data:`MAX_AGE` at the latest. psycopg2's own pools
+keep connections forever and raise when full, which is why this is not one of them.
 
 Thread-safe: the queries run in worker threads (``asyncio.to_thread``); each connection is used by one at a time.
 """

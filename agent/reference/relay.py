@@ -595,7 +595,7 @@ class Relay:
         """Queue ``text`` for every operator connection that sees ``room`` (a frame without a room: only those
         that see every room). Never waits: a connection that does not read is dropped, not waited for."""
         for operator in list(self.operators.values()):
-            if operator.credential.sees(room) if room is not None else "*" in operator.credential.rooms:
+            if operator.credential.sees(room):
                 operator.peer.put(text)
 
     # -- what changed about an agent ---------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from agent.chat.i18n import Chat, message_of
 from agent.chat.markup import neutralize
 from agent.config.schema import is_loopback_url, ws_url_problems
 from agent.reference.chat import GRAMMAR, parse_chat, text_of
-from agent.session.protocol import ROOM_ID, USER_ID, valid_identifier
+from agent.session.protocol import ROOM_ID, USER_ID, encodable, valid_identifier
 
 logger = logging.getLogger(__name__)
 
@@ -453,15 +453,6 @@ class Reply:
         return cls(status, text.encode("utf-8"))
 
 
-def _usable(value: str) -> bool:
-    """Whether a string can be sent on (no lone surrogates, which JSON can spell and UTF-8 cannot)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _json_fields(text: str) -> dict[str, str] | None:
     try:
         data = json.loads(text)
@@ -473,7 +464,7 @@ def _json_fields(text: str) -> dict[str, str] | None:
     for key, value in data.items():
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # some messengers send numeric ids
-        if isinstance(value, str) and _usable(key) and _usable(value):
+        if isinstance(value, str) and encodable(key) and encodable(value):
             fields[key] = value
     return fields
 

@@ -11,6 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -56,7 +57,7 @@ def _whole(pattern: re.Pattern[str]) -> AfterValidator:
 
 def valid_identifier(value: object, pattern: re.Pattern[str]) -> bool:
     """True when ``value`` is a string that ``pattern`` matches as a whole (and UTF-8 can carry)."""
-    return isinstance(value, str) and pattern.fullmatch(value) is not None and _encodable(value)
+    return isinstance(value, str) and pattern.fullmatch(value) is not None and encodable(value)
 
 
 TaskId = Annotated[str, _whole(TASK_ID)]
@@ -174,6 +175,18 @@ class Command(BaseModel):
         return self.user_id
 
 
+@dataclass(frozen=True)
+class Inbound:
+    """A frame from the relay as the core is to read it (what :meth:`agent.session.wire.WireProtocol.inbound`
+    makes of it)."""
+
+    #: A protocol-1 frame (in v0: the v0 packet with the agent's own task and room keys,
+    #: :class:`agent.session.protocol_v0.Addressing`).
+    frame: str | bytes
+    #: The packet exactly as the relay sent it, when that is what a signature covers (v0); None: ``frame`` is.
+    signed: dict[str, Any] | None = None
+
+
 class Ack(BaseModel):
     """A relay → agent acknowledgement of one agent message."""
 
@@ -187,7 +200,8 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _encodable(text: str) -> bool:
+def encodable(text: str) -> bool:
+    """Whether UTF-8 can carry ``text`` (no lone surrogates, which JSON escapes can spell and UTF-8 cannot)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -197,7 +211,7 @@ def _encodable(text: str) -> bool:
 
 def _salvage(raw: dict[str, Any], key: str, pattern: re.Pattern[str]) -> str | None:
     value = raw.get(key)
-    return value if isinstance(value, str) and pattern.fullmatch(value) and _encodable(value) else None
+    return value if isinstance(value, str) and pattern.fullmatch(value) and encodable(value) else None
 
 
 def _too_deep(value: Any) -> bool:
@@ -237,7 +251,7 @@ def parse_frame(frame: str | bytes) -> Command | Ack:
         raise InvalidPacket(
             ErrorCode.MALFORMED, Msg("nested more than {n} levels deep", n=MAX_DEPTH), task_id, room_id
         )
-    if not _encodable(frame) or not _encodable(json.dumps(raw, ensure_ascii=False)):
+    if not encodable(frame) or not encodable(json.dumps(raw, ensure_ascii=False)):
         # JSON escapes can smuggle in lone surrogates, which no UTF-8 store or frame can carry.
         raise InvalidPacket(ErrorCode.MALFORMED, Msg("invalid Unicode (lone surrogate)"), task_id, room_id)
     if raw.get("event") == Event.ACK:

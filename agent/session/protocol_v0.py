@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.session.protocol import ROOM_ID, Action, ErrorCode, Event, Status, valid_identifier
+from agent.session.protocol import ROOM_ID, Action, ErrorCode, Event, Inbound, Status, valid_identifier
 
 #: What a v0 refusal of an unknown action says (the original agent's words).
 NOT_ALLOWED = "허용되지 않은 action: "
@@ -44,16 +44,6 @@ RESEND_WINDOW = 60.0
 MAX_RECENT = 4096
 #: The original's handlers that read ``params``; the others ignore it, whatever it is.
 READS_PARAMS = frozenset({Action.FETCH_MES_QC.value})
-
-
-@dataclass(frozen=True)
-class Inbound:
-    """A frame from the relay as the core is to read it."""
-
-    #: A protocol-1 frame (in v0: the v0 packet with the agent's own task and room keys, see :class:`Addressing`).
-    frame: str | bytes
-    #: The packet exactly as the relay sent it, when that is what a signature covers (v0); None: ``frame`` is.
-    signed: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

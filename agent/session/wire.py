@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.session import protocol_v0
-from agent.session.protocol import Event
-from agent.session.protocol_v0 import Addressing, Inbound
+from agent.session.protocol import Event, Inbound
+from agent.session.protocol_v0 import Addressing
 
 if TYPE_CHECKING:
     from agent.config.schema import AgentConfig

@@ -246,7 +246,7 @@ class AgentRuntime:
         if not done.cancelled() and done.exception() is not None:
             logger.error("a message could not be stored in the outbox: %s", done.exception())
             return
-        self.queued.set()
+        # (the link's writer was woken by the group commit itself: GroupCommit(on_commit=...))
         if self.outbox.untold_drops() is not None and self._cap_notice is None:
             # At most one notice a NOTICE_EVERY: it replaces the unsent one and carries the whole count, and it is
             # outside the cap, so it never drops another message (never self-feeding).
