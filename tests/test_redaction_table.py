@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.redaction import Redactor
 from agent.redaction.handlers import HANDLERS
-from agent.redaction.rules import RULES, Rule
+from agent.redaction.rules import EXAMPLE_HOSTS, EXAMPLE_SECRETS, RULES, Rule
 from agent.redaction.table import BEGIN, COMMAND, END, markdown_table, with_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,3 +59,39 @@ def test_a_cell_with_a_pipe_stays_one_cell() -> None:
 def test_a_document_without_the_markers_is_refused() -> None:
     with pytest.raises(ValueError, match="markers"):
         with_table("# Security\n")
+
+
+# -- every rule proves itself: its own examples, masked exactly and left alone ------------------------------------
+
+EXAMPLES = Redactor(secrets=EXAMPLE_SECRETS, known_hosts=EXAMPLE_HOSTS)
+NAIVE = Redactor(secrets=EXAMPLE_SECRETS, known_hosts=EXAMPLE_HOSTS, engine="re")
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.name)
+def test_every_rule_carries_two_texts_it_masks_and_two_it_leaves_alone(rule: Rule) -> None:
+    assert len(rule.masks) >= 2, f"rule {rule.name!r}: give it at least two `masks` examples in RULES"
+    assert len(rule.keeps) >= 2, f"rule {rule.name!r}: give it at least two `keeps` examples in RULES"
+
+
+@pytest.mark.parametrize(
+    ("rule", "text", "expected"),
+    [(rule.name, text, expected) for rule in RULES for text, expected in rule.masks],
+    ids=lambda value: str(value)[:40],
+)
+def test_a_rule_masks_its_examples_exactly_on_every_path(rule: str, text: str, expected: str) -> None:
+    assert EXAMPLES.redact(text) == expected, f"rule {rule!r}"
+    assert NAIVE.redact(text) == expected, f"rule {rule!r}: the naive engine disagrees"
+    assert EXAMPLES.redact(expected) == expected, f"rule {rule!r}: a second pass changes its mask"
+    data = text.encode()
+    stream = EXAMPLES.stream()
+    streamed = b"".join(stream.feed(data[i : i + 3]) for i in range(0, len(data), 3)) + stream.finish()
+    assert streamed == expected.encode(), f"rule {rule!r}: streamed in 3-byte chunks"
+
+
+@pytest.mark.parametrize(
+    ("rule", "text"),
+    [(rule.name, text) for rule in RULES for text in rule.keeps],
+    ids=lambda value: str(value)[:40],
+)
+def test_a_rule_leaves_its_look_alikes_as_they_are(rule: str, text: str) -> None:
+    assert EXAMPLES.redact(text) == text, f"rule {rule!r}"

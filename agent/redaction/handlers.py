@@ -8,11 +8,49 @@ input used; credential rules keep their label (``password=[REDACTED]``).
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from agent.redaction.patterns import (
+    BLOCK_LOOKBEHIND,
+    COMMAND_START,
+    COOKIE_JAR,
+    CREDENTIAL_NAME,
+    ECHO_PIPE,
+    FLAG_SPECS,
+    HTPASSWD,
+    KEY_BODY_WIDTHS,
+    KEY_ENDS_LINE,
+    LOOKBEHIND,
+    NAME_FIELD,
+    NAME_VALUE,
+    NET_USE,
+    NETRC,
+    NETRC_CONTEXT,
+    NEXT_LINE_VALUE,
+    NEXT_PAIR,
+    NOT_A_VALUE,
+    OPENSSL_PASSWD,
+    ORACLE_LOGON,
+    PGPASS,
+    PLAIN_SECURE_STRING,
+    RABBITMQ_USER,
+    REDIS_AUTH,
+    REDIS_CONF,
+    REG_VALUE,
+    SET_PASSWORD,
+    SETTING_WORD,
+    SQL_PASSWORD,
+    TEMPORARY_PASSWORD,
+    TOOL_FLAG_DETAIL,
+    USER_PASS_DETAIL,
+    USER_PASS_TOOLS,
+    USERINFO,
+    XML_KEYED,
+)
 from agent.redaction.rules import (
     AUTHORIZATION,
     BEARER,
@@ -24,6 +62,7 @@ from agent.redaction.rules import (
     IP_MASK,
     JDBC_ORACLE,
     KEY_VALUE,
+    KOREAN_LABEL,
     PEM_BEGIN_RE,
     PEM_END,
     SLACK_WEBHOOK,
@@ -37,6 +76,7 @@ from agent.redaction.values import (
     INTERNAL_V4,
     Octets,
     is_card_number,
+    is_korean_barcode,
     is_timestamp,
     starts_with_a_date,
     v4_internal,
@@ -149,6 +189,236 @@ def pem_begin_end(data: bytes, start: int) -> int:
     return match.end() if match else start
 
 
+# -- a value read by a shared reader, confirmed by what comes before ---------------------------------------------
+
+#: ``(data, start, match)`` -> whether a candidate is sensitive (what its trigger alone could not say).
+Check = Callable[[bytes, int, "re.Match[bytes]"], bool]
+
+
+def masked_value(
+    detail: re.Pattern[bytes],
+    mask: bytes,
+    kept: Callable[[bytes], bytes],
+    check: Check | None = None,
+    group: int = 2,
+    line_value: bool = False,
+) -> Handler:
+    """The value (``detail``'s ``group``) becomes ``mask``, in its quotes if it had both; what comes before it in the
+    match stays, passed through ``kept`` (which masks addresses, host names and secrets in it), and so does what
+    comes after it. ``check`` (when given) confirms the candidate first. A value that is no credential
+    (:data:`~agent.redaction.patterns.NOT_A_VALUE`) is left as it is, its span taken. With ``line_value``, a bare
+    value after a label that starts its line runs to the end of the line (``db.password = a b c``)."""
+
+    def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
+        match = detail.fullmatch(data, start, end)
+        if match is None or (check is not None and not check(data, start, match)):
+            return None
+        value_start, value_end = match.span(group)
+        if data[value_start : value_start + 1] not in (b'"', b"'"):
+            last = value_end == end  # the value ends the match: the match may end elsewhere
+            if (
+                line_value
+                and last
+                and _SPACED_EQUALS.search(data, start, value_start)
+                and _KEY_PREFIX.fullmatch(_line_before(data, start))
+            ):
+                value_end = _line_end(data, value_end)
+            else:
+                value_end = _bare_value_end(data, start, value_start, value_end)
+            if last:
+                end = value_end
+            value_end = min(value_end, end)
+        value = data[value_start:value_end]
+        before = kept(data[start:value_start])
+        if NOT_A_VALUE.fullmatch(value):
+            # Already masked (a second pass), a reference (${VAR}) or a switch: taken as it is, so that no other
+            # rule reads a value inside it (redact(redact(x)) == redact(x)).
+            return before + data[value_start:end], end
+        quote = value[:1] if len(value) > 1 and value[:1] in (b'"', b"'") and value[-1:] == value[:1] else b""
+        return before + quote + mask + quote + data[value_end:end], end
+
+    return handler
+
+
+def _bare_value_end(data: bytes, start: int, value_start: int, value_end: int) -> int:
+    """Where a bare value really ends: at the next ``name=`` pair of a query or connection string (``&x=1``,
+    ``;Timeout=30``), before a closing bracket it did not open (``(using password: YES)``), or, when the label opened
+    a quote (``--user 'ops:a b'``), at that quote on the same line."""
+    opened = data[start:value_start]
+    for quote in (b"'", b'"'):
+        if opened.count(quote) % 2:
+            close = data.find(quote, value_start, value_start + 1000)
+            line = data.find(b"\n", value_start, close if close != -1 else value_start)
+            if close != -1 and line == -1:
+                return close
+    value = data[value_start:value_end]
+    following = NEXT_PAIR.search(value)
+    if following is not None and following.start() > 0:
+        value = value[: following.start()]
+    while value[-1:] in (b")", b"]", b"}") and value.count(value[-1:]) > value.count(_OPENING[value[-1:]]):
+        value = value[:-1]
+    return value_start + max(len(value), 1)
+
+
+#: What may come before a label that starts a config line (``db.password = …``, ``  spring.datasource.password=…``).
+_KEY_PREFIX = re.compile(rb"[ \t]*[A-Za-z0-9_.-]*")
+#: ``key = value`` (INI, Java properties): a value there runs to the end of its line, spaces and all.
+_SPACED_EQUALS = re.compile(rb"[ \t]=[ \t]")
+
+
+def _line_end(data: bytes, position: int) -> int:
+    """The end of the line at ``position`` (before a CR, trailing blanks left out), at most a value's length on."""
+    stop = data.find(b"\n", position, position + 1000)
+    stop = min(len(data), position + 1000) if stop == -1 else stop
+    while stop > position and data[stop - 1] in b" \t\r":
+        stop -= 1
+    return stop
+
+
+_OPENING = {b")": b"(", b"]": b"[", b"}": b"{"}
+
+
+def _line_before(data: bytes, start: int) -> bytes:
+    """What comes before ``start`` on its line, at most :data:`LOOKBEHIND` bytes."""
+    floor = max(0, start - LOOKBEHIND)
+    line = data.rfind(b"\n", floor, start)
+    return data[(floor if line == -1 else line + 1) : start]
+
+
+def _command_before(data: bytes, start: int) -> bytes:
+    """The command a flag at ``start`` belongs to: its line before it, from the last ``|``, ``;``, ``&&`` or ``$(``."""
+    line = _line_before(data, start)
+    starts = [m.end() for m in COMMAND_START.finditer(line)]
+    return line[starts[-1] :] if starts else line
+
+
+def tool_flag(data: bytes, start: int, match: re.Match[bytes]) -> bool:
+    """A flag of :data:`~agent.redaction.patterns.FLAG_TOOLS` whose command is one of its tools, the value following
+    the flag as that tool reads it."""
+    flag_and_separator = match.group(1)
+    flag = flag_and_separator.rstrip(b" \t=")
+    glued = flag == flag_and_separator
+    command = _command_before(data, start)
+    for tools, how in FLAG_SPECS.get(flag, ()):
+        if (how == "glued") != glued and how != "both":
+            continue
+        if tools is None or tools.search(command):
+            return True
+    return False
+
+
+def user_pass(data: bytes, start: int, match: re.Match[bytes]) -> bool:
+    """``-U user%password`` of a Samba tool, ``-u user,password`` of lftp."""
+    tools = USER_PASS_TOOLS[match.group(1)[-1:]]
+    return tools.search(_command_before(data, start)) is not None
+
+
+def credential_setting(data: bytes, start: int, match: re.Match[bytes]) -> bool:
+    """A credential label's value, unless the label names a setting (``password_policy``, ``token_type``) or the
+    value is no credential (already masked, ``${VAR}``, ``true``)."""
+    label, value = match.group(1), match.group(2)
+    if (
+        SETTING_WORD.search(label) is not None
+        or value in (b"{", b"[")
+        or value[:2] in (b'{"', b"{'", b"[{", b'["')
+    ):
+        return False  # a setting about a credential, or an object or list (the pairs inside are searched)
+    if label.lower().startswith(b"passwd:") and not _line_before(data, start).strip():
+        return False  # "passwd: all authentication tokens updated" (the passwd program's messages)
+    return not (label.lower().startswith(b"credentials") and value[:1] == b"/")  # mount's credentials=FILE
+
+
+def _not_a_flag(data: bytes, start: int, match: re.Match[bytes]) -> bool:
+    return not match.group(2).startswith(b"-")
+
+
+def _named_credential(data: bytes, start: int, match: re.Match[bytes]) -> bool:
+    return CREDENTIAL_NAME.search(match.group(2)) is not None and SETTING_WORD.search(match.group(2)) is None
+
+
+def netrc(data: bytes, start: int, match: re.Match[bytes]) -> bool:
+    """``password x`` in a ``.netrc`` record: a ``machine``, ``login`` or ``default`` word comes before it."""
+    before = data[max(0, start - LOOKBEHIND) : start]
+    return NETRC_CONTEXT.search(before) is not None
+
+
+def named_value(data: bytes, start: int, match: re.Match[bytes]) -> bool:
+    """The value of a name/value pair whose name (the last name field before it) names a credential."""
+    before = data[max(0, start - LOOKBEHIND) : start]
+    name = None
+    for found in NAME_FIELD.finditer(before):
+        name = found
+    if name is None or NAME_VALUE.search(before, name.end()) is not None:
+        return False  # no name, or the name's own value came before this one
+    text = next(group for group in name.groups() if group is not None)
+    return CREDENTIAL_NAME.search(text) is not None
+
+
+def keyed_element(data: bytes, start: int, match: re.Match[bytes]) -> bool:
+    """``<entry key="password">…</entry>``: the key names a credential."""
+    return CREDENTIAL_NAME.search(match.group(2)) is not None
+
+
+def next_line_value(data: bytes, start: int, match: re.Match[bytes]) -> bool:
+    """One indented word on the line after a credential key with nothing after its colon (YAML)."""
+    if start == 0 or data[start - 1] != 0x0A:
+        return False
+    line = _line_before(data, start - 1)
+    key = KEY_ENDS_LINE.search(line)
+    return (
+        key is not None
+        and CREDENTIAL_NAME.search(key.group(1)) is not None
+        and SETTING_WORD.search(key.group(1)) is None
+    )
+
+
+_ARMOR = re.compile(rb"-----(BEGIN|END) [A-Z0-9 ]{1,40}-----|---- (BEGIN|END) SSH2 [A-Z ]{1,40}----")
+
+
+def pem_base64(mask: bytes) -> Handler:
+    """A base64-encoded PEM block that is a private key (what it decodes to says so)."""
+
+    def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
+        head = data[start : start + 64]
+        try:
+            decoded = base64.b64decode(head[: len(head) // 4 * 4])
+        except ValueError:
+            return None
+        return (mask, end) if b"PRIVATE KEY" in decoded or b"PRIVATE" in decoded[:40] else None
+
+    return handler
+
+
+def key_body(mask: bytes) -> Handler:
+    """A line of base64 as wide as a key's body lines, or a shorter one right after such a line (a key's last)."""
+
+    def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
+        markers = list(_ARMOR.finditer(data, max(0, start - BLOCK_LOOKBEHIND), start))
+        marker = markers[-1] if markers else None
+        if marker is not None and marker.group(1) == b"BEGIN" and b"PRIVATE" not in marker.group():
+            return None  # a certificate's or a public key's body
+        line = data[start:end].rstrip(b"\r=")
+        if len(line) in KEY_BODY_WIDTHS or (
+            any(c.isdigit() for c in line[:64].decode("ascii", "replace"))
+            and start > 0
+            and len(_line_before(data, start - 1).rstrip(b"\r=")) in KEY_BODY_WIDTHS
+        ):
+            return mask + data[start + len(data[start:end].rstrip(b"\r")) : end], end
+        return None
+
+    return handler
+
+
+def korean_label(detail: re.Pattern[bytes], mask: bytes, kept: Callable[[bytes], bytes]) -> Handler:
+    """After 비밀번호, 패스워드, 암호 or 비번: any value after ``:`` or ``=``; after a particle or a space only a
+    value of printable ASCII (``비밀번호는 Abc123 입니다``, not ``비밀번호 변경 완료``)."""
+
+    def check(data: bytes, start: int, match: re.Match[bytes]) -> bool:
+        return b":" in match.group(1) or b"=" in match.group(1) or match.group(2).isascii()
+
+    return masked_value(detail, mask, kept, check)
+
+
 # -- cookies -----------------------------------------------------------------------------------------------------
 
 #: In a Set-Cookie attribute's value, the start of another cookie joined on (Python and Go print several
@@ -248,22 +518,66 @@ def not_a_timestamp(inner: Handler) -> Handler:
     return handler
 
 
+_RRN_LABEL = re.compile("(?i:주민|외국인|registration|rrn|resident)".encode())
+
+
 def rrn(mask: bytes) -> Handler:
-    """A registration number keeps its first six digits (the birth date): ``901010`` + ``mask``."""
+    """A registration number keeps its first six digits (the birth date): ``901010`` + ``mask``. Thirteen digits
+    written together that are a valid Korean EAN-13 barcode (880…) are a barcode, unless a label before says not."""
 
     def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
         digits = data[start:end]
-        return (digits[:6] + mask, end) if starts_with_a_date(digits) else None
+        if not starts_with_a_date(digits):
+            return None
+        if is_korean_barcode(digits) and _RRN_LABEL.search(data, max(0, start - 24), start) is None:
+            return None
+        return (digits[:6] + mask, end)
 
     return handler
+
+
+_CARD_GROUP_END = re.compile(rb"[- ]")
 
 
 def card(mask: bytes) -> Handler:
+    """A card number passing Luhn; written in groups, the longest run of its groups that does (what follows it,
+    an expiry or a CVV, is not the number's)."""
+
     def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
-        digits = data[start:end].replace(b"-", b"").replace(b" ", b"")
-        return (mask, end) if is_card_number(digits) else None
+        ends = [end, *(m.start() for m in _CARD_GROUP_END.finditer(data, start, end))][::-1]
+        for stop in sorted(ends, reverse=True):
+            digits = data[start:stop].replace(b"-", b"").replace(b" ", b"")
+            if is_card_number(digits):
+                return mask, stop
+        return None
 
     return handler
+
+
+def authorization(mask: bytes, kept: Callable[[bytes], bytes]) -> Handler:
+    """An Authorization header's credentials after its scheme, to the end of the line, or (a quoted label: JSON, a
+    dict) to the closing quote."""
+
+    def handler(data: bytes, start: int, end: int) -> tuple[bytes, int] | None:
+        match = AUTHORIZATION.fullmatch(data, start, end)
+        if match is None:  # pragma: no cover - the alternation matched this same pattern
+            return None
+        value_start, value_end = match.start(3), end
+        # Quoted around the header ("-H 'Authorization: …'") or after its name (JSON): to the closing quote.
+        quote = data[start - 1 : start] if start and data[start - 1] in b"\"'" else match.group(2)
+        if quote:
+            close = data.find(quote, value_start, end)
+            value_end = close if close != -1 else end
+        if data[value_start:value_end].strip() in (b"", mask):
+            return None
+        return kept(match.group(1)) + mask, value_end
+
+    return handler
+
+
+def _htpasswd_batch(data: bytes, start: int, match: re.Match[bytes]) -> bool:
+    """``htpasswd`` with ``-b`` among its flags (the password on the command line)."""
+    return re.search(rb"[ \t]-[A-Za-z]*b", match.group(1)) is not None
 
 
 def phone(mask: bytes) -> Handler:
@@ -400,25 +714,63 @@ HANDLERS: dict[str, Callable[[Rule, Tools], Handler]] = {
     "secret": lambda rule, tools: fixed(rule.mask),
     "host_name": lambda rule, tools: host_name(tools.addresses.names, rule.mask),
     "pem": lambda rule, tools: pem(rule.mask),
+    "key_body": lambda rule, tools: key_body(rule.mask),
     "url_credentials": lambda rule, tools: keep_label(URL_CREDENTIALS, rule.mask, tools.kept, b"@"),
     "jdbc_oracle": lambda rule, tools: keep_label(JDBC_ORACLE, rule.mask, tools.kept, b"@"),
-    "authorization": lambda rule, tools: keep_label(AUTHORIZATION, rule.mask, tools.kept, extend=True),
+    "authorization": lambda rule, tools: authorization(rule.mask, tools.kept),
     "cookie": lambda rule, tools: cookie(rule.mask, tools.nested),
+    "cookie_jar": lambda rule, tools: masked_value(COOKIE_JAR, rule.mask, tools.kept),
     "bearer": lambda rule, tools: keep_label(BEARER, rule.mask, tools.kept, extend=True),
     "slack_webhook": lambda rule, tools: keep_label(SLACK_WEBHOOK, rule.mask, tools.kept, extend=True),
+    "pem_base64": lambda rule, tools: pem_base64(rule.mask),
     "jwt": lambda rule, tools: fixed(rule.mask, extend=True),
     "token": lambda rule, tools: fixed(rule.mask, extend=True),
-    "identified_by": lambda rule, tools: keep_label(IDENTIFIED_BY, rule.mask, tools.kept),
+    "password_hash": lambda rule, tools: fixed(rule.mask),
+    "identified_by": lambda rule, tools: masked_value(IDENTIFIED_BY, rule.mask, tools.kept),
+    "sql_password": lambda rule, tools: masked_value(SQL_PASSWORD, rule.mask, tools.kept),
+    "set_password": lambda rule, tools: masked_value(SET_PASSWORD, rule.mask, tools.kept),
     "xml_secret": lambda rule, tools: keep_label(XML_ELEMENT, rule.mask, tools.kept, b"</"),
-    "flag_value": lambda rule, tools: after_context(keep_label(FLAG_VALUE, rule.mask, tools.kept), b"-"),
-    "curl_user": lambda rule, tools: after_context(keep_label(CURL_USER, rule.mask, tools.kept), b"-"),
-    "key_value": lambda rule, tools: keep_label(KEY_VALUE, rule.mask, tools.kept),
+    "xml_keyed": lambda rule, tools: masked_value(XML_KEYED, rule.mask, tools.kept, keyed_element, group=4),
+    "name_value": lambda rule, tools: masked_value(NAME_VALUE, rule.mask, tools.kept, named_value),
+    "redis_auth": lambda rule, tools: masked_value(REDIS_AUTH, rule.mask, tools.kept),
+    "plain_secure_string": lambda rule, tools: masked_value(PLAIN_SECURE_STRING, rule.mask, tools.kept),
+    "openssl_passwd": lambda rule, tools: masked_value(OPENSSL_PASSWD, rule.mask, tools.kept, _not_a_flag),
+    "reg_value": lambda rule, tools: masked_value(
+        REG_VALUE, rule.mask, tools.kept, _named_credential, group=3
+    ),
+    "temporary_password": lambda rule, tools: masked_value(TEMPORARY_PASSWORD, rule.mask, tools.kept),
+    "flag_value": lambda rule, tools: after_context(masked_value(FLAG_VALUE, rule.mask, tools.kept), b"-"),
+    "tool_flag": lambda rule, tools: after_context(
+        masked_value(TOOL_FLAG_DETAIL, rule.mask, tools.kept, tool_flag), b"-"
+    ),
+    "user_pass": lambda rule, tools: after_context(
+        masked_value(USER_PASS_DETAIL, rule.mask, tools.kept, user_pass), b"-"
+    ),
+    "curl_user": lambda rule, tools: after_context(masked_value(CURL_USER, rule.mask, tools.kept), b"-"),
+    "oracle_logon": lambda rule, tools: masked_value(ORACLE_LOGON, rule.mask, tools.kept),
+    "net_use": lambda rule, tools: masked_value(NET_USE, rule.mask, tools.kept),
+    "htpasswd": lambda rule, tools: masked_value(HTPASSWD, rule.mask, tools.kept, _htpasswd_batch),
+    "rabbitmq_user": lambda rule, tools: masked_value(RABBITMQ_USER, rule.mask, tools.kept),
+    "echo_pipe": lambda rule, tools: masked_value(ECHO_PIPE, rule.mask, tools.kept),
+    "userinfo": lambda rule, tools: keep_label(USERINFO, rule.mask, tools.kept, b"@"),
+    "pgpass": lambda rule, tools: masked_value(PGPASS, rule.mask, tools.kept),
+    "netrc": lambda rule, tools: masked_value(NETRC, rule.mask, tools.kept, netrc),
+    "redis_conf": lambda rule, tools: masked_value(REDIS_CONF, rule.mask, tools.kept),
+    "key_value": lambda rule, tools: masked_value(
+        KEY_VALUE, rule.mask, tools.kept, credential_setting, line_value=True
+    ),
+    "korean_label": lambda rule, tools: korean_label(KOREAN_LABEL, rule.mask, tools.kept),
+    "next_line_value": lambda rule, tools: masked_value(
+        NEXT_LINE_VALUE, rule.mask, tools.kept, next_line_value
+    ),
     "ipv4_hex_name": lambda rule, tools: tools.addresses.ipv4_hex_name,
     "ipv4_dashed": lambda rule, tools: after_context(glued_before(tools.addresses.ipv4_dashed), _DIGITS),
     "ipv4": lambda rule, tools: after_context(glued_before(tools.addresses.ipv4), _DIGITS),
     "ipv6": lambda rule, tools: tools.addresses.ipv6,
     "rrn": lambda rule, tools: rrn(rule.mask),
+    "rrn_back": lambda rule, tools: labelled(rule.mask),
     "card": lambda rule, tools: card(rule.mask),
+    "cvc": lambda rule, tools: labelled(rule.mask),
     "phone": lambda rule, tools: phone(rule.mask),
     "passport": lambda rule, tools: labelled(rule.mask),
     "driver_license": lambda rule, tools: not_a_timestamp(labelled(rule.mask)),

@@ -20,9 +20,9 @@ from agent.redaction.normalise import (
     ANSI,
     NEEDS_NORMALISING,
     NORMALISE_MARGIN,
+    Decoded,
     Normalised,
     is_utf8,
-    stray_bytes_marked,
 )
 from agent.redaction.rules import (
     FIRST_OCTETS,
@@ -38,7 +38,7 @@ from agent.redaction.rules import (
     check_rule,
     max_width,
 )
-from agent.redaction.search import Engine, Spans, Which, finder, no_captures, relax, with_context
+from agent.redaction.search import Engine, Spans, Which, finder, no_captures, relax, starting, with_context
 from agent.redaction.stream import StreamRedactor
 from agent.redaction.values import secret_forms
 
@@ -193,6 +193,27 @@ def _candidates(
     return next_candidate, rejected
 
 
+def _changed_part(normal: bytes, finding: Finding) -> tuple[int, int, bytes]:
+    """The part of a finding's span its replacement changes: what it keeps at either end (a label, quotes) stays as
+    written (a CP949 label in CP949, a full-width digit full-width), cut at character boundaries."""
+    start, end, replacement = finding.start, finding.end, finding.replacement
+    span = normal[start:end]
+    head = 0
+    limit = min(len(span), len(replacement))
+    while head < limit and span[head] == replacement[head]:
+        head += 1
+    while 0 < head < len(span) and span[head] & 0xC0 == 0x80:
+        head -= 1  # not inside a character
+    start, span, replacement = start + head, span[head:], replacement[head:]
+    tail = 0
+    limit = min(len(span), len(replacement))
+    while tail < limit and span[-1 - tail] == replacement[-1 - tail]:
+        tail += 1
+    while 0 < tail < len(span) and span[len(span) - tail] & 0xC0 == 0x80:
+        tail -= 1
+    return start, end - tail, replacement[: len(replacement) - tail]
+
+
 class Redactor:
     """A compiled set of redaction rules. Immutable and safe to share between tasks.
 
@@ -263,6 +284,7 @@ class Redactor:
         options.never_nl = True
         self._options, self._engine = options, engine
         self._find, self._which = finder(parts, options) if engine == "re2" else (None, None)
+        self._starts = starting(parts, options) if self._which is not None else None
 
     @functools.cached_property
     def _regex(self) -> Engine:
@@ -436,7 +458,14 @@ class Redactor:
         if only is not None or skip:
             rules = [rule for rule in rules if rule[0] not in skip and (only is None or rule[0] in only)]
         stop = len(data) if endpos is None else endpos
-        for name, handler, bounded in rules:
+        may: set[int] | None = None
+        for offset, (name, handler, bounded) in enumerate(rules, index):
+            if offset > index and self._starts is not None and only is None and not skip:
+                # The candidate's own rule turned it down: of the rest, only those that may match here are tried.
+                if may is None:
+                    may = set(self._starts(data, start, min(stop, start + self.widest + LOOKAROUND)))
+                if offset not in may:
+                    continue
             match = (bounded or self._exact[name]).match(data, start, stop)
             if match is not None and match.end() > start:
                 result = handler(data, start, match.end())
@@ -462,9 +491,9 @@ class Redactor:
                     return b"", begin
             return self._apply(data, begin, limit, findings)
         # RE2 reads UTF-8: a byte that is not part of a character (EUC-KR or CP949 from a legacy host, binary)
-        # would end a value such as password=…, unmasked. Matched as "?" instead (one byte for one: the offsets
-        # stay), a value runs on through it as it does for the bytes reference.
-        normal = Normalised(data if valid else stray_bytes_marked(data))
+        # would end a value such as password=…, unmasked. CP949 is matched as the UTF-8 it stands for (비밀번호:
+        # is a label there too), any other such byte as "?", so a value runs on through it.
+        normal = Normalised(data) if valid else Decoded(data)
         nbegin = normal.to_normal(begin)
         nlimit = None
         if partial:
@@ -476,13 +505,22 @@ class Redactor:
         stop = len(data) if nlimit is None else normal.to_original(nstop, end=False)
         out, last = [], begin
         for finding in found:
-            first = normal.to_original(finding.start, end=False)
-            after = normal.to_original(finding.end, end=True)
+            # Text that is not UTF-8 keeps what a mask keeps as it was written (a CP949 label stays CP949); the
+            # one-format masks of UTF-8 text (901010-*******, whatever the dash) are written as they are.
+            start, end, replacement = (
+                (finding.start, finding.end, finding.replacement)
+                if valid
+                else _changed_part(normal.data, finding)
+            )
+            if start == end and not replacement:
+                continue  # taken as it was (a value already masked)
+            first = normal.to_original(start, end=False)
+            after = normal.to_original(end, end=True)
             out.append(data[last:first])
-            out.append(finding.replacement)
+            out.append(replacement)
             last = after
             if findings is not None:
-                findings.append(Finding(finding.rule, first, after, finding.replacement, finding.open))
+                findings.append(Finding(finding.rule, first, after, replacement, finding.open))
         out.append(data[last:stop])
         return b"".join(out), stop
 

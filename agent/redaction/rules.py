@@ -20,6 +20,8 @@ from typing import Any
 
 import re2
 
+import agent.redaction.patterns as patterns
+
 #: Python's own regular expression parser, used only to bound how long a rule's match can be.
 _sre_parse: Any = importlib.import_module("re._parser")
 
@@ -47,34 +49,59 @@ MASK_TOKEN = re.compile(rb"\[[A-Z][A-Z -]{1,30}\]|[0-9]{6}[- ]?\*{7}|\*{4}[- .]?
 # the handler reads (agent.redaction.handlers.keep_label); the search itself runs without them.
 
 _V = MAX_VALUE
-PEM_BEGIN = rb"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+assert patterns.V == MAX_VALUE
+#: Private key blocks: PEM and PGP, RFC 4716 (SSH2) and the private lines of a PuTTY key, from a BEGIN to an END.
+PEM_BEGIN = (
+    rb"(?:-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----|---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----"
+    rb"|Private-Lines:[ \t]{0,4}[0-9]{1,4})"
+)
 PEM_BEGIN_RE = re.compile(PEM_BEGIN)
-PEM_END = re.compile(rb"-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_PEM_END = (
+    rb"-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----|---- END SSH2 ENCRYPTED PRIVATE KEY ----"
+    rb"|Private-MAC:"  # what follows is the key file's MAC, no secret
+)
+PEM_END = re.compile(_PEM_END)
 PEM_END_MAX = 80
-PEM_MARKER = re.compile(rb"-----(BEGIN|END)[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+#: A BEGIN (group 1) or an END marker.
+PEM_MARKER = re.compile(rb"(" + PEM_BEGIN + rb")|" + _PEM_END)
 _LABEL = (
     rb"(?i:passwd|password|passphrase|pass|pwd|pw|secret|client[_-]?secret|access[_-]?token|refresh[_-]?token"
     rb"|auth[_-]?token|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?"
-    rb"|jsessionid|phpsessid|session(?:[_-]?(?:id|key|token))?)"
-    rb"[A-Za-z0-9_.-]{0,32}" + "|비밀번호|패스워드|암호".encode()
+    rb"|jsessionid|phpsessid|session(?:[_-]?(?:id|key|token))?|rediscli[_-]?auth|pass[_-]?phrase|x-amz-(?:signature|credential"
+    rb"|security-token)|x-goog-(?:signature|credential)|signature|account[_-]?key|shared[_-]?access[_-]?key)"
+    rb"[A-Za-z0-9_.-]{0,32}|(?:[?&;]|\b)sig|[\"']auth"
 )
-_VALUE = rb"(?:\"[^\"\r\n]{1,%d}\"|'[^'\r\n]{1,%d}'|[^ \t\r\n\"',;&<>]{1,%d})" % (_V, _V, _V)
-KEY_VALUE = re.compile(rb"((?:" + _LABEL + rb")[\"']?[ \t]{0,8}[:=][ \t]{0,8})(" + _VALUE + rb")")
+_VALUE = patterns.VALUE
+#: A label, then ``=``, ``:``, ``=>``, ``:=``, or a quoted label and ``,`` (PHP's ``define('DB_PASSWORD', 'x')``).
+KEY_VALUE = re.compile(
+    rb"((?:(?i:define)\([ \t]{0,8}[\"'][A-Za-z0-9_]{0,32}(?:" + _LABEL + rb")[\"'][ \t]{0,8},"
+    rb"|(?:" + _LABEL + rb")[\"']?[ \t]{0,8}(?:=>|:=|[:=]))[ \t]{0,32})(" + _VALUE + rb")"
+)
+#: 비밀번호, 패스워드, 암호, 비번: then ``:``/``=``, a particle (는, 은, …) or a space, and the value.
+KOREAN_LABEL = re.compile(
+    "((?:비밀번호|비밀 번호|패스워드|암호|비번)(?:[ \\t]{0,4}(?:입력|확인|재입력|변경|정보))?"
+    "(?:(?:는|은|가|이|를|을)[ \\t]{0,8}[:=]?|[ \\t]{1,8}[:=]?|[ \\t]{0,8}[:=])[ \\t]{0,8})".encode()
+    + rb"("
+    + _VALUE
+    + rb")"
+)
 FLAG_VALUE = re.compile(
-    rb"((?<![A-Za-z0-9_-])--?(?i:password|passwd|pass|pwd|secret|token|api-key|client-secret|auth-token)"
-    rb"(?:[ \t]{1,8}|=))(" + _VALUE + rb")"
+    rb"((?<![A-Za-z0-9_-])--?(?:[a-z0-9]{1,16}-){0,2}(?i:password|passwd|pass|pwd|secret|token|api-key"
+    rb"|client-secret|auth-token)(?:[ \t]{1,8}|=))(" + _VALUE + rb")"
 )
 CURL_USER = re.compile(
     rb"((?<![A-Za-z0-9_-])(?:-u|--user|--proxy-user)(?:[ \t]{1,8}|=)[\"']?[^: \t\r\n\"']{0,256}:)"
     rb"([^ \t\r\n\"']{1,%d})" % _V
 )
 IDENTIFIED_BY = re.compile(
-    rb"((?i:identified)[ \t]{1,8}(?i:by)(?:[ \t]{1,8}(?i:password))?[ \t]{1,8})"
-    rb"('[^'\r\n]{1,%d}'|\"[^\"\r\n]{1,%d}\"|[^ \t\r\n;]{1,%d})" % (_V, _V, _V)
+    rb"((?i:identified)(?:[ \t]{1,8}(?i:with)[ \t]{1,8}[A-Za-z0-9_'\"]{1,64})?[ \t]{1,8}(?i:by|as)"
+    rb"(?:[ \t]{1,8}(?i:password|values))?[ \t]{1,8})"
+    rb"('(?:[^'\\\r\n]|\\[^\r\n]){1,%d}'|\"(?:[^\"\\\r\n]|\\[^\r\n]){1,%d}\"|[^ \t\r\n;]{1,%d})"
+    % (_V, _V, _V)
 )
 XML_ELEMENT = re.compile(
     rb"(<(?i:[a-z0-9_:-]{0,32}(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    rb"|credentials?))[ \t]{0,8}>)([^<\r\n]{1,%d})(</)" % _V
+    rb"|credentials?)[a-z0-9_:-]{0,32})[ \t]{0,8}>)([^<\r\n]{1,%d})(</)" % _V
 )
 COOKIE = re.compile(
     rb"((?i:set-cookie|cookie)[\"']?[ \t]{0,8}[:=][ \t]{0,8}[\"']?)([^\r\n]{1,%d})" % _V
@@ -84,14 +111,21 @@ URL_CREDENTIALS = re.compile(
     rb"([A-Za-z][A-Za-z0-9+.-]{0,20}://[^/ \t\r\n:@\"'<>]{0,256}:)([^/ \t\r\n@\"'<>]{1,%d})@" % _V
 )
 JDBC_ORACLE = re.compile(rb"(jdbc:oracle:[a-z]{1,16}:[^/ \t\r\n@:\"']{1,256}/)([^@ \t\r\n\"']{1,%d})@" % _V)
+#: The schemes of an Authorization header kept before its credentials.
+_AUTH_SCHEMES = (
+    rb"bearer|basic|token|digest|negotiate|ntlm|aws4-hmac-sha256|aws|hmac-sha256|hmac|sharedkey|sharedkeylite"
+    rb"|signature|apikey|api-key|oauth|mac|hoba|mutual|vapid|scram-sha-256|scram-sha-1|gssapi|kerberos|dpop|sso"
+)
+#: The whole value of the header is the credential: to the end of the line (or its closing quote, in JSON).
 AUTHORIZATION = re.compile(
-    rb"((?i:proxy-authorization|authorization)[\"']?[ \t]{0,8}[:=][ \t]{0,8}[\"']?"
-    rb"(?:(?i:bearer|basic|token|digest|negotiate)[ \t]{1,8})?)"
-    rb"([A-Za-z0-9._~+/=-]{1,%d})" % _V
+    rb"((?i:proxy-authorization|authorization)([\"']?)(?:[ \t]{0,8}[:=][ \t]{0,8}[\"']?|[ \t]{1,8}[\"'])"
+    rb"(?:(?i:" + _AUTH_SCHEMES + rb")[ \t]{1,8})?)"
+    rb"([^\r\n]{1,%d})" % _V
 )
 BEARER = re.compile(rb"(\b(?i:bearer)[ \t]{1,8})([A-Za-z0-9._~+/-]{8,%d}={0,2})" % _V)
 SLACK_WEBHOOK = re.compile(
-    rb"(hooks\.slack\.com/(?:services|workflows|triggers)/)([A-Za-z0-9+/_-]{20,%d})" % _V
+    rb"(hooks\.slack\.com/(?:services|workflows|triggers)/|wh\.jandi\.com/connect-api/webhook/[0-9]{1,20}/"
+    rb"|\.webhook\.office\.com/webhookb2/|api\.telegram\.org/bot)([A-Za-z0-9+/_@:-]{20,%d})" % _V
 )
 #: Well-known token shapes (after gitleaks' default rules, those that show up on internal hosts).
 _TOKENS = (
@@ -106,7 +140,8 @@ _TOKENS = (
         rb"|sk-[A-Za-z0-9_-]{20,300}"  # OpenAI, Anthropic (sk-ant-…) and similar AI API keys
         rb"|npm_[A-Za-z0-9]{36}|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,300}"  # npm, PyPI
         rb"|AKCp[A-Za-z0-9]{69}|cmVmdGtu[A-Za-z0-9]{56}"  # Artifactory API key, reference token
-        rb"|[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34})"  # Azure AD client secret
+        rb"|[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}"  # Azure AD client secret
+        rb"|[0-9]{8,10}:AA[A-Za-z0-9_-]{33})"  # Telegram bot token
     )
     % {b"v": _V}
 )
@@ -132,6 +167,11 @@ class Rule:
     description: str
     #: How docs/security.md shows a masked match, when that is more than the mask itself.
     shown: str = ""
+    #: Texts it must mask, each with exactly what the redactor writes for it (with :data:`EXAMPLE_SECRETS` and
+    #: :data:`EXAMPLE_HOSTS`); ``tests/test_redaction_table.py`` reads every one.
+    masks: tuple[tuple[str, str], ...] = ()
+    #: Texts that look like it but must come out exactly as they went in.
+    keeps: tuple[str, ...] = ()
 
     @property
     def writes(self) -> str:
@@ -139,97 +179,391 @@ class Rule:
         return self.shown or f"`{self.mask.decode()}`"
 
 
+#: The redactor the examples of :data:`RULES` are read with: its own secret and its inventory.
+EXAMPLE_SECRETS = ("Tr0ub4dor&3x",)
+EXAMPLE_HOSTS = {"10.20.30.40": "was01", "was-prod.corp.example": "was01"}
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "secret", None, SECRET_MASK,
         "The agent's own secrets (config, environment, key passphrases), as given and base64- (three alignments),"
         " hex-, URL-, JSON- and shell-encoded, also split by invisible characters; at least 6 visible characters",
+        masks=(("token Tr0ub4dor&3x ok", "token [SECRET] ok"), ("q=Tr0ub4dor%263x", "q=[SECRET]")),
+        keeps=("Tr0ub4dor&3", "troubadour 3x"),
     ),
     Rule(
         "host_name", None, IP_MASK,
         "Host names the inventory knows, in any case (Unicode case folding too: `waſ01`), not as part of a longer"
         " name",
         "the host's alias (`db01`)",
+        masks=(("ssh WAS-PROD.corp.example", "ssh was01"), ("at was-prod.corp.example:8080", "at was01:8080")),
+        keeps=("was-prod.corp.example.org", "old-was-prod.corp.example"),
     ),
     Rule(
         "pem", PEM_BEGIN, PEM_MASK,
-        "PEM and PGP private key blocks, BEGIN to END (CRLF too, inside JSON or after a label); a block that never"
-        " ends is masked to the end",
+        "Private key blocks, BEGIN to END (CRLF too, inside JSON or after a label): PEM, OpenSSH and PGP, RFC 4716"
+        " (`---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----`) and a PuTTY key's `Private-Lines`; a block that never ends"
+        " is masked to the end",
+        masks=(
+            ("k=-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\nok",
+             "k=[PRIVATE KEY REDACTED]\nok"),
+            ("Private-Lines: 1\nAAAAIQC7\nPrivate-MAC: " + "ab" * 32 + "\n", "[PRIVATE KEY REDACTED] " + "ab" * 32 + "\n"),
+            ("---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nP2/56w\n---- END SSH2 ENCRYPTED PRIVATE KEY ----",
+             "[PRIVATE KEY REDACTED]"),
+        ),
+        keeps=("-----BEGIN CERTIFICATE-----", "Public-Lines: 2"),
+    ),
+    Rule(
+        "key_body", patterns.KEY_BODY_LINE.pattern, PEM_MASK,
+        "A line of base64 alone, as wide as a key's body lines (64, 70 or 76 characters), and the short last line"
+        " after one: a key printed without its BEGIN line (`tail key.pem`); certificate bodies are masked too",
+        masks=(("A" * 63 + "B\n", "[PRIVATE KEY REDACTED]\n"), ("x" * 64 + "\nAb3dEfGhIjKlMnOp==\n",
+               "[PRIVATE KEY REDACTED]\n[PRIVATE KEY REDACTED]\n")),
+        keeps=("abcdefghijklmnopqrstuvwxyz0123", "ok\nAbcdefghijklmnop1234\n"),
     ),
     Rule(
         "url_credentials", URL_CREDENTIALS.pattern, CREDENTIAL_MASK,
         "The password of `scheme://user:password@host`",
         "`postgresql://app:[REDACTED]@db`",
+        masks=(("postgresql://app:pw1@db/x", "postgresql://app:[REDACTED]@db/x"),
+               ("https://u:p%40ss@git.example/r", "https://u:[REDACTED]@git.example/r")),
+        keeps=("https://git.example/r", "ssh://git@git.example:22/r"),
     ),
     Rule(
         "jdbc_oracle", JDBC_ORACLE.pattern, CREDENTIAL_MASK,
         "The password of an Oracle JDBC URL, `jdbc:oracle:thin:user/password@host`",
         "`jdbc:oracle:thin:user/[REDACTED]@host`",
+        masks=(("jdbc:oracle:thin:scott/tiger@db:1521/ORCL", "jdbc:oracle:thin:scott/[REDACTED]@db:1521/ORCL"),
+               ("jdbc:oracle:oci:app/p4ss@PROD", "jdbc:oracle:oci:app/[REDACTED]@PROD")),
+        keeps=("jdbc:oracle:thin:@db:1521/ORCL", "jdbc:oracle:thin:@//db:1521/svc"),
     ),
     Rule(
         "authorization", AUTHORIZATION.pattern, CREDENTIAL_MASK,
         "The credentials of an `Authorization` or `Proxy-Authorization` header, after its scheme (`Bearer`,"
-        " `Basic`, …)",
+        " `Basic`, `Digest`, `NTLM`, `AWS4-HMAC-SHA256`, …), to the end of the line (or the closing quote in JSON)",
         "`Authorization: Bearer [REDACTED]`",
+        masks=(
+            ('Authorization: Digest username="a", response="6629fae4"', "Authorization: Digest [REDACTED]"),
+            ("Authorization: AWS4-HMAC-SHA256 Credential=AKID/x, Signature=fe5f80f7",
+             "Authorization: AWS4-HMAC-SHA256 [REDACTED]"),
+            ('{"Authorization": "NTLM TlRMTVNTUAAB", "n": 1}', '{"Authorization": "NTLM [REDACTED]", "n": 1}'),
+        ),
+        keeps=("authorization failed for user app", "Authorization: "),
     ),
     Rule(
         "cookie", COOKIE.pattern, CREDENTIAL_MASK,
         "`Cookie:` and `Set-Cookie:` values (also as JSON, a dict key or `cookie=`): every pair to the end of the"
         " line; `Set-Cookie` attributes (`Path`, `Expires`, …) stay",
         "`Cookie: sid=[REDACTED]; lang=[REDACTED]`",
+        masks=(("Cookie: sid=abc; lang=ko", "Cookie: sid=[REDACTED]; lang=[REDACTED]"),
+               ("Set-Cookie: JSESSIONID=A1B2; Path=/; HttpOnly", "Set-Cookie: JSESSIONID=[REDACTED]; Path=/; HttpOnly")),
+        keeps=("cookies disabled", "no cookie jar"),
+    ),
+    Rule(
+        "cookie_jar", patterns.COOKIE_JAR.pattern, CREDENTIAL_MASK,
+        "The value of a line of a Netscape cookie jar (`curl -c`, `wget --save-cookies`)",
+        "`.example.com\\tTRUE\\t/\\tFALSE\\t0\\tsid\\t[REDACTED]`",
+        masks=((".example.com\tTRUE\t/\tFALSE\t1790000000\tSESSION\tYWJj\n",
+                ".example.com\tTRUE\t/\tFALSE\t1790000000\tSESSION\t[REDACTED]\n"),
+               ("#HttpOnly_app.example\tFALSE\t/\tTRUE\t0\tJSESSIONID\tA1B2C3",
+                "#HttpOnly_app.example\tFALSE\t/\tTRUE\t0\tJSESSIONID\t[REDACTED]")),
+        keeps=("# Netscape HTTP Cookie File", "a\tTRUE\tb"),
     ),
     Rule(
         "bearer", BEARER.pattern, CREDENTIAL_MASK,
         "A token after `Bearer`, anywhere in the text",
         "`Bearer [REDACTED]`",
+        masks=(("curl -H 'X: Bearer abcdef123456'", "curl -H 'X: Bearer [REDACTED]'"),
+               ("token_type Bearer eyz0123456789", "token_type Bearer [REDACTED]")),
+        keeps=("bearer short", "Bearer"),
     ),
     Rule(
         "slack_webhook", SLACK_WEBHOOK.pattern, CREDENTIAL_MASK,
         "The secret path of a Slack webhook URL (`hooks.slack.com/services/…`)",
         "`hooks.slack.com/services/[REDACTED]`",
+        masks=(("https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX",
+                "https://hooks.slack.com/services/[REDACTED]"),
+               ("hooks.slack.com/workflows/T01234567890abcdefghij", "hooks.slack.com/workflows/[REDACTED]")),
+        keeps=("https://hooks.slack.com/", "hooks.slack.com/services/short"),
+    ),
+    Rule(
+        "pem_base64", patterns.PEM_BASE64, PEM_MASK,
+        "A private key block in base64 (`LS0tLS1CRUdJTi…`: Kubernetes secrets, kubeconfig `client-key-data`);"
+        " a certificate's stays",
+        masks=(("  tls.key: LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCk1IY0NBUUVF", "  tls.key: [PRIVATE KEY REDACTED]"),
+               ("client-key-data: LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo=", "client-key-data: [PRIVATE KEY REDACTED]")),
+        keeps=("tls.crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t", "LS0tLS1CRUdJTi"),
     ),
     Rule(
         "jwt",
         rb"\beyJ[A-Za-z0-9_-]{5,%d}\.eyJ[A-Za-z0-9_-]{1,%d}(?:\.[A-Za-z0-9_-]{0,%d})?" % (_V, _V, _V),
         CREDENTIAL_MASK,
         "JSON Web Tokens (`eyJ….eyJ….…`)",
+        masks=(("t=eyJhbGciOi.eyJzdWIi.c2ln", "t=[REDACTED]"), ("jwt eyJ0eXAiOi.eyJpc3Mi.", "jwt [REDACTED]")),
+        keeps=("eyJhbGciOi", "eyes.eyJ"),
     ),
     Rule(
         "token", _TOKENS, CREDENTIAL_MASK,
         "Well-known token shapes, after gitleaks' default rules: AWS access keys and Bedrock API keys, GitHub,"
         " GitLab, Slack, Google API keys, Vault, AI API keys (`sk-`, `sk-ant-`), npm, PyPI, Artifactory, Azure AD"
         " client secrets",
+        masks=(("key AKIAIOSFODNN7EXAMPLE", "key [REDACTED]"),
+               ("ghp_abcdefghijklmnopqrstuvwxyz0123456789 ok", "[REDACTED] ok")),
+        keeps=("AKIA short", "sk-short"),
+    ),
+    Rule(
+        "password_hash", patterns.PASSWORD_HASH, CREDENTIAL_MASK,
+        "Password hashes: crypt(3) as in `/etc/shadow` and htpasswd (`$1$`, `$apr1$`, bcrypt `$2y$`, `$5$`, `$6$`,"
+        " yescrypt `$y$`), LDAP `{SSHA}`, PostgreSQL SCRAM and `md5…`, MySQL's `*` and 40 hex digits",
+        "`root:[REDACTED]:19000:0:99999:7:::`",
+        masks=(("root:$6$rounds=5000$abcdefgh$ijklmnopqrstuv:19000:0:99999:7:::", "root:[REDACTED]:19000:0:99999:7:::"),
+               ("admin:$apr1$x1y2z3w4$AbCdEfGhIjKlMnOpQrStU.", "admin:[REDACTED]"),
+               ("| app | *6BB4837EB74329105EE4568DDA7DC67ED2CA2AD9 |", "| app | [REDACTED] |")),
+        keeps=("costs $1$ each", "root:x:0:0:root:/root:/bin/bash"),
     ),
     Rule(
         "identified_by", IDENTIFIED_BY.pattern, CREDENTIAL_MASK,
-        "The password of SQL's `IDENTIFIED BY`",
+        "The password of SQL's `IDENTIFIED BY`, also `IDENTIFIED WITH plugin BY` and `AS`",
         "`IDENTIFIED BY '[REDACTED]'`",
+        masks=(("ALTER USER app IDENTIFIED BY Tiger1;", "ALTER USER app IDENTIFIED BY [REDACTED];"),
+               ("CREATE USER 'u'@'%' IDENTIFIED WITH mysql_native_password BY 'p;w'",
+                "CREATE USER 'u'@'%' IDENTIFIED WITH mysql_native_password BY '[REDACTED]'")),
+        keeps=("IDENTIFIED EXTERNALLY", "user identified"),
+    ),
+    Rule(
+        "sql_password", patterns.SQL_PASSWORD.pattern, CREDENTIAL_MASK,
+        "A quoted password after `PASSWORD`: `CREATE/ALTER USER/ROLE … PASSWORD '…'`, `ENCRYPTED PASSWORD`,"
+        " `PASSWORD('…')`",
+        "`ALTER ROLE app WITH PASSWORD '[REDACTED]'`",
+        masks=(("ALTER ROLE app WITH PASSWORD 'n3w;pw'", "ALTER ROLE app WITH PASSWORD '[REDACTED]'"),
+               ("SET PASSWORD = PASSWORD('x1')", "SET PASSWORD = PASSWORD('[REDACTED]')")),
+        keeps=("password expired", "PASSWORD NULL"),
+    ),
+    Rule(
+        "set_password", patterns.SET_PASSWORD.pattern, CREDENTIAL_MASK,
+        "MySQL's `SET PASSWORD [FOR user] = '…'`",
+        "`SET PASSWORD FOR 'u'@'h' = '[REDACTED]'`",
+        masks=(("SET PASSWORD FOR 'u'@'localhost' = 'Abc!23'", "SET PASSWORD FOR 'u'@'localhost' = '[REDACTED]'"),
+               ("set password = 'x9'", "set password = '[REDACTED]'")),
+        keeps=("SET PASSWORD", "set password policy"),
     ),
     Rule(
         "xml_secret", XML_ELEMENT.pattern, CREDENTIAL_MASK,
         "The text of an XML element named like a credential (`<password>`, `<db_secret>`, `<apiKey>`)",
         "`<password>[REDACTED]</password>`",
+        masks=(("<password>{AES}abc=</password>", "<password>[REDACTED]</password>"),
+               ("<db_secret>s1</db_secret>", "<db_secret>[REDACTED]</db_secret>")),
+        keeps=("<password/>", "<passwordPolicy>"),
+    ),
+    Rule(
+        "xml_keyed", patterns.XML_KEYED.pattern, CREDENTIAL_MASK,
+        "The text of an XML element whose `key` or `name` attribute names a credential"
+        " (`<entry key=\"password\">…</entry>`, `<param name=\"db.password\">…`)",
+        "`<entry key=\"password\">[REDACTED]</entry>`",
+        masks=(('<entry key="password">pw1</entry>', '<entry key="password">[REDACTED]</entry>'),
+               ("<param name='jdbc.password'>s;1</param>", "<param name='jdbc.password'>[REDACTED]</param>")),
+        keeps=('<entry key="user">app</entry>', '<entry key="password_policy">strict</entry>'),
+    ),
+    Rule(
+        "name_value", patterns.NAME_VALUE.pattern, CREDENTIAL_MASK,
+        "The value of a name/value pair whose name names a credential: Kubernetes and Docker env JSON and YAML"
+        " (`{\"name\":\"DB_PASSWORD\",\"value\":\"…\"}`, also over lines), XML"
+        " `<property name=\"password\" value=\"…\"/>`, `<add key=\"DbPassword\" value=\"…\"/>`, Hadoop"
+        " `<name>…password</name><value>…`",
+        "`{\"name\":\"DB_PASSWORD\",\"value\":\"[REDACTED]\"}`",
+        masks=(('{"name":"DB_PASSWORD","value":"hunter22"}', '{"name":"DB_PASSWORD","value":"[REDACTED]"}'),
+               ('<add key="DbPassword" value="p@ss;1"/>', '<add key="DbPassword" value="[REDACTED]"/>'),
+               ("- name: API_TOKEN\n  value: abc123\n", "- name: API_TOKEN\n  value: [REDACTED]\n")),
+        keeps=('{"name":"DB_USER","value":"app"}', '<property name="password.policy" value="strict"/>'),
+    ),
+    Rule(
+        "redis_auth", patterns.REDIS_AUTH.pattern, CREDENTIAL_MASK,
+        "The password of an `AUTH` command as redis `MONITOR` and `SLOWLOG` print it",
+        "`\"AUTH\" \"[REDACTED]\"`",
+        masks=(('[0 10.20.30.40:5] "AUTH" "R3dis!"', '[0 was01:5] "AUTH" "[REDACTED]"'),
+               ('"auth" "default" "Acl!Pw"', '"auth" "default" "[REDACTED]"')),
+        keeps=('"AUTH"', '"GET" "auth"'),
+    ),
+    Rule(
+        "plain_secure_string", patterns.PLAIN_SECURE_STRING.pattern, CREDENTIAL_MASK,
+        "PowerShell's `ConvertTo-SecureString '…' -AsPlainText`",
+        "`ConvertTo-SecureString '[REDACTED]' -AsPlainText`",
+        masks=(("$pw = ConvertTo-SecureString 'Ps!1' -AsPlainText -Force", "$pw = ConvertTo-SecureString '[REDACTED]' -AsPlainText -Force"),
+               ('(ConvertTo-SecureString "a b" -AsPlainText)', '(ConvertTo-SecureString "[REDACTED]" -AsPlainText)')),
+        keeps=("ConvertTo-SecureString $enc", "-AsPlainText"),
+    ),
+    Rule(
+        "openssl_passwd", patterns.OPENSSL_PASSWD.pattern, CREDENTIAL_MASK,
+        "The password `openssl passwd` hashes",
+        "`openssl passwd -6 '[REDACTED]'`",
+        masks=(("useradd -p \"$(openssl passwd -6 'Usr!1')\" kim", "useradd -p \"$(openssl passwd -6 '[REDACTED]')\" kim"),
+               ("openssl passwd -1 -salt ab pw2", "openssl passwd -1 -salt ab [REDACTED]")),
+        keeps=("openssl passwd -help", "openssl rand -hex 8"),
+    ),
+    Rule(
+        "reg_value", patterns.REG_VALUE.pattern, CREDENTIAL_MASK,
+        "A registry value named like a credential, as `reg query` prints it (`DefaultPassword    REG_SZ    …`)",
+        "`DefaultPassword    REG_SZ    [REDACTED]`",
+        masks=(("    DefaultPassword    REG_SZ    Winl0gon!", "    DefaultPassword    REG_SZ    [REDACTED]"),
+               ("ApiToken REG_EXPAND_SZ a b", "ApiToken REG_EXPAND_SZ [REDACTED]")),
+        keeps=("    DefaultUserName    REG_SZ    kiosk", "    PasswordExpiryWarning    REG_DWORD    0xe"),
+    ),
+    Rule(
+        "temporary_password", patterns.TEMPORARY_PASSWORD.pattern, CREDENTIAL_MASK,
+        "The password MySQL prints at its first start",
+        "`A temporary password is generated for root@localhost: [REDACTED]`",
+        masks=(("A temporary password is generated for root@localhost: *bDWm:4?k", "A temporary password is generated for root@localhost: [REDACTED]"),
+               ("[Server] A temporary password is generated for root@localhost: x", "[Server] A temporary password is generated for root@localhost: [REDACTED]")),
+        keeps=("A temporary password is generated", "temporary password expired"),
     ),
     Rule(
         "flag_value", _FLAG_CONTEXT + FLAG_VALUE.pattern.replace(rb"(?<![A-Za-z0-9_-])", b""), CREDENTIAL_MASK,
-        "The value of a command-line flag for a credential (`--password x`, `-token=x`, `--api-key x`)",
+        "The value of a command-line flag for a credential (`--password x`, `-token=x`, `--api-key x`,"
+        " `--http-password=x`)",
         "`--password [REDACTED]`",
+        masks=(("mysql --password=p;w db", "mysql --password=[REDACTED] db"),
+               ("wget --http-password='a b' url", "wget --http-password='[REDACTED]' url")),
+        keeps=("docker login --password-stdin", "--passwords-file f"),
+    ),
+    Rule(
+        "tool_flag", patterns.TOOL_FLAG.pattern, CREDENTIAL_MASK,
+        "The value of a tool's password flag, when the command is that tool (table `FLAG_TOOLS`): `mysql -pPW`"
+        " (and mysqldump, mysqladmin, mariadb), `sshpass -p`, `docker login -p`, `redis-cli -a`, `7z -p`,"
+        " `winrs -p:`, `schtasks /rp`, `curl --cookie`, and with any tool `-storepass`, `-keypass`, `-passin`,"
+        " `-passout`, `--passphrase`",
+        "`mysql -uroot -p[REDACTED]`",
+        masks=(("mysql -uroot -pS3cr3t db", "mysql -uroot -p[REDACTED] db"),
+               ("/usr/bin/mysqldump -u root -p'p w' app", "/usr/bin/mysqldump -u root -p'[REDACTED]' app"),
+               ("redis-cli -h cache -a r3d1s ping", "redis-cli -h cache -a [REDACTED] ping"),
+               ("keytool -list -storepass changeit -keypass k2", "keytool -list -storepass [REDACTED] -keypass [REDACTED]")),
+        keeps=("ssh -p 2222 host", "mysql -p mydb", "docker run -p 8080:80 img"),
+    ),
+    Rule(
+        "user_pass", patterns.USER_PASS_FLAG.pattern, CREDENTIAL_MASK,
+        "The password of `-U user%password` (smbclient and the Samba tools) and `-u user,password` (lftp)",
+        "`smbclient -U admin%[REDACTED]`",
+        masks=(("smbclient //fs/share -U admin%Pa55", "smbclient //fs/share -U admin%[REDACTED]"),
+               ("lftp -u backup,b4ck;up sftp://h", "lftp -u backup,[REDACTED] sftp://h")),
+        keeps=("ps -u root,daemon", "smbclient -L fs -U admin"),
     ),
     Rule(
         "curl_user", _FLAG_CONTEXT + CURL_USER.pattern.replace(rb"(?<![A-Za-z0-9_-])", b""), CREDENTIAL_MASK,
         "The password of `-u`, `--user` or `--proxy-user user:password` (curl and the like)",
         "`curl -u admin:[REDACTED]`",
+        masks=(("curl -u admin:pw1 http://x", "curl -u admin:[REDACTED] http://x"),
+               ("curl --user=a:b%20c", "curl --user=a:[REDACTED]")),
+        keeps=("curl -u admin http://x", "top -u app"),
+    ),
+    Rule(
+        "oracle_logon", patterns.ORACLE_LOGON.pattern, CREDENTIAL_MASK,
+        "Oracle and Tibero logons: `sqlplus user/password@db`, `tbsql user/password`, `expdp`, `imp`, `conn`,"
+        " `userid=user/password`",
+        "`sqlplus system/[REDACTED]@ORCL`",
+        masks=(("sqlplus -s system/0racle@ORCL", "sqlplus -s system/[REDACTED]@ORCL"),
+               ("expdp userid=scott/tiger directory=d", "expdp userid=scott/[REDACTED] directory=d"),
+               ("tbsql sys/tibero", "tbsql sys/[REDACTED]")),
+        keeps=("sqlplus / as sysdba", "sqlplus -v"),
+    ),
+    Rule(
+        "net_use", patterns.NET_USE.pattern, CREDENTIAL_MASK,
+        "The password of Windows `net use \\\\server\\share password /user:name` (before or after `/user:`)",
+        "`net use \\\\fs\\share [REDACTED] /user:corp\\svc`",
+        masks=(("net use \\\\fs\\share P@ss1 /user:corp\\svc", "net use \\\\fs\\share [REDACTED] /user:corp\\svc"),
+               ("NET USE Z: \\\\fs\\d /USER:svc S3cr", "NET USE Z: \\\\fs\\d /USER:svc [REDACTED]")),
+        keeps=("net use \\\\fs\\share /user:svc", "net use Z: /delete"),
+    ),
+    Rule(
+        "htpasswd", patterns.HTPASSWD.pattern, CREDENTIAL_MASK,
+        "The password of `htpasswd -b file user password`",
+        "`htpasswd -b .htpasswd admin [REDACTED]`",
+        masks=(("htpasswd -b .htpasswd admin Adm1n!", "htpasswd -b .htpasswd admin [REDACTED]"),
+               ("htpasswd -bc /etc/nginx/pw web 'w e b'", "htpasswd -bc /etc/nginx/pw web '[REDACTED]'")),
+        keeps=("htpasswd -c .htpasswd admin", "htpasswd .htpasswd admin"),
+    ),
+    Rule(
+        "rabbitmq_user", patterns.RABBITMQ_USER.pattern, CREDENTIAL_MASK,
+        "The password of `rabbitmqctl add_user` and `change_password`",
+        "`rabbitmqctl add_user app [REDACTED]`",
+        masks=(("rabbitmqctl add_user app R4bb1t", "rabbitmqctl add_user app [REDACTED]"),
+               ("rabbitmqctl.bat change_password guest g2", "rabbitmqctl.bat change_password guest [REDACTED]")),
+        keeps=("rabbitmqctl list_users", "rabbitmqctl delete_user app"),
+    ),
+    Rule(
+        "echo_pipe", patterns.ECHO_PIPE.pattern, CREDENTIAL_MASK,
+        "What is echoed into a command that reads a password on stdin: `sudo -S`, `passwd --stdin`, `chpasswd`,"
+        " `kinit`, `--password-stdin`",
+        "`echo [REDACTED] | sudo -S systemctl restart app`",
+        masks=(("echo 'Pw 1' | sudo -S systemctl restart app", "echo '[REDACTED]' | sudo -S systemctl restart app"),
+               ("echo $TOK3N | docker login -u ci --password-stdin", "echo [REDACTED] | docker login -u ci --password-stdin")),
+        keeps=("echo hello | sudo tee /etc/motd", "echo ok | grep ok"),
+    ),
+    Rule(
+        "userinfo", patterns.USERINFO.pattern, CREDENTIAL_MASK,
+        "The password of `user:password@host` after a transfer tool, without a scheme (`sftp`, `lftp`, `scp`,"
+        " `rsync`, `git`)",
+        "`sftp backup:[REDACTED]@host`",
+        masks=(("sftp backup:b4ck@files", "sftp backup:[REDACTED]@files"),
+               ("rsync -av app:p;w@host:/data .", "rsync -av app:[REDACTED]@host:/data .")),
+        keeps=("sftp backup@files", "scp a:/x b"),
+    ),
+    Rule(
+        "pgpass", patterns.PGPASS.pattern, CREDENTIAL_MASK,
+        "The password of a `.pgpass` line (`host:port:database:user:password`)",
+        "`db:5432:app:app:[REDACTED]`",
+        masks=(("db:5432:app:app:pg;pw\n", "db:5432:app:app:[REDACTED]\n"), ("*:*:*:postgres:Pg1", "*:*:*:postgres:[REDACTED]")),
+        keeps=("root:x:0:0:root:/root:/bin/bash", "12:30:45 started"),
+    ),
+    Rule(
+        "netrc", patterns.NETRC.pattern, CREDENTIAL_MASK,
+        "The password of a `.netrc` record (`machine h login u password p`, also over lines)",
+        "`machine h login u password [REDACTED]`",
+        masks=(("machine ftp.example login u password n3trc", "machine ftp.example login u password [REDACTED]"),
+               ("machine h\n  login u\n  password p;1\n", "machine h\n  login u\n  password [REDACTED]\n")),
+        keeps=("passwd: password updated successfully", "the password is wrong"),
+    ),
+    Rule(
+        "redis_conf", patterns.REDIS_CONF.pattern, CREDENTIAL_MASK,
+        "`requirepass` and `masterauth` in redis.conf",
+        "`requirepass [REDACTED]`",
+        masks=(("requirepass foobared", "requirepass [REDACTED]"), ("  masterauth m@ster", "  masterauth [REDACTED]")),
+        keeps=("# requirepass", "requirepass"),
     ),
     Rule(
         "key_value", KEY_VALUE.pattern, CREDENTIAL_MASK,
-        "A value after a credential label and `=` or `:` (password, pass, pwd, pw, secret, token, API, access or"
-        " private key, credentials, session ids, any `*_PASS` or `*_SECRET_*`, 비밀번호, 패스워드, 암호)",
+        "A value after a credential label and `=`, `:`, `=>` or `:=` (password, pass, pwd, pw, secret, token,"
+        " API, access or private key, credentials, session ids, any `*_PASS` or `*_SECRET_*`, `X-Amz-Signature`,"
+        " `AccountKey`, SAS `sig`, PHP's `define('DB_PASSWORD', …)`); not a setting about one"
+        " (`password_policy`, `token_type`) nor a value that is none (`********`, `${VAR}`, `true`)",
         "`DB_PASS=[REDACTED]`",
+        masks=(("login password=P@ss;word123 next", "login password=[REDACTED] next"),
+               ("db.password = Pw with spaces & more\n", "db.password = [REDACTED]\n"),
+               ('"password": "a\\"b;c"', '"password": "[REDACTED]"'),
+               ("'password' => 'x,y&z'", "'password' => '[REDACTED]'"),
+               ("define('DB_PASSWORD', 'wp1');", "define('DB_PASSWORD', '[REDACTED]');"),
+               ("?sv=2022&sig=AbC%2Bd&se=1", "?sv=2022&sig=[REDACTED]&se=1")),
+        keeps=("password_policy=strict", "password: ********", "DB_PASSWORD=${DB_PASSWORD}", "token_type=Bearer"),
+    ),
+    Rule(
+        "korean_label", KOREAN_LABEL.pattern, CREDENTIAL_MASK,
+        "A value after 비밀번호, 패스워드, 암호 or 비번: any after `:` or `=`; after a particle or a space only one"
+        " in printable ASCII (in UTF-8, and in EUC-KR/CP949 as a legacy host prints it)",
+        "`비밀번호: [REDACTED]`",
+        masks=(("비밀번호: 한글암호1", "비밀번호: [REDACTED]"), ("DB 비밀번호는 Abc!234 입니다", "DB 비밀번호는 [REDACTED] 입니다")),
+        keeps=("비밀번호 변경 완료", "암호화 완료"),
+    ),
+    Rule(
+        "next_line_value", patterns.NEXT_LINE_VALUE.pattern, CREDENTIAL_MASK,
+        "A YAML value on the line after its credential key (`password:` then `  value`)",
+        "`password:` / `  [REDACTED]`",
+        masks=(("password:\n  s3cr3t\n", "password:\n  [REDACTED]\n"), ("db_token: |\n    abc.def\n", "db_token: |\n    [REDACTED]\n")),
+        keeps=("user:\n  app\n", "password_policy:\n  strict\n"),
     ),
     Rule(
         "ipv4_hex_name", rb"\b[0-9a-fA-F]{8}\.(?i:nip|sslip|xip)\.io\b", IP_MASK,
         "An internal IPv4 address written in hex in a nip.io, sslip.io or xip.io name (`magic-c0a80101.nip.io`)",
         "`magic-[IP].nip.io`, or the host's alias",
+        masks=(("magic-c0a80101.nip.io", "magic-[IP].nip.io"), ("0a141e28.sslip.io", "was01.sslip.io")),
+        keeps=("c6336401.nip.io", "deadbeef.example.io"),
     ),
     # Dashes or underscores (ip-10-0-0-1, ip_10_0_0_1); after "_" (no \b there) the "_" is matched and kept, and
     # so is a "_" or letter before a word that follows (node_10_1_2_3_9100, ip-10-0-0-1abc: no \b there either).
@@ -241,6 +575,8 @@ RULES: tuple[Rule, ...] = (
         "An internal IPv4 address written with dashes or underscores in a host name, after a name part or before a"
         " domain (`ip-10-0-0-1`, `app-10-0-0-1.sslip.io`, `node_10_1_2_3_9100`)",
         "`ip-[IP]`, or the host's alias",
+        masks=(("ip-10-0-0-1 up", "ip-[IP] up"), ("node_10_20_30_40_9100", "node_was01_9100")),
+        keeps=("2026-10-09-01", "ip-8-8-8-8"),
     ),
     # At a word boundary, or after a letter or "_" (ip_10.0.0.1, host10.0.0.1), which \b would not allow, and before
     # a word boundary, a letter or "_" (dump_10.0.0.1_0918.sql, 10.0.0.5ms). RE2 has no look-around: the letter or
@@ -254,6 +590,8 @@ RULES: tuple[Rule, ...] = (
         " leading zeros (also read as octal), hex, full-width dots; also glued to a word; not inside a longer"
         " dotted version number",
         "`[IP]`, or the host's alias (`was01`)",
+        masks=(("from 192.168.0.10:22", "from [IP]:22"), ("10.20.30.40 up", "was01 up")),
+        keeps=("v1.10.0.1.2", "192.0.2.10 and 8.8.8.8"),
     ),
     Rule(
         "ipv6",
@@ -265,19 +603,46 @@ RULES: tuple[Rule, ...] = (
         "Internal IPv6 addresses: ULA fc00::/7, link-local fe80::/10 (with a zone), site-local fec0::/10, `[::1]`,"
         " and internal IPv4 addresses mapped or embedded (`::ffff:10.0.0.1`, also in hex)",
         "`[IP]`, or the host's alias",
+        masks=(("fe80::1%eth0 up", "[IP] up"), ("::ffff:10.20.30.40", "was01")),
+        keeps=("2001:db8::1", "::ffff:8.8.8.8"),
     ),
     Rule(
-        "rrn", rb"\b[0-9]{6}[- ]?[1-8][0-9]{6}\b", b"-*******",
-        "Resident and foreigner registration numbers whose first six digits are a date, with any dash, a space or"
-        " none",
+        "rrn", rb"\b[0-9]{6}(?:[ ]{0,2}-[ ]{0,2}|[ ]|%2[dD]|%20-%20|%20)?[1-8][0-9]{6}\b", b"-*******",
+        "Resident and foreigner registration numbers whose first six digits are a date, with any dash (also a"
+        " Hangul ㅡ, spaced or percent-encoded), a space or none; not a valid EAN-13 barcode of Korea (880…)"
+        " unless a label says it is one",
         "`901010-*******`",
+        masks=(("901010-1234567", "901010-*******"), ("901010 - 1234567", "901010-*******"),
+               ("901010ㅡ1234567", "901010-*******"), ("rrn=901010%2D1234567", "rrn=901010-*******"),
+               ("주민번호 8801234567893", "주민번호 880123-*******")),
+        keeps=("LOT 8801234567893 QTY 120", "991399-1234567"),
+    ),
+    Rule(
+        "rrn_back",
+        "(?:주민등록번호|주민번호)[ \\t]{0,4}뒷자리[ \\t]{0,8}[:=]?[ \\t]{0,8}[1-8][0-9]{6}\\b".encode(),
+        b"*******",
+        "The last seven digits of a resident number after their label (주민등록번호 뒷자리)",
+        "`주민등록번호 뒷자리: *******`",
+        masks=(("주민등록번호 뒷자리: 1234567", "주민등록번호 뒷자리: *******"), ("주민번호 뒷자리 2345678", "주민번호 뒷자리 *******")),
+        keeps=("주민등록번호 뒷자리", "주민번호 뒷자리: 9"),
     ),
     Rule(
         "card",
         rb"\b(?:[0-9]{13,19}|[0-9]{4}[- ][0-9]{4,6}[- ][0-9]{4,5}(?:[- ][0-9]{1,4}){0,2})\b",
         CARD_MASK,
         "Payment card numbers: 13 to 19 digits with a card network's prefix that pass the Luhn check, with or"
-        " without separators",
+        " without separators; expiry and CVV digits after it stay",
+        masks=(("4111111111111111", "[CARD]"), ("4111 1111 1111 1111 12 27 123", "[CARD] 12 27 123")),
+        keeps=("4111111111111112", "1234 5678 9012 3456"),
+    ),
+    Rule(
+        "cvc",
+        "(?:(?i:cvc2?|cvv2?|cid)|보안코드)[ \\t]{0,8}[:=]?[ \\t]{0,8}[0-9]{3,4}\\b".encode(),
+        b"[CVC]",
+        "A card's security code after its label (CVC, CVV, 보안코드)",
+        "`CVC [CVC]`",
+        masks=(("유효기간 09/28 CVC 837", "유효기간 09/28 CVC [CVC]"), ("cvv: 1234", "cvv: [CVC]")),
+        keeps=("CVC", "cvc 12"),
     ),
     Rule(
         "phone",
@@ -286,6 +651,8 @@ RULES: tuple[Rule, ...] = (
         b"-****-****",
         "Korean mobile and landline numbers, also written with +82",
         "`010-****-****` (the first group kept)",
+        masks=(("010-1234-5678", "010-****-****"), ("+82-10-1234-5678", "+82-10-****-****")),
+        keeps=("1010-1234-5678", "port 0101"),
     ),
     Rule(
         "passport",
@@ -294,6 +661,8 @@ RULES: tuple[Rule, ...] = (
         b"[PASSPORT]",
         "Passport numbers: the new format (`M123A4567`) anywhere, older ones after a label (여권번호, passport no.)",
         "`[PASSPORT]` (a label kept)",
+        masks=(("여권번호 M12345678", "여권번호 [PASSPORT]"), ("no M123A4567.", "no [PASSPORT].")),
+        keeps=("M12345678", "passport office"),
     ),
     Rule(
         "driver_license",
@@ -303,6 +672,8 @@ RULES: tuple[Rule, ...] = (
         "Driver's licence numbers (`11-12-123456-12`: a regional code, any separator or none), with or without a"
         " label; not twelve digits that read as a timestamp",
         "`[DRIVER-LICENSE]` (a label kept)",
+        masks=(("11-12-123456-12", "[DRIVER-LICENSE]"), ("운전면허번호: 111212345612", "운전면허번호: [DRIVER-LICENSE]")),
+        keeps=("202609181230", "31-12-123456-12"),
     ),
     Rule(
         "biz_no",
@@ -311,14 +682,19 @@ RULES: tuple[Rule, ...] = (
         b"[BIZ-NO]",
         "Business registration numbers after a label (사업자등록번호, business registration no.)",
         "`[BIZ-NO]` (the label kept)",
+        masks=(("사업자등록번호: 123-45-67890", "사업자등록번호: [BIZ-NO]"), ("사업자번호 1234567890", "사업자번호 [BIZ-NO]")),
+        keeps=("123-45-67890", "사업자등록번호 확인"),
     ),
     Rule(
         "account",
         "(?:계좌번호|계좌|(?i:bank[ _-]?account|account[ _-]?(?:no\\.?|number)))[ \\t]{0,8}[:=]?[ \\t]{0,8}"
-        "[0-9][0-9-]{6,22}[0-9]\\b".encode(),
+        "(?:(?:국민|신한|우리|하나|농협|기업|SC제일|씨티|카카오뱅크|케이뱅크|토스뱅크|새마을금고|우체국|수협|부산|대구|경남|광주|전북|제주"
+        "|산업)(?:은행)?[ \\t]{1,4})?[0-9][0-9-]{6,22}[0-9]\\b".encode(),
         b"[ACCOUNT]",
         "Bank account numbers after a label (계좌번호, bank account, account no.)",
         "`[ACCOUNT]` (the label kept)",
+        masks=(("계좌번호 110-123-456789", "계좌번호 [ACCOUNT]"), ("account no: 1002123456789", "account no: [ACCOUNT]")),
+        keeps=("110-123-456789", "계좌 개설"),
     ),
 )  # fmt: skip
 

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from agent.redaction.handlers import pem_begin_end
 from agent.redaction.normalise import ANSI, ANSI_MAX
+from agent.redaction.patterns import LOOKBEHIND
 from agent.redaction.rules import MASK_TOKEN, PEM_END, PEM_END_MAX, PEM_MARKER, SECRET_MASK, Finding
 
 #: The longest a partial line may grow before the stream releases part of it anyway (see :class:`StreamRedactor`).
@@ -51,7 +52,7 @@ class StreamRedactor:
     """
 
     #: Bytes of already released text kept before the undecided part, for look-behind (``\b``, ``ip-``).
-    CONTEXT = 16
+    CONTEXT = LOOKBEHIND + 8
 
     def __init__(self, redactor: WholeTextRedactor, in_key_block: bool = False) -> None:
         self._redactor = redactor
@@ -218,12 +219,14 @@ class CappedRedactor:
         window = self._scan_tail + chunk
         base = offset - len(self._scan_tail)
         self._scan_tail = window[-64:]
-        if b"PRIVATE KEY" not in window:  # PEM ("…PRIVATE KEY-----") and PGP ("…PRIVATE KEY BLOCK-----")
+        if (
+            b"PRIVATE KEY" not in window and b"Private-" not in window
+        ):  # PEM, PGP, SSH2; PuTTY's Private-Lines
             return
         for match in PEM_MARKER.finditer(window):
             position = base + match.start()
             if position > self._last_marker:
-                self._markers.append((position, match.group(1) == b"BEGIN"))
+                self._markers.append((position, match.group(1) is not None))
                 self._last_marker = position
 
     def _trim(self, count: int) -> None:

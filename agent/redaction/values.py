@@ -107,6 +107,14 @@ def is_card_number(digits: bytes) -> bool:
     return 13 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) is not None and luhn(digits)
 
 
+def is_korean_barcode(digits: bytes) -> bool:
+    """Thirteen digits that are an EAN-13 barcode of a Korean product (prefix 880) with a valid check digit."""
+    if len(digits) != 13 or not digits.isdigit() or not digits.startswith(b"880"):
+        return False
+    total = sum((c - 0x30) * (3 if i % 2 else 1) for i, c in enumerate(digits[:12]))
+    return (10 - total % 10) % 10 == digits[12] - 0x30
+
+
 def starts_with_a_date(number: bytes) -> bool:
     """A registration number's first six digits are a birth date (yymmdd): month and day must be plausible."""
     month, day = int(number[2:4]), int(number[4:6])
