@@ -372,6 +372,7 @@ def next_line_value(data: bytes, start: int, match: re.Match[bytes]) -> bool:
     )
 
 
+_HEX_LINE = re.compile(rb"[0-9a-f]+|[0-9A-F]+")
 _ARMOR = re.compile(rb"-----(BEGIN|END) [A-Z0-9 ]{1,40}-----|---- (BEGIN|END) SSH2 [A-Z ]{1,40}----")
 
 
@@ -398,6 +399,8 @@ def key_body(mask: bytes) -> Handler:
         if marker is not None and marker.group(1) == b"BEGIN" and b"PRIVATE" not in marker.group():
             return None  # a certificate's or a public key's body
         line = data[start:end].rstrip(b"\r=")
+        if _HEX_LINE.fullmatch(line):
+            return None  # a digest (sha256 is 64 hex digits), not base64
         if len(line) in KEY_BODY_WIDTHS or (
             any(c.isdigit() for c in line[:64].decode("ascii", "replace"))
             and start > 0

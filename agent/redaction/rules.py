@@ -217,9 +217,9 @@ RULES: tuple[Rule, ...] = (
         "key_body", patterns.KEY_BODY_LINE.pattern, PEM_MASK,
         "A line of base64 alone, as wide as a key's body lines (64, 70 or 76 characters), and the short last line"
         " after one: a key printed without its BEGIN line (`tail key.pem`); certificate bodies are masked too",
-        masks=(("A" * 63 + "B\n", "[PRIVATE KEY REDACTED]\n"), ("x" * 64 + "\nAb3dEfGhIjKlMnOp==\n",
+        masks=(("MIIEowIBAAKCAQEA" + "q3Zk" * 12 + "\n", "[PRIVATE KEY REDACTED]\n"), ("x" * 64 + "\nAb3dEfGhIjKlMnOp==\n",
                "[PRIVATE KEY REDACTED]\n[PRIVATE KEY REDACTED]\n")),
-        keeps=("abcdefghijklmnopqrstuvwxyz0123", "ok\nAbcdefghijklmnop1234\n"),
+        keeps=("abcdefghijklmnopqrstuvwxyz0123", "ok\nAbcdefghijklmnop1234\n", "sha256 of the lock:\n" + "0a1b" * 16 + "\n"),
     ),
     Rule(
         "url_credentials", URL_CREDENTIALS.pattern, CREDENTIAL_MASK,
