@@ -75,10 +75,19 @@ class Sshd:
     """One sshd process listening on up to 16 loopback endpoints, accepting one client key."""
 
     def __init__(
-        self, endpoints: list[Endpoint], authorized_key: str, user: str, max_sessions: int = 10
+        self,
+        endpoints: list[Endpoint],
+        authorized_key: str,
+        user: str,
+        max_sessions: int = 10,
+        idle_processes: int | None = None,
     ) -> None:
+        """``idle_processes``: run sshd in a PID namespace of its own (root only: ``unshare --pid --fork
+        --mount-proc``) beside that many idle processes, so that its sessions' /proc shows one host's processes as on
+        real hardware; ``None``: in this machine's namespace."""
         assert 0 < len(endpoints) <= MAX_LISTEN
         self.endpoints = endpoints
+        self.idle_processes = idle_processes
         self.user = user
         self.dir = Path(tempfile.mkdtemp(prefix="guardia-sshd-"))
         self.dir.chmod(0o755)
@@ -107,10 +116,16 @@ class Sshd:
     def start(self, timeout: float = 10.0) -> Sshd:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        self.process = subprocess.Popen(
-            [sshd_binary(), "-D", "-f", str(self.dir / "sshd_config"), "-E", str(self.log)],
-            stdin=subprocess.DEVNULL,
-        )
+        command = [sshd_binary(), "-D", "-f", str(self.dir / "sshd_config"), "-E", str(self.log)]
+        if self.idle_processes is not None:
+            # PID 1 of the namespace: a shell that starts the idle processes, then becomes sshd. `unshare` ignores
+            # TERM (stop() KILLs it); --kill-child then ends sshd, and with it the namespace.
+            command = [
+                "unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c",
+                'i=0; while [ $i -lt "$0" ]; do sleep 86400 & i=$((i+1)); done; exec "$@"',
+                str(self.idle_processes), *command,
+            ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         pending = list(self.endpoints)
         while pending:
@@ -136,7 +151,10 @@ class Sshd:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            if self.idle_processes is None:
+                self.process.terminate()
+            else:
+                self.process.kill()
             self.process.wait(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -153,14 +171,21 @@ def loopback_endpoints(count: int, first: int = 10) -> list[Endpoint]:
 class SshFleet:
     """As many loopback hosts as asked, spread over sshd processes of up to 16 endpoints, with one client key."""
 
-    def __init__(self, count: int, max_sessions: int = 10, untrusted: int = 0) -> None:
+    def __init__(
+        self, count: int, max_sessions: int = 10, untrusted: int = 0, idle_processes: int | None = None
+    ) -> None:
+        """``idle_processes``: each sshd in a PID namespace of its own with that many idle processes (see
+        :class:`Sshd`; as root only, ignored otherwise)."""
+        if os.geteuid() != 0:
+            idle_processes = None
+        self.namespaced = idle_processes is not None
         self.dir = Path(tempfile.mkdtemp(prefix="guardia-fleet-"))
         self.user = login_user()
         self.client_key = self.dir / "client_ed25519"
         public = keygen(self.client_key, "guardia-agent-test")
         endpoints = loopback_endpoints(count)
         self.servers = [
-            Sshd(endpoints[i : i + MAX_LISTEN], public, self.user, max_sessions)
+            Sshd(endpoints[i : i + MAX_LISTEN], public, self.user, max_sessions, idle_processes)
             for i in range(0, count, MAX_LISTEN)
         ]
         self.endpoints = endpoints

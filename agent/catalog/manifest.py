@@ -347,6 +347,13 @@ class Manifest(BaseModel):
         description="`true`: a process it starts may outlive the run, so nothing is swept when it ends and at its "
         "time limit only the script itself is stopped. `false`: every process the run started is killed.",
     )
+    host_view: bool = Field(
+        default=False,
+        description="`true`: the script needs the host's own view of users and processes: setuid programs (`sudo`, "
+        "`su`, `crontab`), other users' names on processes and files (`ps -o user`, `ls -l`), or signals to "
+        "processes it did not start (`kill PID`, `pkill`). It is then never run in a PID namespace (where each of "
+        "those fails or shows `nobody`), only contained by a subreaper or the marker sweep.",
+    )
     targets: Annotated[list[Target], Field(min_length=1)] = Field(
         description="Host aliases or groups of the inventory it may run on."
     )

@@ -12,8 +12,10 @@ What it guarantees, per host:
   ``SSH_AUTH_SOCK``; see :func:`_connection_options`);
 * the script's bytes are hashed again right before they are sent, and refused if they differ from the lock;
 * the script goes to ``bash -s -- ARG…`` on stdin in a clean environment, under the host-side time limit and
-  survivor sweep of :func:`agent.runs.remote.remote_command`, and the agent's own deadline here; on expiry the
-  channel is signalled and closed;
+  containment of :func:`agent.runs.remote.remote_command`, and the agent's own deadline here; on expiry the
+  channel is signalled and closed. The containment (a PID namespace, a subreaper or the marker sweep) is the
+  strongest the host offers, asked once per connection (:data:`agent.runs.remote.PROBE`), and each host's result
+  says which one ran (``containment``);
 * stdout and stderr are redacted and capped as they stream in; only what is kept is redacted, so memory and CPU
   stay bounded whatever the host prints;
 * runbooks that change state never run twice at once on one host: the second is refused as busy.
@@ -23,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ctypes.util
+import dataclasses
 import hashlib
 import logging
 import os
@@ -38,7 +42,16 @@ from agent.config.schema import ExecutorConfig, InventoryConfig
 from agent.errors import ConfigError
 from agent.redaction import CappedRedactor, Redactor, cap_output
 from agent.runs.plan import RunPlan
-from agent.runs.remote import TIMEOUT_EXIT_CODES, new_run_id, remote_command
+from agent.runs.remote import (
+    PROBE,
+    TIMEOUT_EXIT_CODES,
+    Containment,
+    HostSupport,
+    choose,
+    new_run_id,
+    parse_probe,
+    remote_command,
+)
 from agent.runs.results import HostResult, Outcome, RunResult
 
 # asyncssh looks for liboqs (the sntrup761 key exchange) as it is imported, with ctypes.util.find_library: on
@@ -68,6 +81,8 @@ AGENT_DEADLINE_MARGIN = 2.0
 READ_SIZE = 64 * 1024
 #: How long to wait for sshd to confirm a channel's close before freeing its session slot anyway.
 CLOSE_TIMEOUT = 5.0
+#: How long the containment probe of a new connection may take before the host gets the marker sweep.
+PROBE_TIMEOUT = 10.0
 #: Waits before trying again when a live connection refuses a new session channel.
 SESSION_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 #: Ciphers offered, in order. AES-GCM first: one call into OpenSSL per packet where chacha20-poly1305 (asyncssh's
@@ -93,6 +108,8 @@ class _HostFailure(Exception):
 class _Pooled:
     connection: asyncssh.SSHClientConnection
     sessions: asyncio.Semaphore
+    #: What containment the host offers (probed once, right after connecting).
+    support: HostSupport = field(default_factory=HostSupport)
     last_used: float = field(default_factory=time.monotonic)
 
 
@@ -134,6 +151,8 @@ class Executor:
         settings: limits and timeouts.
         base_dir: what relative key and known_hosts paths in the config are relative to.
         environ: where key passphrases are read from (the agent's environment, agent/config/environment.py).
+        containment: use this containment mode on every host instead of the strongest each offers (tests and
+            benchmarks); a host that does not offer it fails its run with an internal error.
 
     Raises:
         ConfigError: the known_hosts file cannot be read.
@@ -145,8 +164,10 @@ class Executor:
         settings: ExecutorConfig,
         base_dir: Path,
         environ: Mapping[str, str],
+        containment: Containment | None = None,
     ) -> None:
         self.inventory = inventory
+        self._forced = containment
         self.settings = settings
         self._base_dir = base_dir
         self._environ = environ
@@ -163,6 +184,8 @@ class Executor:
         self._busy: set[str] = set()
         self._settling: set[asyncio.Task[None]] = set()
         self._limit = asyncio.Semaphore(settings.max_concurrency)
+        #: Runs that STOP may end, by their key (the task id): see :meth:`run_stoppable`.
+        self._stoppable: dict[str, _StopToken] = {}
 
     def _path(self, path: Path) -> Path:
         return path if path.is_absolute() else self._base_dir / path
@@ -247,7 +270,8 @@ class Executor:
                 pooled = None
             if pooled is None:
                 connection = await self._connect(alias)
-                pooled = _Pooled(connection, asyncio.Semaphore(self.settings.max_sessions_per_host))
+                support = await _probe(alias, connection)
+                pooled = _Pooled(connection, asyncio.Semaphore(self.settings.max_sessions_per_host), support)
                 self._pool[alias] = pooled
                 logger.info("connected to %s", alias)
             pooled.last_used = time.monotonic()
@@ -285,6 +309,20 @@ class Executor:
 
         results = await asyncio.gather(*(one(alias) for alias in plan.hosts))
         return RunResult(runbook=plan.name, script_sha256=plan.runbook.script_sha256, hosts=list(results))
+
+    async def run_stoppable(
+        self,
+        plan: RunPlan,
+        redactor: Redactor,
+        key: str,
+        on_host: Callable[[HostResult], None] | None = None,
+    ) -> RunResult:
+        """:meth:`run`, as a run that :meth:`stop` can end by ``key`` (the task id); see :func:`_run_stoppable`."""
+        return await _run_stoppable(self, plan, redactor, key, on_host)
+
+    def stop(self, key: str, by: str | None) -> bool:
+        """End the run started by :meth:`run_stoppable` with ``key``; False when none is going (:func:`_stop_run`)."""
+        return _stop_run(self, key, by)
 
     async def _run_host(self, plan: RunPlan, alias: str, redactor: Redactor) -> HostResult:
         started = time.monotonic()
@@ -329,14 +367,25 @@ class Executor:
         if hashlib.sha256(script).hexdigest() != runbook.script_sha256:
             raise _HostFailure(Outcome.REFUSED, Msg("the script no longer matches the lock"))
         manifest = runbook.manifest
-        command = remote_command(
-            manifest.interpreter,
-            plan.argv,
-            manifest.timeout,
-            self.settings.kill_grace,
-            run_id=new_run_id(os.urandom(16)),
-            sweep=not manifest.leaves_daemon,
-        )
+
+        def command_for(support: HostSupport) -> tuple[str, Containment]:
+            mode = choose(
+                support,
+                leaves_daemon=manifest.leaves_daemon,
+                host_view=manifest.host_view,
+                forced=self._forced,
+            )
+            command = remote_command(
+                manifest.interpreter,
+                plan.argv,
+                manifest.timeout,
+                self.settings.kill_grace,
+                run_id=new_run_id(os.urandom(16)),
+                containment=mode,
+                prctl=support.prctl,
+            )
+            return command, mode
+
         # Capture up to the agent's ceiling (kept on the agent PC); the chat view is the manifest's cap of that.
         out, err = (
             CappedRedactor(redactor, self.settings.max_output),
@@ -344,7 +393,7 @@ class Executor:
         )
         view = min(manifest.max_output, self.settings.max_output)
         completed: asyncssh.SSHCompletedProcess | None = None
-        async with self._session(alias, command) as process:
+        async with self._session(alias, command_for) as (process, containment):
             try:
                 async with asyncio.timeout(
                     manifest.timeout + self.settings.kill_grace + AGENT_DEADLINE_MARGIN
@@ -400,11 +449,15 @@ class Executor:
             output_sha256=_digest(stdout_full, stderr_full),
             stdout_full=stdout_full,
             stderr_full=stderr_full,
+            containment=containment.value,
         )
 
     @contextlib.asynccontextmanager
-    async def _session(self, alias: str, command: str) -> AsyncIterator[asyncssh.SSHClientProcess[bytes]]:
-        """A session channel running ``command``, holding one of the connection's session slots.
+    async def _session(
+        self, alias: str, command_for: Callable[[HostSupport], tuple[str, Containment]]
+    ) -> AsyncIterator[tuple[asyncssh.SSHClientProcess[bytes], Containment]]:
+        """A session channel running the command ``command_for`` makes for the host (by what it offers), holding
+        one of the connection's session slots; with the containment that command uses.
 
         A pooled connection that died since its last use is replaced once, transparently. A channel refused on a
         live connection is tried again a few times (sshd can still be counting a closed session against
@@ -413,7 +466,12 @@ class Executor:
         reconnected = False
         for refused in range(len(SESSION_RETRY_DELAYS) + 1):
             pooled = await self._acquire(alias)
+            command, containment = command_for(pooled.support)
             await pooled.sessions.acquire()
+            stop = _STOP.get()
+            if stop is not None and stop.by is not None:  # stopped before this host began: it never starts
+                pooled.sessions.release()
+                raise _HostFailure(Outcome.STOPPED, stop.message())
             try:
                 process = await pooled.connection.create_process(command, encoding=None)
             except (asyncssh.Error, OSError) as exc:
@@ -435,9 +493,13 @@ class Executor:
                 raise _HostFailure(
                     Outcome.ERROR, Msg("the host refused a session ({error})", error=type(exc).__name__)
                 ) from None
+            if stop is not None:
+                stop.processes.add(process)
             try:
-                yield process
+                yield process, containment
             finally:
+                if stop is not None:
+                    stop.processes.discard(process)
                 process.close()
                 # sshd counts the session against MaxSessions until it has closed it too: the slot is freed once
                 # it has, in the background, so the result does not wait for that round trip.
@@ -461,6 +523,29 @@ class Executor:
         if self._pool.get(alias) is pooled:
             del self._pool[alias]
         pooled.connection.close()
+
+
+async def _probe(alias: str, connection: asyncssh.SSHClientConnection) -> HostSupport:
+    """What containment the host behind ``connection`` offers (:data:`agent.runs.remote.PROBE`, one session).
+
+    A probe that fails or times out is not the run's failure: the host gets the marker sweep, which needs nothing.
+    """
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            done = await connection.run(PROBE, stdin=asyncssh.DEVNULL, encoding="utf-8", errors="replace")
+    except (TimeoutError, asyncssh.Error, OSError) as exc:
+        logger.warning(
+            "containment probe on %s failed (%s); using the marker sweep", alias, type(exc).__name__
+        )
+        return HostSupport()
+    support = parse_probe(done.stdout if isinstance(done.stdout, str) else "")
+    logger.info(
+        "containment on %s: PID namespace %s, subreaper %s",
+        alias,
+        "yes" if support.namespace else "no",
+        "yes" if support.prctl is not None else "no",
+    )
+    return support
 
 
 def _connection_options(
@@ -527,8 +612,78 @@ async def _pump(reader: asyncssh.SSHReader[bytes], stream: CappedRedactor) -> No
 
 
 def _abandon(process: asyncssh.SSHClientProcess[bytes]) -> None:
-    """The agent's deadline passed (the host's own limit, grace and sweep should have ended the run already):
-    ask sshd to send TERM to the wrapper, which then stops the run and sweeps as at its own limit (a KILL would
-    end the wrapper before its sweep); the caller then closes the channel."""
+    """The agent's deadline passed (the host's own limit, grace and clean-up should have ended the run already):
+    ask sshd to send TERM to the wrapper, which then stops the run and cleans up as at its own limit, whatever
+    its containment mode (a KILL would end the wrapper before its sweep); the caller then closes the channel."""
     with contextlib.suppress(asyncssh.Error, OSError):  # the channel may already be gone
         process.send_signal("TERM")
+
+
+# -- stopping a run (STOP) ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _StopToken:
+    """One stoppable run: its live session channels, and who stopped it (None: still running)."""
+
+    by: str | None = None
+    processes: set[asyncssh.SSHClientProcess[bytes]] = field(default_factory=set)
+
+    def message(self) -> str:
+        return Msg("stopped by {user}", user=self.by)
+
+
+#: The stoppable run the current task belongs to (set by :meth:`Executor.run_stoppable`; its hosts' tasks inherit it).
+_STOP: contextvars.ContextVar[_StopToken | None] = contextvars.ContextVar("guardia_stop", default=None)
+
+
+async def _run_stoppable(
+    owner: Executor,
+    plan: RunPlan,
+    redactor: Redactor,
+    key: str,
+    on_host: Callable[[HostResult], None] | None = None,
+) -> RunResult:
+    """:meth:`Executor.run`, which :func:`_stop_run` can end: each host not done by then is ``STOPPED``."""
+    token = _StopToken()
+    owner._stoppable[key] = token
+    reset = _STOP.set(token)
+
+    def stopped(result: HostResult) -> HostResult:
+        # Only a run the stop ended (the wrapper's TERM exit) is STOPPED; one that failed to connect, was refused
+        # or ended on its own keeps its outcome.
+        if token.by is None or result.status is not Outcome.FAIL:
+            if token.by is not None and result.status is Outcome.TIMEOUT:
+                return dataclasses.replace(result, message=Msg(
+                    "{user} asked to stop it, but it ran on to its time limit: this server's sshd did not pass the "
+                    "stop signal (an older OpenSSH, such as 7.4)", user=token.by))  # fmt: skip
+            return result
+        return dataclasses.replace(result, status=Outcome.STOPPED, message=token.message())
+
+    def told(result: HostResult) -> None:
+        if on_host is not None:
+            on_host(stopped(result))
+
+    try:
+        result = await owner.run(plan, redactor, on_host=told)
+    finally:
+        _STOP.reset(reset)
+        if owner._stoppable.get(key) is token:
+            del owner._stoppable[key]
+    return dataclasses.replace(result, hosts=[stopped(h) for h in result.hosts])
+
+
+def _stop_run(executor: Executor, key: str, by: str | None) -> bool:
+    """End the run started with ``key`` on every host, through the host-side kill a timeout uses (:func:`_abandon`:
+    TERM to the wrapper, which stops the run and sweeps its survivors); hosts not started yet never start.
+
+    Returns:
+        False when no run with that key is going (it ended, or never was).
+    """
+    token = executor._stoppable.get(key)
+    if token is None:
+        return False
+    token.by = by or "?"
+    for process in list(token.processes):
+        _abandon(process)
+    return True

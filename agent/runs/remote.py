@@ -1,29 +1,51 @@
 """The command line a host's sshd runs for one runbook run: clean environment, time limit, no survivors. Pure.
 
 sshd hands the command line to the login user's shell (``sh -c``), as ``ssh host CMD`` does. The line is a
-small, fixed POSIX sh program (:data:`WRAPPER`) run by that shell in place, followed by quoted words
-(:func:`shlex.quote` for every one of them, including each argv element): nothing of a request is ever parsed
-as shell text. What it does on the host:
+small, fixed POSIX sh program run by that shell in place, followed by quoted words (:func:`shlex.quote` for every
+one of them, including each argv element): nothing of a request is ever parsed as shell text.
 
-1. starts the interpreter (``bash -s -- ARG…``, the script's verified bytes arrive on stdin) through
-   ``env -i`` with only ``PATH``, ``LC_ALL``, ``LANG`` and the run's marker ``GUARDIA_RUN=<random>``;
-2. starts a watchdog (a ``sleep`` carrying the marker) that signals the wrapper at the time limit;
-3. when the script exits, or at the time limit (``TERM`` to every marked process, up to ``kill_grace`` for the
-   script to end, then ``KILL``), *sweeps*: every process of the login user whose environment carries the
-   run's marker is killed, repeatedly until none is left. ``setsid``, double forks, ``nohup`` and ``&`` keep
-   the environment, so nothing the run started outlives it, whether it left the process group or not;
-4. exits with the script's status (124 when the time limit was hit, as coreutils ``timeout`` does).
+**What every mode guarantees** (the inner program, :data:`WRAPPER`):
 
-The wrapper does not depend on the SSH channel: when the connection drops, the time limit and the sweep still
-happen. A runbook whose manifest says ``leaves_daemon = true`` gets no sweep on a normal exit (at its time limit
-only the script's own process is signalled).
+1. the interpreter (``bash -s -- ARG…``, the script's verified bytes arrive on stdin) starts through ``env -i``
+   with only ``PATH``, ``LC_ALL``, ``LANG`` and the run's marker ``GUARDIA_RUN=<random>``;
+2. a watchdog (a ``sleep`` beside the script) signals the wrapper at the time limit: then ``TERM`` goes to every
+   process of the run, the script gets up to ``kill_grace`` seconds to end, then ``KILL``, and the run exits 124
+   (as coreutils ``timeout`` does);
+3. when the script has ended, nothing the run started is left (except with ``leaves_daemon``, below);
+4. it exits with the script's status (a script killed by a signal is passed on as that signal).
 
-Cost on the host, against a plain ``bash -s``: one exec of ``env`` before the script (the clean environment;
-the wrapper itself runs in the login shell sshd already started, so it costs no exec), one ``sleep`` started
-beside the script (off the critical path), and after it, normally two ``grep`` scans of ``/proc/*/environ`` (the
-sweep stops after two empty scans in a row).
-A process that clears its own environment (``env -i cmd &``) is not found by the sweep: approved runbooks are
-reviewed, and that is what review is for.
+The wrapper does not depend on the SSH channel: when the connection drops, the time limit and the clean-up still
+happen on the host.
+
+**How "nothing is left" is made true: the containment mode** (:class:`Containment`), the strongest the host
+offers, found once per connection by :data:`PROBE` (:func:`parse_probe`) and chosen per run by :func:`choose`:
+
+* ``namespace``: the wrapper runs as PID 1 of a new PID namespace (``unshare --map-current-user --pid --fork
+  --kill-child``, util-linux >= 2.38, unprivileged user namespaces allowed). At the time limit ``kill -1`` reaches
+  exactly the run's processes; when the wrapper exits, the kernel kills whatever is left in the namespace before
+  ``unshare`` returns. Exact, and no ``/proc`` scan. Inside, the script is in a user namespace that maps only the
+  login user: setuid programs (``sudo``, ``su``) do not gain privileges, other users' processes and files show as
+  ``nobody`` (``ps -o user``, ``ls -l``), and ``kill PID`` cannot reach a process the run did not start. A runbook
+  that needs any of those says ``host_view = true`` in its manifest and never gets this mode.
+* ``subreaper``: the host's ``perl`` (Essential on Debian and Ubuntu; on RHEL where perl-interpreter is
+  installed) makes itself a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``, one ``syscall``) and runs the wrapper
+  as its child, so every process the run orphans (``&``, ``nohup``, ``setsid``, double forks, ``env -i``) is
+  re-parented to it. When the wrapper has ended, "nothing left" is one ``waitpid(-1, WNOHANG)`` answering
+  ``ECHILD`` in the common case; otherwise it kills its children (``/proc/PID/task/PID/children``) and reaps,
+  until ``ECHILD``. Exact. At the time limit, ``TERM`` goes to the run's marked processes (one ``/proc`` scan,
+  only then).
+* ``sweep``: today's marker sweep, for hosts with neither: every process of the login user whose environment
+  carries the run's marker is killed, repeatedly until two scans in a row find none (two ``grep`` scans of
+  ``/proc/*/environ`` after a normal run). A process that clears its own environment (``env -i cmd &``) is not
+  found by it: approved runbooks are reviewed, and that is what review is for.
+* ``none``: a runbook whose manifest says ``leaves_daemon = true``: nothing is killed on a normal exit, and at its
+  time limit only the script's own process is signalled.
+
+Cost on the host, against a plain ``bash -s``: one exec of ``env`` before the script (the clean environment; in
+``sweep`` and ``none`` the wrapper itself runs in the login shell sshd already started, so it costs no exec), one
+``sleep`` started beside the script (off the critical path); then ``namespace`` adds ``unshare`` and a ``sh``
+(two execs and the namespace), ``subreaper`` adds ``perl`` and a ``sh``, ``sweep`` the two ``grep`` scans after
+the script. ``python -m benchmarks executor`` measures each.
 """
 
 from __future__ import annotations
@@ -31,6 +53,8 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 
 #: PATH of the clean environment the script runs in on the host (also the wrapper's own PATH).
 REMOTE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -43,7 +67,36 @@ SWEEP_ROUNDS = 20
 
 _RUN_ID = re.compile(r"[0-9a-f]{16,64}")
 
-# Positional words after the wrapper: $1 run id, $2 limit, $3 grace, $4 sweep (1/0), then the interpreter argv.
+
+class Containment(StrEnum):
+    """How a run's processes are kept from outliving it on the host (strongest first); recorded in each result."""
+
+    NAMESPACE = "namespace"  # a PID namespace: the kernel kills what is left
+    SUBREAPER = "subreaper"  # perl as child subreaper: every orphan comes back to it, killed and reaped
+    SWEEP = "sweep"  # the run's environment marker, found in /proc/*/environ
+    NONE = "none"  # leaves_daemon: nothing is killed on a normal exit
+
+
+#: The prctl system call's number per ``uname -m`` (perl's ``syscall`` needs it; the probe checks it with
+#: ``PR_GET_CHILD_SUBREAPER`` before it is trusted). An architecture not listed gets no subreaper.
+PRCTL_SYSCALLS = {
+    "x86_64": 157,
+    "aarch64": 167,
+    "riscv64": 167,
+    "loongarch64": 167,
+    "i686": 172,
+    "i386": 172,
+    "s390x": 172,
+    "armv7l": 172,
+    "ppc64le": 171,
+    "ppc64": 171,
+}
+
+# Positional words after the wrapper: $1 run id, $2 limit, $3 grace, $4 the containment mode (Containment), then the
+# interpreter argv. At the time limit, TERM goes to the run's processes: in namespace mode `kill -1` from PID 1 of
+# the namespace (every process in it but the wrapper), in sweep and subreaper mode the marker sweep (once), in none
+# mode the script alone. At the end, sweep mode sweeps until none is left; namespace mode sends KILL to the whole
+# namespace (the kernel would, as PID 1 exits); subreaper mode leaves it to perl, the wrapper's parent.
 # f SIGNAL PATTERN [all]: the sweep (signal every process of this user whose environment holds PATTERN; with
 # "all", look again until two scans in a row find none: a process in the middle of execve shows an empty
 # environment for an instant, and a child forked after the glob by a parent that exits before its file is read
@@ -99,7 +152,7 @@ WRAPPER = (
     "wait $c;x=$?\n"
     'if [ -n "$t" ];then\n'
     " t=\n"
-    ' if [ "$s" = 1 ];then f TERM "$m";else kill -s TERM $c 2>/dev/null;fi\n'
+    ' case $s in sweep|subreaper)f TERM "$m";;namespace)kill -s TERM -- -1 2>/dev/null;;*)kill -s TERM $c 2>/dev/null;esac\n'
     " kill -s TERM $w 2>/dev/null\n"
     ' d "$g"\n'
     " wait $c\n"
@@ -107,11 +160,167 @@ WRAPPER = (
     " x=124\n"
     "fi\n"
     "kill -s TERM $w 2>/dev/null\n"
-    'if [ "$s" = 1 ];then f KILL "$m" all;fi\n'
+    'case $s in sweep)f KILL "$m" all;;namespace)kill -s KILL -- -1 2>/dev/null;esac\n'
     "wait\n"
     "if [ $x -gt 128 ]&&[ $x -le 143 ];then trap - USR1 TERM HUP INT;ulimit -c 0;kill -$((x-128)) $$;fi\n"
     "exit $x\n"
 )
+
+# The outer programs of the namespace and subreaper modes, run by the login shell in place: they start the
+# WRAPPER (a quoted word of their own text) under `unshare` or perl as a job, wait for it and pass its status on
+# (129-143 as that signal, as the WRAPPER does). Their fds 1 and 2 go to /dev/null (the shell's job messages) and
+# the channel's streams stay open, as fds 4 and 5, until they exit. A TERM, HUP or INT (sshd's signal when the
+# agent gives up on the run, or a script's `kill 0`) is passed on as TERM to the WRAPPER, which stops as at its
+# time limit: to perl, which passes it on; in a namespace to unshare's child, PID 1 there (`unshare` itself
+# ignores TERM), or, should /proc/PID/task/PID/children not be there, as KILL to `unshare` (its child dies with it,
+# and the kernel kills the rest). `wait` interrupted by that trap is waited on again, until the job is reaped.
+_OUTER_TAIL = (
+    "exec 3<&0 4>&1 5>&2 </dev/null >/dev/null 2>&1\n"
+    '"$@" <&3 >&4 2>&5 3<&- 4>&- 5>&- &\n'
+    "u=$!\n"
+    "exec 3<&-\n"
+    "x=\n"
+    'while [ -z "$x" ]||kill -0 $u 2>/dev/null;do wait $u;x=$?;done\n'
+    "if [ $x -gt 128 ]&&[ $x -le 143 ];then trap - TERM HUP INT;ulimit -c 0;kill -$((x-128)) $$;fi\n"
+    "exit $x\n"
+)
+
+#: The namespace mode's outer program: the WRAPPER as PID 1 of a new PID namespace (in a user namespace that maps
+#: only the login user). ``--kill-child``: if ``unshare`` dies, its child is killed, and with it the namespace.
+NAMESPACE_WRAPPER = (
+    "PATH=" + REMOTE_PATH + "\n"
+    "IFS=' \t\n'\n"
+    "trap 'k=;read -r k </proc/$u/task/$u/children;[ -n \"$k\" ]&&kill -s TERM $k||kill -s KILL $u' TERM HUP INT\n"
+    "set -- unshare --map-current-user --pid --fork --kill-child sh -c "
+    + shlex.quote(WRAPPER)
+    + ' sh "$@"\n'
+    + _OUTER_TAIL
+)
+
+# The subreaper: perl, given the prctl syscall number and the WRAPPER's command line. It makes itself a child
+# subreaper (PR_SET_CHILD_SUBREAPER = 36), forks the WRAPPER and reaps every child until the WRAPPER has ended
+# (orphans of the run that end meanwhile are reaped as they end: no zombies pile up); then it reaps what has
+# ended and, while children are left, KILLs them all and reaps again, until waitpid says ECHILD (10). Children of
+# a killed child are re-parented to it and found in the next round; /proc/PID/task/PID/children lists them
+# (CONFIG_PROC_CHILDREN), else a scan of /proc/*/stat for its pid as parent. Exit: the WRAPPER's status, 128+N
+# for a signal N (the outer program passes 129-143 on as that signal). Should the prctl fail (the probe found it
+# working, so only if the host changed since), the WRAPPER runs in sweep mode instead ($ARGV[7] is its mode).
+# Perl-base only: no module is loaded. A TERM, HUP or INT is passed to the WRAPPER as TERM.
+REAPER = (
+    'my$n=shift;$ARGV[7]="sweep"if syscall($n,36,1,0,0,0);'
+    'my$c=fork;defined$c or die"fork: $!\\n";'
+    '$c or exec{$ARGV[0]}@ARGV or die"exec: $!\\n";'
+    "$SIG{$_}=sub{kill TERM=>$c}for qw(TERM HUP INT);"
+    "my$x;while(!defined$x){my$p=waitpid(-1,0);$x=$? if$p==$c;last if$p<0&&$!+0!=4}"
+    '$SIG{$_}="IGNORE"for qw(TERM HUP INT);'
+    'sub k{my($f,$d,$s);if(open($f,"<","/proc/$$/task/$$/children")){return split" ",join"",<$f>}'
+    'opendir($d,"/proc")or return;'
+    'grep{open($s,"<","/proc/$_/stat")&&(split" ",(split/\\) /,<$s>)[-1])[1]==$$}grep/^\\d+$/,readdir$d}'
+    "for(;;){my$p=waitpid(-1,1);next if$p>0;last if$p<0&&$!+0==10;"
+    "my@k=k();if(@k){kill KILL=>@k;waitpid(-1,0)}else{select(undef,undef,undef,.01)}}"
+    "exit($x&127?128+($x&127):$x>>8)"
+)
+
+#: The subreaper mode's outer program: ``$1`` is the prctl syscall number (:data:`PRCTL_SYSCALLS`), the rest is the
+#: WRAPPER's words.
+SUBREAPER_WRAPPER = (
+    "PATH=" + REMOTE_PATH + "\n"
+    "IFS=' \t\n'\n"
+    "trap 'kill -s TERM $u' TERM HUP INT\n"
+    "n=$1\n"
+    "shift\n"
+    "set -- perl -e "
+    + shlex.quote(REAPER)
+    + ' -- "$n" sh -c '
+    + shlex.quote(WRAPPER)
+    + ' sh "$@"\n'
+    + _OUTER_TAIL
+)
+
+# The probe: what the host offers, asked once per connection. A PID namespace counts only if one can really be
+# made (util-linux >= 2.38 for --map-current-user; user namespaces on, not blocked by AppArmor or SELinux); perl's
+# subreaper only if prctl, called by the number for this architecture, sets the flag and reads it back.
+_PRCTL_CHECK = (
+    'my$b=pack("i",0);'
+    'exit!(syscall($ARGV[0],36,1,0,0,0)==0&&syscall($ARGV[0],37,$b,0,0,0)==0&&unpack("i",$b)==1)'
+)
+#: The probe's command line (its output is read by :func:`parse_probe`). Costs a few execs, once per connection.
+PROBE = (
+    "PATH=" + REMOTE_PATH + "\n"
+    "unshare --map-current-user --pid --fork --kill-child true </dev/null >/dev/null 2>&1&&echo namespace\n"
+    "case $(uname -m) in\n"
+    + "".join(f"{arch})n={number};;\n" for arch, number in PRCTL_SYSCALLS.items())
+    + "*)n=;;\n"
+    "esac\n"
+    '[ -n "$n" ]&&perl -e '
+    + shlex.quote(_PRCTL_CHECK)
+    + ' -- "$n" </dev/null >/dev/null 2>&1&&echo "subreaper $n"\n'
+    "exit 0\n"
+)
+
+
+@dataclass(frozen=True)
+class HostSupport:
+    """What containment a host offers (from :data:`PROBE`)."""
+
+    #: A PID namespace can be made by the login user.
+    namespace: bool = False
+    #: perl can make itself a subreaper with this prctl syscall number; ``None``: no subreaper.
+    prctl: int | None = None
+
+
+def parse_probe(output: str) -> HostSupport:
+    """What :data:`PROBE` printed, as a :class:`HostSupport`; anything unexpected counts as "not offered".
+
+    Never raises: a host that printed something else (a login banner, a broken shell) gets the sweep.
+    """
+    namespace, prctl = False, None
+    for line in output.splitlines():
+        words = line.split()
+        if words == ["namespace"]:
+            namespace = True
+        elif len(words) == 2 and words[0] == "subreaper" and words[1] in _PRCTL_NUMBERS:
+            prctl = int(words[1])
+    return HostSupport(namespace=namespace, prctl=prctl)
+
+
+_PRCTL_NUMBERS = frozenset(str(n) for n in PRCTL_SYSCALLS.values())
+
+
+def choose(
+    support: HostSupport,
+    *,
+    leaves_daemon: bool,
+    host_view: bool,
+    forced: Containment | None = None,
+) -> Containment:
+    """The containment of one run: the strongest the host offers that the runbook allows.
+
+    ``leaves_daemon`` runbooks get :attr:`Containment.NONE`; a PID namespace needs ``host_view`` off; then the
+    subreaper; the sweep always works.
+
+    Args:
+        support: what the host offers (:func:`parse_probe`).
+        leaves_daemon: the manifest's ``leaves_daemon``.
+        host_view: the manifest's ``host_view`` (setuid programs, other users' names, signals to other processes).
+        forced: this mode whatever the host offers (tests and benchmarks); still ``NONE`` for ``leaves_daemon``.
+
+    Raises:
+        ValueError: ``forced`` is a mode the host does not offer.
+    """
+    if leaves_daemon:
+        return Containment.NONE
+    if forced is not None:
+        if (forced is Containment.NAMESPACE and not support.namespace) or (
+            forced is Containment.SUBREAPER and support.prctl is None
+        ):
+            raise ValueError(f"containment {forced.value} is not available on this host")
+        return forced
+    if support.namespace and not host_view:
+        return Containment.NAMESPACE
+    if support.prctl is not None:
+        return Containment.SUBREAPER
+    return Containment.SWEEP
 
 
 def new_run_id(random_bytes: bytes) -> str:
@@ -127,7 +336,8 @@ def remote_command(
     time_limit: float,
     kill_grace: float,
     run_id: str,
-    sweep: bool = True,
+    containment: Containment = Containment.SWEEP,
+    prctl: int | None = None,
 ) -> str:
     """The command line for the host's sshd.
 
@@ -137,21 +347,33 @@ def remote_command(
         time_limit: seconds before every process of the run is told to stop.
         kill_grace: seconds between ``TERM`` and ``KILL`` at the time limit.
         run_id: this run's marker value (:func:`new_run_id`): lower-case hex, 16 to 64 digits.
-        sweep: kill whatever the run left behind when it ends (``False`` for ``leaves_daemon`` runbooks).
+        containment: how the run's processes are kept from outliving it (:func:`choose`);
+            :attr:`Containment.NONE` for ``leaves_daemon`` runbooks.
+        prctl: the host's prctl syscall number (:attr:`HostSupport.prctl`), for the subreaper only.
 
     Returns:
-        ``sh``-syntax text: the fixed :data:`WRAPPER` followed by quoted words.
+        ``sh``-syntax text: ``set --`` with the quoted words, then the fixed program of the mode
+        (:data:`WRAPPER`, :data:`NAMESPACE_WRAPPER` or :data:`SUBREAPER_WRAPPER`).
 
     Raises:
-        ValueError: a malformed run id or a limit that is not positive.
+        ValueError: a malformed run id, a limit that is not positive, or a subreaper without a known prctl number.
     """
     if not _RUN_ID.fullmatch(run_id):
         raise ValueError("run id must be 16 to 64 lower-case hex digits")
     if not time_limit > 0 or not kill_grace >= 0:
         raise ValueError("time limit must be positive and kill grace not negative")
+    containment = Containment(containment)
     words = [
-        run_id, f"{time_limit:g}", f"{kill_grace:g}", "1" if sweep else "0",
+        run_id, f"{time_limit:g}", f"{kill_grace:g}", containment.value,
         interpreter, "-s", "--", *argv,
     ]  # fmt: skip
-    # `set -- WORDS` then the wrapper: the login shell is the wrapper, no extra exec for it.
-    return "set -- " + shlex.join(words) + "\n" + WRAPPER
+    program = WRAPPER
+    if containment is Containment.NAMESPACE:
+        program = NAMESPACE_WRAPPER
+    elif containment is Containment.SUBREAPER:
+        if prctl is None or str(prctl) not in _PRCTL_NUMBERS:
+            raise ValueError("a subreaper needs the host's prctl syscall number")
+        words.insert(0, str(prctl))
+        program = SUBREAPER_WRAPPER
+    # `set -- WORDS` then the program: the login shell runs it, no extra exec for it.
+    return "set -- " + shlex.join(words) + "\n" + program

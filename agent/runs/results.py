@@ -22,6 +22,7 @@ class Outcome(StrEnum):
     UNREACHABLE = "UNREACHABLE"  # could not connect (refused, timed out, no route)
     REFUSED = "REFUSED"  # not run: host key not trusted, login refused, busy, script no longer verified
     ERROR = "ERROR"  # anything else; the log has the details
+    STOPPED = "STOPPED"  # ended by a STOP (the host-side kill of a timeout), or not started after it
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class HostResult:
     #: The whole redacted output up to the agent's ceiling, kept on the agent PC (not sent; see GET_OUTPUT).
     stdout_full: str = field(default="", repr=False, compare=False)
     stderr_full: str = field(default="", repr=False, compare=False)
+    #: How the run's processes were contained on the host (agent.runs.remote.Containment: ``namespace``,
+    #: ``subreaper``, ``sweep``, ``none``); empty when nothing ran there.
+    containment: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
