@@ -5,6 +5,9 @@ query runs in its own read-only transaction with ``statement_timeout`` and ``con
 ``max_rows`` rows, and turns dates, decimals and bytes into JSON. Where to connect comes from DB_HOST, DB_PORT,
 DB_USER, DB_PASSWORD and DB_NAME; error messages never carry the address.
 
+The database kind (``[db] kind``) chooses the driver (:data:`DRIVERS`): PostgreSQL here, MySQL/MariaDB in
+:mod:`agent.checks.db_mysql`; binding, the typed result and the thresholds are the same for both.
+
 A ``date`` parameter is the text as the request wrote it, read by PostgreSQL (:class:`DateText`): ``today`` is the
 database session's day, not the agent's, and a text PostgreSQL does not read is refused with its SQLSTATE in words
 (:func:`resolve_dates`) before the query runs.
@@ -25,8 +28,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agent.chat.i18n import Msg, nmsg
 from agent.checks import CheckResult, CheckStatus
+from agent.checks.db_common import Driver, Fetched, OnDates, QueryFailed
 from agent.checks.db_idle import IDLE
-from agent.config.schema import COUNT_LIMIT, DbCheck, DbConfig, DbQuery
+from agent.checks.db_mysql import MysqlDriver
+from agent.config.schema import COUNT_LIMIT, DbCheck, DbConfig, DbKind, DbQuery
 from agent.errors import InvalidArguments
 from agent.session.protocol import encodable
 
@@ -158,11 +163,7 @@ class QueryResult:
     dates: dict[str, str] = field(default_factory=dict)
 
 
-class QueryFailed(Exception):
-    def __init__(self, status: CheckStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+__all__ = ["DRIVERS", "QueryFailed", "QueryResult", "bind", "probe", "query", "run"]
 
 
 #: SQLSTATEs of PostgreSQL's date input, in words (others: psycopg2's name of the code).
@@ -335,13 +336,13 @@ def _query(
     return columns, fetched, total, dates
 
 
-def _execute(
+def _fetch(
     query: DbQuery,
     params: dict[str, Any],
     settings: DbConfig,
     env: Mapping[str, str],
     on_dates: Callable[[dict[str, str]], None] | None = None,
-) -> QueryResult:
+) -> Fetched:
     # Imported on first use: an agent without DB checks never loads libpq (about 10 MiB).
     import psycopg2
 
@@ -383,6 +384,12 @@ def _execute(
         raise
     IDLE.give(key, connection, opened)
     columns, fetched, total, dates = found
+    return Fetched(columns, list(fetched), total, dates)
+
+
+def _shaped(found: Fetched, settings: DbConfig) -> QueryResult:
+    """What a driver fetched as the typed result: JSON values, cut to ``max_rows``, the count bounded."""
+    columns, fetched, total, dates = found.columns, found.rows, found.total, found.dates
     rows = [dict(zip(columns, (_json(v) for v in row), strict=True)) for row in fetched[: settings.max_rows]]
     truncated = len(fetched) > settings.max_rows
     at_least = total is not None and total > COUNT_LIMIT
@@ -412,13 +419,47 @@ def _probe(query: DbQuery, params: dict[str, Any], settings: DbConfig, env: Mapp
         connection.close()
 
 
+class PostgresDriver:
+    """PostgreSQL through psycopg2 (see the module's text)."""
+
+    def fetch(
+        self,
+        query: DbQuery,
+        params: dict[str, Any],
+        settings: DbConfig,
+        env: Mapping[str, str],
+        on_dates: OnDates,
+    ) -> Fetched:
+        return _fetch(query, params, settings, env, on_dates)
+
+    def probe(
+        self, query: DbQuery, params: dict[str, Any], settings: DbConfig, env: Mapping[str, str]
+    ) -> None:
+        _probe(query, params, settings, env)
+
+
+#: The driver of each database kind (``[db] kind``).
+DRIVERS: dict[DbKind, Driver] = {"postgresql": PostgresDriver(), "mysql": MysqlDriver()}
+
+
+def _execute(
+    query: DbQuery,
+    params: dict[str, Any],
+    settings: DbConfig,
+    env: Mapping[str, str],
+    on_dates: OnDates | None = None,
+) -> QueryResult:
+    found = DRIVERS[settings.kind].fetch(query, params, settings, env, on_dates or (lambda dates: None))
+    return _shaped(found, settings)
+
+
 async def probe(query: DbQuery, params: dict[str, Any], settings: DbConfig, env: Mapping[str, str]) -> None:
     """Whether ``query`` can run: connect under the DB timeouts and run it with ``LIMIT 0`` (reads no row).
 
     Raises:
         QueryFailed: it cannot (the SQLSTATE's name appended in words); InvalidArguments: a date it does not read.
     """
-    await asyncio.to_thread(_probe, query, params, settings, env)
+    await asyncio.to_thread(DRIVERS[settings.kind].probe, query, params, settings, env)
 
 
 async def query(

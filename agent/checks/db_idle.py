@@ -9,6 +9,9 @@ closed, never used; an empty shelf just means a new connection. So what a DBA ch
 DATABASE … SET timezone``) reaches the agent's queries within :data:`MAX_AGE` at the latest. psycopg2's own pools
 keep connections forever and raise when full, which is why this is not one of them.
 
+The MySQL/MariaDB driver (agent/checks/db_mysql.py) keeps its connections on the same shelf, under keys of its own,
+and pings one before it uses it again.
+
 Thread-safe: the queries run in worker threads (``asyncio.to_thread``); each connection is used by one at a time.
 """
 

@@ -24,6 +24,7 @@ from agent.cli.authors import keys, runbooks
 from agent.cli.common import DEBUG_ENV, EXIT_FAILED, EXIT_OK, EXIT_USAGE, describe_os_error, print_error
 from agent.cli.operators import audit, checks, config_group, redact, run_agent
 from agent.cli.reference import bridge_command, chat_command, demo, relay_command
+from agent.cli.report import report
 from agent.cli.service import service
 from agent.config.schema import CONFIG_ENV
 
@@ -77,6 +78,7 @@ main.add_command(audit)
 main.add_command(checks)
 main.add_command(config_group)
 main.add_command(redact)
+main.add_command(report)
 # installing it as a service
 main.add_command(service)
 # the reference tools

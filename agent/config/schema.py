@@ -364,7 +364,7 @@ Check = Annotated[HttpCheck | DiskCheck | DbCheck | TcpCheck | RunbookCheck, Fie
 
 
 class DbQuery(_Section):
-    #: Fixed SQL with psycopg2 placeholders (``%(name)s``); values are always bound, never formatted in.
+    #: Fixed SQL with ``%(name)s`` placeholders (psycopg2, PyMySQL); values are always bound, never formatted in.
     sql: Annotated[str, StringConstraints(min_length=1)]
     params: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")], ParamType] = Field(
         default_factory=dict
@@ -375,9 +375,15 @@ class DbQuery(_Section):
     count_sql: Annotated[str, StringConstraints(min_length=1)] | None = None
 
 
-class DbConfig(_Section):
-    """PostgreSQL for DB checks; where to connect comes from DB_HOST, DB_PORT, DB_USER, DB_PASSWORD, DB_NAME."""
+DbKind = Literal["postgresql", "mysql"]
 
+
+class DbConfig(_Section):
+    """The database of DB checks; where to connect comes from DB_HOST, DB_PORT, DB_USER, DB_PASSWORD, DB_NAME."""
+
+    #: Which driver: PostgreSQL (psycopg2) or MySQL/MariaDB (PyMySQL). The queries are written for that engine;
+    #: both take ``%(name)s`` placeholders.
+    kind: DbKind = "postgresql"
     connect_timeout: int = Field(default=5, ge=1, le=120)
     statement_timeout: float = Field(default=10.0, gt=0, le=3600)
     max_rows: int = Field(default=100, ge=1, le=10_000)
