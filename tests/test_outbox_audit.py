@@ -105,7 +105,12 @@ def test_an_audit_log_moved_or_deleted_while_open_goes_on_at_its_path(tmp_path: 
     assert kinds(path) == ["continued", "three"] and kinds(tmp_path / "audit.jsonl.1") == ["one"]
     assert verify_chain(path).ok and verify_chain(tmp_path / "audit.jsonl.1").ok
     continued = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
-    assert continued["previous_seq"] == 2 and continued["seq"] == 1
+    # The chain goes on across files (seq and prev), so the relay's anchored head never goes backwards at a rotation.
+    assert (
+        continued["previous_seq"] == 3
+        and continued["seq"] == 4
+        and continued["prev"] == continued["previous_head"]
+    )
 
 
 def _append_many(path: str, who: str, count: int, start: Any = None) -> None:

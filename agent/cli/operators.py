@@ -54,6 +54,11 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
 
     config = config_of(ctx)
     prepared = prepare_or_exit(config, print_warnings=False)
+    if log_file is not None:
+        from agent.state.acl import folder_problems
+
+        if problems := folder_problems([log_file.parent]):  # Windows: the log folder's ACL
+            fail("the log folder is not private: " + "; ".join(problems))
 
     async def serve() -> int:
         try:
@@ -75,32 +80,45 @@ def run_agent(ctx: click.Context, log_level: str, log_json: bool, log_file: Path
 
 @click.group()
 def audit() -> None:
-    """The hash-chained audit log."""
+    """The keyed, hash-chained audit log."""
 
 
 @audit.command("verify")
-@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Audit log to check (default: audit.jsonl in the config's state dir).")  # fmt: skip
+@click.option("--file", "paths", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+              help="Audit log to check (default: audit.jsonl in the config's state dir); a rotated log's files "
+                   "oldest first, each --file once, to check them as one chain.")  # fmt: skip
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The chain's key (default: audit.key beside the log).")  # fmt: skip
 @click.pass_context
-def audit_verify(ctx: click.Context, path: Path | None) -> None:
-    """Check that no entry was edited, removed, inserted or reordered. Exit 0 if intact, 1 if not.
+def audit_verify(ctx: click.Context, paths: tuple[Path, ...], key_file: Path | None) -> None:
+    """Check that no entry was edited, removed, inserted, reordered or re-chained, and that the log does not end
+    before the head the agent last wrote (audit.head). Exit 0 if intact, 1 if not.
 
-    Record the printed head hash elsewhere: entries cut from the end can only be detected against it.
+    The relay keeps the same head off this PC and tells the rooms when it goes backwards or forks.
     """
-    from agent.state.audit import verify_chain
+    from agent.state.audit import BESIDE, verify_files
+    from agent.state.audit_key import AuditKeyError, read_key
 
-    if path is None:
+    if not paths:
         config = config_of(ctx)
-        path = config.path(config.state.dir) / "audit.jsonl"
-        if not path.exists():
-            fail(f"no audit log at {path}")
-    report = verify_chain(path)
+        paths = (config.path(config.state.dir) / "audit.jsonl",)
+        if not paths[0].exists():
+            fail(f"no audit log at {paths[0]}")
+    try:
+        key = read_key(key_file) if key_file is not None else BESIDE
+        report = verify_files(list(paths), key=key)
+    except (AuditKeyError, OSError) as exc:
+        fail(f"cannot verify {', '.join(map(str, paths))}: {exc}")
     if report.ok:
-        click.echo(f"OK: {report.entries} entries, head {report.head}")
+        click.echo(f"OK: {report.entries} entries, seq {report.seq}, head {report.head}")
+        for note in report.notes:
+            click.echo(f"  note: {note}")
         sys.exit(EXIT_OK)
     click.echo(f"BROKEN: {len(report.problems)} problem(s) in {report.entries} entries", err=True)
     for problem in report.problems:
         click.echo(f"  {problem}", err=True)
+    for note in report.notes:
+        click.echo(f"  note: {note}", err=True)
     sys.exit(EXIT_FAILED)
 
 

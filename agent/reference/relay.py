@@ -16,6 +16,9 @@ bridge, the demo, a test) connect on ``/operator``. The relay:
 * tells the agent's rooms when it has been unreachable for ``offline_notice_after`` seconds and when it is back;
 * remembers each agent's catalog digest and approver keys (``state_file``) and tells its rooms when either differs
   from the last time that agent connected;
+* keeps each agent's audit head (``payload.audit_head`` of its AGENT_HELLO and final answers, in ``state_file`` too)
+  and tells its rooms when a head goes backwards or forks (:func:`audit_head_change`): the anchor off the agent's
+  PC that ``agent audit verify`` cannot be, since whoever rewrites the log there may rewrite its head file too;
 * logs who connected and what went where.
 
 It is small on purpose; a production relay adds the messenger integration and persistence.
@@ -113,7 +116,7 @@ class RelaySettings(BaseModel):
     offline_notice_after: float = Field(default=30.0, ge=0)
     #: Rooms told about an agent that no ``[agents.ID]`` names.
     notice_rooms: list[str] = Field(default_factory=lambda: ["ops"])
-    #: Where the relay remembers each agent's catalog digest and approver keys (None: in memory only).
+    #: Where the relay remembers each agent's catalog digest, approver keys and audit head (None: in memory only).
     state_file: Path | None = None
     agents: dict[str, AgentRoute] = Field(default_factory=dict)
     #: Operator credentials by name (none: the one $AGENT_OPERATOR_TOKEN, every room).
@@ -627,10 +630,11 @@ class Relay:
         now: dict[str, Any] = {"catalog_sha256": digest if isinstance(digest, str) else None,
                "approver_keys": sorted(k for k in keys if isinstance(k, str)) if isinstance(keys, list) else []}  # fmt: skip
         before = self.known.get(agent_id)
-        self.known[agent_id] = now
+        self.known[agent_id] = {**(before or {}), **now}
         self._save_known()
-        if before is None or before == now:
+        if before is None or all(before.get(k) == v for k, v in now.items()):
             return
+        before = {k: before.get(k) for k in now}
         lines = [
             self.chat._("⚠️ Agent {agent} connected with a changed catalog or approver set:").format(
                 agent=agent_id
@@ -647,6 +651,38 @@ class Relay:
         logger.warning("agent %r: catalog or approver keys changed since its last connection", agent_id)
         await self._notice(agent_id, {"kind": "agent_changed", "agent_id": agent_id, "before": before,
                                       "after": now}, "\n".join(lines))  # fmt: skip
+
+    async def _audit_head(self, agent_id: str, payload: dict[str, Any], fresh: bool) -> None:
+        """Keep the agent's audit head (``payload.audit_head``); tell its rooms when it went backwards or forked.
+
+        ``fresh``: the head of an AGENT_HELLO, read from the log at connect. A final answer's head is as old as the
+        answer (one kept in the outbox over a reconnect comes after a newer HELLO): it moves the kept head forward
+        only, and counts only for a fork.
+        """
+        now = _valid_head(payload.get("audit_head"))
+        if now is None or not agent_id:
+            return
+        known = self.known.setdefault(agent_id, {})
+        before = _valid_head(known.get("audit_head"))
+        change = audit_head_change(before, now, fresh)
+        if fresh or before is None or now["seq"] > before["seq"]:
+            known["audit_head"] = now
+            self._save_known()
+        if change is None or before is None:
+            return
+        if change == "backwards":
+            text = self.chat._(
+                "⚠️ The audit log of agent {agent} went backwards: it now ends at entry {seq}, but it had reported "
+                "entry {before}. Entries were removed or the log was replaced: check the agent PC (agent audit verify)."
+            ).format(agent=agent_id, seq=now["seq"], before=before["seq"])
+        else:
+            text = self.chat._(
+                "⚠️ The audit log of agent {agent} forked: its entry {seq} is not the one it reported before. The log "
+                "was rewritten: check the agent PC (agent audit verify)."
+            ).format(agent=agent_id, seq=now["seq"])
+        logger.warning("agent %r: audit head %s (seq %d -> %d)", agent_id, change, before["seq"], now["seq"])
+        await self._notice(agent_id, {"kind": "audit_head", "agent_id": agent_id, "change": change,
+                                      "before": before, "after": now}, text)  # fmt: skip
 
     def _keep_log(self, text: str) -> None:
         self.log.append(text)
@@ -677,6 +713,10 @@ class Relay:
             self.hello = message
             if agent_id and isinstance(message.get("payload"), dict):
                 await self._identity(agent_id, message["payload"])
+        if message.get("event") in ("AGENT_HELLO", "TASK_FINISHED") and isinstance(
+            message.get("payload"), dict
+        ):
+            await self._audit_head(agent_id, message["payload"], fresh=message.get("event") == "AGENT_HELLO")
         if isinstance(msg_id, str):
             self.received[msg_id] += 1
             if len(self.received) > SEEN_MSG_IDS:  # the oldest first (a dict keeps insertion order)
@@ -847,6 +887,38 @@ class Relay:
         if not isinstance(message, dict):
             return
         self._to_operators(self._fail_frame(message, code, text), message.get("room_id"))
+
+
+def _valid_head(value: Any) -> dict[str, Any] | None:
+    """An audit head as the protocol has it (``{"seq": int >= 0, "hash": str}``), or None."""
+    if not isinstance(value, dict):
+        return None
+    seq, digest = value.get("seq"), value.get("hash")
+    if type(seq) is not int or seq < 0 or not isinstance(digest, str) or not 0 < len(digest) <= 128:
+        return None
+    return {"seq": seq, "hash": digest}
+
+
+def audit_head_change(
+    before: Mapping[str, Any] | None, now: Mapping[str, Any], fresh: bool = True
+) -> str | None:
+    """What a new audit head says about the chain, given the last one kept (``before``).
+
+    Returns:
+        ``"backwards"``: a fresh head (a HELLO's) of an earlier entry than ``before``: entries were removed or the
+        log replaced. ``"forked"``: the same entry as ``before`` with another hash: rewritten. None otherwise: the
+        first head, the same one, a later entry, or an older answer's head (``fresh`` false) of an earlier entry.
+        A rewrite that ends past the kept head shows to ``agent audit verify`` on the PC, not to the relay.
+    """
+    if before is None:
+        return None
+    if now["seq"] < before["seq"]:
+        return "backwards" if fresh else None
+    if now["seq"] == before["seq"] and not hmac.compare_digest(
+        str(now["hash"]).encode(), str(before["hash"]).encode()
+    ):
+        return "forked"
+    return None
 
 
 async def _answers(connection: ServerConnection) -> bool:

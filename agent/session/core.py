@@ -59,6 +59,7 @@ from agent.session.protocol import (
     parse_frame,
     pending_message,
 )
+from agent.session.scoping import RoomScopes
 
 # -- events -----------------------------------------------------------------------------------------------------
 
@@ -251,6 +252,8 @@ class AgentCore:
         self.max_held_per_user = max_held_per_user
         self.max_held_per_room = max_held_per_room
         self.closing = False
+        #: Task ids per room: another room's id is run under a key of its own and answered under the id as sent.
+        self.scopes = RoomScopes()
 
     def handle(self, event: Event) -> list[Effect]:
         """The effects of one event, in the order to carry them out. Never raises for bad input."""
@@ -274,6 +277,7 @@ class AgentCore:
             if command is None:  # not kept on disk: it carried a value that redaction masks
                 effects += self._interrupted(record.task_id, record.room_id, started=None)
                 continue
+            self.scopes.remember(command)
             started = record.state is TaskState.RUNNING
             if started and self.may_change_state(command):
                 effects.append(Log(logging.WARNING, f"task {record.task_id} was running when the agent "
@@ -286,11 +290,15 @@ class AgentCore:
                 effects.append(Audit("resumed", {"task_id": record.task_id, "state": record.state.value}))
                 effects.append(StartRun(command, record.approved_by))
         for held in self.ledger.held():
+            if (kept := _command_of(json.dumps(held.request))) is not None:
+                self.scopes.remember(kept)
             effects.append(ArmTimer(approval_timer(held.code), max(0.0, held.expires - event.now)))
         return effects
 
     def may_change_state(self, command: Command) -> bool:
         """True when running ``command`` may change a host's state (a ``changes_state`` runbook, or one unknown now)."""
+        if command.action is Action.RERUN:  # its runbook is read from the audit log: assume the worst
+            return True
         if command.action is not Action.RUN_RUNBOOK:
             return False
         name = command.params.get("runbook")
@@ -333,10 +341,11 @@ class AgentCore:
         except InvalidPacket as exc:
             # Answered to the command's own keys (in v0, ``signed`` carries the relay's ids, not the agent's).
             exc.task_id, exc.room_id = packet.task_id, packet.room_id
-            if exc.code is ErrorCode.REPLAYED and self.ledger.task(packet.task_id) is not None:
+            scoped = self.scopes.inbound(packet, self.ledger.task)
+            if exc.code is ErrorCode.REPLAYED and self.ledger.task(scoped.task_id) is not None:
                 # Authentic (signed, fresh), only sent again: a duplicate of a known task, answered as one,
                 # never a second, contradicting answer for it.
-                return [Audit("replayed", {"task_id": packet.task_id}), *self._repeat(packet)]
+                return [Audit("replayed", {"task_id": scoped.task_id}), *self._repeat(scoped)]
             return self._refuse(exc)
         to = signed.get("agent_id")
         if to is not None and self.agent_id is not None and to != self.agent_id:
@@ -358,6 +367,8 @@ class AgentCore:
         ]
 
     def _command(self, command: Command) -> list[Effect]:
+        # Under its room's key: another room's task_id runs as a fresh one would (no cross-room oracle).
+        command = self.scopes.inbound(command, self.ledger.task)
         effects: list[Effect] = [
             Audit("command", {"task_id": command.task_id, "room_id": command.room_id,
                               "action": command.action.value, "user_id": command.user,
@@ -388,15 +399,8 @@ class AgentCore:
         effects: list[Effect] = [
             Audit("duplicate", {"task_id": command.task_id, "state": record.state.value if record else None})
         ]
-        if record is not None and record.room_id != command.room_id:
-            # Another room reused the id: tell it nothing about that task, not even its state.
-            error = (
-                ErrorCode.MALFORMED,
-                Msg("this task_id was already used; send the command with a new one"),
-            )
-            effects.append(Send(finished_message(command.task_id, command.room_id, Status.FAIL, error=error),
-                                action=command.action.value))  # fmt: skip
-        elif record is not None and record.state is TaskState.PENDING:
+        # (Always this room's own task: another room's id was given a key of this room's by RoomScopes.)
+        if record is not None and record.state is TaskState.PENDING:
             effects.append(Send(accepted_message(command, {"duplicate": True, "pending_approval": True})))
         elif record is not None and record.state is TaskState.FINISHED and record.result is not None:
             again = dict(record.result, msg_id=new_msg_id())
@@ -488,6 +492,8 @@ class AgentCore:
         ):  # the agent restarted since: the stored view runs only if nothing was masked in it
             stored = held.replayable()
             original = _command_of(json.dumps(stored)) if stored is not None else None
+        if original is not None:
+            self.scopes.remember(original)
         if original is None or not held.matches(original.raw):
             return self._close(held, ErrorCode.INTERRUPTED, Msg("the agent restarted since this request was made, "
                                "and it carried a masked value the agent does not keep; request it again"))  # fmt: skip

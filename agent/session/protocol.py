@@ -82,6 +82,13 @@ class Action(StrEnum):
     HISTORY = "HISTORY"
     PENDING = "PENDING"
     CANCEL = "CANCEL"
+    HOSTS = "HOSTS"
+    CHECKS = "CHECKS"
+    STOP = "STOP"
+    RERUN = "RERUN"
+    ACK_CHECK = "ACK_CHECK"
+    MUTE_CHECK = "MUTE_CHECK"
+    UNMUTE_CHECK = "UNMUTE_CHECK"
 
 
 class Event(StrEnum):
@@ -290,6 +297,8 @@ _PARAM_IDENTIFIERS: dict[Action, tuple[tuple[str, re.Pattern[str], bool], ...]] 
     Action.GET_OUTPUT: (("task_id", TASK_ID, True), ("host", HOST_ALIAS, True)),
     Action.APPROVE: (("code", APPROVAL_CODE, True),),
     Action.REJECT: (("code", APPROVAL_CODE, True),),
+    Action.STOP: (("task_id", TASK_ID, True),),
+    Action.RERUN: (("task_id", TASK_ID, True),),
 }
 
 
@@ -318,6 +327,14 @@ def _check_nested_identifiers(
 
 def new_msg_id() -> str:
     return uuid.uuid4().hex
+
+
+#: ``payload.audit_head`` of AGENT_HELLO and TASK_FINISHED (protocol 1, optional): ``{"seq": N, "hash": "…"}``, the
+#: head of the agent's audit chain when the message was made; the relay keeps the last one per agent and tells the
+#: rooms when a head goes backwards or forks (docs/protocol.md, "The audit head"). Added after redaction.
+AUDIT_HEAD = "audit_head"
+#: The events that carry :data:`AUDIT_HEAD`.
+ANCHORED_EVENTS = frozenset({"AGENT_HELLO", "TASK_FINISHED"})
 
 
 def hello_message(

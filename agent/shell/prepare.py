@@ -20,6 +20,7 @@ from agent.errors import (
     SigningError,
 )
 from agent.runs.gate import Held, RunRequest, Via, authorize
+from agent.state.acl import folder_problems
 
 
 @dataclass
@@ -37,7 +38,8 @@ class Prepared:
 def prepare(environment: Environment, *, executor: bool = True) -> Prepared:
     """Validate the config and every runtime reference in it; list every problem.
 
-    Checks: relay URL and token, files (catalog, known_hosts, keys, secret files, CA), redaction rules and
+    Checks: on Windows, that the state and output folders grant no one else write access (their ACLs); relay URL
+    and token, files (catalog, known_hosts, keys, secret files, CA), redaction rules and
     secrets, schedules' cron lines, approver keys, the catalog against its lock, and each runbook check against
     the catalog and inventory as its schedule would run it (runbook, room, hosts, arguments, approval).
     ``executor``: also load the SSH keys and known_hosts as the executor would.
@@ -46,6 +48,9 @@ def prepare(environment: Environment, *, executor: bool = True) -> Prepared:
     found = Prepared()
     errors, warnings = environment.problems()
     found.errors += errors
+    state = config.path(config.state.dir)
+    # Windows: the folders' ACLs (POSIX owner and mode are checked where each state file is opened).
+    found.errors += [f"state.dir: {problem}" for problem in folder_problems([state, state / "outputs"])]
     found.warnings += warnings
     if config.schedules:
         from agent.checks.scheduler import schedule_problems

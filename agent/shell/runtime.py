@@ -40,6 +40,8 @@ from agent.session.core import (
 )
 from agent.session.ledger import Store, TaskState
 from agent.session.protocol import (
+    ANCHORED_EVENTS,
+    AUDIT_HEAD,
     Command,
     ErrorCode,
     accepted_message,
@@ -186,10 +188,15 @@ class AgentRuntime:
         would hide secrets from the redaction patterns if it came first. A final answer is rendered by its
         ``action`` (the command's, as sent), never by guessing from its keys.
         """
+        # A task of another room's id ran under a key of its own: every message names the id as sent.
+        message = self.core.scopes.reply(message)
         redacted: dict[str, Any] = self.redactor.redact_json(message)
         payload = redacted.get("payload")
         if isinstance(payload, dict):
             event = redacted.get("event")
+            # After redaction: a hash is no secret, and must reach the relay whole.
+            if event in ANCHORED_EVENTS and (head := self._audit_head()) is not None:
+                payload[AUDIT_HEAD] = head
             try:
                 text = render_text(self.chat, event, payload, action)
             except Exception:  # a rendering bug must never cost the message itself
@@ -198,6 +205,14 @@ class AgentRuntime:
             if text is not None:
                 payload["text"] = text
         return redacted
+
+    def _audit_head(self) -> dict[str, Any] | None:
+        """The audit chain's head for the relay to anchor (None: the log cannot be read now; sent without)."""
+        try:
+            return self.audit.anchor()
+        except OSError as exc:
+            logger.warning("the audit log's head could not be read (%s); sent without it", exc.strerror)
+            return None
 
     def send(
         self,
