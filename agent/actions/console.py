@@ -7,6 +7,7 @@ the one record of what ran; a room never sees another room's runs.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
@@ -89,14 +90,28 @@ def help_answer(report: VerifyReport, room: str, params: dict[str, Any]) -> Answ
     if wanted is not None:
         if not isinstance(wanted, str) or wanted not in mine:
             # The same answer for unknown, unverified and other rooms' runbooks: nothing leaks across rooms.
+            near = suggest(wanted, mine) if isinstance(wanted, str) else []
             return Answer.fail(
                 ErrorCode.RUNBOOK_NOT_RUNNABLE,
-                Msg("no runbook by that name may run in this room; 'help' lists them"),
+                Msg(
+                    "no runbook by that name may run in this room; did you mean {names}?",
+                    names=", ".join(near),
+                )
+                if near
+                else Msg("no runbook by that name may run in this room; 'help' lists them"),
             )
         return Answer(Status.SUCCESS, Help(help={"runbook": runbook_help(wanted, mine[wanted])}))
     listed = [{"name": n, "description": m.description, "usage": usage_line(n, m),
                "requires_approval": m.requires_approval} for n, m in sorted(mine.items())]  # fmt: skip
     return Answer(Status.SUCCESS, Help(help={"runbooks": listed}))
+
+
+def suggest(word: str, names: Any, n: int = 3) -> list[str]:
+    """The names ``word`` is most likely a typo or a beginning of (``batch`` → ``batch_wait``), best first."""
+    names = list(names)
+    found = difflib.get_close_matches(word, names, n=n, cutoff=0.6)
+    starts = [name for name in sorted(names) if word and name.startswith(word) and name not in found]
+    return (found + starts)[:n]
 
 
 # -- HISTORY ----------------------------------------------------------------------------------------------------

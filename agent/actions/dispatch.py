@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from agent.actions import approvals, console
+from agent.actions import approvals, console, operations
 from agent.chat.i18n import Msg, i18n_json, message_of
 from agent.checks import CheckResult, CheckStatus, db, disk, worst
 from agent.config.schema import DiskCheck
@@ -34,15 +34,19 @@ from agent.runs.gate import Held, RunRequest, Via
 from agent.runs.outputs import OutputNotFound
 from agent.runs.results import HostResult
 from agent.session.answers import (
+    CheckAlert,
     CheckResults,
+    Checks,
     Help,
     History,
+    Hosts,
     OutputPage,
     Pending,
     QueryRows,
     Refused,
     RunbookList,
     RunData,
+    Stopped,
 )
 from agent.session.core import Answer, Decided, Hold, Outcome
 from agent.session.protocol import Action, Command, ErrorCode, Status
@@ -101,13 +105,30 @@ Handler = Callable[[TaskContext], Awaitable[Outcome]]
 
 async def run_runbook(ctx: TaskContext) -> Answer[RunData] | Answer[Refused] | Hold:
     """``params``: ``runbook`` (name), ``hosts`` (aliases or groups), ``args`` (parameter values)."""
-    command, gate = ctx.command, ctx.parts.gate
+    command = ctx.command
     params = command.params
     request = RunRequest(
         runbook=params.get("runbook"),  # type: ignore[arg-type]  # the gate refuses a non-string
         hosts=params.get("hosts") or [], args=params.get("args") or {}, via=Via.CHAT,
         user=command.user, room=command.room_id, task_id=command.task_id, approved_by=ctx.approved_by,
     )  # fmt: skip
+    try:
+        return await run_request(ctx, request)
+    except RunbookNotRunnable as exc:
+        # A typo: name the room's runbooks it is close to (only this room's: nothing leaks across rooms).
+        report = ctx.parts.catalog.report
+        mine = operations.room_manifests(report, command.room_id)
+        near = console.suggest(exc.name, mine) if exc.name not in report.runbooks else []
+        if not near:
+            raise
+        raise RunbookNotRunnable(
+            exc.name, Msg("no such runbook; did you mean {names}?", names=", ".join(near))
+        ) from None
+
+
+async def run_request(ctx: TaskContext, request: RunRequest) -> Answer[RunData] | Answer[Refused] | Hold:
+    """A chat run (RUN_RUNBOOK, RERUN) through the run gate: progress, the hold for four eyes, one row per host."""
+    command, gate = ctx.command, ctx.parts.gate
     extra = {"approved_by": ctx.approved_by} if ctx.approved_by else {}
     progress = _Progress(ctx, ctx.parts.config.tasks.progress_after)
 
@@ -340,6 +361,61 @@ async def history(ctx: TaskContext) -> Answer[History]:
     return console.history_answer(ctx.parts.audit.path, ctx.command.room_id, ctx.command.params)
 
 
+async def hosts(ctx: TaskContext) -> Answer[Hosts]:
+    """The servers and groups this room's runbooks may target."""
+    return operations.hosts_answer(ctx.parts.config, ctx.parts.catalog.report, ctx.command.room_id)
+
+
+async def checks(ctx: TaskContext) -> Answer[Checks]:
+    """The configured checks, their schedules and their last state."""
+    return operations.checks_answer(ctx.parts.config, ctx.parts.ledger, time.time())
+
+
+async def stop(ctx: TaskContext) -> Answer[Stopped] | Answer[Refused]:
+    """``params``: ``task_id``. Ends a running runbook of this room on every host (the timeout's host-side kill)."""
+    return operations.stop(ctx.command, ctx.parts.config, ctx.parts.gate, ctx.parts.ledger)
+
+
+async def rerun(ctx: TaskContext) -> Answer[RunData] | Answer[Refused] | Hold:
+    """``params``: ``task_id`` (a finished run of this room), ``hosts``: ``"failed"`` (the default and the only
+    choice). A new run of the same runbook and arguments on the hosts that did not succeed; approval as for a run."""
+    command = ctx.command
+    if command.params.get("hosts", "failed") != "failed":
+        raise InvalidArguments(
+            [("hosts", Msg('only "failed" (the servers that did not succeed) can be run again'))]
+        )
+    found = operations.failed_run(
+        console.recent_entries(ctx.parts.audit.path), command.room_id, command.params["task_id"]
+    )
+    if isinstance(found, str):
+        return Answer.fail(ErrorCode.NOT_AVAILABLE, found)
+    runbook, failed, args = found
+    if ctx.approved_by is None:  # recorded once: when asked, not again when an approver releases it
+        ctx.parts.audit.append("rerun", task_id=command.task_id, rerun_of=command.params["task_id"],
+                               hosts=failed, user_id=command.user, room_id=command.room_id)  # fmt: skip
+    request = RunRequest(runbook=runbook, hosts=failed, args=args, via=Via.CHAT, user=command.user,
+                         room=command.room_id, task_id=command.task_id, approved_by=ctx.approved_by)  # fmt: skip
+    return await run_request(ctx, request)
+
+
+async def ack_check(ctx: TaskContext) -> Answer[CheckAlert] | Answer[Refused]:
+    """``params``: ``check``. No more reminders about its failure until its state changes."""
+    parts = ctx.parts
+    return operations.ack_check(ctx.command, parts.config, parts.ledger, parts.audit, time.time())
+
+
+async def mute_check(ctx: TaskContext) -> Answer[CheckAlert]:
+    """``params``: ``check``, ``seconds``. No report about it until then (a maintenance window)."""
+    parts = ctx.parts
+    return operations.mute_check(ctx.command, parts.config, parts.ledger, parts.audit, time.time())
+
+
+async def unmute_check(ctx: TaskContext) -> Answer[CheckAlert]:
+    """``params``: ``check``. Its reports go out again."""
+    parts = ctx.parts
+    return operations.unmute_check(ctx.command, parts.config, parts.ledger, parts.audit, time.time())
+
+
 async def pending(ctx: TaskContext) -> Answer[Pending]:
     """This room's requests waiting for an approver."""
     return console.pending_answer(ctx.parts.ledger, ctx.command.room_id, time.time())
@@ -351,7 +427,10 @@ async def cancel(ctx: TaskContext) -> Answer[Refused] | Decided:
 
 
 ANYONE = frozenset({"viewer", "operator", "approver"})
-#: Roles each action needs when the config lists users (RUN_RUNBOOK: the runbook's own ``roles``, checked there).
+#: Who may silence a check's alerts (acknowledge, mute): those who answer for it, not viewers.
+OPERATORS = frozenset({"operator", "approver"})
+#: Roles each action needs when the config lists users (RUN_RUNBOOK, RERUN: the runbook's own ``roles``, checked by
+#: the gate; STOP: a role that may run the runbook, an approver's for one that needed approval).
 ACTION_ROLES: Mapping[Action, frozenset[str]] = MappingProxyType(
     {
         Action.RUN_RUNBOOK: ANYONE,
@@ -367,6 +446,13 @@ ACTION_ROLES: Mapping[Action, frozenset[str]] = MappingProxyType(
         Action.HISTORY: ANYONE,
         Action.PENDING: ANYONE,
         Action.CANCEL: ANYONE,
+        Action.HOSTS: ANYONE,
+        Action.CHECKS: ANYONE,
+        Action.STOP: ANYONE,
+        Action.RERUN: ANYONE,
+        Action.ACK_CHECK: OPERATORS,
+        Action.MUTE_CHECK: OPERATORS,
+        Action.UNMUTE_CHECK: OPERATORS,
     }
 )
 
@@ -386,6 +472,13 @@ HANDLERS: Mapping[Action, Handler] = MappingProxyType(
         Action.HISTORY: history,
         Action.PENDING: pending,
         Action.CANCEL: cancel,
+        Action.HOSTS: hosts,
+        Action.CHECKS: checks,
+        Action.STOP: stop,
+        Action.RERUN: rerun,
+        Action.ACK_CHECK: ack_check,
+        Action.MUTE_CHECK: mute_check,
+        Action.UNMUTE_CHECK: unmute_check,
     }
 )
 

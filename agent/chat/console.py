@@ -121,6 +121,12 @@ COMMANDS = [
     ("approve CODE | reject CODE", N_("decide someone else's request (approvers)")),
     ("cancel CODE", N_("withdraw your own waiting request")),
     ("check NAME | was | disk", N_("run a configured check")),
+    ("checks", N_("the configured checks, when they run and how they were last")),
+    ("hosts", N_("the servers and groups this room can run on")),
+    ("stop TASK", N_("stop a running runbook on every server")),
+    ("rerun TASK failed", N_("run a finished run again on the servers that failed")),
+    ("ack CHECK", N_("acknowledge a failing check: no more reminders until its state changes")),
+    ("mute CHECK 2h | unmute CHECK", N_("no reports about a check for a while (maintenance), or again")),
 ]
 
 

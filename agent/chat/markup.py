@@ -13,7 +13,7 @@ from agent.chat.i18n import N_, Chat
 
 ZWSP = "\u200b"
 MARKS = {"SUCCESS": "✅", "OK": "✅", "FAIL": "❌", "DOWN": "🔴", "ERROR": "⚠️", "WARN": "🟡", "TIMEOUT": "⏱️",
-         "UNREACHABLE": "📵", "REFUSED": "⛔"}  # fmt: skip
+         "UNREACHABLE": "📵", "REFUSED": "⛔", "STOPPED": "🛑"}  # fmt: skip
 #: The word a person reads for each wire status (the status itself stays in the JSON).
 STATUS_WORDS = {
     "SUCCESS": N_("succeeded"),
@@ -25,6 +25,7 @@ STATUS_WORDS = {
     "OK": N_("OK"),
     "WARN": N_("warning"),
     "DOWN": N_("down"),
+    "STOPPED": N_("stopped"),
 }
 
 

@@ -31,6 +31,13 @@ from agent.chat.console import (
 )
 from agent.chat.i18n import N_, Chat
 from agent.chat.markup import MARKS, STATUS_WORDS, ZWSP, neutralize, status_word
+from agent.chat.operations import (
+    alert_notes,
+    render_check_alert,
+    render_checks_list,
+    render_hosts,
+    render_stopped,
+)
 
 __all__ = [
     "MARKS",
@@ -209,6 +216,13 @@ FINISHED_RENDERERS: dict[str, Renderer] = {
     "HELP": lambda chat, data: render_help(_map(data.get("help")), chat),
     "HISTORY": lambda chat, data: render_history(data, chat),
     "PENDING": lambda chat, data: render_pending_list(data, chat),
+    "HOSTS": render_hosts,
+    "CHECKS": render_checks_list,
+    "STOP": render_stopped,
+    "RERUN": _run,
+    "ACK_CHECK": lambda chat, data: render_check_alert(chat, "ACK_CHECK", data),
+    "MUTE_CHECK": lambda chat, data: render_check_alert(chat, "MUTE_CHECK", data),
+    "UNMUTE_CHECK": lambda chat, data: render_check_alert(chat, "UNMUTE_CHECK", data),
 }
 
 
@@ -241,6 +255,7 @@ def render_report(chat: Chat, payload: Mapping[str, Any]) -> str:
                 not_ok=check.get("not_ok", 0), runs=check.get("runs", 0))  # fmt: skip
             lines.append(
                 f"{_mark(check.get('status'))} {_n(name)} {_word(chat, check.get('status'))} ({tally})"
+                + alert_notes(chat, check)
             )
         return "\n".join(lines)
     if kind == "catalog":

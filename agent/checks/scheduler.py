@@ -31,7 +31,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent.chat.i18n import Msg, i18n_json, nmsg
-from agent.checks import CheckResult, CheckStatus, notify_decision, worst
+from agent.checks import CheckResult, CheckStatus, alerts, notify_decision, worst
+from agent.checks.history import HISTORY_NAME, CheckHistory
 from agent.checks.runner import CheckRunner
 from agent.config.schema import AgentConfig, Schedule
 from agent.errors import ConfigError
@@ -86,6 +87,15 @@ def schedule_problems(config: AgentConfig) -> list[str]:
     return problems
 
 
+def schedule_view(schedule: Schedule) -> dict[str, Any]:
+    """When a schedule fires, as data the room renders in words: its name, ``interval`` (seconds) or ``cron`` (the
+    crontab line) with ``timezone``, the abbreviation of the zone APScheduler reads it in (the agent PC's: KST)."""
+    if schedule.interval is not None:
+        return {"name": schedule.name, "interval": schedule.interval}
+    zone = make_trigger(schedule).timezone
+    return {"name": schedule.name, "cron": schedule.cron, "timezone": dt.datetime.now(zone).tzname()}
+
+
 def _now() -> float:
     """When a report was made (Unix time; the room reads it in its timezone, ``2026-11-28 14:05 KST``)."""
     return round(dt.datetime.now(dt.UTC).timestamp(), 3)
@@ -107,6 +117,8 @@ class CheckScheduler:
         #: Quiet hours are read in the chat's timezone (KST by default).
         self.timezone = config.chat.timezone
         self._scheduler: AsyncIOScheduler | None = None
+        #: Every scheduled result, for `agent report` (incidents and availability): agent/checks/history.py.
+        self.history = CheckHistory(config.path(config.state.dir) / HISTORY_NAME)
 
     def start(self) -> None:
         """Report runs missed while the agent was down, then start the jobs (inside the running event loop)."""
@@ -127,6 +139,7 @@ class CheckScheduler:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        self.history.flush()
 
     def _room(self, schedule: Schedule) -> str:
         return schedule.room or self.config.operations_room
@@ -162,6 +175,7 @@ class CheckScheduler:
         stored = self.state.get_state(key)
         previous = CheckStatus(stored) if stored else None
         self.state.set_state(key, result.status.value)
+        self.history.record(check, result.status, now)
         tally = self.tally.setdefault(check, [0, 0])
         tally[0] += 1
         tally[1] += result.status is not CheckStatus.OK
@@ -176,6 +190,11 @@ class CheckScheduler:
         if decision is None and schedule.remind_after is not None and result.status is not CheckStatus.OK:
             told = _float(self.state.get_state(told_key))
             reminder = told is not None and now - told >= schedule.remind_after
+        if self._silenced(check, result, now):
+            reminder = False
+            if alerts.mute_of(self.state, check, now) is not None:
+                logger.info("check %s: %s (muted)", check, result.status.value)
+                return None
         logger.info("check %s: %s (%s)%s", check, result.status.value, result.message,
                     f" -> {decision or ('reminder' if reminder else '')}" if decision or reminder else "")  # fmt: skip
         if decision is None and not reminder:
@@ -193,6 +212,15 @@ class CheckScheduler:
             "message": message, "i18n": i18n_json(message), "data": result.data,
             "duration": round(result.duration, 3),
         }  # fmt: skip
+
+    def _silenced(self, check: str, result: CheckResult, now: float) -> bool:
+        """Whether an operator silenced this check's reminders: muted until a time, or acknowledged in its present
+        state (an acknowledgement ends when the state changes: the change is reported, and reminded again)."""
+        ack = alerts.ack_of(self.state, check)
+        if ack is not None and ack.status != result.status.value:
+            alerts.set_ack(self.state, check, None)
+            ack = None
+        return ack is not None or alerts.mute_of(self.state, check, now) is not None
 
     def _send_grouped(self, schedule: Schedule, items: list[dict[str, Any]], now: float) -> None:
         """One message per schedule run, titled with the schedule's name and the time.
@@ -232,6 +260,7 @@ class CheckScheduler:
                 "i18n": i18n_json(result.message),
                 "runs": runs,
                 "not_ok": not_ok,
+                **alerts.view(self.state, check, time.time()),
             }
         self.tally.clear()
         overall = worst([r.status for r in results])

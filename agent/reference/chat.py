@@ -9,17 +9,20 @@ scheduled reports and notices addressed to the room.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import secrets
 import shlex
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from agent.chat.i18n import Chat, Msg, message_of
+from agent.checks.alerts import parse_duration
 from agent.reference.operator_client import OperatorClient
 
 GRAMMAR = (
     "help [RUNBOOK] | run NAME host=H [KEY=VALUE …] | output TASK HOST [stderr] [PAGE] | history [RUNBOOK] [N]"
-    " | pending | approve CODE | reject CODE | cancel CODE | list | check NAME | was | disk"
+    " | pending | approve CODE | reject CODE | cancel CODE | list | check [NAME] | checks | hosts | stop TASK"
+    " | rerun TASK [failed] | ack CHECK | mute CHECK DURATION | unmute CHECK | was | disk"
 )
 #: Events that belong to a command and are printed with it.
 _TASK_EVENTS = ("TASK_PENDING_APPROVAL", "TASK_PROGRESS", "RELAY_NOTICE", "TASK_FINISHED")
@@ -71,7 +74,33 @@ def _run(rest: list[str]) -> dict[str, Any]:
 
 
 def _code(action: str) -> Callable[[list[str]], dict[str, Any]]:
-    return lambda rest: {"action": action, "params": {"code": rest[0]}}
+    # The agent hands codes out in upper case; one typed in lower case is the same code.
+    return lambda rest: {"action": action, "params": {"code": rest[0].upper()}}
+
+
+#: The words that ask for the checks' list rather than one check (``점검 목록``, ``check list``).
+_LIST_WORDS = frozenset({"list", "목록"})
+#: The words ``rerun TASK …`` takes for the servers to run on again (only the failed ones).
+_FAILED_WORDS = frozenset({"failed", "실패"})
+
+
+def _check(rest: list[str]) -> dict[str, Any]:
+    if not rest or rest[0].lower() in _LIST_WORDS:
+        return {"action": "CHECKS"}
+    return {"action": "RUN_CHECK", "params": {"check": rest[0]}}
+
+
+def _mute(rest: list[str]) -> dict[str, Any]:
+    seconds = parse_duration(rest[1])
+    if seconds is None:
+        raise ValueError(Msg("usage: {usage}", usage="mute CHECK 30m|2h|1d (알림끄기 CHECK 2시간)"))
+    return {"action": "MUTE_CHECK", "params": {"check": rest[0], "seconds": seconds}}
+
+
+def _rerun(rest: list[str]) -> dict[str, Any]:
+    if rest[1:] and rest[1].lower() not in _FAILED_WORDS:
+        raise ValueError(Msg("usage: {usage}", usage="rerun TASK failed (재실행 TASK 실패)"))
+    return {"action": "RERUN", "params": {"task_id": rest[0], "hosts": "failed"}}
 
 
 #: The grammar as a table: command word -> (fewest words after it, most (None: any), its action and params).
@@ -86,17 +115,36 @@ _COMMANDS: dict[str, tuple[int, int | None, Callable[[list[str]], dict[str, Any]
     "cancel": (1, 1, _code("CANCEL")),
     "was": (0, 0, lambda rest: {"action": "CHECK_INTERNAL_WAS_STATUS"}),
     "disk": (0, 0, lambda rest: {"action": "CHECK_DISK_SPACE"}),
-    "check": (1, 1, lambda rest: {"action": "RUN_CHECK", "params": {"check": rest[0]}}),
+    "check": (0, 1, _check),
+    "checks": (0, 0, lambda rest: {"action": "CHECKS"}),
+    "hosts": (0, 0, lambda rest: {"action": "HOSTS"}),
+    "stop": (1, 1, lambda rest: {"action": "STOP", "params": {"task_id": rest[0]}}),
+    "rerun": (1, 2, _rerun),
+    "ack": (1, 1, lambda rest: {"action": "ACK_CHECK", "params": {"check": rest[0]}}),
+    "mute": (2, 2, _mute),
+    "unmute": (1, 1, lambda rest: {"action": "UNMUTE_CHECK", "params": {"check": rest[0]}}),
     "output": (2, 4, _output),
     "run": (1, None, _run),
 }
 
 
-#: Korean command words, as an SM engineer types them: each is the English word it stands for.
+#: The Korean command words, as one table: every command but `was` (typed as is) has one, as an SM engineer types it;
+#: each is the English word it stands for.
 KOREAN_WORDS = {
     "도움말": "help", "목록": "list", "실행": "run", "이력": "history", "대기": "pending", "승인": "approve",
-    "반려": "reject", "취소": "cancel", "점검": "check", "출력": "output", "디스크": "disk",
+    "반려": "reject", "취소": "cancel", "점검": "check", "점검목록": "checks", "출력": "output", "디스크": "disk",
+    "서버": "hosts", "중지": "stop", "재실행": "rerun", "확인": "ack", "알림끄기": "mute", "알림켜기": "unmute",
 }  # fmt: skip
+#: Every word that stands for another: the Korean ones and a few English synonyms.
+ALIASES = {**KOREAN_WORDS, "servers": "hosts"}
+#: Every word that starts a command (English and Korean), for suggestions on a typo.
+COMMAND_WORDS = sorted({*_COMMANDS, *ALIASES})
+
+
+def suggest_command(word: str) -> str | None:
+    """The command word ``word`` is most likely a typo of (``histroy`` → ``history``), or None."""
+    found = difflib.get_close_matches(word.lower(), COMMAND_WORDS, n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 def parse_chat(line: str, task_id: str, room: str = "ops", user: str | None = "kim") -> dict[str, Any]:
@@ -115,12 +163,17 @@ def parse_chat(line: str, task_id: str, room: str = "ops", user: str | None = "k
     if not words:
         raise ValueError(Msg("type a command; 'help' lists them"))
     verb, rest = words[0].lower(), words[1:]
-    verb = KOREAN_WORDS.get(verb, verb)
+    verb = ALIASES.get(verb, verb)
     if verb not in _COMMANDS:
+        near = suggest_command(words[0])
+        if near is not None:
+            raise ValueError(Msg("unknown command {word!r}; did you mean {suggestion}? 'help' lists the commands",
+                                 word=words[0][:20], suggestion=near))  # fmt: skip
         raise ValueError(Msg("unknown command {word!r}; 'help' lists the commands", word=words[0][:20]))
     fewest, most, parse = _COMMANDS[verb]
     if len(rest) < fewest or (most is not None and len(rest) > most):
-        raise ValueError(Msg("commands: {grammar}", grammar=GRAMMAR))
+        usage = next((u for u in GRAMMAR.split(" | ") if u.split()[0] == verb), GRAMMAR)
+        raise ValueError(Msg("usage: {usage}", usage=usage))
     base: dict[str, Any] = {"task_id": task_id, "room_id": room}
     if user is not None:
         base["user_id"] = user

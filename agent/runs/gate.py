@@ -133,6 +133,8 @@ class RunGate:
         #: Told which kept outputs the store's caps removed (the runtime reports them).
         self.on_evicted = on_evicted
         self._redactors: dict[tuple[str, tuple[RedactRuleModel, ...]], Redactor] = {}
+        #: The runs going now that STOP may end, by task id: what was asked, and its plan.
+        self.live: dict[str, tuple[RunRequest, RunPlan]] = {}
 
     async def close(self) -> None:
         """Close the executor's SSH connections."""
@@ -170,7 +172,16 @@ class RunGate:
             on_accept(planned)
         manifest = planned.runbook.manifest
         redactor = self.redactor_for(planned.name, manifest.redact)
-        result = await self._executor.run(planned, redactor, on_host=on_host)
+        if request.task_id is None:
+            result = await self._executor.run(planned, redactor, on_host=on_host)
+        else:
+            self.live[request.task_id] = (request, planned)
+            try:
+                result = await self._executor.run_stoppable(
+                    planned, redactor, request.task_id, on_host=on_host
+                )
+            finally:
+                self.live.pop(request.task_id, None)
         if request.task_id is not None and self.outputs is not None:
             evicted = self.outputs.save(request.task_id, result)
             if evicted and self.on_evicted is not None:
@@ -188,6 +199,19 @@ class RunGate:
             ],
         )  # fmt: skip
         return result
+
+    def stop(self, task_id: str, by: str | None) -> bool:
+        """End the run of ``task_id`` on every host (the executor's host-side kill, as at a timeout) and audit who
+        stopped it. The caller has checked the stopper may (STOP, agent/actions/operations.py).
+
+        Returns:
+            False when no run of that task is going.
+        """
+        live = self.live.get(task_id)
+        if live is None or not self._executor.stop(task_id, by):
+            return False
+        self._audit("run_stopped", live[0], stopped_by=by, hosts=list(live[1].hosts))
+        return True
 
     def _audit(self, kind: str, request: RunRequest, **fields: Any) -> None:
         self.audit.append(

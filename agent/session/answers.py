@@ -105,6 +105,41 @@ class Pending(TypedDict):
     pending: list[Row]
 
 
+class Hosts(TypedDict):
+    """HOSTS: the servers and groups this room may target (through the runbooks it may run)."""
+
+    hosts: list[Row]
+    groups: list[Row]
+
+
+class Checks(TypedDict):
+    """CHECKS: the configured checks, their schedules and their last state."""
+
+    checks: list[Row]
+    #: The summary schedules (``schedule_view``): when the checks are summed up.
+    summaries: list[Row]
+
+
+class Stopped(TypedDict):
+    """STOP: the run that was told to stop, and who stopped it (its own TASK_FINISHED follows)."""
+
+    stopped: str
+    runbook: str
+    hosts: list[str]
+    stopped_by: str | None
+
+
+class CheckAlert(TypedDict):
+    """ACK_CHECK, MUTE_CHECK, UNMUTE_CHECK: the check, its last state, and what now holds of its alerts (who acknowledged it; muted
+    until when, by whom; None: not so)."""
+
+    check: str
+    status: str | None
+    acked_by: str | None
+    muted_until: float | None
+    muted_by: str | None
+
+
 class Refused(TypedDict, total=False):
     """A FAIL answer's data: nothing, or the runbook a closed request was for."""
 
@@ -124,6 +159,10 @@ ActionData = (
     | Help
     | History
     | Pending
+    | Hosts
+    | Checks
+    | Stopped
+    | CheckAlert
     | Refused
 )
 
@@ -142,4 +181,11 @@ ACTION_DATA: dict[str, type] = {
     "HELP": Help,
     "HISTORY": History,
     "PENDING": Pending,
+    "HOSTS": Hosts,
+    "CHECKS": Checks,
+    "STOP": Stopped,
+    "RERUN": RunData,
+    "ACK_CHECK": CheckAlert,
+    "MUTE_CHECK": CheckAlert,
+    "UNMUTE_CHECK": CheckAlert,
 }
