@@ -252,3 +252,44 @@ def test_cli_refusals(agent_home: Path, args: list[str], message: str) -> None:
 
 
 Cli = Callable[..., Any]
+
+
+async def test_a_legacy_korean_host_is_read_in_its_declared_encoding_and_redacted(agent: Agent) -> None:
+    """A host declared ``encoding = "cp949"`` prints EUC-KR: the room reads Korean, and its labels are found."""
+    runbooks = Path(agent.catalog.directory)
+    (runbooks / "legacy_ko.sh").write_bytes(
+        b"printf '%s\\n' '"
+        + "점검 결과: 정상, DB 비밀번호: Hunter2pw, 주민등록번호 901010-1234567".encode("cp949")
+        + b"'\n"
+    )
+    (runbooks / "legacy_ko.toml").write_text(
+        'description = "Test: Korean in EUC-KR"\ntargets = ["all"]\nrooms = ["ops"]\ntimeout = 20\n',
+        encoding="utf-8",
+    )
+    agent.catalog.relock()
+    catalog = Catalog(agent.catalog.directory, agent.catalog.lock_path)
+    assert catalog.verify().ok
+    hosts = dict(agent.config.inventory.hosts)
+    hosts["h1"] = hosts["h1"].model_copy(update={"encoding": "cp949"})
+    inventory = agent.config.inventory.model_copy(update={"hosts": hosts})
+    executor = Executor(inventory, agent.config.executor, agent.config.base_dir, {})
+    try:
+        plan = plan_run(catalog.load("legacy_ko"), inventory, ["h1", "h2"], {}, room="ops")
+        result = await executor.run(plan, agent.redactor)
+    finally:
+        await executor.close()
+    declared, undeclared = result.hosts
+    # (a bare value runs to whitespace: its trailing comma is masked with it)
+    assert declared.stdout == "점검 결과: 정상, DB 비밀번호: [REDACTED] 주민등록번호 901010-*******\n"
+    # Undeclared, the bytes are not UTF-8: shown replaced, but still redacted (CP949 labels are recognised).
+    assert "Hunter2pw" not in undeclared.stdout and "1234567" not in undeclared.stdout
+    assert "비밀번호" not in undeclared.stdout
+
+
+def test_a_host_encoding_must_be_known_and_ascii_compatible() -> None:
+    from agent.config.schema import HostConfig
+
+    assert HostConfig(address="127.0.0.1", encoding="EUC-KR").encoding == "euc_kr"
+    for bad in ("klingon", "utf-16"):
+        with pytest.raises(ValueError, match="encoding"):
+            HostConfig(address="127.0.0.1", encoding=bad)

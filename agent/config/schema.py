@@ -8,6 +8,7 @@ with every problem listed (:class:`~agent.errors.ConfigError`).
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import os
 from pathlib import Path
@@ -84,6 +85,23 @@ class HostConfig(_Section):
     key_file: Path | None = None
     #: Environment variable holding the key file's passphrase, if it has one.
     passphrase_env: EnvName | None = None
+    #: What the host's output is written in: a legacy Korean host's ``"cp949"`` (or ``"euc-kr"``). Its output is
+    #: read as that, so the room shows its Korean as Korean and redaction reads the text. Undeclared output that
+    #: is not UTF-8 is still scanned for Korean labels in CP949 (agent/redaction/normalise.py).
+    encoding: str = "utf-8"
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            name = codecs.lookup(value).name
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r} (for example utf-8, cp949, euc-kr)") from None
+        if "a".encode(name) != b"a" or "\n".encode(name) != b"\n":
+            raise ValueError(
+                f"encoding {value!r} is not ASCII-compatible (UTF-16 and UTF-32 are not host output)"
+            )
+        return name
 
 
 class InventoryConfig(_Section):

@@ -24,6 +24,7 @@ What it guarantees, per host:
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import contextvars
 import ctypes.util
@@ -400,7 +401,10 @@ class Executor:
                 ):
                     process.stdin.write(script)
                     process.stdin.write_eof()
-                    await asyncio.gather(_pump(process.stdout, out), _pump(process.stderr, err))
+                    encoding = self.inventory.hosts[alias].encoding
+                    await asyncio.gather(
+                        _pump(process.stdout, out, encoding), _pump(process.stderr, err, encoding)
+                    )
                     completed = await process.wait()
             except TimeoutError:
                 _abandon(process)
@@ -606,9 +610,17 @@ def _digest(stdout: str, stderr: str) -> str:
     return digest.hexdigest()
 
 
-async def _pump(reader: asyncssh.SSHReader[bytes], stream: CappedRedactor) -> None:
+async def _pump(reader: asyncssh.SSHReader[bytes], stream: CappedRedactor, encoding: str = "utf-8") -> None:
+    """Feed a stream of the host's output to ``stream``; a host that writes another encoding (``cp949``) is read
+    as text in it and fed as UTF-8, a character split across reads held back by the decoder."""
+    if encoding == "utf-8":
+        while chunk := await reader.read(READ_SIZE):
+            stream.feed(chunk)
+        return
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
     while chunk := await reader.read(READ_SIZE):
-        stream.feed(chunk)
+        stream.feed(decoder.decode(chunk).encode("utf-8", "surrogatepass"))
+    stream.feed(decoder.decode(b"", final=True).encode("utf-8", "surrogatepass"))
 
 
 def _abandon(process: asyncssh.SSHClientProcess[bytes]) -> None:
