@@ -33,9 +33,15 @@ from tests.waiting import settled
 RUN_ID = "0123456789abcdef0123456789abcdef"
 SHELLS = [s for s in ("dash", "bash") if shutil.which(s)]
 #: What this machine offers, asked as the agent asks a host (the probe under sh).
-SUPPORT = parse_probe(
-    subprocess.run(["sh", "-c", PROBE], capture_output=True, text=True, encoding="utf-8", timeout=60).stdout
-)
+SUPPORT = (
+    parse_probe(
+        subprocess.run(
+            ["sh", "-c", PROBE], capture_output=True, text=True, encoding="utf-8", timeout=60
+        ).stdout
+    )
+    if os.name == "posix"
+    else HostSupport()
+)  # (under Windows the module is collected, then skipped: there is no sh to ask)
 _OFFERED = {
     Containment.NAMESPACE: SUPPORT.namespace,
     Containment.SUBREAPER: SUPPORT.prctl is not None,

@@ -126,7 +126,7 @@ class CheckScheduler:
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         for name, schedule in self.schedules.items():
             scheduler.add_job(
-                self.fire, self.triggers[name], args=[name], id=name, name=name, max_instances=1, coalesce=True,
+                self._fire_job, self.triggers[name], args=[name], id=name, name=name, max_instances=1, coalesce=True,
                 misfire_grace_time=max(1, round(schedule.misfire_grace)),
             )  # fmt: skip
         scheduler.add_listener(self._skipped, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
@@ -145,6 +145,16 @@ class CheckScheduler:
         return schedule.room or self.config.operations_room
 
     # -- running ------------------------------------------------------------------------------------------------
+
+    async def _fire_job(self, name: str) -> None:
+        """:meth:`fire` as the scheduler's job: a run the agent's shutdown cuts short is not an error (APScheduler
+        would log the cancellation with a traceback, as if the check had failed)."""
+        try:
+            await self.fire(name)
+        except asyncio.CancelledError:
+            if self._scheduler is not None:
+                raise
+            logger.info("check run %s cut short by the shutdown", name)
 
     async def fire(self, name: str) -> None:
         """One run of a schedule (also what the tests and ``agent checks`` call directly)."""
