@@ -144,6 +144,13 @@ def render_run(chat: Chat, data: Mapping[str, Any], output_ref: str | None = Non
         if host.get("message"):
             head += " — " + _message(chat, host)
         lines.append(f"{_mark(status)} {head}")
+        # What the run changed among the host user's persistence points (crontab, ~/.ssh/rc, ...): the wrapper's
+        # fingerprint (agent/runs/remote.py), shown whatever the status.
+        points = host.get("persistence")
+        if isinstance(points, list | tuple) and (named := [_n(p) for p in points if isinstance(p, str)]):
+            lines.append(
+                "⚠️ " + chat._("persistence points changed: {points}").format(points=", ".join(named))
+            )
         # Head and tail of each stream, what was left out, and the exact command that pages the kept copy.
         failed = status != "SUCCESS"
         page_lines = int(_number(data.get("page_lines"), 200)) or 200

@@ -16,6 +16,9 @@ What it guarantees, per host:
   channel is signalled and closed. The containment (a PID namespace, a subreaper or the marker sweep) is the
   strongest the host offers, asked once per connection (:data:`agent.runs.remote.PROBE`), and each host's result
   says which one ran (``containment``);
+* the persistence points of the host user that the run changed (crontab, ``~/.ssh/rc``, ...) come back on a
+  keyed last line of stderr (:class:`agent.runs.remote.PersistenceTrailer`), stripped before redaction, and fill
+  the result's ``persistence``;
 * stdout and stderr are redacted and capped as they stream in; only what is kept is redacted, so memory and CPU
   stay bounded whatever the host prints;
 * runbooks that change state never run twice at once on one host: the second is refused as busy.
@@ -48,6 +51,7 @@ from agent.runs.remote import (
     TIMEOUT_EXIT_CODES,
     Containment,
     HostSupport,
+    PersistenceTrailer,
     choose,
     new_run_id,
     parse_probe,
@@ -384,6 +388,7 @@ class Executor:
                 run_id=new_run_id(os.urandom(16)),
                 containment=mode,
                 prctl=support.prctl,
+                persistence=True,
             )
             return command, mode
 
@@ -393,17 +398,22 @@ class Executor:
             CappedRedactor(redactor, self.settings.max_output),
         )
         view = min(manifest.max_output, self.settings.max_output)
+        # The wrapper's persistence trailer ends stderr, carrying a key sent ahead of the script on stdin (so
+        # the script cannot know it): stripped here, before redaction, and read into the result.
+        key = new_run_id(os.urandom(16))
+        trailer = PersistenceTrailer(key)
         completed: asyncssh.SSHCompletedProcess | None = None
         async with self._session(alias, command_for) as (process, containment):
             try:
                 async with asyncio.timeout(
                     manifest.timeout + self.settings.kill_grace + AGENT_DEADLINE_MARGIN
                 ):
-                    process.stdin.write(script)
+                    process.stdin.write(key.encode() + b"\n" + script)
                     process.stdin.write_eof()
                     encoding = self.inventory.hosts[alias].encoding
                     await asyncio.gather(
-                        _pump(process.stdout, out, encoding), _pump(process.stderr, err, encoding)
+                        _pump(process.stdout, out, encoding),
+                        _pump(process.stderr, _Stripped(trailer, err), encoding),
                     )
                     completed = await process.wait()
             except TimeoutError:
@@ -412,6 +422,8 @@ class Executor:
                 raise _HostFailure(
                     Outcome.ERROR, Msg("connection lost during the run ({error})", error=type(exc).__name__)
                 ) from None
+        if rest := trailer.finish():
+            err.feed(rest)
         stdout_full, full_out_truncated, full_out_cut = out.result()
         stderr_full, full_err_truncated, full_err_cut = err.result()
         stdout, out_truncated, out_cut = cap_output(stdout_full.encode(), view)
@@ -454,6 +466,7 @@ class Executor:
             stdout_full=stdout_full,
             stderr_full=stderr_full,
             containment=containment.value,
+            persistence=trailer.points,
         )
 
     @contextlib.asynccontextmanager
@@ -610,7 +623,20 @@ def _digest(stdout: str, stderr: str) -> str:
     return digest.hexdigest()
 
 
-async def _pump(reader: asyncssh.SSHReader[bytes], stream: CappedRedactor, encoding: str = "utf-8") -> None:
+class _Stripped:
+    """A run's stderr on its way to ``stream``, the persistence trailer held back (read by ``trailer.finish()``)."""
+
+    def __init__(self, trailer: PersistenceTrailer, stream: CappedRedactor) -> None:
+        self.trailer, self.stream = trailer, stream
+
+    def feed(self, chunk: bytes) -> None:
+        if passed := self.trailer.feed(chunk):
+            self.stream.feed(passed)
+
+
+async def _pump(
+    reader: asyncssh.SSHReader[bytes], stream: CappedRedactor | _Stripped, encoding: str = "utf-8"
+) -> None:
     """Feed a stream of the host's output to ``stream``; a host that writes another encoding (``cp949``) is read
     as text in it and fed as UTF-8, a character split across reads held back by the decoder."""
     if encoding == "utf-8":

@@ -194,7 +194,8 @@ class RunGate:
             args=dict(request.args),
             hosts=[
                 {"host": h.host, "status": h.status.value, "exit_code": h.exit_code,
-                 "duration": round(h.duration, 3), "output_sha256": h.output_sha256}
+                 "duration": round(h.duration, 3), "output_sha256": h.output_sha256, "containment": h.containment,
+                 **({"persistence": list(h.persistence)} if h.persistence is not None else {})}
                 for h in result.hosts
             ],
         )  # fmt: skip

@@ -13,6 +13,11 @@ one of them, including each argv element): nothing of a request is ever parsed a
    (as coreutils ``timeout`` does);
 3. when the script has ended, nothing the run started is left (except with ``leaves_daemon``, below);
 4. it exits with the script's status (a script killed by a signal is passed on as that signal).
+5. with ``persistence`` (:data:`PERSISTENCE`, what the executor always asks for), it fingerprints the login
+   user's persistence points (crontab and ``at`` spools, ``~/.ssh/rc``, ``authorized_keys``, systemd user units,
+   shell rc files: :data:`PERSISTENCE_POINTS`) before the script starts and after everything of the run has ended
+   (the time limit included), and names what changed on a last stderr line keyed by a secret from stdin
+   (:class:`PersistenceTrailer`). Two ``ls`` per run; it never changes the run's status.
 
 The wrapper does not depend on the SSH channel: when the connection drops, the time limit and the clean-up still
 happen on the host.
@@ -143,6 +148,7 @@ WRAPPER = (
     "  while kill -s USR1 $$ 2>/dev/null;do sleep 1& wait $!;done) 4>&- 5>&- &\n"
     " w=$!\n"
     "}\n"
+    '[ -z "$Gp" ]||Gb\n'
     "trap t=1 USR1 TERM HUP INT\n"
     "exec 3<&0 4>&1 5>&2 </dev/null >/dev/null 2>&1\n"
     "env -i PATH=" + REMOTE_PATH + ' LC_ALL=C.UTF-8 LANG=C.UTF-8 "$m" "$@" <&3 >&4 2>&5 3<&- 4>&- 5>&- &\n'
@@ -162,6 +168,7 @@ WRAPPER = (
     "kill -s TERM $w 2>/dev/null\n"
     'case $s in sweep)f KILL "$m" all;;namespace)kill -s KILL -- -1 2>/dev/null;esac\n'
     "wait\n"
+    '[ -z "$Gp" ]||Ga\n'
     "if [ $x -gt 128 ]&&[ $x -le 143 ];then trap - USR1 TERM HUP INT;ulimit -c 0;kill -$((x-128)) $$;fi\n"
     "exit $x\n"
 )
@@ -175,12 +182,14 @@ WRAPPER = (
 # ignores TERM), or, should /proc/PID/task/PID/children not be there, as KILL to `unshare` (its child dies with it,
 # and the kernel kills the rest). `wait` interrupted by that trap is waited on again, until the job is reaped.
 _OUTER_TAIL = (
+    '[ -z "$Gp" ]||Gb\n'
     "exec 3<&0 4>&1 5>&2 </dev/null >/dev/null 2>&1\n"
     '"$@" <&3 >&4 2>&5 3<&- 4>&- 5>&- &\n'
     "u=$!\n"
     "exec 3<&-\n"
     "x=\n"
     'while [ -z "$x" ]||kill -0 $u 2>/dev/null;do wait $u;x=$?;done\n'
+    '[ -z "$Gp" ]||Ga\n'
     "if [ $x -gt 128 ]&&[ $x -le 143 ];then trap - TERM HUP INT;ulimit -c 0;kill -$((x-128)) $$;fi\n"
     "exit $x\n"
 )
@@ -236,6 +245,145 @@ SUBREAPER_WRAPPER = (
     + ' sh "$@"\n'
     + _OUTER_TAIL
 )
+
+#: The persistence points of the run's user that the wrapper fingerprints around each run (names as the room shows
+#: them): what a runbook could leave behind to run again later, outside any run and its containment. Files (the
+#: file a link points to), folders (the folder, what is in it and one level below), and the ``crontab`` and ``at``
+#: queues. ``~``: something changed that could not be told apart (a home folder whose name ``ls`` escapes).
+PERSISTENCE_FILES = (
+    "~/.ssh/rc", "~/.ssh/environment", "~/.ssh/authorized_keys", "~/.ssh/authorized_keys2",
+    "~/.bashrc", "~/.bash_profile", "~/.profile", "~/.bash_logout", "~/.zshrc",
+)  # fmt: skip
+PERSISTENCE_FOLDERS = ("~/.config/systemd/user", "~/.config/autostart")
+#: The queues, by the spool folders their tools write (a user cannot read another's crontab, nor the spool, but
+#: can see a spool folder change): Debian's ``crontab`` replaces a file in ``/var/spool/cron/crontabs`` and
+#: touches it, RHEL's (cronie) in ``/var/spool/cron``; ``at`` adds a job to ``/var/spool/cron/atjobs`` (Debian) or
+#: ``/var/spool/at`` (RHEL). A spool is shared by the host's users: another user's ``crontab -e`` in the same
+#: seconds is named too (so a change is never missed, at worst named once too often).
+PERSISTENCE_QUEUES = {
+    "crontab": ("/var/spool/cron/crontabs", "/var/spool/cron"),
+    "at": ("/var/spool/cron/atjobs", "/var/spool/at"),
+}
+PERSISTENCE_POINTS = (*PERSISTENCE_QUEUES, *PERSISTENCE_FILES, *PERSISTENCE_FOLDERS, "~")
+#: How the wrapper's last line on stderr starts (then the run's trailer key, then the changed points): stripped by
+#: the executor (:class:`PersistenceTrailer`), never shown.
+TRAILER_PREFIX = "guardia-persist:"
+
+
+def _home(point: str) -> str:
+    return '"$HOME"' + shlex.quote(point[1:])
+
+
+def _listed() -> str:
+    """The operands of the fingerprint's one ``ls``: every file, every folder with two levels of globs, the spools."""
+    words = [_home(p) for p in PERSISTENCE_FILES]
+    for folder in PERSISTENCE_FOLDERS:
+        words += [_home(folder), _home(folder) + "/*", _home(folder) + "/*/*"]
+    words += [shlex.quote(path) for paths in PERSISTENCE_QUEUES.values() for path in paths]
+    return " ".join([*words, "/"])  # `/` is always there: an empty listing means this `ls` cannot do it
+
+
+def _compare(point: str, paths: str, tree: str) -> str:
+    return f'  [ "$(Gs "$GB" {tree} {paths})" = "$(Gs "$Gl" {tree} {paths})" ]||Go="$Go {point}"\n'
+
+
+# The persistence fingerprint, defined ahead of the program of any mode when asked for (Gp=1); the top-level program
+# (the WRAPPER in sweep and none mode, the outer program in namespace and subreaper mode: outside the namespace)
+# calls Gb before it starts the run and Ga after everything of the run has ended (the time limit included), just
+# before it exits. The inner WRAPPER of namespace and subreaper mode is a new shell without Gp and does neither.
+# Every name starts with G (the programs' own one-letter names stay theirs).
+# Gb: the first line of stdin is the run's trailer key (lower-case hex, sent by the executor ahead of the script and
+# never on the command line or in the script's environment, so a script cannot forge the trailer); without one,
+# nothing is fingerprinted. Gf: the fingerprint, one `ls -d` of every point (one line each: ctime, which no
+# unprivileged `touch` can set back, size, mode, owner, to the nanosecond; -L: a file written through a link
+# counts). Ga: the same again; only when the listing differs does Gs (builtins only) pick each point's lines out
+# of both, by words (`ls` pads its columns to the widest entry), to name which changed (a change of `/` alone, the
+# sentinel, names nothing). No listing at all (an `ls` without these options, BusyBox): no trailer, so the result
+# says "not checked" rather than "nothing changed". The trailer goes to the
+# channel's stderr (fd 5) as one line: PREFIX KEY then " point" for each change. Nothing here changes the run's
+# status; errors go to /dev/null.
+PERSISTENCE = (
+    "Gp=1\n"
+    "Gb(){\n"
+    " IFS= read -r Gk||Gk=\n"
+    ' case $Gk in *[!0-9a-f]*|"")Gk=;return 0;;esac\n'
+    " Gf;GB=$Gl\n"
+    "}\n"
+    "Gf(){\n"
+    " Gl=$(LC_ALL=C ls -lncdLb --full-time -- " + _listed() + " 2>/dev/null </dev/null 4>&- 5>&-)\n"
+    "}\n"
+    # Gs TEXT t|x PATH...: the lines of TEXT about each PATH (t: or anything under it).
+    "Gs(){\n"
+    " Gt=$1 Gu=$2 Gr=\n"
+    " shift 2\n"
+    " for Gq;do\n"
+    "  while IFS=' ' read -r G1 G2 G3 G4 G5 G6 G7 G8 Gv;do\n"
+    '   case $Gu/$Gv in "x/$Gq"|"t/$Gq"|"t/$Gq"/*)Gr="$Gr$G1 $G2 $G3 $G4 $G5 $G6 $G7 $G8 $Gv/";;esac\n'
+    "  done <<G\n"
+    "$Gt\n"
+    "G\n"
+    " done\n"
+    ' printf %s "$Gr"\n'
+    "}\n"
+    "Ga(){\n"
+    ' [ -n "$Gk" ]&&[ -n "$GB" ]||return 0\n'
+    " Gf;Go=\n"
+    ' if [ "$Gl" != "$GB" ];then\n'
+    + "".join(
+        _compare(point, " ".join(shlex.quote(p) for p in paths), "x")
+        for point, paths in PERSISTENCE_QUEUES.items()
+    )
+    + "".join(_compare(point, '"$HOME"' + shlex.quote(point[1:]), "t") for point in PERSISTENCE_FILES)
+    + "".join(_compare(point, '"$HOME"' + shlex.quote(point[1:]), "t") for point in PERSISTENCE_FOLDERS)
+    + '  [ -n "$Go" ]||[ "$(Gs "$GB" x /)" != "$(Gs "$Gl" x /)" ]||Go=" ~"\n'
+    " fi\n"
+    " printf '%s%s%s\\n' " + TRAILER_PREFIX + ' "$Gk" "$Go" >&5 2>/dev/null\n'
+    " Gk=\n"
+    "}\n"
+)
+
+
+class PersistenceTrailer:
+    """Strips the wrapper's persistence trailer off a run's stderr as it streams in, and reads it. Pure.
+
+    The trailer is one line near the end of stderr carrying this run's trailer key (:func:`new_run_id`, sent on
+    the script's stdin ahead of it, so only the wrapper knows it): the last :data:`HOLD` bytes are held back until
+    :meth:`finish`, which removes the line and sets :attr:`points`. A line with any other key (a script printing a
+    fake trailer) is ordinary output, passed on as it came.
+    """
+
+    #: Bytes held back from the end of the stream (the trailer and whatever a left daemon wrote after it).
+    HOLD = 4096
+
+    def __init__(self, key: str) -> None:
+        self._marker = (TRAILER_PREFIX + key).encode()
+        self._held = b""
+        #: The changed points (:data:`PERSISTENCE_POINTS`, in that order); ``None`` until a trailer was read.
+        self.points: tuple[str, ...] | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Take the next bytes of stderr; return those that can be passed on now."""
+        data = self._held + chunk
+        cut = max(0, len(data) - self.HOLD)
+        self._held = data[cut:]
+        return data[:cut]
+
+    def finish(self) -> bytes:
+        """The stream has ended: return the held bytes without the trailer, and read it into :attr:`points`."""
+        data, self._held = self._held, b""
+        at = data.rfind(self._marker)
+        end = data.find(b"\n", at) if at >= 0 else -1
+        if end < 0:
+            return data
+        self.points = parse_points(data[at + len(self._marker) : end])
+        return data[:at] + data[end + 1 :]
+
+
+def parse_points(words: bytes) -> tuple[str, ...]:
+    """The points a trailer names, as :data:`PERSISTENCE_POINTS` (in that order); anything else is ignored."""
+    named = set(words.decode("ascii", "replace").split())
+    return tuple(p for p in PERSISTENCE_POINTS if p in named)
+
 
 # The probe: what the host offers, asked once per connection. A PID namespace counts only if one can really be
 # made (util-linux >= 2.38 for --map-current-user; user namespaces on, not blocked by AppArmor or SELinux); perl's
@@ -338,6 +486,7 @@ def remote_command(
     run_id: str,
     containment: Containment = Containment.SWEEP,
     prctl: int | None = None,
+    persistence: bool = False,
 ) -> str:
     """The command line for the host's sshd.
 
@@ -350,10 +499,14 @@ def remote_command(
         containment: how the run's processes are kept from outliving it (:func:`choose`);
             :attr:`Containment.NONE` for ``leaves_daemon`` runbooks.
         prctl: the host's prctl syscall number (:attr:`HostSupport.prctl`), for the subreaper only.
+        persistence: fingerprint the persistence points around the run (:data:`PERSISTENCE`): the script's stdin
+            then starts with a line holding the run's trailer key, and stderr ends with the trailer
+            (:class:`PersistenceTrailer`).
 
     Returns:
-        ``sh``-syntax text: ``set --`` with the quoted words, then the fixed program of the mode
-        (:data:`WRAPPER`, :data:`NAMESPACE_WRAPPER` or :data:`SUBREAPER_WRAPPER`).
+        ``sh``-syntax text: ``set --`` with the quoted words, then (with ``persistence``) :data:`PERSISTENCE`,
+        then the fixed program of the mode (:data:`WRAPPER`, :data:`NAMESPACE_WRAPPER` or
+        :data:`SUBREAPER_WRAPPER`).
 
     Raises:
         ValueError: a malformed run id, a limit that is not positive, or a subreaper without a known prctl number.
@@ -376,4 +529,4 @@ def remote_command(
         words.insert(0, str(prctl))
         program = SUBREAPER_WRAPPER
     # `set -- WORDS` then the program: the login shell runs it, no extra exec for it.
-    return "set -- " + shlex.join(words) + "\n" + program
+    return "set -- " + shlex.join(words) + "\n" + (PERSISTENCE if persistence else "") + program

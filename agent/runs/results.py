@@ -47,6 +47,10 @@ class HostResult:
     #: How the run's processes were contained on the host (agent.runs.remote.Containment: ``namespace``,
     #: ``subreaper``, ``sweep``, ``none``); empty when nothing ran there.
     containment: str = ""
+    #: The persistence points of the run's user that changed during the run (agent.runs.remote.PERSISTENCE_POINTS:
+    #: ``crontab``, ``at``, ``~/.ssh/rc`` ...), as the wrapper found them; ``None`` when nothing ran there or the
+    #: wrapper could not say (the connection was lost before its trailer).
+    persistence: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -54,6 +58,8 @@ class HostResult:
         data["status"] = self.status.value
         data["duration"] = round(self.duration, 3)
         data["message"] = str(self.message)
+        if self.persistence is not None:
+            data["persistence"] = list(self.persistence)
         if (i18n := i18n_json(self.message)) is not None:
             data["i18n"] = i18n
         return data
