@@ -183,7 +183,7 @@ async def test_an_unverified_runbook_is_refused_naming_the_reason(
         error = (await operator.finished("u1"))["payload"]["error"]
         assert {k: error[k] for k in ("code", "message")} == {
             "code": "RUNBOOK_NOT_RUNNABLE",
-            "message": "runbook 'echo_args' is not runnable: failed verification (modified_script)",
+            "message": "runbook 'echo_args' is not runnable: script changed since it was locked",
         }
         await operator.command("RUN_RUNBOOK", "u2", runbook="fail_exit", hosts=["h1"], args={"code": 0})
         assert (await operator.finished("u2"))["payload"]["status"] == "SUCCESS"  # the others still run

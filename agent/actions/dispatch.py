@@ -118,7 +118,9 @@ async def run_runbook(ctx: TaskContext) -> Answer[RunData] | Answer[Refused] | H
         # A typo: name the room's runbooks it is close to (only this room's: nothing leaks across rooms).
         report = ctx.parts.catalog.report
         mine = operations.room_manifests(report, command.room_id)
-        near = console.suggest(exc.name, mine) if exc.name not in report.runbooks else []
+        # (a runbook the folder has but the lock does not says why instead: REASONS, not a guess)
+        unknown = getattr(exc.reason, "id", None) == "no such runbook"
+        near = console.suggest(exc.name, mine) if unknown and exc.name not in report.runbooks else []
         if not near:
             raise
         raise RunbookNotRunnable(

@@ -3,8 +3,9 @@
 A runbook is ``runbooks/NAME.toml`` (its :class:`~agent.catalog.manifest.Manifest`) plus ``runbooks/NAME.sh``.
 :meth:`Catalog.verify` compares every file with the lock and returns a :class:`VerifyReport` that names each
 problem by runbook and kind. :meth:`Catalog.load` is what the executor calls right before a run: it reads the
-files again and refuses unless their bytes still hash to what the lock recorded when the agent started, so a
-script edited while the agent runs is refused, not run.
+files again and refuses unless their bytes still hash to what the lock in use recorded, so a script edited while
+the agent runs is refused, not run. A new lock is checked with :meth:`Catalog.examine` and put in use with
+:meth:`Catalog.adopt` (the running agent's reload: :mod:`agent.shell.runtime`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -28,7 +30,7 @@ from agent.catalog.lockfile import (
 )
 from agent.catalog.manifest import NAME_PATTERN, Manifest, parse_manifest
 from agent.catalog.signing import ApproverKey, check_signatures
-from agent.chat.i18n import Msg
+from agent.chat.i18n import N_, Msg
 from agent.errors import CatalogError, InvalidLock, InvalidManifest, RunbookNotRunnable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,6 +70,28 @@ LOCK_WIDE = frozenset(
 )
 
 
+#: Why a runbook is not runnable, in the room's words, by problem kind (the words of the catalog report).
+REASONS: dict[ProblemKind, str] = {
+    ProblemKind.MODIFIED_SCRIPT: N_("script changed since it was locked"),
+    ProblemKind.MODIFIED_MANIFEST: N_("manifest changed since it was locked"),
+    ProblemKind.MISSING_FILE: N_("a file is missing"),
+    ProblemKind.NOT_IN_LOCK: N_("not in the lock"),
+    ProblemKind.STALE_LOCK_ENTRY: N_("locked but no longer present"),
+    ProblemKind.INVALID_MANIFEST: N_("invalid manifest"),
+    ProblemKind.INVALID_NAME: N_("invalid name"),
+    ProblemKind.LOCK_MISSING: N_("no lock file"),
+    ProblemKind.LOCK_INVALID: N_("the lock file does not parse"),
+    ProblemKind.LOCK_EDITED: N_("the lock file was edited by hand"),
+    ProblemKind.SIGNATURE_MISSING: N_("the lock is not signed"),
+    ProblemKind.SIGNATURE_INVALID: N_("the lock's signatures do not verify"),
+}
+
+
+def reason(kind: ProblemKind) -> Msg:
+    """One problem kind as the room reads it."""
+    return Msg(REASONS[kind])
+
+
 @dataclass(frozen=True)
 class Problem:
     kind: ProblemKind
@@ -77,6 +101,20 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.runbook or '(lock)'}: {self.kind.value}: {self.detail}"
+
+
+def reasons_of(problems: Sequence[Problem]) -> list[Msg]:
+    """Problems in the room's words, each kind of each runbook once (a lock-wide one without a runbook)."""
+    reasons: list[Msg] = []
+    seen: set[tuple[str | None, ProblemKind]] = set()
+    for p in problems:
+        if (p.runbook, p.kind) not in seen:
+            seen.add((p.runbook, p.kind))
+            why = reason(p.kind)
+            reasons.append(
+                why if p.runbook is None else Msg("{runbook}: {reason}", runbook=p.runbook, reason=why)
+            )
+    return reasons
 
 
 @dataclass(frozen=True)
@@ -126,6 +164,23 @@ class VerifyReport:
 
     def problems_of(self, name: str) -> list[Problem]:
         return [p for p in self.problems if p.runbook == name or p.kind in LOCK_WIDE]
+
+    def why_not_runnable(self, name: str) -> list[Msg]:
+        """Why the runbook ``name`` (in the folder, not verified) may not run: one reason per problem kind."""
+        kinds = sorted({p.kind for p in self.problems_of(name)}, key=list(ProblemKind).index)
+        return [reason(kind) for kind in kinds]
+
+    @property
+    def blocking(self) -> list[Problem]:
+        """The problems that keep this report from replacing the one in use (:meth:`Catalog.adopt` on reload): the
+        lock's own, and any of a runbook the lock names. A file the lock does not name (a draft not locked yet, a
+        bad name) only makes that file not runnable."""
+        locked = self.lock.runbooks if self.lock is not None else {}
+        return [
+            p
+            for p in self.problems
+            if p.kind in LOCK_WIDE or self.lock is None or (p.runbook is not None and p.runbook in locked)
+        ]
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -232,7 +287,14 @@ class Catalog:
     # -- verifying ------------------------------------------------------------------------------------------
 
     def verify(self) -> VerifyReport:
-        """Compare every runbook with the lock and the lock with the approver keys."""
+        """Compare every runbook with the lock and the lock with the approver keys; runs use this report from now."""
+        report = self.examine()
+        self._report = report
+        return report
+
+    def examine(self) -> VerifyReport:
+        """What :meth:`verify` finds, without putting it in use (the agent's reload checks a new lock with it, in a
+        worker thread, and :meth:`adopt` s it only when it verifies)."""
         scanned, problems = self.scan()
         lock: Lock | None = None
         signed_by: list[str] = []
@@ -283,9 +345,12 @@ class Catalog:
             )
             for name, found in scanned.items()
         }
-        report = VerifyReport(problems=problems, runbooks=statuses, lock=lock, signed_by=signed_by)
+        return VerifyReport(problems=problems, runbooks=statuses, lock=lock, signed_by=signed_by)
+
+    def adopt(self, report: VerifyReport) -> None:
+        """Put a report from :meth:`examine` in use: one assignment, so every reader sees the old catalog or the
+        new one, never a mix; a run already past :meth:`load` keeps the bytes it loaded."""
         self._report = report
-        return report
 
     @staticmethod
     def _compare(
@@ -400,20 +465,26 @@ class Catalog:
         return self._report if self._report is not None else self.verify()
 
     def load(self, name: str) -> VerifiedRunbook:
-        """Read a runbook for a run, re-hashing its bytes against the lock verified at start.
+        """Read a runbook for a run, re-hashing its bytes against the lock in use (verified at start or at the last
+        reload, :meth:`adopt`).
 
         Raises:
-            RunbookNotRunnable: unknown, failed verification at start, or its files changed since.
+            RunbookNotRunnable: unknown, in the folder but not runnable (the reason in the room's words, from the
+            report's problems), or its files changed since.
         """
-        report = self.report
+        report = self.report  # read once: a reload swaps the report, never this run's view of it
         status = report.runbooks.get(name) if isinstance(name, str) else None
-        if status is None or report.lock is None:
+        if status is None:
             # A name that could be a runbook's is named back; anything else is not echoed (it came from chat).
-            shown = name if isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) else "(invalid name)"
-            raise RunbookNotRunnable(shown, Msg("no such runbook"))
-        if not status.verified:
-            kinds = sorted({p.kind.value for p in report.problems_of(name)})
-            raise RunbookNotRunnable(name, Msg("failed verification ({kinds})", kinds=", ".join(kinds)))
+            valid = isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) is not None
+            if valid and any(
+                (self.directory / (name + suffix)).is_file() for suffix in (MANIFEST_SUFFIX, SCRIPT_SUFFIX)
+            ):
+                raise RunbookNotRunnable(name, reason(ProblemKind.NOT_IN_LOCK))  # added since the lock in use
+            raise RunbookNotRunnable(name if valid else "(invalid name)", Msg("no such runbook"))
+        if not status.verified or report.lock is None:
+            # In the folder but not runnable: say why, in the catalog report's words (the name is a file's).
+            raise RunbookNotRunnable(name, Msg("{problems}", problems=report.why_not_runnable(name)))
         entry = report.lock.runbooks[name]
         try:
             manifest_bytes = (self.directory / (name + MANIFEST_SUFFIX)).read_bytes()

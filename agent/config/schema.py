@@ -49,6 +49,9 @@ class CatalogConfig(_Section):
     approver_keys: list[str] = Field(default_factory=list)
     #: How many distinct approver keys must have signed the lock when keys are configured.
     min_signatures: int = Field(default=1, ge=1)
+    #: Seconds between two looks at the lock file's size and time; a changed lock is verified and, when it verifies,
+    #: used without a restart (``0``: only at start).
+    watch_interval: float = Field(default=3.0, ge=0)
 
     @field_validator("approver_keys")
     @classmethod

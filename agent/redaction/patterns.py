@@ -91,6 +91,8 @@ FLAG_TOOLS: tuple[tuple[tuple[bytes, ...], bytes | None, str], ...] = (
         "spaced",
     ),
 )  # fmt: skip
+
+
 def _alternatives(flags: set[bytes]) -> bytes:
     return b"|".join(re.escape(f) for f in sorted(flags, key=lambda f: (-len(f), f)))
 

@@ -5,12 +5,13 @@ composed as REPORT payloads. Pure: the runtime sends them through the outbox lik
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent.chat.i18n import i18n_json, nmsg
+from agent.chat.i18n import Msg, i18n_json, nmsg
 
 if TYPE_CHECKING:
-    from agent.catalog.store import VerifyReport
+    from agent.catalog.store import Problem, VerifyReport
 
 
 def outbox_cap(dropped: int) -> dict[str, Any]:
@@ -56,3 +57,78 @@ def catalog_problems(report: VerifyReport, now: float) -> dict[str, Any]:
             {"runbook": p.runbook, "kind": p.kind.value, "detail": p.detail} for p in report.problems
         ],
     }
+
+
+@dataclass(frozen=True)
+class CatalogChanges:
+    """What a reload changed: runnable runbooks added, changed (other bytes) and removed, by name."""
+
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    #: Each of those runbooks' rooms (a removed one's from the catalog it left).
+    rooms: dict[str, frozenset[str]]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+    def rooms_told(self) -> list[str]:
+        """Every room one of the changed runbooks serves."""
+        return sorted(set().union(*self.rooms.values())) if self.rooms else []
+
+    def seen_in(self, room: str | None) -> CatalogChanges:
+        """Only the runbooks ``room`` serves (``None``: all, for the operations room)."""
+
+        def keep(names: list[str]) -> list[str]:
+            return [n for n in names if room is None or room in self.rooms.get(n, ())]
+
+        return CatalogChanges(keep(self.added), keep(self.changed), keep(self.removed), self.rooms)
+
+
+def catalog_changes(old: VerifyReport, new: VerifyReport) -> CatalogChanges:
+    """The runnable runbooks that ``new`` adds, changes or removes compared with ``old``."""
+
+    def runnable(report: VerifyReport) -> dict[str, tuple[str | None, str | None]]:
+        return {
+            n: (report.runbooks[n].manifest_sha256, report.runbooks[n].script_sha256) for n in report.runnable
+        }
+
+    before, after = runnable(old), runnable(new)
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(n for n in set(before) & set(after) if before[n] != after[n])
+    rooms: dict[str, frozenset[str]] = {}
+    for name in [*added, *changed, *removed]:
+        manifest = (new if name in after else old).runbooks[name].manifest
+        rooms[name] = frozenset(manifest.rooms) if manifest is not None else frozenset()
+    return CatalogChanges(added, changed, removed, rooms)
+
+
+def catalog_reloaded(changes: CatalogChanges, digest: str | None, now: float) -> dict[str, Any]:
+    """A new lock verified and is in use without a restart: what it added, changed and removed."""
+    parts = []
+    if changes.added:
+        parts.append(Msg("added: {names}", names=", ".join(changes.added)))
+    if changes.changed:
+        parts.append(Msg("changed: {names}", names=", ".join(changes.changed)))
+    if changes.removed:
+        parts.append(Msg("removed: {names}", names=", ".join(changes.removed)))
+    message = Msg("runbooks reloaded without a restart: {changes}", changes=parts)
+    return {
+        "kind": "catalog_reload", "status": "OK", "message": message, "i18n": i18n_json(message), "at": now,
+        "catalog": digest[:12] if digest else None,
+        "added": changes.added, "changed": changes.changed, "removed": changes.removed,
+    }  # fmt: skip
+
+
+def catalog_refused(blocking: Sequence[Problem], reasons: Sequence[Msg], now: float) -> dict[str, Any]:
+    """A new lock did not verify: it is not used, the runbooks stay as they were. ``reasons``: the problems in the
+    room's words (:func:`agent.catalog.store.reasons_of`)."""
+    message = Msg(
+        "the new lock file was not applied; the runbooks stay as they were: {problems}",
+        problems=list(reasons),
+    )
+    return {
+        "kind": "catalog_refused", "status": "ERROR", "message": message, "i18n": i18n_json(message), "at": now,
+        "problems": [{"runbook": p.runbook, "kind": p.kind.value, "detail": p.detail} for p in blocking],
+    }  # fmt: skip

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
 from agent import __version__
 from agent.actions.dispatch import Parts, TaskContext, dispatch
-from agent.catalog.store import Catalog
+from agent.catalog.store import Catalog, VerifyReport, reasons_of
 from agent.chat.i18n import Msg
 from agent.chat.render import render_text
 from agent.redaction import Redactor
@@ -113,6 +114,13 @@ class AgentRuntime:
         #: The pending "the cap dropped N" notice, and when the last one went (at most one a NOTICE_EVERY).
         self._cap_notice: asyncio.TimerHandle | None = None
         self._cap_noticed = -NOTICE_EVERY
+        #: The lock file's (mtime, size, inode) last looked at, the next look, the reload it started, and the
+        #: problems of the last new lock refused (the operations room is told once per set of problems).
+        self._lock_seen: tuple[int, int, int] | None = None
+        self._lock_last: tuple[int, int, int] | None = None
+        self._lock_watch: asyncio.TimerHandle | None = None
+        self._reloading: asyncio.Task[bool] | None = None
+        self._refused: frozenset[str] | None = None
 
     def _changes_state(self, name: str) -> bool:
         status = self.catalog.report.runbooks.get(name)
@@ -318,6 +326,8 @@ class AgentRuntime:
 
     def start(self) -> None:
         """Verify the catalog, settle what a previous run left unfinished, tell the operations room of problems."""
+        # Before verifying: a lock written meanwhile is looked at again.
+        self._lock_seen = self._lock_last = self._lock_stamp()
         report = self.catalog.verify()
         self.outbox.purge()
         if not report.ok:
@@ -332,6 +342,88 @@ class AgentRuntime:
         self.feed(Started(time.time()))
         self.audit.append("start", runnable=report.runnable, problems=len(report.problems))
         self.notice("started")
+        self._watch_lock()
+
+    # -- the catalog's reload -------------------------------------------------------------------------------
+
+    def _lock_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.catalog.lock_path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _watch_lock(self) -> None:
+        """Look at the lock file again in ``catalog.watch_interval`` seconds (a stat: cheap, on the loop; 0: never)."""
+        interval = self.config.catalog.watch_interval
+        if interval and not self.core.closing:
+            self._lock_watch = asyncio.get_running_loop().call_later(interval, self._look_at_lock)
+
+    def _look_at_lock(self) -> None:
+        """A changed lock is verified once it has stayed as it is for one look (a lock being written by an editor
+        that does not replace it in one step is not read half-written)."""
+        self._lock_watch = None
+        stamp = self._lock_stamp()
+        settled, self._lock_last = stamp == self._lock_last, stamp
+        if stamp != self._lock_seen and settled and self._reloading is None:
+            self._lock_seen = stamp
+            self._reloading = asyncio.create_task(self.reload_catalog(), name="catalog-reload")
+            self._reloading.add_done_callback(lambda _: setattr(self, "_reloading", None))
+        self._watch_lock()
+
+    async def reload_catalog(self) -> bool:
+        """Verify the catalog as at start (hashes, signatures, ``min_signatures``) in a worker thread; use it when it
+        verifies and tell the rooms its changed runbooks serve; else keep the one in use and tell the operations room
+        why, once. Returns whether the new catalog is in use. Never raises but cancel.
+
+        A run already past :meth:`Catalog.load` keeps the runbook it loaded; a run that starts later, the new one.
+        """
+        try:
+            new = await asyncio.to_thread(self.catalog.examine)
+            return self._swap_catalog(new)
+        except Exception:
+            logger.exception("the changed runbook lock could not be verified; the catalog in use is kept")
+            return False
+
+    def _swap_catalog(self, new: VerifyReport) -> bool:
+        """Use ``new`` if nothing blocks it, and tell the rooms; else tell the operations room why (once)."""
+        now = time.time()
+        blocking = new.blocking
+        if blocking:
+            for problem in blocking:
+                logger.error("catalog reload refused: %s", problem)
+            key = frozenset(f"{p.runbook}:{p.kind.value}:{p.detail}" for p in blocking)
+            if key != self._refused:
+                self._refused = key
+                self.audit.append("catalog_refused", problems=len(blocking))
+                self.report(
+                    self.config.operations_room, notices.catalog_refused(blocking, reasons_of(blocking), now)
+                )
+            return False
+        self._refused = None
+        changes = notices.catalog_changes(self.catalog.report, new)
+        self.catalog.adopt(new)
+        digest = new.lock.catalog_sha256 if new.lock else None
+        if not changes:
+            logger.info("the runbook lock was rewritten; no runnable runbook changed")
+            return True
+        logger.info(
+            "catalog reloaded: added %s, changed %s, removed %s",
+            changes.added or "-", changes.changed or "-", changes.removed or "-",
+        )  # fmt: skip
+        self.audit.append(
+            "catalog_reload",
+            catalog=digest,
+            added=changes.added,
+            changed=changes.changed,
+            removed=changes.removed,
+        )
+        operations = self.config.operations_room
+        for room in sorted({operations, *changes.rooms_told()}):
+            seen = changes.seen_in(None if room == operations else room)
+            if seen:
+                self.report(room, notices.catalog_reloaded(seen, digest, now))
+        return True
 
     # -- tasks ----------------------------------------------------------------------------------------------
 
@@ -406,7 +498,9 @@ class AgentRuntime:
         is answered INTERRUPTED (see :mod:`agent.session.core`).
         """
         self.feed(Closing())
-        for timer in [*self._timers.values(), *filter(None, [self._cap_notice])]:
+        if self._reloading is not None:
+            self._reloading.cancel()
+        for timer in [*self._timers.values(), *filter(None, [self._cap_notice, self._lock_watch])]:
             timer.cancel()  # an untold drop count is on disk: the next start tells it
         self._timers.clear()
         if not self._tasks:
