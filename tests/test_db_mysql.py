@@ -7,6 +7,7 @@ The same typed results, thresholds, read-only sessions, timeouts and error words
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,6 +235,16 @@ async def test_a_kept_connection_is_reused_read_only_and_replaced_when_the_serve
     assert again["id"] != kept and again["ro"] == 1
 
 
+#: Every text the agent says in English (the catalog's message ids).
+OWN_WORDS = re.findall(
+    r'^msgid "(.+)"$',
+    (Path(db_mysql.__file__).parents[1] / "chat/locale/en/LC_MESSAGES/guardia.po").read_text(
+        encoding="utf-8"
+    ),
+    re.MULTILINE,
+)
+
+
 @given(errno=st.integers(min_value=-1, max_value=70000), text=st.text(max_size=80), connecting=st.booleans())
 def test_every_mysql_error_becomes_words_without_the_servers_text(
     errno: int, text: str, connecting: bool
@@ -243,7 +254,9 @@ def test_every_mysql_error_becomes_words_without_the_servers_text(
     )
     assert failure.status in (DOWN, ERROR)
     assert "10.9.8.7" not in failure.message
-    if len(text) > 6:
+    # The server's text never comes through, unless it is part of the agent's own words ("timed out" is in
+    # "connect timed out", which a timeout is rightly called).
+    if len(text) > 6 and not any(text in words for words in OWN_WORDS):
         assert text not in failure.message
     assert Chat("ko").text(failure.message)  # renders in Korean, never raises
 
