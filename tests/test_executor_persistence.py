@@ -44,7 +44,8 @@ from tests.test_executor_survivors import MODES, forced, kill_all, mode_of
 pytestmark = [
     pytest.mark.external_service,
     pytest.mark.skipif(
-        os.geteuid() != 0, reason="writes the login user's home: only the dedicated test user's"
+        os.name != "posix" or os.geteuid() != 0,
+        reason="writes the login user's home: only the dedicated test user's (as root, on POSIX)",
     ),
 ]
 
